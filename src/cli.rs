@@ -1,0 +1,215 @@
+//! Command line: clap definitions, turned into plain configs, dispatched to one function per command.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+use crate::runner::{self, ConnConfig, RunConfig, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+
+#[derive(Parser, Debug)]
+#[command(name = "recipe", version, about = "Run editable Rhai install recipes on remote machines over SSH")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ConnArgs {
+    /// known_hosts file (overrides the inventory's `known_hosts`)
+    #[arg(long, value_name = "FILE")]
+    known_hosts: Option<PathBuf>,
+    /// Record unknown host keys (a changed key is still refused)
+    #[arg(long)]
+    accept_new_host_keys: bool,
+    /// Run on this machine instead of over SSH (host name "local")
+    #[arg(long)]
+    local: bool,
+    /// Seconds to wait for a connection and SSH handshake
+    #[arg(long, default_value_t = 15, value_name = "SECS")]
+    connect_timeout: u64,
+}
+
+impl ConnArgs {
+    fn config(&self) -> ConnConfig {
+        ConnConfig {
+            known_hosts: self.known_hosts.clone(),
+            accept_new: self.accept_new_host_keys,
+            local: self.local,
+            connect_timeout: self.connect_timeout,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a recipe on hosts
+    Run {
+        /// Recipe path, or a bare name looked up in ./recipes/
+        recipe: String,
+        /// Target host (inventory name, or anything `ssh NAME` accepts); repeatable
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
+        /// Target inventory group ("all" = every host); repeatable
+        #[arg(long = "group", value_name = "NAME")]
+        groups: Vec<String>,
+        /// Inventory file (TOML)
+        #[arg(short = 'i', long, value_name = "INVENTORY")]
+        inventory: Option<PathBuf>,
+        /// Set a declared variable; repeatable
+        #[arg(long = "var", value_name = "KEY=VALUE")]
+        vars: Vec<String>,
+        /// Check and report what would change; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Show unified diffs of file contents
+        #[arg(long)]
+        diff: bool,
+        /// Hosts worked on at once
+        #[arg(long, default_value_t = 32, value_name = "N")]
+        forks: usize,
+        /// JSON Lines events on stdout, nothing else
+        #[arg(long)]
+        json: bool,
+        /// More output (-v: every step and timings; -vv: diffs of changes too)
+        #[arg(short, long, action = clap::ArgAction::Count)]
+        verbose: u8,
+        /// Only failures and the recap
+        #[arg(short, long)]
+        quiet: bool,
+        /// Default time limit of one command, in seconds
+        #[arg(long, default_value_t = 3600, value_name = "SECS")]
+        timeout: u64,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Parse and check recipes without touching any host
+    Check {
+        #[arg(required = true)]
+        recipes: Vec<String>,
+    },
+    /// List recipes with their doc line and variables
+    List {
+        /// Folder of recipes (default ./recipes)
+        dir: Option<PathBuf>,
+    },
+    /// Print a host's facts as JSON
+    Facts {
+        #[arg(long = "host", value_name = "NAME")]
+        host: Option<String>,
+        #[arg(short = 'i', long, value_name = "INVENTORY")]
+        inventory: Option<PathBuf>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Reference of every primitive (Markdown), or Rhai definition files for editors
+    Doc {
+        /// Write Rhai definition files (for editor completion) into this folder instead
+        #[arg(long, value_name = "DIR")]
+        definitions: Option<PathBuf>,
+    },
+    /// Throw-away local test hosts (systemd-nspawn)
+    Sandbox {
+        #[command(subcommand)]
+        action: SandboxCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SandboxCmd {
+    /// Boot hosts (default master,w1,w2) and write an inventory
+    Up {
+        #[arg(long, value_delimiter = ',', default_value = "master,w1,w2")]
+        hosts: Vec<String>,
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// Folder served over HTTP to the hosts (default: the sandbox's files/)
+        #[arg(long, value_name = "DIR")]
+        serve: Option<PathBuf>,
+        /// Extra packages baked into the base image
+        #[arg(long, value_delimiter = ',')]
+        packages: Vec<String>,
+    },
+    /// Stop the hosts and remove everything the sandbox made
+    Down {
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+    /// List sandboxes, hosts, addresses and state
+    Status {
+        #[arg(long)]
+        name: Option<String>,
+    },
+    #[command(hide = true)]
+    ServeFiles { dir: PathBuf, addr: std::net::SocketAddr },
+}
+
+/// Parses arguments and runs; returns the exit status.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_tracing(&cli.cmd);
+    match cli.cmd {
+        Cmd::Run { recipe, hosts, groups, inventory, vars, dry_run, diff, forks, json, verbose, quiet, timeout, conn } => {
+            runner::run(RunConfig {
+                recipe,
+                hosts,
+                groups,
+                inventory,
+                vars,
+                dry_run,
+                diff,
+                forks,
+                json,
+                verbose,
+                quiet,
+                conn: conn.config(),
+                timeout,
+            })
+        }
+        Cmd::Check { recipes } => crate::commands::check(&recipes),
+        Cmd::List { dir } => crate::commands::list(dir),
+        Cmd::Facts { host, inventory, conn } => crate::commands::facts(host, inventory, conn.config()),
+        Cmd::Doc { definitions } => crate::commands::doc(definitions),
+        Cmd::Sandbox { action } => sandbox(action),
+    }
+}
+
+fn sandbox(action: SandboxCmd) -> i32 {
+    let res = match action {
+        SandboxCmd::Up { hosts, name, serve, packages } => crate::sandbox::up(&crate::sandbox::UpOptions {
+            name,
+            hosts,
+            serve,
+            packages,
+        })
+        .map(|_| ()),
+        SandboxCmd::Down { name } => crate::sandbox::down(&name),
+        SandboxCmd::Status { name } => crate::sandbox::status(name.as_deref()).map(|s| print!("{s}")),
+        SandboxCmd::ServeFiles { dir, addr } => crate::sandbox::serve_files(&dir, addr),
+    };
+    match res {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            EXIT_FAILED
+        }
+    }
+}
+
+fn init_tracing(cmd: &Cmd) {
+    let level = match cmd {
+        Cmd::Run { verbose, .. } if *verbose >= 3 => "debug",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RECIPE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,246 @@
+//! The commands that do not run recipes on hosts: check, list, facts, doc.
+
+use std::path::{Path, PathBuf};
+
+use crate::runner::{self, ConnConfig, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+
+/// `recipe check`: compile each recipe and evaluate its declarations; exit 2 on any error.
+pub fn check(recipes: &[String]) -> i32 {
+    let mut bad = 0;
+    for r in recipes {
+        let path = match crate::recipe::resolve(r) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e}");
+                bad += 1;
+                continue;
+            }
+        };
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let engine = crate::engine::build(&dir, None);
+        match crate::recipe::load(&engine, &path) {
+            Ok(rec) => {
+                // Imports are resolved at run time; check them now so typos show here.
+                let mut ok = true;
+                for m in import_names(&rec.ast) {
+                    let res = engine.module_resolver().resolve(&engine, Some(&path.display().to_string()), &m, rhai::Position::NONE);
+                    if let Err(e) = res {
+                        eprint!("{}", crate::errors::locate_eval(&e, &path.display().to_string()).render());
+                        ok = false;
+                    }
+                }
+                if ok {
+                    println!("{}: ok ({} variables)", path.display(), rec.vars.len());
+                } else {
+                    bad += 1;
+                }
+            }
+            Err(e) => {
+                eprint!("{}", e.render());
+                bad += 1;
+            }
+        }
+    }
+    if bad > 0 {
+        EXIT_USAGE
+    } else {
+        EXIT_OK
+    }
+}
+
+fn import_names(ast: &rhai::AST) -> Vec<String> {
+    // `import "x" as y;` at top level: scan the source-independent way Rhai exposes.
+    let mut v = Vec::new();
+    ast.walk(&mut |nodes| {
+        if let Some(rhai::ASTNode::Stmt(rhai::Stmt::Import(x, _))) = nodes.last() {
+            if let rhai::Expr::StringConstant(s, _) = &x.0 {
+                v.push(s.to_string());
+            }
+        }
+        true
+    });
+    v
+}
+
+fn show(d: &rhai::Dynamic) -> String {
+    if d.is_string() {
+        format!("{:?}", d.clone().into_string().unwrap_or_default())
+    } else {
+        d.to_string()
+    }
+}
+
+/// `recipe list`: each recipe's doc line and variables with defaults.
+pub fn list(dir: Option<PathBuf>) -> i32 {
+    let dir = dir.unwrap_or_else(|| PathBuf::from("recipes"));
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
+            .collect(),
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", dir.display());
+            return EXIT_USAGE;
+        }
+    };
+    files.sort();
+    let engine = crate::engine::build(&dir, None);
+    let mut status = EXIT_OK;
+    for f in files {
+        match crate::recipe::load(&engine, &f) {
+            Ok(r) => {
+                let first = r.doc.lines().next().unwrap_or("(no documentation)");
+                println!("{}  {}", r.name, first);
+                for (n, v, doc) in &r.vars {
+                    if doc.is_empty() {
+                        println!("    {n} = {}", show(v));
+                    } else {
+                        println!("    {n} = {}    # {doc}", show(v));
+                    }
+                }
+            }
+            Err(e) => {
+                eprint!("{}", e.render());
+                status = EXIT_USAGE;
+            }
+        }
+    }
+    status
+}
+
+/// `recipe facts`: one host's facts as JSON.
+pub fn facts(host: Option<String>, inv: Option<PathBuf>, conn: ConnConfig) -> i32 {
+    let hosts: Vec<String> = host.into_iter().collect();
+    let (inv, targets) = match runner::targets(&inv, &hosts, &[], conn.local) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let Some(t) = targets.into_iter().next() else {
+        eprintln!("error: give --host NAME or --local");
+        return EXIT_USAGE;
+    };
+    let rt = match runner::runtime() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let hosts = crate::host::Hosts::new(std::sync::Arc::new(inv.clone()), runner::ssh_options(&inv, &conn), conn.local);
+    if let Ok(mut m) = hosts.targets.lock() {
+        m.insert(t.name.clone(), t.clone());
+    }
+    let res = rt.block_on(async {
+        let c = hosts.connection(&t.name).await?;
+        let out = c
+            .exec(crate::primitives::facts::FACTS_CMD, None, Some(std::time::Duration::from_secs(60)))
+            .await;
+        c.close().await;
+        out
+    });
+    match res {
+        Ok(out) => {
+            let mut m = crate::primitives::facts::parse(&out.stdout_str());
+            m.insert("name".into(), t.name.clone().into());
+            let json: serde_json::Value = rhai::serde::from_dynamic(&rhai::Dynamic::from_map(m)).unwrap_or_default();
+            println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", t.name);
+            EXIT_FAILED
+        }
+    }
+}
+
+/// The Markdown reference of every primitive, from the doc comments of the registered functions.
+pub fn reference() -> String {
+    let titles = [
+        ("Commands", "command"),
+        ("Files", "files"),
+        ("Packages", "packages"),
+        ("Services", "services"),
+        ("Users and groups", "users"),
+        ("Facts", "facts"),
+        ("Other hosts, output and secrets", "remote"),
+    ];
+    let mut out = String::from(
+        "# Recipe primitives\n\n<!-- Generated by `recipe doc` from the doc comments in src/primitives/; do not edit. -->\n\n\
+         Every state primitive checks first, changes only what differs, reports `ok` or `changed`, and returns a map\n\
+         with at least `changed` (bool) and `status` (\"ok\", \"changed\", \"skipped\"). Options are a map as the last\n\
+         argument; an unknown option is an error. Variables are read as `vars.name`.\n\n",
+    );
+    for (m, (title, _)) in crate::engine::api_modules().into_iter().zip(titles) {
+        out.push_str(&format!("## {title}\n\n"));
+        let mut e = rhai::Engine::new_raw();
+        e.register_type_with_name::<crate::primitives::remote::HostRef>("Host");
+        e.register_type_with_name::<crate::secrets::Secret>("Secret");
+        e.register_global_module(m);
+        let json: serde_json::Value = e
+            .gen_fn_metadata_to_json(false)
+            .ok()
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or_default();
+        let mut fns: Vec<(String, String)> = json["functions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|f| {
+                let sig = f["signature"].as_str().unwrap_or("").to_string();
+                let doc = f["docComments"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|c| c.as_str())
+                            .flat_map(|c| c.lines())
+                            .map(|l| l.trim_start().trim_start_matches("///").strip_prefix(' ').unwrap_or(l.trim_start().trim_start_matches("///")).to_string())
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .unwrap_or_default();
+                (sig, doc)
+            })
+            .collect();
+        fns.sort();
+        for (sig, doc) in fns {
+            out.push_str(&format!("### `{}`\n\n{}\n\n", short_type(&sig), doc.trim()));
+        }
+    }
+    out
+}
+
+fn short_type(t: &str) -> String {
+    let t = t
+        .replace("rhai::types::dynamic::Dynamic", "Dynamic")
+        .replace("alloc::string::String", "String")
+        .replace("recipe::primitives::remote::HostRef", "Host")
+        .replace("recipe::secrets::Secret", "Secret");
+    t.rsplit("::").next().unwrap_or(&t).to_string()
+}
+
+/// `recipe doc`: print the reference, or write definition files.
+pub fn doc(definitions: Option<PathBuf>) -> i32 {
+    match definitions {
+        None => {
+            print!("{}", reference());
+            EXIT_OK
+        }
+        Some(dir) => {
+            let engine = crate::engine::build(Path::new("."), None);
+            match engine.definitions().include_standard_packages(false).write_to_dir(&dir) {
+                Ok(()) => {
+                    println!("wrote Rhai definitions into {}", dir.display());
+                    EXIT_OK
+                }
+                Err(e) => {
+                    eprintln!("error: cannot write definitions into {}: {e}", dir.display());
+                    EXIT_FAILED
+                }
+            }
+        }
+    }
+}

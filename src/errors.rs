@@ -1,0 +1,130 @@
+//! Rendering of recipe errors: message, `--> file:line:col`, the source line and a caret.
+
+use rhai::{EvalAltResult, ParseError, Position};
+use std::path::Path;
+
+/// A located error, ready to print.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub message: String,
+    pub source: Option<String>,
+    pub line: usize,
+    pub column: usize,
+    /// Outer frames: "in function `f` called at file:line:col".
+    pub notes: Vec<String>,
+}
+
+impl Located {
+    pub fn render(&self) -> String {
+        let mut s = format!("error: {}\n", self.message);
+        if let Some(src) = &self.source {
+            if self.line > 0 {
+                s.push_str(&format!("  --> {}:{}:{}\n", src, self.line, self.column));
+                if let Some(text) = source_line(src, self.line) {
+                    let num = self.line.to_string();
+                    let pad = " ".repeat(num.len());
+                    s.push_str(&format!("{pad} |\n{num} | {text}\n{pad} | {}^\n", " ".repeat(self.column.saturating_sub(1))));
+                }
+            } else {
+                s.push_str(&format!("  --> {src}\n"));
+            }
+        }
+        for n in &self.notes {
+            s.push_str(&format!("  = {n}\n"));
+        }
+        s
+    }
+
+    /// `file:line:col`, for one-line summaries (recaps).
+    pub fn place(&self) -> String {
+        match &self.source {
+            Some(s) => format!("{}:{}:{}", s, self.line, self.column),
+            None => format!("line {}, column {}", self.line, self.column),
+        }
+    }
+}
+
+fn source_line(src: &str, line: usize) -> Option<String> {
+    let text = std::fs::read_to_string(Path::new(src)).ok()?;
+    text.lines().nth(line.checked_sub(1)?).map(|l| l.replace('\t', " "))
+}
+
+fn pos(p: Position) -> (usize, usize) {
+    (p.line().unwrap_or(0), p.position().unwrap_or(0))
+}
+
+/// The message of an error without Rhai's "(line L, position C)" suffix.
+fn bare(e: &EvalAltResult) -> String {
+    match e {
+        EvalAltResult::ErrorRuntime(v, _) => {
+            if v.is_string() {
+                v.clone().into_string().unwrap_or_default()
+            } else {
+                format!("runtime error: {v}")
+            }
+        }
+        EvalAltResult::ErrorTerminated(v, _) => {
+            let why = v.to_string();
+            if why.is_empty() { "stopped".into() } else { format!("stopped: {why}") }
+        }
+        other => {
+            let s = other.to_string();
+            match s.rfind(" (line ") {
+                Some(i) if s.ends_with(')') => s[..i].to_string(),
+                _ => s,
+            }
+        }
+    }
+}
+
+/// Walks nested function-call and module errors down to where it happened.
+pub fn locate_eval(err: &EvalAltResult, top_source: &str) -> Located {
+    let mut notes = Vec::new();
+    let mut source = top_source.to_string();
+    let mut e = err;
+    loop {
+        match e {
+            EvalAltResult::ErrorInFunctionCall(name, src, inner, p) => {
+                let (l, c) = pos(*p);
+                notes.push(format!("in function `{name}` called at {source}:{l}:{c}"));
+                if !src.is_empty() {
+                    source = src.to_string();
+                }
+                e = inner;
+            }
+            EvalAltResult::ErrorInModule(name, inner, p) => {
+                let (l, c) = pos(*p);
+                notes.push(format!("in module \"{name}\" imported at {source}:{l}:{c}"));
+                if let EvalAltResult::ErrorParsing(_, _) = inner.as_ref() {
+                    source = name.to_string();
+                }
+                e = inner;
+            }
+            _ => break,
+        }
+    }
+    notes.reverse();
+    let (line, column) = pos(e.position());
+    let src = match e {
+        EvalAltResult::ErrorRuntime(..) | EvalAltResult::ErrorParsing(..) => source,
+        _ => source,
+    };
+    Located {
+        message: bare(e),
+        source: Some(src),
+        line,
+        column,
+        notes,
+    }
+}
+
+pub fn locate_parse(err: &ParseError, source: &str) -> Located {
+    let (line, column) = pos(err.1);
+    Located {
+        message: format!("syntax error: {}", err.0),
+        source: Some(source.to_string()),
+        line,
+        column,
+        notes: Vec::new(),
+    }
+}

@@ -1,0 +1,150 @@
+//! Per-run host registry (connections opened on demand, facts cached) and the per-host context primitives use.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::inventory::{Inventory, Target};
+use crate::report::Reporter;
+use crate::transport::local::LocalSpawner;
+use crate::transport::ssh::{self, SshOptions};
+use crate::transport::{Connection, ExecOutput, Stats, TransportError};
+
+/// Channels per connection: under OpenSSH's default MaxSessions (10), leaving room.
+const MAX_WORKERS: usize = 6;
+
+type Slot = Arc<tokio::sync::OnceCell<Result<Arc<Connection>, String>>>;
+
+/// Every connection of a run, keyed by inventory name; one per host, reused.
+pub struct Hosts {
+    pub inventory: Arc<Inventory>,
+    pub ssh: SshOptions,
+    pub stats: Arc<Stats>,
+    pub local: bool,
+    conns: Mutex<HashMap<String, Slot>>,
+    facts: Mutex<HashMap<String, rhai::Map>>,
+    pub targets: Mutex<HashMap<String, Target>>,
+}
+
+impl Hosts {
+    pub fn new(inventory: Arc<Inventory>, ssh: SshOptions, local: bool) -> Hosts {
+        Hosts {
+            inventory,
+            ssh,
+            stats: Arc::new(Stats::default()),
+            local,
+            conns: Mutex::new(HashMap::new()),
+            facts: Mutex::new(HashMap::new()),
+            targets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The target for `name`: one of this run's, else the inventory's, else `ssh NAME`.
+    pub fn target(&self, name: &str) -> Result<Target, TransportError> {
+        if let Some(t) = self.targets.lock().ok().and_then(|t| t.get(name).cloned()) {
+            return Ok(t);
+        }
+        self.inventory
+            .target(name)
+            .map_err(|e| TransportError::Unreachable(format!("{name}: {e}")))
+    }
+
+    /// The connection to `name`, opened on first use and shared afterwards.
+    pub async fn connection(&self, name: &str) -> Result<Arc<Connection>, TransportError> {
+        let slot = {
+            let mut c = self
+                .conns
+                .lock()
+                .map_err(|_| TransportError::Lost("internal lock poisoned".into()))?;
+            c.entry(name.to_string()).or_default().clone()
+        };
+        let res = slot
+            .get_or_init(|| async {
+                if self.local || name == "local" {
+                    return Ok(Arc::new(Connection::new(
+                        Box::new(LocalSpawner),
+                        MAX_WORKERS,
+                        self.stats.clone(),
+                    )));
+                }
+                let target = self.target(name).map_err(|e| e.to_string())?;
+                match ssh::connect(&target, &self.ssh).await {
+                    Ok(sp) => Ok(Arc::new(Connection::new(Box::new(sp), MAX_WORKERS, self.stats.clone()))),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .await;
+        match res {
+            Ok(c) => Ok(c.clone()),
+            Err(e) => Err(TransportError::Unreachable(e.clone())),
+        }
+    }
+
+    pub fn cached_facts(&self, name: &str) -> Option<rhai::Map> {
+        self.facts.lock().ok().and_then(|f| f.get(name).cloned())
+    }
+
+    pub fn store_facts(&self, name: &str, facts: rhai::Map) {
+        if let Ok(mut f) = self.facts.lock() {
+            f.insert(name.to_string(), facts);
+        }
+    }
+
+    /// Closes every connection (workers exit, channels close).
+    pub async fn close_all(&self) {
+        let slots: Vec<Slot> = self
+            .conns
+            .lock()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default();
+        for s in slots {
+            if let Some(Ok(c)) = s.get() {
+                c.close().await;
+            }
+        }
+    }
+}
+
+/// What every host of a run shares.
+pub struct RunShared {
+    pub recipe_name: String,
+    pub recipe_dir: PathBuf,
+    pub dry_run: bool,
+    pub diff: bool,
+    pub reporter: Reporter,
+    pub hosts: Arc<Hosts>,
+    pub rt: tokio::runtime::Handle,
+    pub default_timeout: Duration,
+    pub interrupted: Arc<AtomicBool>,
+}
+
+/// One host's view while its recipe runs; reached from primitives through the engine tag.
+pub struct HostCtx {
+    pub name: String,
+    pub conn: Arc<Connection>,
+    pub run: Arc<RunShared>,
+    pub vars: rhai::Map,
+    pub last_step: Mutex<Option<String>>,
+}
+
+impl HostCtx {
+    /// Runs a command on this host (blocking: primitives run on the host's own thread).
+    pub fn exec(&self, cmd: &str, stdin: Option<&[u8]>, timeout: Option<Duration>) -> Result<ExecOutput, TransportError> {
+        let t = timeout.unwrap_or(self.run.default_timeout);
+        self.run.rt.block_on(self.conn.exec(cmd, stdin, Some(t)))
+    }
+
+    /// Runs a command on another inventory host, through the controller.
+    pub fn exec_on(&self, host: &str, cmd: &str, timeout: Option<Duration>) -> Result<ExecOutput, TransportError> {
+        if host == self.name {
+            return self.exec(cmd, None, timeout);
+        }
+        let t = timeout.unwrap_or(self.run.default_timeout);
+        self.run.rt.block_on(async {
+            let c = self.run.hosts.connection(host).await?;
+            c.exec(cmd, None, Some(t)).await
+        })
+    }
+}

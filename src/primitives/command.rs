@@ -1,0 +1,243 @@
+//! Commands: `sh` (guarded, idempotent with `creates`/`unless`), `probe` (read-only) and `wait_for`.
+
+use rhai::plugin::*;
+
+/// Options of `sh`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShOpts {
+    pub creates: Option<String>,
+    pub removes: Option<String>,
+    pub unless: Option<String>,
+    pub onlyif: Option<String>,
+    pub chdir: Option<String>,
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    pub timeout: Option<u64>,
+    #[serde(default)]
+    pub ignore_errors: bool,
+    pub stdin: Option<String>,
+    /// Show this instead of the command in output (for long scripts).
+    pub name: Option<String>,
+}
+
+const SKIP: &str = "__RCP_GUARD_SKIP__";
+
+/// The guard part of a `sh` script: prints the marker and exits when the command need not run.
+pub fn guard_script(o: &ShOpts) -> String {
+    use crate::transport::quote;
+    let mut g = String::new();
+    if let Some(c) = &o.creates {
+        g.push_str(&format!("if [ -e {} ]; then echo {SKIP}; exit 0; fi\n", quote(c)));
+    }
+    if let Some(r) = &o.removes {
+        g.push_str(&format!("if [ ! -e {} ]; then echo {SKIP}; exit 0; fi\n", quote(r)));
+    }
+    let cd = o
+        .chdir
+        .as_ref()
+        .map(|d| format!("cd {} 2>/dev/null && ", quote(d)))
+        .unwrap_or_default();
+    if let Some(u) = &o.unless {
+        g.push_str(&format!("if ({cd}{u}) </dev/null >/dev/null 2>&1; then echo {SKIP}; exit 0; fi\n"));
+    }
+    if let Some(u) = &o.onlyif {
+        g.push_str(&format!("if ! ({cd}{u}) </dev/null >/dev/null 2>&1; then echo {SKIP}; exit 0; fi\n"));
+    }
+    g
+}
+
+/// The full script: guard, then the command in its folder and environment.
+pub fn run_script(cmd: &str, o: &ShOpts, dry_run: bool) -> String {
+    use crate::transport::quote;
+    let mut s = guard_script(o);
+    if dry_run {
+        s.push_str("exit 0\n");
+        return s;
+    }
+    for (k, v) in &o.env {
+        s.push_str(&format!("export {}={}\n", k, quote(v)));
+    }
+    if let Some(d) = &o.chdir {
+        s.push_str(&format!("cd {} || exit 1\n", quote(d)));
+    }
+    s.push_str(cmd);
+    s.push('\n');
+    s
+}
+
+fn do_sh(ctx: &NativeCallContext, cmd: &str, o: ShOpts) -> Result<Dynamic, Box<EvalAltResult>> {
+    for (k, _) in &o.env {
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(super::err_at(format!("sh: bad environment variable name {k:?}"), ctx.call_position()));
+        }
+    }
+    let label = o.name.clone().unwrap_or_else(|| cmd.lines().next().unwrap_or("").to_string());
+    super::step(ctx, "sh", &label, |h| {
+        super::no_nul("command", cmd)?;
+        let script = run_script(cmd, &o, h.run.dry_run);
+        let timeout = o.timeout.map(std::time::Duration::from_secs);
+        let out = h
+            .exec(&script, o.stdin.as_deref().map(str::as_bytes), timeout)
+            .map_err(|e| e.to_string())?;
+        let stdout = out.stdout_str();
+        if stdout.starts_with(SKIP) {
+            return Ok(super::Outcome::ok().with("rc", 0_i64).with("stdout", "").with("stderr", ""));
+        }
+        let mut res = super::Outcome::ok();
+        res.change(format!("run: {}", cmd.trim()));
+        if h.run.dry_run {
+            return Ok(res.with("rc", 0_i64).with("stdout", "").with("stderr", ""));
+        }
+        if out.status != 0 && !o.ignore_errors {
+            return Err(super::failure_text(&out));
+        }
+        Ok(res
+            .with("rc", out.status as i64)
+            .with("stdout", stdout)
+            .with("stderr", out.stderr_str()))
+    })
+}
+
+fn do_probe(ctx: &NativeCallContext, cmd: &str, timeout: Option<u64>) -> Result<Dynamic, Box<EvalAltResult>> {
+    let h = super::host_ctx(ctx)?;
+    let out = h
+        .exec(cmd, None, timeout.map(std::time::Duration::from_secs))
+        .map_err(|e| super::err_at(format!("probe {cmd:?}: {e}"), ctx.call_position()))?;
+    let mut m = rhai::Map::new();
+    m.insert("rc".into(), (out.status as i64).into());
+    m.insert("ok".into(), (out.status == 0).into());
+    m.insert("stdout".into(), out.stdout_str().into());
+    m.insert("stderr".into(), out.stderr_str().into());
+    Ok(Dynamic::from_map(m))
+}
+
+/// Options of `wait_for`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitOpts {
+    #[serde(default = "default_wait")]
+    pub timeout: u64,
+    #[serde(default = "default_interval")]
+    pub interval: u64,
+    pub name: Option<String>,
+    /// Run the check on this other inventory host instead.
+    pub on: Option<String>,
+}
+fn default_wait() -> u64 {
+    60
+}
+fn default_interval() -> u64 {
+    2
+}
+
+#[export_module]
+pub mod api {
+    use super::*;
+
+    /// Runs a shell command (`/bin/sh`) on the target and reports `changed`.
+    /// Options: `creates` (skip if this path exists), `removes` (skip unless it exists),
+    /// `unless` (skip if this command succeeds), `onlyif` (run only if it succeeds),
+    /// `chdir`, `env` (map), `timeout` (seconds), `ignore_errors`, `stdin` (string), `name` (label).
+    /// Returns `#{changed, rc, stdout, stderr}`; a non-zero exit is a failure unless `ignore_errors`.
+    /// In a dry run the guard is checked and the command is only reported.
+    ///
+    /// ```rhai
+    /// sh("make install", #{chdir: "/opt/src/slurm", creates: "/opt/slurm/sbin/slurmd"});
+    /// ```
+    #[rhai_fn(name = "sh", return_raw)]
+    pub fn sh_opts(ctx: NativeCallContext, cmd: &str, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+        let o: ShOpts = crate::primitives::opts(&ctx, "sh", opts)?;
+        do_sh(&ctx, cmd, o)
+    }
+
+    /// Runs a shell command without guards: always runs, always `changed`.
+    #[rhai_fn(name = "sh", return_raw)]
+    pub fn sh(ctx: NativeCallContext, cmd: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+        do_sh(&ctx, cmd, ShOpts::default())
+    }
+
+    /// Runs a read-only command and returns `#{ok, rc, stdout, stderr}`. Runs in dry runs
+    /// too and is not a step: use it only for commands that change nothing.
+    ///
+    /// ```rhai
+    /// let v = probe("slurmd -V");
+    /// if v.ok && v.stdout.contains(vars.slurm_version) { ... }
+    /// ```
+    #[rhai_fn(name = "probe", return_raw)]
+    pub fn probe(ctx: NativeCallContext, cmd: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+        do_probe(&ctx, cmd, None)
+    }
+
+    /// `probe` with a time limit in seconds.
+    #[rhai_fn(name = "probe", return_raw)]
+    pub fn probe_t(ctx: NativeCallContext, cmd: &str, timeout: i64) -> Result<Dynamic, Box<EvalAltResult>> {
+        do_probe(&ctx, cmd, Some(timeout.max(1) as u64))
+    }
+
+    /// Repeats a read-only command until it succeeds; fails after `timeout` seconds
+    /// (default 60) with its last output. Options: `timeout`, `interval` (default 2),
+    /// `name`, `on` (run the check on another inventory host). Skipped in a dry run.
+    ///
+    /// ```rhai
+    /// wait_for("sinfo -h -n w1 -o %t | grep -qx idle", #{on: "master", timeout: 120});
+    /// ```
+    #[rhai_fn(name = "wait_for", return_raw)]
+    pub fn wait_for(ctx: NativeCallContext, cmd: &str, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+        let o: WaitOpts = crate::primitives::opts(&ctx, "wait_for", opts)?;
+        let label = o.name.clone().unwrap_or_else(|| cmd.to_string());
+        crate::primitives::step(&ctx, "wait_for", &label, |h| {
+            if h.run.dry_run {
+                let mut r = crate::primitives::Outcome::ok();
+                r.skipped = true;
+                return Ok(r);
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(o.timeout);
+            let target = o.on.clone().unwrap_or_else(|| h.name.clone());
+            loop {
+                if h.run.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err("interrupted".into());
+                }
+                let out = h
+                    .exec_on(&target, cmd, Some(std::time::Duration::from_secs(o.interval.max(1) * 5 + 10)))
+                    .map_err(|e| e.to_string())?;
+                if out.status == 0 {
+                    return Ok(crate::primitives::Outcome::ok().with("stdout", out.stdout_str()));
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(format!(
+                        "still failing after {}s on {target}; last {}",
+                        o.timeout,
+                        crate::primitives::failure_text(&out)
+                    ));
+                }
+                std::thread::sleep(std::time::Duration::from_secs(o.interval.max(1)));
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_quotes_paths() {
+        let o = ShOpts {
+            creates: Some("/tmp/a b'c".into()),
+            ..Default::default()
+        };
+        let g = guard_script(&o);
+        assert!(g.contains("'/tmp/a b'\\''c'"), "{g}");
+    }
+
+    #[test]
+    fn dry_run_script_stops_after_guard() {
+        let o = ShOpts {
+            unless: Some("test -f /x".into()),
+            ..Default::default()
+        };
+        let s = run_script("rm -rf /", &o, true);
+        assert!(!s.contains("rm -rf"), "{s}");
+    }
+}

@@ -1,0 +1,673 @@
+//! Files on the target: file (content, controller file or another host's file), directory,
+//! template, download, unpack, and the read-only read_file / stat / exists.
+
+use rhai::plugin::*;
+use std::path::PathBuf;
+
+use super::{apply, attr_fixes, check, parse_stat, Attrs, Outcome, StepResult, STAT_FMT};
+use crate::host::HostCtx;
+use crate::secrets::{describe_bytes, sha256_hex, Secret};
+use crate::transport::quote;
+
+/// Options of `file` (besides `content`, taken out first).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOpts {
+    pub src: Option<String>,
+    pub from_host: Option<String>,
+    #[serde(flatten)]
+    pub attrs: Attrs,
+    #[serde(default)]
+    pub secret: bool,
+    pub state: Option<String>,
+}
+
+/// Content going to a file, and whether it must stay hidden.
+pub struct Payload {
+    pub bytes: Vec<u8>,
+    pub secret: bool,
+}
+
+const DIFF_MAX: u64 = 256 * 1024;
+
+/// One round trip: stat and checksum of `path`, or `absent`.
+fn probe_file(h: &HostCtx, path: &str) -> Result<Option<(super::StatInfo, String)>, String> {
+    let q = quote(path);
+    let cmd = format!(
+        "if [ -e {q} ] || [ -L {q} ]; then stat -c '{STAT_FMT}' -- {q} && if [ -f {q} ]; then sha256sum < {q} | cut -d' ' -f1; else echo -; fi; else echo absent; fi"
+    );
+    let out = check(h, &cmd)?;
+    if out.status != 0 {
+        return Err(super::failure_text(&out));
+    }
+    let text = out.stdout_str();
+    let mut lines = text.lines();
+    match lines.next() {
+        Some("absent") | None => Ok(None),
+        Some(l) => {
+            let st = parse_stat(l).ok_or_else(|| format!("cannot read stat output {l:?}"))?;
+            Ok(Some((st, lines.next().unwrap_or("-").trim().to_string())))
+        }
+    }
+}
+
+fn is_text(b: &[u8]) -> bool {
+    !b.iter().take(8192).any(|c| *c == 0) && std::str::from_utf8(b).is_ok()
+}
+
+/// Unified diff old → new, or a size/checksum line for secret or binary content.
+pub fn content_diff(path: &str, old: Option<&[u8]>, new: &[u8], secret: bool) -> String {
+    if secret {
+        return format!(
+            "--- {path}\n+++ {path}\n  secret content: {} -> {}\n",
+            old.map(describe_bytes).unwrap_or_else(|| "absent".into()),
+            describe_bytes(new)
+        );
+    }
+    let old_b = old.unwrap_or(b"");
+    if !is_text(old_b) || !is_text(new) {
+        let d = |b: &[u8]| format!("{} bytes, sha256 {}", b.len(), &sha256_hex(b)[..16]);
+        return format!(
+            "--- {path}\n+++ {path}\n  binary content: {} -> {}\n",
+            old.map(d).unwrap_or_else(|| "absent".into()),
+            d(new)
+        );
+    }
+    let o = String::from_utf8_lossy(old_b);
+    let n = String::from_utf8_lossy(new);
+    similar::TextDiff::from_lines(o.as_ref(), n.as_ref())
+        .unified_diff()
+        .context_radius(3)
+        .header(
+            &if old.is_some() { path.to_string() } else { "/dev/null".into() },
+            path,
+        )
+        .to_string()
+}
+
+/// The atomic write: a temporary file in the target folder gets its final owner and
+/// mode while still empty, then the content, then is renamed over the target.
+pub fn write_script(path: &str, attrs: &Attrs, keep_existing: bool) -> String {
+    let q = quote(path);
+    let mut s = format!(
+        "set -e\nd=$(dirname -- {q})\n[ -d \"$d\" ] || {{ echo \"folder $d does not exist\" >&2; exit 1; }}\nt=$(mktemp \"$d/.recipe.XXXXXXXX\")\ntrap 'rm -f \"$t\"' EXIT\n"
+    );
+    if keep_existing {
+        s.push_str(&format!(
+            "if [ -e {q} ]; then chown --reference={q} \"$t\"; chmod --reference={q} \"$t\"; else chmod 0644 \"$t\"; fi\n"
+        ));
+    } else {
+        s.push_str("chmod 0644 \"$t\"\n");
+    }
+    match (&attrs.owner, &attrs.group) {
+        (Some(o), Some(g)) => s.push_str(&format!("chown {} \"$t\"\n", quote(&format!("{o}:{g}")))),
+        (Some(o), None) => s.push_str(&format!("chown {} \"$t\"\n", quote(o))),
+        (None, Some(g)) => s.push_str(&format!("chgrp {} \"$t\"\n", quote(g))),
+        (None, None) => {}
+    }
+    if let Some(m) = attrs.mode {
+        s.push_str(&format!("chmod {m} \"$t\"\n"));
+    }
+    s.push_str(&format!("cat > \"$t\"\nmv -f \"$t\" {q}\ntrap - EXIT\n"));
+    s
+}
+
+/// Makes `path` hold `payload` with `attrs`: the shared core of file and template.
+pub fn ensure_content(h: &HostCtx, path: &str, payload: &Payload, attrs: &Attrs) -> StepResult {
+    super::no_nul("path", path)?;
+    if payload.secret {
+        h.run.reporter.redactor().add(&payload.bytes);
+    }
+    let new_sum = sha256_hex(&payload.bytes);
+    let cur = probe_file(h, path)?;
+    let mut out = Outcome::ok().with("path", path.to_string()).with("sha256", new_sum.clone());
+    match &cur {
+        Some((st, _)) if st.kind != "regular file" && st.kind != "regular empty file" => {
+            return Err(format!("{path} exists and is a {}, not a file", st.kind));
+        }
+        Some((st, sum)) if *sum == new_sum => {
+            let (cmds, what) = attr_fixes(&quote(path), st, attrs);
+            if !cmds.is_empty() {
+                for w in what {
+                    out.change(w);
+                }
+                apply(h, &cmds.join(" && "), None)?;
+            }
+            return Ok(out);
+        }
+        _ => {}
+    }
+    let show = h.run.diff || h.run.reporter.verbose > 1;
+    if show {
+        let old = match &cur {
+            Some((st, _)) if !payload.secret && st.size <= DIFF_MAX => {
+                let o = check(h, &format!("cat -- {}", quote(path)))?;
+                Some(o.stdout)
+            }
+            Some((st, _)) if payload.secret => Some(vec![0u8; 0]).filter(|_| st.size == u64::MAX),
+            _ => None,
+        };
+        let diff = match (&cur, old) {
+            (Some((st, _)), None) if payload.secret || st.size > DIFF_MAX => format!(
+                "--- {path}\n+++ {path}\n  content: {} bytes -> {}\n",
+                st.size,
+                if payload.secret { describe_bytes(&payload.bytes) } else { format!("{} bytes", payload.bytes.len()) }
+            ),
+            (_, old) => content_diff(path, old.as_deref(), &payload.bytes, payload.secret),
+        };
+        out.diff = Some(diff);
+    }
+    out.change(if cur.is_some() {
+        format!("rewrite {path} ({} bytes)", payload.bytes.len())
+    } else {
+        format!("create {path} ({} bytes)", payload.bytes.len())
+    });
+    apply(h, &write_script(path, attrs, true), Some(&payload.bytes))?;
+    Ok(out)
+}
+
+fn remove_path(h: &HostCtx, path: &str, dir: bool) -> StepResult {
+    let st = probe_file(h, path)?;
+    let mut out = Outcome::ok();
+    if let Some((s, _)) = st {
+        if dir != (s.kind == "directory") {
+            return Err(format!("{path} is a {}", s.kind));
+        }
+        out.change(format!("remove {path}"));
+        apply(h, &format!("rm -rf -- {}", quote(path)), None)?;
+    }
+    Ok(out)
+}
+
+/// Turns a content value (string, blob or secret) into bytes.
+fn content_of(v: Dynamic) -> Result<Payload, String> {
+    if v.is::<Secret>() {
+        let s = v.cast::<Secret>();
+        return Ok(Payload { bytes: s.0.to_vec(), secret: true });
+    }
+    if v.is_blob() {
+        return Ok(Payload { bytes: v.cast::<rhai::Blob>(), secret: false });
+    }
+    if let Ok(s) = v.clone().into_immutable_string() {
+        return Ok(Payload { bytes: s.as_bytes().to_vec(), secret: false });
+    }
+    Err(format!("content must be a string, a blob or a secret, not {}", v.type_name()))
+}
+
+/// Reads a controller file relative to the recipe's folder.
+pub fn controller_file(h: &HostCtx, src: &str) -> Result<(PathBuf, Vec<u8>), String> {
+    let p = h.run.recipe_dir.join(src);
+    std::fs::read(&p)
+        .map(|b| (p.clone(), b))
+        .map_err(|e| format!("cannot read {} on the controller: {e}", p.display()))
+}
+
+/// Reads a whole file of another (or this) host through its connection.
+pub fn remote_read(h: &HostCtx, host: &str, path: &str) -> Result<Vec<u8>, String> {
+    super::no_nul("path", path)?;
+    let out = h
+        .exec_on(host, &format!("cat -- {}", quote(path)), None)
+        .map_err(|e| format!("{host}: {e}"))?;
+    if out.status != 0 {
+        return Err(format!("cannot read {path} on {host}: {}", super::failure_text(&out)));
+    }
+    Ok(out.stdout)
+}
+
+fn do_file(ctx: &NativeCallContext, path: &str, mut m: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+    let content = m.remove("content");
+    let o: FileOpts = super::opts(ctx, "file", m)?;
+    super::step(ctx, "file", path, |h| {
+        match o.state.as_deref() {
+            Some("absent") => return remove_path(h, path, false),
+            None | Some("present") | Some("file") => {}
+            Some(s) => return Err(format!("state must be \"present\" or \"absent\", not {s:?}")),
+        }
+        let mut payload = match (content, &o.src, &o.from_host) {
+            (Some(c), None, None) => content_of(c)?,
+            (None, Some(src), None) => Payload { bytes: controller_file(h, src)?.1, secret: false },
+            (None, Some(src), Some(host)) => Payload { bytes: remote_read(h, host, src)?, secret: false },
+            (None, None, None) => {
+                // Only attributes: the file must exist.
+                let st = probe_file(h, path)?.ok_or_else(|| format!("{path} does not exist (give content or src)"))?;
+                let (cmds, what) = attr_fixes(&quote(path), &st.0, &o.attrs);
+                let mut out = Outcome::ok();
+                for w in what {
+                    out.change(w);
+                }
+                if !cmds.is_empty() {
+                    apply(h, &cmds.join(" && "), None)?;
+                }
+                return Ok(out);
+            }
+            _ => return Err("give one of content, src, or src with from_host".into()),
+        };
+        payload.secret |= o.secret;
+        ensure_content(h, path, &payload, &o.attrs)
+    })
+}
+
+/// Options of `directory`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirOpts {
+    #[serde(flatten)]
+    pub attrs: Attrs,
+    pub state: Option<String>,
+}
+
+fn do_directory(ctx: &NativeCallContext, path: &str, o: DirOpts) -> Result<Dynamic, Box<EvalAltResult>> {
+    super::step(ctx, "directory", path, |h| {
+        super::no_nul("path", path)?;
+        match o.state.as_deref() {
+            Some("absent") => return remove_path(h, path, true),
+            None | Some("present") | Some("directory") => {}
+            Some(s) => return Err(format!("state must be \"present\" or \"absent\", not {s:?}")),
+        }
+        let q = quote(path);
+        let mut out = Outcome::ok();
+        match probe_file(h, path)? {
+            None => {
+                out.change(format!("create {path}/"));
+                let mut cmd = format!("mkdir -p -- {q}");
+                let fresh = super::StatInfo {
+                    kind: "directory".into(),
+                    owner: String::new(),
+                    group: String::new(),
+                    mode: u32::MAX,
+                    size: 0,
+                };
+                let mut want = o.attrs.clone();
+                if want.mode.is_none() {
+                    want.mode = None;
+                }
+                let (cmds, _) = attr_fixes(&q, &fresh, &want);
+                for c in cmds {
+                    cmd.push_str(" && ");
+                    cmd.push_str(&c);
+                }
+                apply(h, &cmd, None)?;
+            }
+            Some((st, _)) if st.kind != "directory" => {
+                return Err(format!("{path} exists and is a {}, not a directory", st.kind))
+            }
+            Some((st, _)) => {
+                let (cmds, what) = attr_fixes(&q, &st, &o.attrs);
+                for w in what {
+                    out.change(w);
+                }
+                if !cmds.is_empty() {
+                    apply(h, &cmds.join(" && "), None)?;
+                }
+            }
+        }
+        Ok(out.with("path", path.to_string()))
+    })
+}
+
+/// Options of `template`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateOpts {
+    #[serde(flatten)]
+    pub attrs: Attrs,
+    #[serde(default)]
+    pub secret: bool,
+}
+
+/// Renders a Jinja template (minijinja, undefined variables are errors).
+pub fn render(name: &str, text: &str, ctx: &serde_json::Value) -> Result<String, String> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    let mut syntax = minijinja::syntax::SyntaxConfig::builder();
+    syntax.keep_trailing_newline(true).trim_blocks(true);
+    if let Ok(sc) = syntax.build() {
+        env.set_syntax(sc);
+    }
+    env.add_template(name, text).map_err(|e| template_error(&e))?;
+    let t = env.get_template(name).map_err(|e| template_error(&e))?;
+    t.render(minijinja::value::Serde(ctx)).map_err(|e| template_error(&e))
+}
+
+/// "templates/x.j2:12: undefined value (in ...)" with the template's own excerpt.
+pub fn template_error(e: &minijinja::Error) -> String {
+    let place = match (e.name(), e.line()) {
+        (Some(n), Some(l)) => format!("{n}:{l}: "),
+        (Some(n), None) => format!("{n}: "),
+        _ => String::new(),
+    };
+    let mut msg = format!("{place}{}", e.kind());
+    if let Some(d) = e.detail() {
+        msg.push_str(": ");
+        msg.push_str(d);
+    }
+    if let Some(dbg) = e.display_debug_info().to_string().lines().find(|l| l.contains('>')) {
+        msg.push('\n');
+        msg.push_str(dbg.trim_end());
+    }
+    msg
+}
+
+fn do_template(ctx: &NativeCallContext, dest: &str, src: &str, mut m: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+    let extra = m.remove("vars");
+    let o: TemplateOpts = super::opts(ctx, "template", m)?;
+    super::step(ctx, "template", dest, |h| {
+        let (path, bytes) = controller_file(h, src)?;
+        let text = String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
+        let mut vars = h.vars.clone();
+        if let Some(e) = extra {
+            match e.try_cast::<rhai::Map>() {
+                Some(em) => vars.extend(em),
+                None => return Err("template option `vars` must be a map".into()),
+            }
+        }
+        let json: serde_json::Value = rhai::serde::from_dynamic(&Dynamic::from_map(vars))
+            .map_err(|e| format!("template variables: {e}"))?;
+        let rendered = render(src, &text, &json)?;
+        ensure_content(h, dest, &Payload { bytes: rendered.into_bytes(), secret: o.secret }, &o.attrs)
+    })
+}
+
+/// Options of `download`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadOpts {
+    pub sha256: Option<String>,
+    #[serde(flatten)]
+    pub attrs: Attrs,
+    pub timeout: Option<u64>,
+}
+
+fn do_download(ctx: &NativeCallContext, url: &str, dest: &str, o: DownloadOpts) -> Result<Dynamic, Box<EvalAltResult>> {
+    super::step(ctx, "download", dest, |h| {
+        super::no_nul("url", url)?;
+        super::no_nul("path", dest)?;
+        let want = o.sha256.as_ref().map(|s| s.trim().to_ascii_lowercase());
+        if let Some(w) = &want {
+            if w.len() != 64 || !w.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(format!("sha256 {w:?} is not 64 hex digits"));
+            }
+        }
+        let mut out = Outcome::ok().with("path", dest.to_string());
+        if let Some((st, sum)) = probe_file(h, dest)? {
+            if want.as_ref().is_none_or(|w| *w == sum) {
+                let (cmds, what) = attr_fixes(&quote(dest), &st, &o.attrs);
+                for w in what {
+                    out.change(w);
+                }
+                if !cmds.is_empty() {
+                    apply(h, &cmds.join(" && "), None)?;
+                }
+                return Ok(out.with("sha256", sum));
+            }
+        }
+        out.change(format!("download {url}"));
+        let (u, d) = (quote(url), quote(dest));
+        let mut s = format!(
+            "set -e\nt=$(mktemp \"$(dirname -- {d})/.recipe.XXXXXXXX\")\ntrap 'rm -f \"$t\"' EXIT\n\
+             if command -v curl >/dev/null 2>&1; then curl -fsSL --retry 3 -o \"$t\" {u}; \
+             elif command -v wget >/dev/null 2>&1; then wget -q -O \"$t\" {u}; \
+             else echo 'neither curl nor wget is installed on the target' >&2; exit 1; fi\n"
+        );
+        if let Some(w) = &want {
+            s.push_str(&format!(
+                "got=$(sha256sum < \"$t\" | cut -d' ' -f1)\n[ \"$got\" = {w} ] || {{ echo \"checksum mismatch: expected {w}, got $got\" >&2; exit 1; }}\n"
+            ));
+        }
+        s.push_str("chmod 0644 \"$t\"\n");
+        let (cmds, _) = attr_fixes(
+            "\"$t\"",
+            &super::StatInfo { kind: String::new(), owner: String::new(), group: String::new(), mode: 0o644, size: 0 },
+            &o.attrs,
+        );
+        for c in cmds {
+            s.push_str(&c);
+            s.push('\n');
+        }
+        s.push_str(&format!("mv -f \"$t\" {d}\ntrap - EXIT\n"));
+        if !h.run.dry_run {
+            let r = h
+                .exec(&s, None, Some(std::time::Duration::from_secs(o.timeout.unwrap_or(1800))))
+                .map_err(|e| e.to_string())?;
+            if r.status != 0 {
+                return Err(super::failure_text(&r));
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// Options of `unpack`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnpackOpts {
+    pub creates: Option<String>,
+    #[serde(default)]
+    pub strip_components: u32,
+    pub owner: Option<String>,
+}
+
+fn do_unpack(ctx: &NativeCallContext, archive: &str, dest: &str, o: UnpackOpts) -> Result<Dynamic, Box<EvalAltResult>> {
+    super::step(ctx, "unpack", dest, |h| {
+        super::no_nul("path", archive)?;
+        super::no_nul("path", dest)?;
+        let marker = o.creates.clone().unwrap_or_else(|| dest.to_string());
+        let (a, d, m) = (quote(archive), quote(dest), quote(&marker));
+        let probe = check(h, &format!("if [ -e {m} ]; then echo present; else echo absent; fi; [ -f {a} ] && echo archive || echo noarchive"))?;
+        let text = probe.stdout_str();
+        let mut out = Outcome::ok().with("path", dest.to_string());
+        if text.starts_with("present") {
+            return Ok(out);
+        }
+        if !text.contains("noarchive") || h.run.dry_run {
+            out.change(format!("unpack {archive} into {dest}"));
+        } else {
+            return Err(format!("archive {archive} does not exist"));
+        }
+        let mut cmd = format!("mkdir -p -- {d} && tar -xf {a} -C {d} --no-same-owner");
+        if o.strip_components > 0 {
+            cmd.push_str(&format!(" --strip-components={}", o.strip_components));
+        }
+        if let Some(owner) = &o.owner {
+            cmd.push_str(&format!(" && chown -R {} {d}", quote(owner)));
+        }
+        apply(h, &cmd, None)?;
+        Ok(out)
+    })
+}
+
+/// Options of `read_file`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadOpts {
+    #[serde(default)]
+    pub secret: bool,
+    #[serde(default)]
+    pub binary: bool,
+}
+
+/// read_file for this or another host: string, blob, or secret.
+pub fn read_value(ctx: &NativeCallContext, host: Option<&str>, path: &str, o: ReadOpts) -> Result<Dynamic, Box<EvalAltResult>> {
+    let h = super::host_ctx(ctx)?;
+    let who = host.map(str::to_string).unwrap_or_else(|| h.name.clone());
+    let bytes = remote_read(&h, &who, path).map_err(|e| super::err_at(e, ctx.call_position()))?;
+    if o.secret {
+        h.run.reporter.redactor().add(&bytes);
+        return Ok(Dynamic::from(Secret(std::sync::Arc::new(bytes))));
+    }
+    if o.binary {
+        return Ok(Dynamic::from_blob(bytes));
+    }
+    String::from_utf8(bytes)
+        .map(Dynamic::from)
+        .map_err(|_| super::err_at(format!("{path} on {who} is not UTF-8 text; use #{{binary: true}}"), ctx.call_position()))
+}
+
+/// stat for this or another host: a map, or () when the path does not exist.
+pub fn stat_value(ctx: &NativeCallContext, host: Option<&str>, path: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+    let h = super::host_ctx(ctx)?;
+    let who = host.map(str::to_string).unwrap_or_else(|| h.name.clone());
+    let q = quote(path);
+    let out = h
+        .exec_on(&who, &format!("if [ -e {q} ] || [ -L {q} ]; then stat -c '{STAT_FMT}' -- {q}; else echo absent; fi"), None)
+        .map_err(|e| super::err_at(format!("stat {path}: {e}"), ctx.call_position()))?;
+    let text = out.stdout_str();
+    if text.trim() == "absent" {
+        return Ok(Dynamic::UNIT);
+    }
+    let st = parse_stat(&text).ok_or_else(|| super::err_at(format!("stat {path}: cannot parse {text:?}"), ctx.call_position()))?;
+    let mut m = rhai::Map::new();
+    m.insert("kind".into(), st.kind.into());
+    m.insert("owner".into(), st.owner.into());
+    m.insert("group".into(), st.group.into());
+    m.insert("mode".into(), format!("{:04o}", st.mode).into());
+    m.insert("size".into(), (st.size as i64).into());
+    Ok(Dynamic::from_map(m))
+}
+
+#[export_module]
+pub mod api {
+    use super::*;
+
+    /// Ensures a file's content, owner, group and mode. Content comes from `content`
+    /// (string, blob or secret), `src` (a file beside the recipe, on the controller) or
+    /// `src` + `from_host` (a file of another inventory host, copied through the controller).
+    /// Options: `owner`, `group`, `mode` ("0644"), `secret` (never shown: size and
+    /// sha256 only), `state` ("present" | "absent"). Written atomically (temporary file
+    /// with the final owner and mode, then renamed). Returns `#{changed, path, sha256}`.
+    ///
+    /// ```rhai
+    /// file("/etc/munge/munge.key", #{from_host: "master", src: "/etc/munge/munge.key",
+    ///      owner: "munge", group: "munge", mode: "0400", secret: true});
+    /// ```
+    #[rhai_fn(name = "file", return_raw)]
+    pub fn file(ctx: NativeCallContext, path: &str, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+        do_file(&ctx, path, opts)
+    }
+
+    /// Ensures a directory exists (parents too) with owner, group and mode.
+    /// Options: `owner`, `group`, `mode`, `state` ("present" | "absent").
+    ///
+    /// ```rhai
+    /// directory("/var/spool/slurmctld", #{owner: "slurm", group: "slurm", mode: "0755"});
+    /// ```
+    #[rhai_fn(name = "directory", return_raw)]
+    pub fn directory(ctx: NativeCallContext, path: &str, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+        let o: DirOpts = crate::primitives::opts(&ctx, "directory", opts)?;
+        do_directory(&ctx, path, o)
+    }
+
+    /// Ensures a directory exists, with default owner and mode.
+    #[rhai_fn(name = "directory", return_raw)]
+    pub fn directory1(ctx: NativeCallContext, path: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+        do_directory(&ctx, path, DirOpts::default())
+    }
+
+    /// Renders a Jinja template (minijinja; a file beside the recipe) with the recipe's
+    /// variables plus `vars` (a map) and ensures `dest` holds the result, like `file`.
+    /// Undefined variables are errors naming the template and line.
+    /// Options: `vars`, `owner`, `group`, `mode`, `secret`.
+    ///
+    /// ```rhai
+    /// template("/etc/slurm/slurm.conf", "templates/slurm.conf.j2", #{vars: #{nodes: nodes}});
+    /// ```
+    #[rhai_fn(name = "template", return_raw)]
+    pub fn template(ctx: NativeCallContext, dest: &str, src: &str, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+        do_template(&ctx, dest, src, opts)
+    }
+
+    /// Renders a template with the recipe's variables only.
+    #[rhai_fn(name = "template", return_raw)]
+    pub fn template2(ctx: NativeCallContext, dest: &str, src: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+        do_template(&ctx, dest, src, rhai::Map::new())
+    }
+
+    /// Downloads a URL on the target (curl or wget) unless `dest` already exists (with
+    /// the given `sha256`, if one is given). Options: `sha256`, `owner`, `group`, `mode`, `timeout`.
+    ///
+    /// ```rhai
+    /// download(vars.slurm_url, "/usr/local/src/slurm.tar.gz", #{sha256: vars.slurm_sha256});
+    /// ```
+    #[rhai_fn(name = "download", return_raw)]
+    pub fn download(ctx: NativeCallContext, url: &str, dest: &str, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+        let o: DownloadOpts = crate::primitives::opts(&ctx, "download", opts)?;
+        do_download(&ctx, url, dest, o)
+    }
+
+    /// Downloads a URL on the target unless `dest` exists.
+    #[rhai_fn(name = "download", return_raw)]
+    pub fn download2(ctx: NativeCallContext, url: &str, dest: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+        do_download(&ctx, url, dest, DownloadOpts::default())
+    }
+
+    /// Unpacks a tar archive (any compression tar knows) on the target into `dest`,
+    /// unless `creates` (default: `dest`) exists. Options: `creates`, `strip_components`, `owner`.
+    ///
+    /// ```rhai
+    /// unpack("/usr/local/src/slurm.tar.gz", "/usr/local/src", #{creates: "/usr/local/src/slurm-22.05.8"});
+    /// ```
+    #[rhai_fn(name = "unpack", return_raw)]
+    pub fn unpack(ctx: NativeCallContext, archive: &str, dest: &str, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+        let o: UnpackOpts = crate::primitives::opts(&ctx, "unpack", opts)?;
+        do_unpack(&ctx, archive, dest, o)
+    }
+
+    /// Reads a text file of the target. Not a step; runs in dry runs.
+    #[rhai_fn(name = "read_file", return_raw)]
+    pub fn read_file(ctx: NativeCallContext, path: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+        read_value(&ctx, None, path, ReadOpts::default())
+    }
+
+    /// Reads a file of the target. Options: `secret` (returns a secret value that can
+    /// only be written to files, never printed), `binary` (returns a blob).
+    #[rhai_fn(name = "read_file", return_raw)]
+    pub fn read_file_opts(ctx: NativeCallContext, path: &str, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+        let o: ReadOpts = crate::primitives::opts(&ctx, "read_file", opts)?;
+        read_value(&ctx, None, path, o)
+    }
+
+    /// `#{kind, owner, group, mode, size}` of a path on the target, or `()` if it does not exist.
+    #[rhai_fn(name = "stat", return_raw)]
+    pub fn stat(ctx: NativeCallContext, path: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+        stat_value(&ctx, None, path)
+    }
+
+    /// Whether a path exists on the target.
+    #[rhai_fn(name = "exists", return_raw)]
+    pub fn exists(ctx: NativeCallContext, path: &str) -> Result<bool, Box<EvalAltResult>> {
+        Ok(!stat_value(&ctx, None, path)?.is_unit())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_diff_hides_bytes() {
+        let d = content_diff("/k", Some(b"oldsecretvalue"), b"newsecretvalue", true);
+        assert!(!d.contains("oldsecret") && !d.contains("newsecret"), "{d}");
+        assert!(d.contains("sha256"), "{d}");
+    }
+
+    #[test]
+    fn text_diff_is_unified() {
+        let d = content_diff("/etc/x", Some(b"a\nb\n"), b"a\nc\n", false);
+        assert!(d.contains("-b") && d.contains("+c"), "{d}");
+    }
+
+    #[test]
+    fn write_script_sets_mode_before_content() {
+        let s = write_script("/etc/my file", &Attrs { owner: Some("munge".into()), group: Some("munge".into()), mode: Some(super::super::Mode(0o400)) }, true);
+        let chmod = s.find("chmod 0400").unwrap_or(usize::MAX);
+        let cat = s.find("cat >").unwrap_or(0);
+        assert!(chmod < cat, "{s}");
+        assert!(s.contains("'/etc/my file'"), "{s}");
+    }
+
+    #[test]
+    fn template_undefined_is_error_with_line() {
+        let e = render("t.j2", "a\n{{ nope }}\n", &serde_json::json!({})).unwrap_err();
+        assert!(e.contains("t.j2:2"), "{e}");
+    }
+}

@@ -1,0 +1,290 @@
+//! The primitives recipes call: each checks, decides, applies only what differs, and reports a step.
+
+pub mod command;
+pub mod facts;
+pub mod files;
+pub mod packages;
+pub mod remote;
+pub mod services;
+pub mod users;
+
+use rhai::{Dynamic, EvalAltResult, Map, NativeCallContext, Position};
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::host::HostCtx;
+use crate::report::{Status, StepEvent};
+
+/// What a primitive found and did.
+#[derive(Default)]
+pub struct Outcome {
+    pub changed: bool,
+    pub skipped: bool,
+    /// Human lines: "install munge", "start munge", "run: make install".
+    pub changes: Vec<String>,
+    pub diff: Option<String>,
+    /// Extra fields of the value returned to the recipe.
+    pub result: Map,
+}
+
+impl Outcome {
+    pub fn ok() -> Outcome {
+        Outcome::default()
+    }
+    pub fn change(&mut self, what: impl Into<String>) {
+        self.changed = true;
+        self.changes.push(what.into());
+    }
+    pub fn with(mut self, key: &str, v: impl Into<Dynamic>) -> Outcome {
+        self.result.insert(key.into(), v.into());
+        self
+    }
+}
+
+pub type StepResult = Result<Outcome, String>;
+
+/// The host this script runs for (set as the engine's tag).
+pub fn host_ctx(ctx: &NativeCallContext) -> Result<Arc<HostCtx>, Box<EvalAltResult>> {
+    ctx.tag()
+        .and_then(|t| t.clone().try_cast::<Arc<HostCtx>>())
+        .ok_or_else(|| {
+            err_at(
+                "this function needs a target host (it cannot run in `recipe check` or at the controller)",
+                ctx.call_position(),
+            )
+        })
+}
+
+pub fn err_at(msg: impl Into<String>, pos: Position) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(msg.into()), pos))
+}
+
+/// Decodes an options map into `T`, naming the unknown or mistyped option.
+pub fn opts<T: DeserializeOwned>(ctx: &NativeCallContext, what: &str, m: Map) -> Result<T, Box<EvalAltResult>> {
+    rhai::serde::from_dynamic::<T>(&Dynamic::from_map(m)).map_err(|e| {
+        let msg = e.to_string();
+        let msg = msg.split(" (line").next().unwrap_or(&msg).to_string();
+        err_at(format!("{what}: bad options: {msg}"), ctx.call_position())
+    })
+}
+
+/// Runs one step: times it, reports it, returns `#{changed, status, ...}` or a runtime error.
+pub fn step(
+    ctx: &NativeCallContext,
+    op: &str,
+    target: &str,
+    body: impl FnOnce(&HostCtx) -> StepResult,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    let h = host_ctx(ctx)?;
+    let pos = ctx.call_position();
+    let line = pos.line().unwrap_or(0);
+    let source = ctx
+        .call_source()
+        .map(short_source)
+        .filter(|s| *s != h.run.recipe_name);
+    if let Ok(mut l) = h.last_step.lock() {
+        *l = Some(format!(
+            "{}:{} ({op} {target})",
+            source.clone().unwrap_or_else(|| h.run.recipe_name.clone()),
+            line
+        ));
+    }
+    let started = Instant::now();
+    let res = body(&h);
+    let ms = started.elapsed().as_millis() as u64;
+    let mut ev = StepEvent {
+        event: "step",
+        host: h.name.clone(),
+        recipe: h.run.recipe_name.clone(),
+        line,
+        source,
+        op: op.to_string(),
+        target: h.run.reporter.redactor().redact(target),
+        status: Status::Ok,
+        dry_run: h.run.dry_run,
+        ms,
+        msg: None,
+        changes: Vec::new(),
+        diff: None,
+    };
+    match res {
+        Ok(out) => {
+            ev.status = if out.skipped {
+                Status::Skipped
+            } else if out.changed {
+                Status::Changed
+            } else {
+                Status::Ok
+            };
+            let red = h.run.reporter.redactor();
+            ev.changes = out.changes.iter().map(|c| red.redact(c)).collect();
+            ev.diff = out.diff.as_deref().map(|d| red.redact(d));
+            h.run.reporter.step(ev);
+            let mut m = out.result;
+            m.insert("changed".into(), out.changed.into());
+            m.insert("skipped".into(), out.skipped.into());
+            m.insert("status".into(), Dynamic::from(if out.skipped { "skipped" } else if out.changed { "changed" } else { "ok" }.to_string()));
+            Ok(Dynamic::from_map(m))
+        }
+        Err(msg) => {
+            let msg = h.run.reporter.redactor().redact(&msg);
+            ev.status = Status::Failed;
+            ev.msg = Some(msg.clone());
+            h.run.reporter.step(ev);
+            Err(Box::new(EvalAltResult::ErrorRuntime(
+                Dynamic::from(format!("{op} {target}: {msg}")),
+                pos,
+            )))
+        }
+    }
+}
+
+/// `stdlib/x.rhai` rather than an absolute path, for output.
+pub fn short_source(s: &str) -> String {
+    let p = std::path::Path::new(s);
+    let parts: Vec<_> = p.components().rev().take(2).collect();
+    if parts.len() == 2 {
+        format!(
+            "{}/{}",
+            parts[1].as_os_str().to_string_lossy(),
+            parts[0].as_os_str().to_string_lossy()
+        )
+    } else {
+        s.to_string()
+    }
+}
+
+/// Runs a read-only check command; any transport error or odd status is a step failure.
+pub fn check(h: &HostCtx, cmd: &str) -> Result<crate::transport::ExecOutput, String> {
+    h.exec(cmd, None, Some(std::time::Duration::from_secs(120)))
+        .map_err(|e| e.to_string())
+}
+
+/// Runs a changing command: never in a dry run. Non-zero status is an error with stderr.
+pub fn apply(h: &HostCtx, cmd: &str, stdin: Option<&[u8]>) -> Result<crate::transport::ExecOutput, String> {
+    if h.run.dry_run {
+        return Ok(Default::default());
+    }
+    let out = h.exec(cmd, stdin, None).map_err(|e| e.to_string())?;
+    if out.status != 0 {
+        return Err(failure_text(&out));
+    }
+    Ok(out)
+}
+
+/// "exit status 2: <last lines of stderr or stdout>".
+pub fn failure_text(out: &crate::transport::ExecOutput) -> String {
+    let err = out.stderr_str();
+    let text = if err.trim().is_empty() { out.stdout_str() } else { err };
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+    format!("exit status {}{}{}", out.status, if tail.is_empty() { "" } else { ":\n" }, tail)
+}
+
+/// Rejects a NUL byte, which no path or argument can carry.
+pub fn no_nul(what: &str, s: &str) -> Result<(), String> {
+    if s.contains('\0') {
+        Err(format!("{what} contains a NUL byte"))
+    } else {
+        Ok(())
+    }
+}
+
+/// A file mode given as "0644"/"644"/"u=rw,go=r"-free octal string, or an integer (0o644).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode(pub u32);
+
+impl<'de> serde::Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            I(i64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::S(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .map(Mode)
+                .ok_or_else(|| serde::de::Error::custom(format!("mode {s:?} is not an octal mode like \"0644\""))),
+            Raw::I(i) if (0..=0o7777).contains(&i) => Ok(Mode(i as u32)),
+            Raw::I(i) => Err(serde::de::Error::custom(format!("mode {i} out of range; write it as a string like \"0644\""))),
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+/// Owner/group/mode options shared by files and directories.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct Attrs {
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub mode: Option<Mode>,
+}
+
+/// What `stat` says about a path: kind, owner, group, mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatInfo {
+    pub kind: String,
+    pub owner: String,
+    pub group: String,
+    pub mode: u32,
+    pub size: u64,
+}
+
+/// The `stat` format all checks use: `kind|owner|group|octal mode|size`.
+pub const STAT_FMT: &str = "%F|%U|%G|%a|%s";
+
+pub fn parse_stat(line: &str) -> Option<StatInfo> {
+    let mut p = line.trim().split('|');
+    let kind = p.next()?.to_string();
+    let owner = p.next()?.to_string();
+    let group = p.next()?.to_string();
+    let mode = u32::from_str_radix(p.next()?, 8).ok()?;
+    let size = p.next()?.parse().ok()?;
+    Some(StatInfo { kind, owner, group, mode, size })
+}
+
+/// The changes needed to bring `st` to `want`: commands and their descriptions.
+pub fn attr_fixes(path_q: &str, st: &StatInfo, want: &Attrs) -> (Vec<String>, Vec<String>) {
+    let mut cmds = Vec::new();
+    let mut what = Vec::new();
+    let owner_diff = want.owner.as_ref().filter(|o| **o != st.owner && !numeric_match(o, &st.owner));
+    let group_diff = want.group.as_ref().filter(|g| **g != st.group && !numeric_match(g, &st.group));
+    if owner_diff.is_some() || group_diff.is_some() {
+        let spec = match (owner_diff, group_diff) {
+            (Some(o), Some(g)) => format!("{o}:{g}"),
+            (Some(o), None) => o.clone(),
+            (None, Some(g)) => format!(":{g}"),
+            (None, None) => String::new(),
+        };
+        cmds.push(format!("chown -h {} {path_q}", crate::transport::quote(&spec)));
+        if let Some(o) = owner_diff {
+            what.push(format!("owner {} -> {o}", st.owner));
+        }
+        if let Some(g) = group_diff {
+            what.push(format!("group {} -> {g}", st.group));
+        }
+    }
+    if let Some(m) = want.mode.filter(|m| m.0 != st.mode) {
+        cmds.push(format!("chmod {m} {path_q}"));
+        what.push(format!("mode {:04o} -> {m}", st.mode));
+    }
+    (cmds, what)
+}
+
+fn numeric_match(_want: &str, _have: &str) -> bool {
+    false
+}
+
+/// Integer option helper: Rhai ints are i64.
+pub fn int(v: &Dynamic) -> Option<i64> {
+    v.as_int().ok()
+}

@@ -1,0 +1,152 @@
+//! A recipe file: where it is, its doc block, its declared variables, and its compiled AST.
+
+use rhai::{Dynamic, Engine, Scope, AST};
+use std::path::{Path, PathBuf};
+
+use crate::errors::{locate_eval, locate_parse, Located};
+
+/// A loaded and compiled recipe.
+pub struct Recipe {
+    pub path: PathBuf,
+    pub name: String,
+    pub doc: String,
+    /// Declared variables in declaration order: name, default, doc comment.
+    pub vars: Vec<(String, Dynamic, String)>,
+    pub ast: AST,
+}
+
+/// Finds a recipe: a path as given, else a bare name in `./recipes/` (with or without `.rhai`).
+pub fn resolve(name: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(name);
+    if p.is_file() {
+        return Ok(p);
+    }
+    for cand in [format!("recipes/{name}"), format!("recipes/{name}.rhai")] {
+        let c = PathBuf::from(&cand);
+        if c.is_file() {
+            return Ok(c);
+        }
+    }
+    Err(format!("recipe {name:?} not found (looked for {name}, recipes/{name}, recipes/{name}.rhai)"))
+}
+
+/// The leading comment block, without the comment markers.
+pub fn doc_of(text: &str) -> String {
+    let mut out = Vec::new();
+    for l in text.lines() {
+        let t = l.trim_start();
+        if let Some(rest) = t.strip_prefix("//") {
+            let rest = rest.trim_start_matches(['!', '/']);
+            out.push(rest.strip_prefix(' ').unwrap_or(rest).to_string());
+        } else if t.is_empty() && out.is_empty() {
+            continue;
+        } else {
+            break;
+        }
+    }
+    out.join("\n").trim().to_string()
+}
+
+/// `name: value, // doc` lines inside `fn defaults()`: the per-variable docs.
+pub fn var_docs(text: &str) -> Vec<(String, String)> {
+    let mut docs = Vec::new();
+    let mut inside = false;
+    let mut depth = 0i32;
+    for l in text.lines() {
+        let t = l.trim();
+        if !inside {
+            if t.starts_with("fn defaults") {
+                inside = true;
+                depth = 0;
+            } else {
+                continue;
+            }
+        }
+        let code = t.split("//").next().unwrap_or("");
+        depth += code.matches('{').count() as i32 - code.matches('}').count() as i32;
+        if let Some((k, rest)) = t.split_once(':') {
+            let k = k.trim();
+            if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                let doc = rest.split_once("//").map(|(_, d)| d.trim().to_string()).unwrap_or_default();
+                docs.push((k.to_string(), doc));
+            }
+        }
+        if inside && depth <= 0 && t.contains('}') {
+            break;
+        }
+    }
+    docs
+}
+
+/// Reads, compiles (strict variables: `vars` is the only free name) and evaluates `defaults()`.
+pub fn load(engine: &Engine, path: &Path) -> Result<Recipe, Located> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| Located {
+        message: format!("cannot read recipe: {e}"),
+        source: Some(shown.clone()),
+        line: 0,
+        column: 0,
+        notes: vec![],
+    })?;
+    let mut scope = Scope::new();
+    scope.push_constant("vars", crate::engine::Vars::default());
+    let mut ast = engine
+        .compile_with_scope(&scope, &text)
+        .map_err(|e| locate_parse(&e, &shown))?;
+    ast.set_source(shown.clone());
+    let has_defaults = ast
+        .iter_functions()
+        .any(|f| f.name == "defaults" && f.params.is_empty());
+    let mut vars = Vec::new();
+    if has_defaults {
+        let opts = rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true);
+        let v: Dynamic = engine
+            .call_fn_with_options(opts, &mut scope, &ast, "defaults", ())
+            .map_err(|e| locate_eval(&e, &shown))?;
+        let map = v.try_cast::<rhai::Map>().ok_or_else(|| Located {
+            message: "fn defaults() must return a map of variable names to default values".into(),
+            source: Some(shown.clone()),
+            line: 0,
+            column: 0,
+            notes: vec![],
+        })?;
+        let docs = var_docs(&text);
+        let order: Vec<String> = docs.iter().map(|(k, _)| k.clone()).collect();
+        let mut names: Vec<String> = map.keys().map(|k| k.to_string()).collect();
+        names.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(usize::MAX));
+        for n in names {
+            let doc = docs.iter().find(|(k, _)| *k == n).map(|(_, d)| d.clone()).unwrap_or_default();
+            let val = map.get(n.as_str()).cloned().unwrap_or(Dynamic::UNIT);
+            vars.push((n, val, doc));
+        }
+    }
+    let name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| shown.clone());
+    Ok(Recipe {
+        path: path.to_path_buf(),
+        name,
+        doc: doc_of(&text),
+        vars,
+        ast,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doc_is_first_comment_block() {
+        let d = doc_of("// Installs munge.\n// Second line.\n\nlet x = 1; // not doc\n");
+        assert_eq!(d, "Installs munge.\nSecond line.");
+    }
+
+    #[test]
+    fn var_docs_read_trailing_comments() {
+        let t = "fn defaults() {\n  #{\n    munge_uid: 990, // UID of munge\n    path: \"/x\",\n  }\n}\nlet a = #{b: 1};\n";
+        let d = var_docs(t);
+        assert_eq!(d, vec![("munge_uid".into(), "UID of munge".into()), ("path".into(), String::new())]);
+    }
+}

@@ -1,0 +1,286 @@
+//! Events of a run (steps, recaps) and how they are shown: JSON Lines or human lines.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+
+use crate::secrets::Redactor;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Changed,
+    Failed,
+    Skipped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Changed => "changed",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
+/// One step on one host: the JSON event of design.md.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepEvent {
+    pub event: &'static str,
+    pub host: String,
+    pub recipe: String,
+    pub line: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub op: String,
+    pub target: String,
+    pub status: Status,
+    pub dry_run: bool,
+    pub ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub msg: Option<String>,
+    /// What changed or would change (package names, transitions, commands).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Recap {
+    pub event: &'static str,
+    pub host: String,
+    pub ok: u64,
+    pub changed: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub unreachable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub msg: Option<String>,
+    /// Where the host stopped (interrupted or failed): `recipe:line`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Json,
+    Human,
+}
+
+struct Inner {
+    recaps: BTreeMap<String, Recap>,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+/// Prints events as they come; shared by every host's thread.
+#[derive(Clone)]
+pub struct Reporter {
+    mode: Mode,
+    pub verbose: u8,
+    pub quiet: bool,
+    pub show_diff: bool,
+    color: bool,
+    redactor: Redactor,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Reporter {
+    pub fn new(mode: Mode, verbose: u8, quiet: bool, show_diff: bool, redactor: Redactor) -> Reporter {
+        let tty = std::io::stdout().is_terminal();
+        let color = tty && std::env::var_os("NO_COLOR").is_none() && mode == Mode::Human;
+        Reporter {
+            mode,
+            verbose,
+            quiet,
+            show_diff,
+            color,
+            redactor,
+            inner: Arc::new(Mutex::new(Inner {
+                recaps: BTreeMap::new(),
+                bar: None,
+            })),
+        }
+    }
+
+    /// Progress bar over all hosts, on a terminal only.
+    pub fn start(&self, hosts: usize) {
+        if self.mode == Mode::Human && !self.quiet && std::io::stderr().is_terminal() && hosts > 1 {
+            let bar = indicatif::ProgressBar::new(hosts as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} hosts done {wide_msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            if let Ok(mut i) = self.inner.lock() {
+                i.bar = Some(bar);
+            }
+        }
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    fn out(&self, line: &str) {
+        let line = self.redactor.redact(line);
+        let bar = self.inner.lock().ok().and_then(|i| i.bar.clone());
+        match bar {
+            Some(b) if self.mode == Mode::Human => b.println(line),
+            _ => {
+                let mut so = std::io::stdout().lock();
+                let _ = writeln!(so, "{line}");
+            }
+        }
+    }
+
+    fn paint(&self, s: &str, code: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+
+    pub fn step(&self, ev: StepEvent) {
+        if let Ok(mut i) = self.inner.lock() {
+            let r = i.recaps.entry(ev.host.clone()).or_insert_with(|| Recap {
+                event: "recap",
+                host: ev.host.clone(),
+                ..Default::default()
+            });
+            match ev.status {
+                Status::Ok => r.ok += 1,
+                Status::Changed => r.changed += 1,
+                Status::Failed => r.failed += 1,
+                Status::Skipped => r.skipped += 1,
+            }
+        }
+        match self.mode {
+            Mode::Json => {
+                if let Ok(s) = serde_json::to_string(&ev) {
+                    self.out(&s);
+                }
+            }
+            Mode::Human => {
+                if self.quiet && ev.status != Status::Failed {
+                    return;
+                }
+                if ev.status == Status::Ok && self.verbose == 0 {
+                    return;
+                }
+                let status = match ev.status {
+                    Status::Ok => self.paint("ok", "32"),
+                    Status::Changed if ev.dry_run => self.paint("would change", "33"),
+                    Status::Changed => self.paint("changed", "33"),
+                    Status::Failed => self.paint("FAILED", "1;31"),
+                    Status::Skipped => self.paint("skipped", "36"),
+                };
+                let place = match &ev.source {
+                    Some(s) => format!("{}:{} (from {})", s, ev.line, ev.recipe),
+                    None => format!("{}:{}", ev.recipe, ev.line),
+                };
+                let mut line = format!("{:<10} {:<22} {} {} {}", ev.host, place, ev.op, ev.target, status);
+                if self.verbose > 0 {
+                    line.push_str(&format!(" ({} ms)", ev.ms));
+                }
+                for c in &ev.changes {
+                    line.push_str(&format!("\n{:<10}   - {}", "", c));
+                }
+                if let Some(m) = &ev.msg {
+                    for l in m.lines() {
+                        line.push_str(&format!("\n{:<10}   {}", "", l));
+                    }
+                }
+                if self.show_diff {
+                    if let Some(d) = &ev.diff {
+                        line.push('\n');
+                        line.push_str(d.trim_end());
+                    }
+                }
+                self.out(&line);
+            }
+        }
+    }
+
+    /// A note from a recipe (`log(..)`), shown at -v or always in human mode.
+    pub fn note(&self, host: &str, msg: &str) {
+        if self.mode == Mode::Human && !self.quiet {
+            self.out(&format!("{host:<10} {msg}"));
+        }
+    }
+
+    /// Ends a host: unreachable or failed hosts carry a message.
+    pub fn finish_host(&self, host: &str, unreachable: bool, msg: Option<String>, stopped_at: Option<String>) {
+        let bar = if let Ok(mut i) = self.inner.lock() {
+            let r = i.recaps.entry(host.to_string()).or_insert_with(|| Recap {
+                event: "recap",
+                host: host.to_string(),
+                ..Default::default()
+            });
+            r.unreachable = unreachable;
+            if msg.is_some() && r.failed == 0 && !unreachable {
+                r.failed += 1;
+            }
+            r.msg = msg.map(|m| self.redactor.redact(&m));
+            r.stopped_at = stopped_at;
+            i.bar.clone()
+        } else {
+            None
+        };
+        if let Some(b) = bar {
+            b.inc(1);
+        }
+    }
+
+    /// Prints the recaps (JSON events or a table) and returns whether all succeeded.
+    pub fn finish(&self) -> bool {
+        let (recaps, bar) = match self.inner.lock() {
+            Ok(i) => (i.recaps.values().cloned().collect::<Vec<_>>(), i.bar.clone()),
+            Err(_) => return false,
+        };
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        let ok = recaps.iter().all(|r| r.failed == 0 && !r.unreachable);
+        match self.mode {
+            Mode::Json => {
+                for r in &recaps {
+                    if let Ok(s) = serde_json::to_string(r) {
+                        self.out(&s);
+                    }
+                }
+            }
+            Mode::Human => {
+                let mut t = String::from("\nRECAP\n");
+                for r in &recaps {
+                    let state = if r.unreachable {
+                        self.paint("unreachable", "1;31")
+                    } else if r.failed > 0 {
+                        self.paint("failed", "1;31")
+                    } else {
+                        self.paint("ok", "32")
+                    };
+                    t.push_str(&format!(
+                        "{:<12} ok={:<4} changed={:<4} failed={:<3} skipped={:<3} {}\n",
+                        r.host, r.ok, r.changed, r.failed, r.skipped, state
+                    ));
+                    if let Some(m) = &r.msg {
+                        for l in m.lines() {
+                            t.push_str(&format!("{:<12}   {}\n", "", l));
+                        }
+                    }
+                    if let Some(s) = &r.stopped_at {
+                        t.push_str(&format!("{:<12}   stopped at {}\n", "", s));
+                    }
+                }
+                self.out(t.trim_end());
+            }
+        }
+        ok
+    }
+}

@@ -1,0 +1,269 @@
+//! `recipe run`: resolve hosts and variables, then run the recipe on every host in parallel.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::engine::{self, Vars};
+use crate::host::{HostCtx, Hosts, RunShared};
+use crate::inventory::{self, Inventory, Target};
+use crate::report::{Mode, Reporter};
+use crate::secrets::Redactor;
+use crate::transport::ssh::SshOptions;
+
+/// Everything `recipe run` needs, free of clap types.
+#[derive(Debug, Clone, Default)]
+pub struct RunConfig {
+    pub recipe: String,
+    pub hosts: Vec<String>,
+    pub groups: Vec<String>,
+    pub inventory: Option<PathBuf>,
+    pub vars: Vec<String>,
+    pub dry_run: bool,
+    pub diff: bool,
+    pub forks: usize,
+    pub json: bool,
+    pub verbose: u8,
+    pub quiet: bool,
+    pub conn: ConnConfig,
+    pub timeout: u64,
+}
+
+/// Connection settings shared by every command that connects.
+#[derive(Debug, Clone, Default)]
+pub struct ConnConfig {
+    pub known_hosts: Option<PathBuf>,
+    pub accept_new: bool,
+    pub local: bool,
+    pub connect_timeout: u64,
+}
+
+/// Exit statuses of design.md.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+fn usage(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("{msg}");
+    EXIT_USAGE
+}
+
+/// Loads the inventory (or the empty one) and the targets of `--host`/`--group`/`--local`.
+pub fn targets(
+    inv_path: &Option<PathBuf>,
+    hosts: &[String],
+    groups: &[String],
+    local: bool,
+) -> Result<(Inventory, Vec<Target>), String> {
+    let inv = match inv_path {
+        Some(p) => inventory::load(p).map_err(|e| e.to_string())?,
+        None => Inventory::empty(),
+    };
+    if local {
+        let t = Target {
+            name: "local".into(),
+            address: "local".into(),
+            port: 0,
+            user: inventory::current_user(),
+            keys: vec![],
+            jump: None,
+            become_: false,
+            vars: inv.vars.clone(),
+            groups: vec![],
+        };
+        return Ok((inv, vec![t]));
+    }
+    if hosts.is_empty() && groups.is_empty() {
+        return Err("no hosts: give --host NAME, --group NAME (with -i INVENTORY), or --local".into());
+    }
+    let t = inv.select(hosts, groups).map_err(|e| e.to_string())?;
+    if t.is_empty() {
+        return Err("the selected groups have no hosts".into());
+    }
+    Ok((inv, t))
+}
+
+pub fn ssh_options(inv: &Inventory, c: &ConnConfig) -> SshOptions {
+    SshOptions {
+        known_hosts: c.known_hosts.clone().unwrap_or_else(|| inv.known_hosts_path()),
+        accept_new: c.accept_new,
+        connect_timeout: Duration::from_secs(c.connect_timeout.max(1)),
+    }
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .max_blocking_threads(1024)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+pub fn run(cfg: RunConfig) -> i32 {
+    let (inv, targets) = match targets(&cfg.inventory, &cfg.hosts, &cfg.groups, cfg.conn.local) {
+        Ok(x) => x,
+        Err(e) => return usage(format!("error: {e}")),
+    };
+    let path = match crate::recipe::resolve(&cfg.recipe) {
+        Ok(p) => p,
+        Err(e) => return usage(format!("error: {e}")),
+    };
+    let recipe_dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| PathBuf::from("."));
+    let meta_engine = engine::build(&recipe_dir, None);
+    let recipe = match crate::recipe::load(&meta_engine, &path) {
+        Ok(r) => r,
+        Err(e) => return usage(e.render()),
+    };
+    let mut cli = Vec::new();
+    for v in &cfg.vars {
+        match crate::vars::parse_cli_var(v) {
+            Ok(kv) => cli.push(kv),
+            Err(e) => return usage(format!("error: {e}")),
+        }
+    }
+    let cli = match crate::vars::check_cli(&recipe, &cli) {
+        Ok(c) => c,
+        Err(e) => return usage(format!("error: {e}")),
+    };
+    let redactor = Redactor::default();
+    let mut per_host = Vec::new();
+    for t in &targets {
+        match crate::vars::for_host(&recipe, &t.name, &t.vars, &cli) {
+            Ok(m) => {
+                for (k, v) in &m {
+                    if crate::vars::is_secret_name(k) {
+                        if let Ok(s) = v.clone().into_string() {
+                            redactor.add(s.as_bytes());
+                        }
+                    }
+                }
+                per_host.push((t.clone(), m));
+            }
+            Err(e) => return usage(format!("error: {e}")),
+        }
+    }
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(e) => return usage(format!("error: {e}")),
+    };
+    let mode = if cfg.json { Mode::Json } else { Mode::Human };
+    let reporter = Reporter::new(mode, cfg.verbose, cfg.quiet, cfg.diff, redactor);
+    let hosts = Arc::new(Hosts::new(Arc::new(inv.clone()), ssh_options(&inv, &cfg.conn), cfg.conn.local));
+    if let Ok(mut m) = hosts.targets.lock() {
+        for t in &targets {
+            m.insert(t.name.clone(), t.clone());
+        }
+    }
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(RunShared {
+        recipe_name: recipe.name.clone(),
+        recipe_dir: recipe_dir.clone(),
+        dry_run: cfg.dry_run,
+        diff: cfg.diff,
+        reporter: reporter.clone(),
+        hosts: hosts.clone(),
+        rt: rt.handle().clone(),
+        default_timeout: Duration::from_secs(cfg.timeout.max(1)),
+        interrupted: interrupted.clone(),
+    });
+    let ast = Arc::new(recipe.ast);
+    let source = path.display().to_string();
+    reporter.start(per_host.len());
+    let forks = cfg.forks.max(1);
+    let ok = rt.block_on(async {
+        let flag = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ninterrupted: stopping every host after its current step (Ctrl-C again to abort)");
+                flag.store(true, Ordering::Relaxed);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        let sem = Arc::new(tokio::sync::Semaphore::new(forks));
+        let mut tasks = Vec::new();
+        for (t, vars) in per_host {
+            let sem = sem.clone();
+            let shared = shared.clone();
+            let ast = ast.clone();
+            let source = source.clone();
+            let recipe_dir = recipe_dir.clone();
+            tasks.push(tokio::spawn(async move {
+                let Ok(_permit) = sem.acquire_owned().await else { return };
+                let rep = shared.reporter.clone();
+                if shared.interrupted.load(Ordering::Relaxed) {
+                    rep.finish_host(&t.name, false, Some("not started: interrupted".into()), None);
+                    return;
+                }
+                let conn = match shared.hosts.connection(&t.name).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let msg = format!("{}: {e}", t.name);
+                        rep.finish_host(&t.name, true, Some(msg), None);
+                        return;
+                    }
+                };
+                let ctx = Arc::new(HostCtx {
+                    name: t.name.clone(),
+                    conn,
+                    run: shared.clone(),
+                    vars: vars.clone(),
+                    last_step: Mutex::new(None),
+                });
+                let name = t.name.clone();
+                let res = tokio::task::spawn_blocking(move || run_host(ctx, &ast, &recipe_dir, vars, &source)).await;
+                match res {
+                    Ok(Ok(())) => rep.finish_host(&name, false, None, None),
+                    Ok(Err((msg, at))) => rep.finish_host(&name, false, Some(msg), at),
+                    Err(e) => rep.finish_host(&name, false, Some(format!("internal error: {e}")), None),
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        hosts.close_all().await;
+        reporter.finish()
+    });
+    rt.shutdown_timeout(Duration::from_secs(2));
+    if ok {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
+}
+
+/// Runs the script for one host on the current (blocking) thread.
+fn run_host(
+    ctx: Arc<HostCtx>,
+    ast: &rhai::AST,
+    recipe_dir: &std::path::Path,
+    vars: rhai::Map,
+    source: &str,
+) -> Result<(), (String, Option<String>)> {
+    let mut e = engine::build(recipe_dir, Some(ctx.run.interrupted.clone()));
+    e.set_default_tag(rhai::Dynamic::from(ctx.clone()));
+    let (rep, name) = (ctx.run.reporter.clone(), ctx.name.clone());
+    e.on_print(move |s| rep.note(&name, s));
+    let (rep, name) = (ctx.run.reporter.clone(), ctx.name.clone());
+    e.on_debug(move |s, _, _| {
+        if rep.verbose > 0 {
+            rep.note(&name, s)
+        }
+    });
+    let mut scope = rhai::Scope::new();
+    scope.push_constant("vars", Vars(vars));
+    match e.run_ast_with_scope(&mut scope, ast) {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            let loc = crate::errors::locate_eval(&err, source);
+            let stopped = ctx.last_step.lock().ok().and_then(|l| l.clone());
+            let msg = format!("{} at {}", loc.message, loc.place());
+            let _ = stopped;
+            Err((msg, Some(loc.place())))
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Secrets: values that must never reach any output, and the redactor that enforces it.
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use std::sync::{Arc, RwLock};
+
+/// A secret value inside a recipe: usable as file content, never printable.
+#[derive(Clone)]
+pub struct Secret(pub Arc<Vec<u8>>);
+
+impl Secret {
+    pub fn describe(&self) -> String {
+        describe_bytes(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// "<secret: 1024 bytes, sha256 ab12cd34…>": what output shows instead of a secret.
+pub fn describe_bytes(b: &[u8]) -> String {
+    let h = hex::encode(Sha256::digest(b));
+    format!("<secret: {} bytes, sha256 {}>", b.len(), &h[..16])
+}
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// Every secret seen in this run; all output passes through [`Redactor::redact`].
+#[derive(Clone, Default)]
+pub struct Redactor {
+    needles: Arc<RwLock<Vec<(Vec<u8>, String)>>>,
+}
+
+impl Redactor {
+    /// Remembers a secret in its raw, hex and base64 spellings (and each
+    /// non-trivial line of it, since command output may split it).
+    pub fn add(&self, secret: &[u8]) {
+        let mut forms: Vec<Vec<u8>> = Vec::new();
+        let mut push = |v: Vec<u8>| {
+            if v.len() >= 6 && !forms.contains(&v) {
+                forms.push(v);
+            }
+        };
+        push(secret.to_vec());
+        push(String::from_utf8_lossy(secret).into_owned().into_bytes());
+        push(hex::encode(secret).into_bytes());
+        push(hex::encode_upper(secret).into_bytes());
+        push(base64::engine::general_purpose::STANDARD.encode(secret).into_bytes());
+        let trimmed = secret.strip_suffix(b"\n").unwrap_or(secret);
+        push(trimmed.to_vec());
+        for line in trimmed.split(|b| *b == b'\n') {
+            if line.len() >= 12 {
+                push(line.to_vec());
+            }
+        }
+        let label = describe_bytes(secret);
+        if let Ok(mut n) = self.needles.write() {
+            for f in forms {
+                if !n.iter().any(|(x, _)| *x == f) {
+                    n.push((f, label.clone()));
+                }
+            }
+            // Longest first, so a secret is replaced before its parts.
+            n.sort_by_key(|(x, _)| std::cmp::Reverse(x.len()));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.needles.read().map(|n| n.is_empty()).unwrap_or(true)
+    }
+
+    /// Replaces every known secret in `text`.
+    pub fn redact(&self, text: &str) -> String {
+        let Ok(needles) = self.needles.read() else {
+            return text.to_string();
+        };
+        if needles.is_empty() {
+            return text.to_string();
+        }
+        let mut out = text.as_bytes().to_vec();
+        for (needle, label) in needles.iter() {
+            out = replace_all(&out, needle, label.as_bytes());
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+fn replace_all(hay: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return hay.to_vec();
+    }
+    let mut out = Vec::with_capacity(hay.len());
+    let mut i = 0;
+    while i < hay.len() {
+        if hay[i..].starts_with(needle) {
+            out.extend_from_slice(with);
+            i += needle.len();
+        } else {
+            out.push(hay[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_raw_hex_and_base64() {
+        let r = Redactor::default();
+        let s = b"\x01\x02supersecretkeymaterial\xff";
+        r.add(s);
+        let raw = String::from_utf8_lossy(s).into_owned();
+        for text in [
+            format!("a {} b", hex::encode(s)),
+            format!("a {} b", base64::engine::general_purpose::STANDARD.encode(s)),
+            format!("plain {raw}"),
+        ] {
+            let out = r.redact(&text);
+            assert!(!out.contains(&hex::encode(s)), "{out}");
+            assert!(!out.contains(&raw), "{out}");
+            assert!(out.contains("<secret:"), "{out}");
+        }
+    }
+
+    #[test]
+    fn short_values_are_not_needles() {
+        let r = Redactor::default();
+        r.add(b"ab");
+        assert_eq!(r.redact("abab"), "abab");
+    }
+}

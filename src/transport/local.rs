@@ -1,0 +1,82 @@
+//! Local transport: the same worker protocol over a `/bin/sh` child of this process.
+
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+use super::shell::Worker;
+use super::{ExecOutput, Spawner, TransportError};
+
+/// Runs commands on this machine, as the current user.
+pub struct LocalSpawner;
+
+impl Spawner for LocalSpawner {
+    fn spawn(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Worker, TransportError>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let mut child = tokio::process::Command::new("/bin/sh")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| TransportError::Unreachable(format!("cannot start /bin/sh: {e}")))?;
+            let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+                return Err(TransportError::Unreachable("no pipes to /bin/sh".into()));
+            };
+            // The shell exits when its stdin closes; reap it in the background.
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+            });
+            Worker::start(Box::new(stdout), Box::new(stdin), Duration::from_secs(30)).await
+        })
+    }
+
+    fn oneshot<'a>(
+        &'a self,
+        cmd: &'a str,
+        stdin: &'a [u8],
+        timeout: Option<Duration>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let mut child = tokio::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(cmd)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| TransportError::Unreachable(format!("cannot start /bin/sh: {e}")))?;
+            let mut input = child.stdin.take();
+            let data = stdin.to_vec();
+            let feed = tokio::spawn(async move {
+                if let Some(i) = input.as_mut() {
+                    let _ = i.write_all(&data).await;
+                    let _ = i.shutdown().await;
+                }
+            });
+            let wait = child.wait_with_output();
+            let out = match timeout {
+                Some(t) => tokio::time::timeout(t, wait)
+                    .await
+                    .map_err(|_| TransportError::Timeout(format!("no result within {}s", t.as_secs())))?,
+                None => wait.await,
+            }
+            .map_err(|e| TransportError::Lost(e.to_string()))?;
+            let _ = feed.await;
+            Ok(ExecOutput {
+                status: out.status.code().unwrap_or(128),
+                stdout: out.stdout,
+                stderr: out.stderr,
+            })
+        })
+    }
+
+    fn describe(&self) -> String {
+        "local".into()
+    }
+}

@@ -1,0 +1,168 @@
+//! How commands reach a host: a connection per host, a small pool of shell workers on it.
+
+pub mod local;
+pub mod shell;
+pub mod ssh;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+use shell::Worker;
+
+/// What a command produced on the target.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOutput {
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl ExecOutput {
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+    pub fn ok(&self) -> bool {
+        self.status == 0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    #[error("host key: {0}")]
+    HostKey(String),
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    #[error("connection lost: {0}")]
+    Lost(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Shell(String),
+}
+
+/// Counters the benchmark reports: channels opened and commands sent.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub channels: AtomicU64,
+    pub round_trips: AtomicU64,
+}
+
+/// Opens a new worker (a channel or a local process running `/bin/sh`).
+pub trait Spawner: Send + Sync {
+    fn spawn(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Worker, TransportError>> + Send + '_>>;
+    /// Runs one command on a channel of its own, streaming stdin (for large payloads).
+    fn oneshot<'a>(
+        &'a self,
+        cmd: &'a str,
+        stdin: &'a [u8],
+        timeout: Option<Duration>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>>;
+    fn describe(&self) -> String;
+}
+
+/// Payloads bigger than this go over a channel of their own instead of inline.
+const INLINE_LIMIT: usize = 512 * 1024;
+
+/// A connection to one host: workers are reused; at most `max_workers` at once
+/// (OpenSSH's MaxSessions defaults to 10).
+pub struct Connection {
+    spawner: Box<dyn Spawner>,
+    idle: Mutex<Vec<Worker>>,
+    slots: Semaphore,
+    pub stats: Arc<Stats>,
+    broken: Mutex<Option<String>>,
+}
+
+impl Connection {
+    pub fn new(spawner: Box<dyn Spawner>, max_workers: usize, stats: Arc<Stats>) -> Connection {
+        Connection {
+            spawner,
+            idle: Mutex::new(Vec::new()),
+            slots: Semaphore::new(max_workers.max(1)),
+            stats,
+            broken: Mutex::new(None),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        self.spawner.describe()
+    }
+
+    /// Runs `cmd` with `/bin/sh` on the target (as root when `become` applies).
+    pub async fn exec(
+        &self,
+        cmd: &str,
+        stdin: Option<&[u8]>,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, TransportError> {
+        if let Some(why) = self.broken.lock().ok().and_then(|b| b.clone()) {
+            return Err(TransportError::Lost(why));
+        }
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| TransportError::Lost("connection closed".into()))?;
+        self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
+        if let Some(data) = stdin.filter(|d| d.len() > INLINE_LIMIT) {
+            self.stats.channels.fetch_add(1, Ordering::Relaxed);
+            return self.spawner.oneshot(cmd, data, timeout).await;
+        }
+        let worker = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let mut worker = match worker {
+            Some(w) => w,
+            None => {
+                self.stats.channels.fetch_add(1, Ordering::Relaxed);
+                self.spawner.spawn().await?
+            }
+        };
+        match worker.run(cmd, stdin, timeout).await {
+            Ok(out) => {
+                if let Ok(mut idle) = self.idle.lock() {
+                    idle.push(worker);
+                }
+                Ok(out)
+            }
+            Err(e) => {
+                // The worker's state is unknown: drop it, the next command gets a fresh one.
+                if let TransportError::Lost(why) = &e {
+                    if let Ok(mut b) = self.broken.lock() {
+                        *b = Some(why.clone());
+                    }
+                }
+                tokio::spawn(worker.close());
+                Err(e)
+            }
+        }
+    }
+
+    /// Closes every idle worker.
+    pub async fn close(&self) {
+        let workers: Vec<Worker> = self
+            .idle
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
+        for w in workers {
+            w.close().await;
+        }
+    }
+}
+
+/// Quotes one word for a POSIX shell, whatever bytes it holds (shlex; NUL,
+/// which no argument can carry, is rejected earlier by the primitives).
+pub fn quote(s: &str) -> String {
+    match shlex::try_quote(s) {
+        Ok(q) => q.into_owned(),
+        Err(_) => format!("'{}'", s.replace('\0', "").replace('\'', "'\\''")),
+    }
+}

@@ -1,0 +1,361 @@
+//! SSH transport on russh: one authenticated connection per host, workers on its channels.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, Handle};
+use russh::keys::agent::client::AgentClient;
+use russh::keys::agent::AgentIdentity;
+use russh::keys::{load_secret_key, PrivateKeyWithHashAlg};
+use russh::{ChannelMsg, Disconnect};
+
+use super::shell::Worker;
+use super::{quote, ExecOutput, Spawner, TransportError};
+use crate::inventory::Target;
+use crate::known_hosts::{self, HostKeyStatus};
+
+/// Settings shared by every connection of a run.
+#[derive(Debug, Clone)]
+pub struct SshOptions {
+    pub known_hosts: PathBuf,
+    pub accept_new: bool,
+    pub connect_timeout: Duration,
+}
+
+struct Client {
+    host: String,
+    port: u16,
+    opts: SshOptions,
+    verdict: Arc<Mutex<Option<String>>>,
+}
+
+impl client::Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let key = match key {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => key,
+            _ => {
+                self.say("the server offered a host certificate; only plain host keys are supported");
+                return Ok(false);
+            }
+        };
+        let path = &self.opts.known_hosts;
+        let fp = key.fingerprint(Default::default());
+        match known_hosts::check(path, &self.host, self.port, key) {
+            Ok(HostKeyStatus::Known) => Ok(true),
+            Ok(HostKeyStatus::Unknown) if self.opts.accept_new => {
+                if let Err(e) = known_hosts::append(path, &self.host, self.port, key) {
+                    self.say(&format!("cannot record the new host key in {}: {e}", path.display()));
+                    return Ok(false);
+                }
+                tracing::info!(host = %self.host, %fp, "recorded new host key");
+                Ok(true)
+            }
+            Ok(HostKeyStatus::Unknown) => {
+                self.say(&format!(
+                    "unknown host key {fp} (not in {}); verify it, then run once with --accept-new-host-keys",
+                    path.display()
+                ));
+                Ok(false)
+            }
+            Ok(HostKeyStatus::Changed { path, line, fix }) => {
+                self.say(&format!(
+                    "HOST KEY CHANGED: the server now offers {fp}, which differs from {}:{line}. \
+                     This may be an attack. If the host was really reinstalled, remove the old key with: {fix}",
+                    path.display()
+                ));
+                Ok(false)
+            }
+            Ok(HostKeyStatus::Revoked) => {
+                self.say(&format!("the host key {fp} is marked @revoked in {}", path.display()));
+                Ok(false)
+            }
+            Err(e) => {
+                self.say(&format!("cannot read {}: {e}", path.display()));
+                Ok(false)
+            }
+        }
+    }
+}
+
+impl Client {
+    fn say(&self, msg: &str) {
+        if let Ok(mut v) = self.verdict.lock() {
+            *v = Some(msg.to_string());
+        }
+    }
+}
+
+/// An open, authenticated SSH connection; keeps the jump host's connection alive.
+pub struct SshSpawner {
+    handle: Arc<Handle<Client>>,
+    _jump: Option<Arc<SshSpawner>>,
+    become_: bool,
+    user: String,
+    label: String,
+}
+
+fn config() -> Arc<client::Config> {
+    Arc::new(client::Config {
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_max: 4,
+        nodelay: true,
+        ..Default::default()
+    })
+}
+
+/// Connects and authenticates to `target` (through its jump host if any).
+pub fn connect<'a>(
+    target: &'a Target,
+    opts: &'a SshOptions,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<SshSpawner, TransportError>> + Send + 'a>>
+{
+    Box::pin(async move {
+        let verdict = Arc::new(Mutex::new(None));
+        let handler = Client {
+            host: target.address.clone(),
+            port: target.port,
+            opts: opts.clone(),
+            verdict: verdict.clone(),
+        };
+        let where_ = format!("{}:{}", target.address, target.port);
+        let (session, jump) = match &target.jump {
+            None => {
+                let tcp = tokio::time::timeout(
+                    opts.connect_timeout,
+                    tokio::net::TcpStream::connect((target.address.as_str(), target.port)),
+                )
+                .await
+                .map_err(|_| {
+                    TransportError::Unreachable(format!(
+                        "no answer from {where_} within {}s",
+                        opts.connect_timeout.as_secs()
+                    ))
+                })?
+                .map_err(|e| TransportError::Unreachable(format!("{where_}: {e}")))?;
+                let _ = tcp.set_nodelay(true);
+                let s = tokio::time::timeout(
+                    opts.connect_timeout,
+                    client::connect_stream(config(), tcp, handler),
+                )
+                .await;
+                (s, None)
+            }
+            Some(j) => {
+                let jump = Arc::new(connect(j, opts).await.map_err(|e| {
+                    TransportError::Unreachable(format!("jump host {}: {e}", j.name))
+                })?);
+                let ch = jump
+                    .handle
+                    .channel_open_direct_tcpip(target.address.clone(), target.port as u32, "127.0.0.1", 0)
+                    .await
+                    .map_err(|e| {
+                        TransportError::Unreachable(format!("{where_} through {}: {e}", j.name))
+                    })?;
+                let s = tokio::time::timeout(
+                    opts.connect_timeout,
+                    client::connect_stream(config(), ch.into_stream(), handler),
+                )
+                .await;
+                (s, Some(jump))
+            }
+        };
+        let mut handle = match session {
+            Err(_) => {
+                return Err(TransportError::Unreachable(format!(
+                    "{where_}: SSH handshake did not finish within {}s",
+                    opts.connect_timeout.as_secs()
+                )))
+            }
+            Ok(Err(e)) => {
+                let said = verdict.lock().ok().and_then(|v| v.clone());
+                return Err(match said {
+                    Some(msg) => TransportError::HostKey(msg),
+                    None => TransportError::Unreachable(format!("{where_}: {e}")),
+                });
+            }
+            Ok(Ok(h)) => h,
+        };
+        authenticate(&mut handle, target).await?;
+        Ok(SshSpawner {
+            handle: Arc::new(handle),
+            _jump: jump,
+            become_: target.become_ && target.user != "root",
+            user: target.user.clone(),
+            label: format!("{}@{where_}", target.user),
+        })
+    })
+}
+
+async fn authenticate(handle: &mut Handle<Client>, target: &Target) -> Result<(), TransportError> {
+    let user = target.user.clone();
+    let mut tried = Vec::new();
+    if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+        if let Ok(mut agent) = AgentClient::connect_env().await {
+            if let Ok(ids) = agent.request_identities().await {
+                for id in ids {
+                    let AgentIdentity::PublicKey { key, .. } = id else { continue };
+                    let hash = if key.algorithm().is_rsa() {
+                        handle.best_supported_rsa_hash().await.ok().flatten().flatten()
+                    } else {
+                        None
+                    };
+                    if let Ok(r) = handle
+                        .authenticate_publickey_with(user.clone(), key, hash, &mut agent)
+                        .await
+                    {
+                        if r.success() {
+                            return Ok(());
+                        }
+                    }
+                }
+                tried.push("ssh-agent".to_string());
+            }
+        }
+    }
+    for path in &target.keys {
+        if !path.exists() {
+            continue;
+        }
+        let key = match load_secret_key(path, None) {
+            Ok(k) => k,
+            Err(russh::keys::Error::KeyIsEncrypted) => {
+                tried.push(format!("{} (encrypted: load it into ssh-agent)", path.display()));
+                continue;
+            }
+            Err(e) => {
+                tried.push(format!("{} (unreadable: {e})", path.display()));
+                continue;
+            }
+        };
+        let hash = if key.algorithm().is_rsa() {
+            handle.best_supported_rsa_hash().await.ok().flatten().flatten()
+        } else {
+            None
+        };
+        let r = handle
+            .authenticate_publickey(user.clone(), PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+            .await
+            .map_err(|e| TransportError::Lost(format!("during authentication: {e}")))?;
+        if r.success() {
+            return Ok(());
+        }
+        tried.push(path.display().to_string());
+    }
+    Err(TransportError::Auth(format!(
+        "the server refused user {user} with {}",
+        if tried.is_empty() {
+            "no key at all (give one with `key =` in the inventory or load ssh-agent)".to_string()
+        } else {
+            tried.join(", ")
+        }
+    )))
+}
+
+impl SshSpawner {
+    fn shell_command(&self) -> String {
+        if self.become_ {
+            format!(
+                "if sudo -n true 2>&1; then exec sudo -n /bin/sh; else echo '__RCP_FAIL sudo refused for {}: passwordless sudo (NOPASSWD) is required'; fi",
+                self.user.replace('\'', "")
+            )
+        } else {
+            "exec /bin/sh".to_string()
+        }
+    }
+
+    /// Disconnects politely.
+    pub async fn disconnect(&self) {
+        let _ = self
+            .handle
+            .disconnect(Disconnect::ByApplication, "", "en")
+            .await;
+    }
+}
+
+impl Spawner for SshSpawner {
+    fn spawn(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Worker, TransportError>> + Send + '_>>
+    {
+        Box::pin(async move {
+            let ch = self
+                .handle
+                .channel_open_session()
+                .await
+                .map_err(|e| TransportError::Lost(format!("cannot open a channel: {e}")))?;
+            ch.exec(true, self.shell_command())
+                .await
+                .map_err(|e| TransportError::Lost(format!("cannot start a shell: {e}")))?;
+            let (r, w) = tokio::io::split(ch.into_stream());
+            Worker::start(Box::new(r), Box::new(w), Duration::from_secs(60)).await
+        })
+    }
+
+    fn oneshot<'a>(
+        &'a self,
+        cmd: &'a str,
+        stdin: &'a [u8],
+        timeout: Option<Duration>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let mut ch = self
+                .handle
+                .channel_open_session()
+                .await
+                .map_err(|e| TransportError::Lost(format!("cannot open a channel: {e}")))?;
+            let wrapped = if self.become_ {
+                format!("sudo -n /bin/sh -c {}", quote(cmd))
+            } else {
+                format!("/bin/sh -c {}", quote(cmd))
+            };
+            ch.exec(true, wrapped)
+                .await
+                .map_err(|e| TransportError::Lost(e.to_string()))?;
+            let work = async {
+                ch.data_bytes(stdin.to_vec())
+                    .await
+                    .map_err(|e| TransportError::Lost(e.to_string()))?;
+                ch.eof().await.map_err(|e| TransportError::Lost(e.to_string()))?;
+                let mut out = ExecOutput {
+                    status: -1,
+                    ..Default::default()
+                };
+                while let Some(msg) = ch.wait().await {
+                    match msg {
+                        ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
+                        ChannelMsg::ExtendedData { data, ext: 1 } => out.stderr.extend_from_slice(&data),
+                        ChannelMsg::ExitStatus { exit_status } => out.status = exit_status as i32,
+                        ChannelMsg::ExitSignal { signal_name, .. } => {
+                            out.status = 128;
+                            out.stderr
+                                .extend_from_slice(format!("killed by signal {signal_name:?}").as_bytes());
+                        }
+                        ChannelMsg::Close => break,
+                        _ => {}
+                    }
+                }
+                Ok(out)
+            };
+            let res = match timeout {
+                Some(t) => tokio::time::timeout(t, work)
+                    .await
+                    .unwrap_or_else(|_| Err(TransportError::Timeout(format!("no result within {}s", t.as_secs())))),
+                None => work.await,
+            };
+            let _ = ch.close().await;
+            res
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.label.clone()
+    }
+}

@@ -1,0 +1,197 @@
+//! Variable values: declared defaults < inventory (inventory, group, host) < `--var`, each
+//! checked against the type of its default.
+
+use rhai::{Dynamic, Map};
+
+use crate::recipe::Recipe;
+
+/// Names whose values are secrets: never shown in any output.
+pub fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["_secret", "_password", "_token", "_passphrase"].iter().any(|s| n.ends_with(s)) || n == "secret" || n == "password" || n == "token"
+}
+
+/// Splits `KEY=VALUE`.
+pub fn parse_cli_var(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("--var {s:?}: expected KEY=VALUE"))?;
+    let k = k.trim();
+    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || k.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!("--var {s:?}: {k:?} is not a variable name (letters, digits, _)"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn kind(d: &Dynamic) -> &'static str {
+    if d.is_int() {
+        "integer"
+    } else if d.is_float() {
+        "number"
+    } else if d.is_bool() {
+        "boolean"
+    } else if d.is_string() {
+        "string"
+    } else if d.is_array() {
+        "list"
+    } else if d.is_map() {
+        "map"
+    } else if d.is_unit() {
+        "()"
+    } else {
+        "value"
+    }
+}
+
+/// Converts a command-line string to the type of the default.
+pub fn from_cli(name: &str, default: &Dynamic, raw: &str) -> Result<Dynamic, String> {
+    let bad = |what: &str| format!("--var {name}={raw}: expected {what} (the default is {default})");
+    if default.is_int() {
+        return raw.trim().parse::<i64>().map(Dynamic::from).map_err(|_| bad("an integer"));
+    }
+    if default.is_float() {
+        return raw.trim().parse::<f64>().map(Dynamic::from).map_err(|_| bad("a number"));
+    }
+    if default.is_bool() {
+        return match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" | "on" => Ok(true.into()),
+            "false" | "no" | "0" | "off" => Ok(false.into()),
+            _ => Err(bad("true or false")),
+        };
+    }
+    if default.is_array() || default.is_map() {
+        let t = raw.trim();
+        if t.starts_with('[') || t.starts_with('{') {
+            let doc = format!("v = {t}");
+            let v: toml::Table = toml::from_str(&doc).map_err(|e| bad(&format!("a TOML {} ({})", kind(default), e.message())))?;
+            let j = serde_json::to_value(v.get("v")).map_err(|e| e.to_string())?;
+            let d = rhai::serde::to_dynamic(j).map_err(|e| e.to_string())?;
+            if kind(&d) != kind(default) {
+                return Err(bad(&format!("a {}", kind(default))));
+            }
+            return Ok(d);
+        }
+        if default.is_array() {
+            let a: rhai::Array = t
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Dynamic::from(s.to_string()))
+                .collect();
+            return Ok(a.into());
+        }
+        return Err(bad("a TOML inline table like {a = 1}"));
+    }
+    Ok(Dynamic::from(raw.to_string()))
+}
+
+/// Converts an inventory value, checking it against the default's type.
+pub fn from_inventory(name: &str, default: &Dynamic, v: &serde_json::Value, host: &str) -> Result<Dynamic, String> {
+    let d = rhai::serde::to_dynamic(v).map_err(|e| format!("inventory variable {name} for {host}: {e}"))?;
+    let ok = kind(&d) == kind(default)
+        || (default.is_float() && d.is_int())
+        || default.is_unit();
+    if !ok {
+        return Err(format!(
+            "inventory variable {name} for host {host} is a {}, but the recipe's default ({default}) is a {}",
+            kind(&d),
+            kind(default)
+        ));
+    }
+    if default.is_float() && d.is_int() {
+        return Ok(Dynamic::from(d.as_int().unwrap_or(0) as f64));
+    }
+    Ok(d)
+}
+
+/// Checks `--var` names against the declaration before any host is touched.
+pub fn check_cli(recipe: &Recipe, cli: &[(String, String)]) -> Result<Vec<(String, Dynamic)>, String> {
+    let mut out = Vec::new();
+    for (k, raw) in cli {
+        let Some((_, def, _)) = recipe.vars.iter().find(|(n, _, _)| n == k) else {
+            let known: Vec<&str> = recipe.vars.iter().map(|(n, _, _)| n.as_str()).collect();
+            let hint = known
+                .iter()
+                .find(|n| close(n, k))
+                .map(|n| format!(" (did you mean {n}?)"))
+                .unwrap_or_default();
+            return Err(format!(
+                "--var {k}: {} declares no variable {k}{hint}; declared: {}",
+                recipe.name,
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ));
+        };
+        out.push((k.clone(), from_cli(k, def, raw)?));
+    }
+    Ok(out)
+}
+
+fn close(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev.last().copied().unwrap_or(usize::MAX) <= 2
+}
+
+/// The final variables of one host.
+pub fn for_host(
+    recipe: &Recipe,
+    host: &str,
+    inv: &crate::inventory::Vars,
+    cli: &[(String, Dynamic)],
+) -> Result<Map, String> {
+    let mut m = Map::new();
+    for (k, def, _) in &recipe.vars {
+        let v = match inv.get(k) {
+            Some(j) => from_inventory(k, def, j, host)?,
+            None => def.clone(),
+        };
+        m.insert(k.as_str().into(), v);
+    }
+    for (k, v) in cli {
+        m.insert(k.as_str().into(), v.clone());
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_values_take_the_default_type() {
+        assert_eq!(from_cli("n", &Dynamic::from(1_i64), "42").ok().and_then(|d| d.as_int().ok()), Some(42));
+        assert!(from_cli("n", &Dynamic::from(1_i64), "x").is_err());
+        assert_eq!(from_cli("b", &Dynamic::from(false), "yes").ok().and_then(|d| d.as_bool().ok()), Some(true));
+        let a = from_cli("a", &Dynamic::from(rhai::Array::new()), "w1, w2").ok();
+        assert_eq!(a.map(|d| d.into_array().map(|a| a.len()).unwrap_or(0)), Some(2));
+        let a = from_cli("a", &Dynamic::from(rhai::Array::new()), "[1, 2, 3]").ok();
+        assert_eq!(a.map(|d| d.into_array().map(|a| a.len()).unwrap_or(0)), Some(3));
+    }
+
+    #[test]
+    fn cli_var_syntax() {
+        assert!(parse_cli_var("a=b=c").is_ok_and(|(k, v)| k == "a" && v == "b=c"));
+        assert!(parse_cli_var("novalue").is_err());
+        assert!(parse_cli_var("bad name=1").is_err());
+        assert!(parse_cli_var("=1").is_err());
+    }
+
+    #[test]
+    fn close_names() {
+        assert!(close("munge_uid", "munge_iud"));
+        assert!(!close("munge_uid", "slurm_conf"));
+    }
+
+    #[test]
+    fn secret_names() {
+        assert!(is_secret_name("k8s_join_token"));
+        assert!(!is_secret_name("munge_key_path"));
+    }
+}

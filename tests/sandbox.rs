@@ -1,0 +1,287 @@
+//! Integration test of `recipe sandbox`: two real systemd hosts (systemd-nspawn), the example
+//! recipe run on both through the generated inventory, name resolution between them, and a
+//! `down` that leaves nothing behind. Needs root (it skips itself otherwise); the first run on
+//! a machine builds the base image with debootstrap (a couple of minutes).
+
+use assert_cmd::Command;
+use std::path::{Path, PathBuf};
+use std::process::Command as StdCommand;
+use std::time::{Duration, Instant};
+
+const NAME: &str = "itest";
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Takes the sandbox down when dropped, so a failing test leaves nothing running.
+struct Teardown;
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        if let Err(e) = recipe::sandbox::down(NAME) {
+            eprintln!("teardown of sandbox {NAME} failed: {e:#}");
+        }
+    }
+}
+
+fn recipe() -> Command {
+    let mut c = Command::cargo_bin("recipe").expect("the recipe binary is built");
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+/// Runs `ssh root@ADDR CMD` with the sandbox's key and known_hosts only.
+fn ssh(key: &Path, known_hosts: &Path, addr: &str, cmd: &str) -> std::process::Output {
+    StdCommand::new("ssh")
+        .arg("-F")
+        .arg("/dev/null")
+        .arg("-i")
+        .arg(key)
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .args([
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-l",
+            "root",
+            addr,
+            "--",
+            cmd,
+        ])
+        .output()
+        .expect("ssh runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn netns_names() -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn link_names() -> Vec<String> {
+    std::fs::read_dir("/sys/class/net")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Live (not zombie) processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_err() || name == std::process::id().to_string() {
+            continue;
+        }
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].trim_start().chars().next());
+        if matches!(state, None | Some('Z') | Some('X')) {
+            continue;
+        }
+        let cmd = std::fs::read(e.path().join("cmdline"))
+            .map(|b| text(&b).replace('\0', " "))
+            .unwrap_or_default();
+        let cwd = std::fs::read_link(e.path().join("cwd")).unwrap_or_default();
+        let ours = ["systemd-nspawn", "tinyproxy", "serve-files"]
+            .iter()
+            .any(|p| cmd.contains(p));
+        if ours && (cmd.contains(needle) || cwd.to_string_lossy().contains(needle)) {
+            found.push(format!("{name}: {cmd}"));
+        }
+    }
+    found
+}
+
+#[test]
+fn sandbox_up_run_reach_down() {
+    if !is_root() {
+        eprintln!("skipped: `recipe sandbox` needs root");
+        return;
+    }
+    let _guard = Teardown;
+    let dir: PathBuf = recipe::sandbox::sandbox_dir(NAME);
+
+    // Up: two hosts.
+    let started = Instant::now();
+    let out = recipe()
+        .args(["sandbox", "up", "--name", NAME, "--hosts", "master,w1"])
+        .timeout(Duration::from_secs(900))
+        .output()
+        .expect("recipe sandbox up runs");
+    assert!(
+        out.status.success(),
+        "sandbox up failed:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    eprintln!("sandbox up took {:.1} s", started.elapsed().as_secs_f64());
+    let inventory = dir.join("inventory.toml");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&inventory.display().to_string()),
+        "usage hint names the inventory: {stdout}"
+    );
+
+    // The inventory: both hosts, root, the sandbox key and known_hosts.
+    let inv: toml::Value =
+        toml::from_str(&std::fs::read_to_string(&inventory).expect("inventory written"))
+            .expect("inventory is TOML");
+    let known_hosts = PathBuf::from(inv["known_hosts"].as_str().expect("known_hosts"));
+    let addr = |h: &str| inv["hosts"][h]["address"].as_str().expect("address").to_string();
+    let (master, w1) = (addr("master"), addr("w1"));
+    let key = PathBuf::from(inv["hosts"]["master"]["key"].as_str().expect("key"));
+    assert_eq!(inv["hosts"]["w1"]["user"].as_str(), Some("root"));
+    assert!(known_hosts.is_file() && key.is_file());
+    let files_url = inv["vars"]["sandbox_files_url"]
+        .as_str()
+        .expect("sandbox_files_url")
+        .to_string();
+    assert!(inv["vars"]["sandbox_proxy"].as_str().is_some());
+    let octet: u8 = master
+        .split('.')
+        .nth(2)
+        .and_then(|o| o.parse().ok())
+        .expect("10.231.N.x address");
+
+    // Status lists both hosts as running.
+    let st = recipe()
+        .args(["sandbox", "status", "--name", NAME])
+        .output()
+        .expect("status runs");
+    let st = text(&st.stdout);
+    assert!(st.contains(&master) && st.contains(&w1), "{st}");
+    assert!(st.matches("running").count() >= 2, "{st}");
+
+    // The engine's example recipe on both hosts through the generated inventory.
+    let run = recipe()
+        .args(["run", "recipes/example.rhai", "-i"])
+        .arg(&inventory)
+        .args(["--group", "all", "--json"])
+        .timeout(Duration::from_secs(300))
+        .output()
+        .expect("recipe run runs");
+    let run_out = text(&run.stdout);
+    assert!(
+        run.status.success(),
+        "recipe run failed ({}):\n{run_out}\n{}",
+        run.status,
+        text(&run.stderr)
+    );
+    let recaps: Vec<serde_json::Value> = run_out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "recap")
+        .collect();
+    for h in ["master", "w1"] {
+        let r = recaps
+            .iter()
+            .find(|r| r["host"] == h)
+            .unwrap_or_else(|| panic!("no recap for {h} in:\n{run_out}"));
+        assert_eq!(r["failed"], 0, "{r}");
+        assert_eq!(r["unreachable"], false, "{r}");
+    }
+
+    // From master, w1 resolves by name and its sshd answers; hostnames are the node names.
+    let o = ssh(&key, &known_hosts, &master, "hostname; getent hosts w1");
+    assert!(o.status.success(), "ssh master: {}", text(&o.stderr));
+    let o_text = text(&o.stdout);
+    assert!(o_text.starts_with("master\n"), "{o_text}");
+    assert!(o_text.contains(&w1) && o_text.contains("w1"), "{o_text}");
+    let o = ssh(&key, &known_hosts, &master, "bash -c '</dev/tcp/w1/22'");
+    assert!(o.status.success(), "master cannot reach w1:22 by name: {}", text(&o.stderr));
+    let o = ssh(&key, &known_hosts, &w1, "hostname; bash -c '</dev/tcp/master/22'");
+    assert!(o.status.success(), "w1 cannot reach master:22: {}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "w1\n");
+
+    // The file server shows the sandbox's files/ folder to the hosts.
+    std::fs::write(dir.join("files/probe.txt"), "served\n").expect("write into files/");
+    let o = ssh(
+        &key,
+        &known_hosts,
+        &w1,
+        &format!("curl -sf {files_url}/probe.txt"),
+    );
+    assert_eq!(text(&o.stdout), "served\n", "{}", text(&o.stderr));
+
+    // Down, and nothing is left.
+    recipe()
+        .args(["sandbox", "down", "--name", NAME])
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .success();
+    let ns_prefix = format!("rcp{octet}-");
+    let left_ns: Vec<String> = netns_names()
+        .into_iter()
+        .filter(|n| n.starts_with(&ns_prefix))
+        .collect();
+    assert!(left_ns.is_empty(), "network namespaces left: {left_ns:?}");
+    let br = format!("rcp{octet}br");
+    let veth = format!("rcp{octet}v");
+    let left_links: Vec<String> = link_names()
+        .into_iter()
+        .filter(|l| *l == br || l.starts_with(&veth))
+        .collect();
+    assert!(left_links.is_empty(), "links left: {left_links:?}");
+    // With no other sandbox on the machine, no rcp* namespace or link may exist at all.
+    let others = std::fs::read_dir(dir.parent().expect("sandbox root"))
+        .map(|rd| rd.count())
+        .unwrap_or(0);
+    if others == 0 {
+        let ns: Vec<String> = netns_names()
+            .into_iter()
+            .filter(|n| n.starts_with("rcp"))
+            .collect();
+        let links: Vec<String> = link_names()
+            .into_iter()
+            .filter(|n| n.starts_with("rcp"))
+            .collect();
+        assert!(ns.is_empty() && links.is_empty(), "left: {ns:?} {links:?}");
+    }
+    // Processes: none of this sandbox's nspawn, tinyproxy or file server (zombies may take a
+    // moment to be reaped by init).
+    let needle = dir.display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = processes_mentioning(&needle);
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "processes left: {left:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!dir.exists(), "{} still exists", dir.display());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(!mounts.contains(&needle), "mounts left under {needle}");
+
+    // Down again is fine.
+    recipe()
+        .args(["sandbox", "down", "--name", NAME])
+        .assert()
+        .success();
+}
