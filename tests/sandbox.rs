@@ -153,7 +153,12 @@ fn sandbox_up_run_reach_down() {
         toml::from_str(&std::fs::read_to_string(&inventory).expect("inventory written"))
             .expect("inventory is TOML");
     let known_hosts = PathBuf::from(inv["known_hosts"].as_str().expect("known_hosts"));
-    let addr = |h: &str| inv["hosts"][h]["address"].as_str().expect("address").to_string();
+    let addr = |h: &str| {
+        inv["hosts"][h]["address"]
+            .as_str()
+            .expect("address")
+            .to_string()
+    };
     let (master, w1) = (addr("master"), addr("w1"));
     let key = PathBuf::from(inv["hosts"]["master"]["key"].as_str().expect("key"));
     assert_eq!(inv["hosts"]["w1"]["user"].as_str(), Some("root"));
@@ -214,9 +219,22 @@ fn sandbox_up_run_reach_down() {
     assert!(o_text.starts_with("master\n"), "{o_text}");
     assert!(o_text.contains(&w1) && o_text.contains("w1"), "{o_text}");
     let o = ssh(&key, &known_hosts, &master, "bash -c '</dev/tcp/w1/22'");
-    assert!(o.status.success(), "master cannot reach w1:22 by name: {}", text(&o.stderr));
-    let o = ssh(&key, &known_hosts, &w1, "hostname; bash -c '</dev/tcp/master/22'");
-    assert!(o.status.success(), "w1 cannot reach master:22: {}", text(&o.stderr));
+    assert!(
+        o.status.success(),
+        "master cannot reach w1:22 by name: {}",
+        text(&o.stderr)
+    );
+    let o = ssh(
+        &key,
+        &known_hosts,
+        &w1,
+        "hostname; bash -c '</dev/tcp/master/22'",
+    );
+    assert!(
+        o.status.success(),
+        "w1 cannot reach master:22: {}",
+        text(&o.stderr)
+    );
     assert_eq!(text(&o.stdout), "w1\n");
 
     // The file server shows the sandbox's files/ folder to the hosts.

@@ -1,8 +1,8 @@
 //! The sandbox file server: a small static HTTP GET/HEAD server that shows a controller folder to the hosts.
 
 use super::paths::Layout;
-use super::process;
 use super::probe;
+use super::process;
 use super::tools;
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -25,8 +25,7 @@ pub fn serve_files(dir: &Path, addr: SocketAddr) -> Result<()> {
     if !root.is_dir() {
         bail!("cannot serve {}: not a folder", dir.display());
     }
-    let listener =
-        TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     eprintln!("serving {} at http://{addr}/", root.display());
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -74,7 +73,13 @@ fn percent_decode(s: &str) -> Option<String> {
     Some(text)
 }
 
-fn respond(s: &mut TcpStream, code: &str, ctype: &str, body: &[u8], head: bool) -> std::io::Result<()> {
+fn respond(
+    s: &mut TcpStream,
+    code: &str,
+    ctype: &str,
+    body: &[u8],
+    head: bool,
+) -> std::io::Result<()> {
     write!(
         s,
         "HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -103,23 +108,57 @@ fn handle(mut stream: TcpStream, root: &Path) -> std::io::Result<()> {
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let head = method == "HEAD";
     if method != "GET" && !head {
-        return respond(&mut stream, "405 Method Not Allowed", "text/plain", b"only GET and HEAD\n", false);
+        return respond(
+            &mut stream,
+            "405 Method Not Allowed",
+            "text/plain",
+            b"only GET and HEAD\n",
+            false,
+        );
     }
     let Some(path) = resolve(root, target) else {
-        return respond(&mut stream, "400 Bad Request", "text/plain", b"bad path\n", head);
+        return respond(
+            &mut stream,
+            "400 Bad Request",
+            "text/plain",
+            b"bad path\n",
+            head,
+        );
     };
     // Symlinks must not lead out of the served folder.
     let real = match path.canonicalize() {
         Ok(r) if r.starts_with(root) => r,
-        _ => return respond(&mut stream, "404 Not Found", "text/plain", b"not found\n", head),
+        _ => {
+            return respond(
+                &mut stream,
+                "404 Not Found",
+                "text/plain",
+                b"not found\n",
+                head,
+            )
+        }
     };
     if real.is_dir() {
         let body = listing(&real, target);
-        return respond(&mut stream, "200 OK", "text/html; charset=utf-8", body.as_bytes(), head);
+        return respond(
+            &mut stream,
+            "200 OK",
+            "text/html; charset=utf-8",
+            body.as_bytes(),
+            head,
+        );
     }
     let mut file = match std::fs::File::open(&real) {
         Ok(f) => f,
-        Err(_) => return respond(&mut stream, "404 Not Found", "text/plain", b"not found\n", head),
+        Err(_) => {
+            return respond(
+                &mut stream,
+                "404 Not Found",
+                "text/plain",
+                b"not found\n",
+                head,
+            )
+        }
     };
     let len = file.metadata()?.len();
     write!(
@@ -155,7 +194,10 @@ fn listing(dir: &Path, target: &str) -> String {
     let mut s = format!("<html><body><h1>{}</h1><ul>\n", html_escape(&base));
     for n in names {
         let e = html_escape(&n);
-        s.push_str(&format!("<li><a href=\"{}{e}\">{e}</a></li>\n", html_escape(&base)));
+        s.push_str(&format!(
+            "<li><a href=\"{}{e}\">{e}</a></li>\n",
+            html_escape(&base)
+        ));
     }
     s.push_str("</ul></body></html>\n");
     s
@@ -184,9 +226,7 @@ pub fn recipe_binary() -> Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    bail!(
-        "cannot find the `recipe` program to run the file server: set {BIN_ENV}=/path/to/recipe"
-    )
+    bail!("cannot find the `recipe` program to run the file server: set {BIN_ENV}=/path/to/recipe")
 }
 
 /// Starts `recipe sandbox serve-files DIR ADDR` detached; waits until it answers.
@@ -224,8 +264,14 @@ mod tests {
     #[test]
     fn resolve_stays_inside() {
         let root = Path::new("/srv/x");
-        assert_eq!(resolve(root, "/a/b.tar.gz"), Some(PathBuf::from("/srv/x/a/b.tar.gz")));
-        assert_eq!(resolve(root, "/a%20b?x=1"), Some(PathBuf::from("/srv/x/a b")));
+        assert_eq!(
+            resolve(root, "/a/b.tar.gz"),
+            Some(PathBuf::from("/srv/x/a/b.tar.gz"))
+        );
+        assert_eq!(
+            resolve(root, "/a%20b?x=1"),
+            Some(PathBuf::from("/srv/x/a b"))
+        );
         assert_eq!(resolve(root, "/"), Some(PathBuf::from("/srv/x")));
         assert_eq!(resolve(root, "/../etc/passwd"), None);
         assert_eq!(resolve(root, "/a/%2e%2e/%2e%2e/etc"), None);

@@ -98,19 +98,58 @@ pub fn prepare(layout: &HostLayout, lower: &Path, files: &HostFiles) -> Result<(
     }
     // The root of the overlay takes the image root's attributes.
     std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755))?;
-    put(&upper, lower, "etc/hostname", format!("{}\n", files.hostname).as_bytes(), 0o644)?;
-    put(&upper, lower, "etc/hosts", files.etc_hosts.as_bytes(), 0o644)?;
-    put(&upper, lower, "etc/machine-id", format!("{}\n", random_machine_id()?).as_bytes(), 0o444)?;
+    put(
+        &upper,
+        lower,
+        "etc/hostname",
+        format!("{}\n", files.hostname).as_bytes(),
+        0o644,
+    )?;
+    put(
+        &upper,
+        lower,
+        "etc/hosts",
+        files.etc_hosts.as_bytes(),
+        0o644,
+    )?;
+    put(
+        &upper,
+        lower,
+        "etc/machine-id",
+        format!("{}\n", random_machine_id()?).as_bytes(),
+        0o444,
+    )?;
     let key = std::fs::read(layout.host_key())
         .with_context(|| format!("cannot read {}", layout.host_key().display()))?;
     let key_pub = std::fs::read(layout.host_pub_key())
         .with_context(|| format!("cannot read {}", layout.host_pub_key().display()))?;
     put(&upper, lower, "etc/ssh/ssh_host_ed25519_key", &key, 0o600)?;
-    put(&upper, lower, "etc/ssh/ssh_host_ed25519_key.pub", &key_pub, 0o644)?;
+    put(
+        &upper,
+        lower,
+        "etc/ssh/ssh_host_ed25519_key.pub",
+        &key_pub,
+        0o644,
+    )?;
     mkdirs_like(&upper, lower, "root/.ssh", 0o700)?;
-    std::fs::set_permissions(upper.join("root/.ssh"), std::fs::Permissions::from_mode(0o700))?;
-    put(&upper, lower, "root/.ssh/authorized_keys", files.authorized_key.as_bytes(), 0o600)?;
-    put(&upper, lower, "etc/apt/apt.conf.d/01proxy", files.apt_proxy_conf.as_bytes(), 0o644)?;
+    std::fs::set_permissions(
+        upper.join("root/.ssh"),
+        std::fs::Permissions::from_mode(0o700),
+    )?;
+    put(
+        &upper,
+        lower,
+        "root/.ssh/authorized_keys",
+        files.authorized_key.as_bytes(),
+        0o600,
+    )?;
+    put(
+        &upper,
+        lower,
+        "etc/apt/apt.conf.d/01proxy",
+        files.apt_proxy_conf.as_bytes(),
+        0o644,
+    )?;
     Ok(())
 }
 
@@ -184,7 +223,10 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\' {
-            if let Some(v) = s.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok()) {
+            if let Some(v) = s
+                .get(i + 1..i + 4)
+                .and_then(|o| u8::from_str_radix(o, 8).ok())
+            {
                 out.push(v);
                 i += 4;
                 continue;
@@ -270,7 +312,11 @@ pub struct SshTarget<'a> {
 
 /// Runs `ssh root@addr COMMAND...` with the sandbox key and known_hosts only, killing it at `deadline`.
 /// Returns (exit code, stdout); None if it timed out.
-pub fn ssh_run(t: &SshTarget, command: &[&str], deadline: Instant) -> Result<Option<(i32, String)>> {
+pub fn ssh_run(
+    t: &SshTarget,
+    command: &[&str],
+    deadline: Instant,
+) -> Result<Option<(i32, String)>> {
     if !probe::allowed_target(t.addr) {
         bail!("refusing to connect to {}: not a sandbox address", t.addr);
     }
@@ -360,7 +406,11 @@ pub fn wait_ready(
         if !process::alive(pid) {
             bail!("host {name} stopped while booting; {}", console());
         }
-        match ssh_run(target, &["systemctl", "is-system-running", "--wait"], deadline)? {
+        match ssh_run(
+            target,
+            &["systemctl", "is-system-running", "--wait"],
+            deadline,
+        )? {
             Some((code, out)) => {
                 let state = out.trim().to_string();
                 if state == "running" || state == "degraded" {
@@ -442,10 +492,15 @@ mod tests {
             std::fs::Permissions::from_mode(0o700),
         )
         .unwrap();
-        put(upper.path(), lower.path(), "root/.ssh/authorized_keys", b"k", 0o600).unwrap();
-        let m = |p: &str| {
-            std::fs::metadata(upper.path().join(p)).unwrap().mode() & 0o7777
-        };
+        put(
+            upper.path(),
+            lower.path(),
+            "root/.ssh/authorized_keys",
+            b"k",
+            0o600,
+        )
+        .unwrap();
+        let m = |p: &str| std::fs::metadata(upper.path().join(p)).unwrap().mode() & 0o7777;
         assert_eq!(m("root"), 0o700);
         assert_eq!(m("root/.ssh"), 0o755); // not in lower: default of put
         assert_eq!(m("root/.ssh/authorized_keys"), 0o600);

@@ -54,9 +54,10 @@ const DISABLED_UNITS: &[&str] = &[
 /// A Debian package name: lower-case letters, digits, `+ - .`, at least two characters.
 pub fn check_package_name(p: &str) -> Result<()> {
     let ok = p.len() >= 2
-        && p.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && p
-            .chars()
+        && p.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && p.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
     if !ok {
         bail!("{p:?} is not a Debian package name");
@@ -189,7 +190,8 @@ fn build(image: &Image, packages: &[String], mirror: &str, images: &Path) -> Res
         image.dir.display()
     );
     let started = Instant::now();
-    let log_file = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+    let log_file =
+        File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
     let log_err = log_file.try_clone()?;
     let include = format!("--include={}", packages.join(","));
     let mut cmd = tools::command(DEBOOTSTRAP)?;
@@ -214,13 +216,8 @@ fn build(image: &Image, packages: &[String], mirror: &str, images: &Path) -> Res
     customize(&rootfs, mirror).context("cannot prepare the base image")?;
     std::fs::write(tmp.join("packages.txt"), packages.join("\n") + "\n")?;
     std::fs::write(tmp.join("complete"), format!("{FORMAT}\n"))?;
-    std::fs::rename(&tmp, &image.dir).with_context(|| {
-        format!(
-            "cannot move {} to {}",
-            tmp.display(),
-            image.dir.display()
-        )
-    })?;
+    std::fs::rename(&tmp, &image.dir)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), image.dir.display()))?;
     eprintln!(
         "base image built in {:.0} s",
         started.elapsed().as_secs_f64()
@@ -251,8 +248,11 @@ fn customize(root: &Path, mirror: &str) -> Result<()> {
         })
         .unwrap_or(false);
     if !has_lists {
-        tools::run(CHROOT, [root.as_os_str(), "apt-get".as_ref(), "update".as_ref()])
-            .context("apt-get update in the new image failed")?;
+        tools::run(
+            CHROOT,
+            [root.as_os_str(), "apt-get".as_ref(), "update".as_ref()],
+        )
+        .context("apt-get update in the new image failed")?;
     }
     let ssh = root.join("etc/ssh");
     if let Ok(rd) = std::fs::read_dir(&ssh) {
@@ -262,7 +262,12 @@ fn customize(root: &Path, mirror: &str) -> Result<()> {
             }
         }
     }
-    write(root, "etc/ssh/sshd_config.d/10-recipe-sandbox.conf", SSHD_DROPIN, 0o644)?;
+    write(
+        root,
+        "etc/ssh/sshd_config.d/10-recipe-sandbox.conf",
+        SSHD_DROPIN,
+        0o644,
+    )?;
     // Empty machine-id: each host gets its own.
     write(root, "etc/machine-id", "", 0o444)?;
     let dbus_id = root.join("var/lib/dbus/machine-id");
@@ -271,9 +276,19 @@ fn customize(root: &Path, mirror: &str) -> Result<()> {
         std::os::unix::fs::symlink("/etc/machine-id", &dbus_id)?;
     }
     write(root, "etc/hostname", "localhost\n", 0o644)?;
-    write(root, "etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n", 0o644)?;
+    write(
+        root,
+        "etc/hosts",
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        0o644,
+    )?;
     // No name server: the hosts reach nothing but each other and the proxy.
-    write(root, "etc/resolv.conf", "# recipe sandbox: names come from /etc/hosts\n", 0o644)?;
+    write(
+        root,
+        "etc/resolv.conf",
+        "# recipe sandbox: names come from /etc/hosts\n",
+        0o644,
+    )?;
     write(
         root,
         "etc/apt/sources.list",
@@ -283,7 +298,10 @@ fn customize(root: &Path, mirror: &str) -> Result<()> {
     for unit in DISABLED_UNITS {
         let _ = std::fs::remove_file(root.join("etc/systemd/system").join(unit));
     }
-    let _ = tools::run(CHROOT, [root.as_os_str(), "apt-get".as_ref(), "clean".as_ref()]);
+    let _ = tools::run(
+        CHROOT,
+        [root.as_os_str(), "apt-get".as_ref(), "clean".as_ref()],
+    );
     Ok(())
 }
 
@@ -310,7 +328,10 @@ mod tests {
         let b = package_list(&["munge".into()]).unwrap();
         assert_eq!(cache_key(&a, DEFAULT_MIRROR), cache_key(&a, DEFAULT_MIRROR));
         assert_ne!(cache_key(&a, DEFAULT_MIRROR), cache_key(&b, DEFAULT_MIRROR));
-        assert_ne!(cache_key(&a, DEFAULT_MIRROR), cache_key(&a, "http://mirror.example/debian"));
+        assert_ne!(
+            cache_key(&a, DEFAULT_MIRROR),
+            cache_key(&a, "http://mirror.example/debian")
+        );
         // order of the extra packages does not matter
         let c = package_list(&["x1".into(), "munge".into()]).unwrap();
         let d = package_list(&["munge".into(), "x1".into()]).unwrap();

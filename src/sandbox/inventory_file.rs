@@ -23,8 +23,9 @@ fn list(items: &[&str]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
-/// The inventory text: known_hosts, [vars], one [hosts.NAME] per host, groups `all` and
-/// `workers` (every host but the first).
+/// The inventory text: known_hosts, [vars], one [hosts.NAME] per host, and group `workers`
+/// (every host but the first). Group `all` is implicit in the inventory format (every host),
+/// and the inventory reader refuses an explicit `[groups.all]`, so it is named in a comment only.
 pub fn render(spec: &InventorySpec) -> String {
     let mut s = String::new();
     s.push_str(&format!(
@@ -47,7 +48,10 @@ pub fn render(spec: &InventorySpec) -> String {
         s.push_str(&format!("key = {}\n", q(&key)));
     }
     let all: Vec<&str> = spec.hosts.iter().map(|(n, _)| n.as_str()).collect();
-    s.push_str(&format!("\n[groups.all]\nhosts = {}\n", list(&all)));
+    s.push_str(&format!(
+        "\n# Group \"all\" is implicit: {}.\n",
+        all.join(", ")
+    ));
     s.push_str(&format!(
         "\n[groups.workers]\nhosts = {}\n",
         list(all.get(1..).unwrap_or(&[]))
@@ -90,20 +94,19 @@ mod tests {
             v["vars"]["sandbox_files_url"].as_str(),
             Some("http://10.231.5.1:8000")
         );
-        assert_eq!(v["vars"]["sandbox_proxy"].as_str(), Some("http://10.231.5.1:3128"));
+        assert_eq!(
+            v["vars"]["sandbox_proxy"].as_str(),
+            Some("http://10.231.5.1:3128")
+        );
         assert_eq!(v["hosts"]["w1"]["address"].as_str(), Some("10.231.5.11"));
         assert_eq!(v["hosts"]["w1"]["user"].as_str(), Some("root"));
         assert_eq!(
             v["hosts"]["master"]["key"].as_str(),
             Some("/var/lib/recipe/sandbox/t/id_ed25519")
         );
-        let all: Vec<&str> = v["groups"]["all"]["hosts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|x| x.as_str())
-            .collect();
-        assert_eq!(all, ["master", "w1", "w2"]);
+        // `all` is implicit in the inventory format; an explicit one is refused by the reader.
+        assert!(v["groups"].get("all").is_none());
+        assert!(text.contains("# Group \"all\" is implicit: master, w1, w2."));
         let workers: Vec<&str> = v["groups"]["workers"]["hosts"]
             .as_array()
             .unwrap()
@@ -114,9 +117,32 @@ mod tests {
     }
 
     #[test]
+    fn the_inventory_reader_accepts_it() {
+        let hosts = vec![
+            ("master".to_string(), Ipv4Addr::new(10, 231, 5, 10)),
+            ("w1".to_string(), Ipv4Addr::new(10, 231, 5, 11)),
+        ];
+        let text = spec_text(&hosts);
+        let inv = crate::inventory::parse(&text, std::path::Path::new("inventory.toml"))
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(inv.group_members("workers"), Some(vec!["w1".to_string()]));
+        assert_eq!(
+            inv.group_members("all"),
+            Some(vec!["master".to_string(), "w1".to_string()])
+        );
+        assert_eq!(
+            inv.known_hosts_path(),
+            PathBuf::from("/var/lib/recipe/sandbox/t/known_hosts")
+        );
+    }
+
+    #[test]
     fn single_host_has_no_workers() {
         let text = spec_text(&[("solo".to_string(), Ipv4Addr::new(10, 231, 5, 10))]);
         let v: toml::Value = toml::from_str(&text).unwrap();
-        assert_eq!(v["groups"]["workers"]["hosts"].as_array().map(|a| a.len()), Some(0));
+        assert_eq!(
+            v["groups"]["workers"]["hosts"].as_array().map(|a| a.len()),
+            Some(0)
+        );
     }
 }

@@ -62,8 +62,16 @@ mod tests {
     #[test]
     fn known_hosts_lines() {
         let t = known_hosts_text(&[
-            ("master".into(), Ipv4Addr::new(10, 231, 5, 10), "ssh-ed25519 AAA".into()),
-            ("w1".into(), Ipv4Addr::new(10, 231, 5, 11), "ssh-ed25519 BBB".into()),
+            (
+                "master".into(),
+                Ipv4Addr::new(10, 231, 5, 10),
+                "ssh-ed25519 AAA".into(),
+            ),
+            (
+                "w1".into(),
+                Ipv4Addr::new(10, 231, 5, 11),
+                "ssh-ed25519 BBB".into(),
+            ),
         ]);
         assert_eq!(
             t,

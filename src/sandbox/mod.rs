@@ -413,4 +413,3 @@ pub fn status(name: Option<&str>) -> Result<String> {
 pub fn sandbox_dir(name: &str) -> PathBuf {
     Layout::new(name).dir
 }
-

@@ -148,7 +148,13 @@ mod tests {
 
     #[test]
     fn octet_is_stable_and_in_range() {
-        for name in ["default", "itest", "a", "x-1", "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"] {
+        for name in [
+            "default",
+            "itest",
+            "a",
+            "x-1",
+            "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+        ] {
             let n = subnet_octet(name);
             assert!((1..=254).contains(&n), "{name} -> {n}");
             assert_eq!(n, subnet_octet(name));

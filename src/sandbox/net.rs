@@ -155,7 +155,10 @@ pub struct HostNet {
 
 fn disable_ipv6(iface: &str) {
     // The bridge and the controller-side veths need no IPv6: keep them quiet.
-    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{iface}/disable_ipv6"), "1\n");
+    let _ = std::fs::write(
+        format!("/proc/sys/net/ipv6/conf/{iface}/disable_ipv6"),
+        "1\n",
+    );
 }
 
 /// Makes the bridge with the controller's address on it.
@@ -180,7 +183,9 @@ pub fn create_host(octet: u8, h: &HostNet) -> Result<()> {
         .with_context(|| format!("cannot create network namespace {ns}"))?;
     tools::run(
         IP,
-        ["link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns],
+        [
+            "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+        ],
     )?;
     disable_ipv6(veth);
     tools::run(IP, ["link", "set", veth, "master", br.as_str()])?;

@@ -111,4 +111,3 @@ impl HostLayout {
         self.dir.join("ssh_host_ed25519_key.pub")
     }
 }
-

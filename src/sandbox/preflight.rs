@@ -18,7 +18,10 @@ pub fn require_root(what: &str) -> Result<()> {
 /// Fails unless the kernel can mount overlayfs.
 pub fn require_overlayfs() -> Result<()> {
     let known = std::fs::read_to_string("/proc/filesystems")
-        .map(|t| t.lines().any(|l| l.split_whitespace().last() == Some("overlay")))
+        .map(|t| {
+            t.lines()
+                .any(|l| l.split_whitespace().last() == Some("overlay"))
+        })
         .unwrap_or(false);
     if !known {
         // The module may load on first mount; try it.

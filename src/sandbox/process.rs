@@ -128,7 +128,8 @@ pub fn find_by_dir(dir: &Path) -> Vec<u32> {
                 .unwrap_or_default();
             let names_dir = args.iter().skip(1).any(|a| {
                 a.starts_with(&inside)
-                    || a.split_once('=').is_some_and(|(_, v)| v.starts_with(&inside))
+                    || a.split_once('=')
+                        .is_some_and(|(_, v)| v.starts_with(&inside))
             });
             if (program == "systemd-nspawn" || program == "tinyproxy") && names_dir {
                 return true;
@@ -209,13 +210,8 @@ mod tests {
     fn spawn_find_and_terminate() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
-        let pid = spawn_detached(
-            Path::new("/bin/sleep"),
-            &["30".into()],
-            dir.path(),
-            &log,
-        )
-        .unwrap();
+        let pid =
+            spawn_detached(Path::new("/bin/sleep"), &["30".into()], dir.path(), &log).unwrap();
         assert!(alive(pid));
         // `sleep` is none of the sandbox's programs: never matched.
         assert!(!find_by_dir(dir.path()).contains(&pid));

@@ -1,8 +1,8 @@
 //! The apt forward proxy of a sandbox: tinyproxy on the bridge address, its config and its process.
 
 use super::paths::Layout;
-use super::process;
 use super::probe;
+use super::process;
 use super::tools::{self, TINYPROXY};
 use anyhow::{bail, Context, Result};
 use std::net::{Ipv4Addr, SocketAddrV4};

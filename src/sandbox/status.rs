@@ -32,10 +32,7 @@ pub fn describe(name: &str) -> String {
         st.bridge,
         st.bridge_addr
     );
-    s.push_str(&format!(
-        "  inventory  {}\n",
-        layout.inventory().display()
-    ));
+    s.push_str(&format!("  inventory  {}\n", layout.inventory().display()));
     s.push_str(&format!(
         "  apt proxy  http://{}:{} ({})\n",
         st.bridge_addr,
@@ -49,7 +46,13 @@ pub fn describe(name: &str) -> String {
         st.serve_dir.display(),
         service_state(&layout.files_pid(), &layout.dir)
     ));
-    let width = st.hosts.iter().map(|h| h.name.len()).max().unwrap_or(4).max(4);
+    let width = st
+        .hosts
+        .iter()
+        .map(|h| h.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     s.push_str(&format!("  {:<width$}  {:<15}  STATE\n", "HOST", "ADDRESS"));
     for h in &st.hosts {
         let hl = layout.host(&h.name);
@@ -63,7 +66,11 @@ pub fn describe(name: &str) -> String {
             }
             _ => "stopped",
         };
-        s.push_str(&format!("  {:<width$}  {:<15}  {state}\n", h.name, h.addr.to_string()));
+        s.push_str(&format!(
+            "  {:<width$}  {:<15}  {state}\n",
+            h.name,
+            h.addr.to_string()
+        ));
     }
     s
 }
@@ -83,7 +90,10 @@ pub fn status_text(name: Option<&str>) -> String {
             if all.is_empty() {
                 return "no sandboxes (make one with `recipe sandbox up`)\n".to_string();
             }
-            all.iter().map(|n| describe(n)).collect::<Vec<_>>().join("\n")
+            all.iter()
+                .map(|n| describe(n))
+                .collect::<Vec<_>>()
+                .join("\n")
         }
     }
 }

@@ -80,7 +80,11 @@ pub fn require(tool: Tool) -> Result<PathBuf> {
 
 /// Checks every tool at once, naming all that are missing in one apt-get command.
 pub fn require_all(tools: &[Tool]) -> Result<()> {
-    let missing: Vec<Tool> = tools.iter().copied().filter(|t| find(*t).is_none()).collect();
+    let missing: Vec<Tool> = tools
+        .iter()
+        .copied()
+        .filter(|t| find(*t).is_none())
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -206,7 +210,10 @@ mod tests {
 
     #[test]
     fn strips_colours() {
-        assert_eq!(strip_ansi("\u{1b}[0;32m  OK  \u{1b}[0m] Started"), "  OK  ] Started");
+        assert_eq!(
+            strip_ansi("\u{1b}[0;32m  OK  \u{1b}[0m] Started"),
+            "  OK  ] Started"
+        );
         assert_eq!(strip_ansi("plain"), "plain");
     }
 
