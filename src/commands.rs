@@ -214,12 +214,19 @@ pub fn reference() -> String {
 }
 
 fn short_type(t: &str) -> String {
-    let t = t
-        .replace("rhai::types::dynamic::Dynamic", "Dynamic")
-        .replace("alloc::string::String", "String")
-        .replace("recipe::primitives::remote::HostRef", "Host")
-        .replace("recipe::secrets::Secret", "Secret");
-    t.rsplit("::").next().unwrap_or(&t).to_string()
+    let mut t = t.to_string();
+    // `Result<T, Box<EvalAltResult>>` reads as `T` to a script writer.
+    while let Some(i) = t.find("Result<") {
+        let Some(j) = t[i..].find(", Box<EvalAltResult>>") else { break };
+        let inner = t[i + 7..i + j].to_string();
+        t = format!("{}{}{}", &t[..i], inner, &t[i + j + 21..]);
+    }
+    t.replace("&str", "String")
+        .replace("&mut ", "")
+        .replace("i64", "int")
+        .replace("crate::secrets::Secret", "Secret")
+        .replace("HostRef", "Host").replace("get$", "property .")
+        .replace("rhai::", "")
 }
 
 /// `recipe doc`: print the reference, or write definition files.

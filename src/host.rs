@@ -110,6 +110,8 @@ impl Hosts {
 /// What every host of a run shares.
 pub struct RunShared {
     pub recipe_name: String,
+    /// The recipe's path as given to the AST (`ctx.call_source()` of top-level calls).
+    pub recipe_source: String,
     pub recipe_dir: PathBuf,
     pub dry_run: bool,
     pub diff: bool,

@@ -254,7 +254,8 @@ fn glob_match(pattern: &str, text: &str) -> bool {
             },
         }
     }
-    p.get(pi..).is_some_and(|rest| rest.iter().all(|&c| c == '*'))
+    p.get(pi..)
+        .is_some_and(|rest| rest.iter().all(|&c| c == '*'))
 }
 
 #[cfg(test)]
@@ -262,8 +263,10 @@ mod tests {
     use super::*;
 
     // Made with ssh-keygen; fixed strings keep the tests deterministic.
-    const ED1: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICtdlCXTDRCKRYOOyASvV8KXByIHocbfuoJJ+7p2gtxx";
-    const ED2: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINCghAZ/QHz7DYwTmrJYv5gXPIA911GejCkUll0SyOob";
+    const ED1: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICtdlCXTDRCKRYOOyASvV8KXByIHocbfuoJJ+7p2gtxx";
+    const ED2: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINCghAZ/QHz7DYwTmrJYv5gXPIA911GejCkUll0SyOob";
     const EC256: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBBTdkNFclkvX0RPfBrrbT0w3LZnDsMqjRccXC3TRMiK3XtPDbT40K3tVewnWe7WIbV+sRMdkk4UrdNaLrNYlzzM=";
     const EC384: &str = "ecdsa-sha2-nistp384 AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAIbmlzdHAzODQAAABhBFKI8Zw4fj9z+eq4UIfwZWfSHi6Y7lfAFQvTjtsues2nUvWhsaBJbbt7DADtdQMaPzqB2AT4BSNBl4xcgplmZnb9Lj8MHUyOTojsJLf9UBvE1jqBRxDrn5DxH+Yrvf+l8A==";
     const RSA: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQDRc/85C0VTJUiklB+4gxnf2EzIZDMHhE7E9BwkNZk2CEWoJ1jLHmhmbAOtPzhFAg9EslnOJg12ExIBpQ9i4dgsT7Y8t3E5skJ8CaIWDiDLGhbHZegUOKevvPgQ1FjqYqRStYSdUTIPe6I30ZmYGcSaCXXt3h+ETAX7wGRbVWjiDMMI6ouO224+BnruOTX0rSRyut8sVrhPtrj6G0j2eZZ3/A/w0xaSOb9piraTJzYKU81WTQdjv9wDJX0QspV4dvyNLQ1RhDZYNznHSTSXuthkuUadnmO7aksmVCUN13FxXmJexljjWGiNM6qHY4ME46tDdNLf2VgZ2QcZXFOo+b5L";
@@ -304,13 +307,25 @@ mod tests {
     #[test]
     fn exact_name_known_changed_unknown() {
         let text = format!("server.example {ED1}\n");
-        assert_eq!(status(&text, "server.example", 22, ED1), HostKeyStatus::Known);
+        assert_eq!(
+            status(&text, "server.example", 22, ED1),
+            HostKeyStatus::Known
+        );
         assert!(is_changed(&status(&text, "server.example", 22, ED2), 1));
         // Another algorithm is not a conflict: OpenSSH would offer to add it.
-        assert_eq!(status(&text, "server.example", 22, EC256), HostKeyStatus::Unknown);
-        assert_eq!(status(&text, "other.example", 22, ED2), HostKeyStatus::Unknown);
+        assert_eq!(
+            status(&text, "server.example", 22, EC256),
+            HostKeyStatus::Unknown
+        );
+        assert_eq!(
+            status(&text, "other.example", 22, ED2),
+            HostKeyStatus::Unknown
+        );
         // Host names compare case-insensitively.
-        assert_eq!(status(&text, "SERVER.Example", 22, ED1), HostKeyStatus::Known);
+        assert_eq!(
+            status(&text, "SERVER.Example", 22, ED1),
+            HostKeyStatus::Known
+        );
     }
 
     #[test]
@@ -329,10 +344,17 @@ mod tests {
             assert_eq!(status(&text, host, 22, ED1), HostKeyStatus::Known, "{host}");
         }
         for host in ["example.org", "node-1", "node-001", "alphabet"] {
-            assert_eq!(status(&text, host, 22, ED1), HostKeyStatus::Unknown, "{host}");
+            assert_eq!(
+                status(&text, host, 22, ED1),
+                HostKeyStatus::Unknown,
+                "{host}"
+            );
         }
         let text = format!("*.example.org,!secret.example.org {ED1}\n");
-        assert_eq!(status(&text, "www.example.org", 22, ED1), HostKeyStatus::Known);
+        assert_eq!(
+            status(&text, "www.example.org", 22, ED1),
+            HostKeyStatus::Known
+        );
         assert_eq!(
             status(&text, "secret.example.org", 22, ED1),
             HostKeyStatus::Unknown
@@ -345,11 +367,17 @@ mod tests {
     #[test]
     fn non_default_port_uses_brackets() {
         let text = format!("[server.example]:2222 {ED1}\nserver.example {ED2}\n");
-        assert_eq!(status(&text, "server.example", 2222, ED1), HostKeyStatus::Known);
+        assert_eq!(
+            status(&text, "server.example", 2222, ED1),
+            HostKeyStatus::Known
+        );
         // Port 22 sees only the plain name, port 2222 only the bracketed one.
         assert!(is_changed(&status(&text, "server.example", 22, ED1), 2));
         assert!(is_changed(&status(&text, "server.example", 2222, ED2), 1));
-        assert_eq!(status(&text, "server.example", 2200, ED1), HostKeyStatus::Unknown);
+        assert_eq!(
+            status(&text, "server.example", 2200, ED1),
+            HostKeyStatus::Unknown
+        );
         // Globs apply inside the brackets too.
         let text = format!("[*.lab]:2222 {ED1}\n");
         assert_eq!(status(&text, "n1.lab", 2222, ED1), HostKeyStatus::Known);
@@ -361,15 +389,30 @@ mod tests {
     #[test]
     fn hashed_names_made_by_ssh_keygen() {
         let text = format!("{HASHED_22} {ED1}\n{HASHED_2222} {ED1}\n");
-        assert_eq!(status(&text, "server.example", 22, ED1), HostKeyStatus::Known);
-        assert_eq!(status(&text, "server.example", 2222, ED1), HostKeyStatus::Known);
+        assert_eq!(
+            status(&text, "server.example", 22, ED1),
+            HostKeyStatus::Known
+        );
+        assert_eq!(
+            status(&text, "server.example", 2222, ED1),
+            HostKeyStatus::Known
+        );
         assert!(is_changed(&status(&text, "server.example", 22, ED2), 1));
         assert!(is_changed(&status(&text, "server.example", 2222, ED2), 2));
-        assert_eq!(status(&text, "server.example", 2200, ED1), HostKeyStatus::Unknown);
-        assert_eq!(status(&text, "other.example", 22, ED1), HostKeyStatus::Unknown);
+        assert_eq!(
+            status(&text, "server.example", 2200, ED1),
+            HostKeyStatus::Unknown
+        );
+        assert_eq!(
+            status(&text, "other.example", 22, ED1),
+            HostKeyStatus::Unknown
+        );
         // Broken hashes are skipped, not errors.
         let text = format!("|1|!!!|??? {ED1}\n|1|nohash {ED1}\n");
-        assert_eq!(status(&text, "server.example", 22, ED1), HostKeyStatus::Unknown);
+        assert_eq!(
+            status(&text, "server.example", 22, ED1),
+            HostKeyStatus::Unknown
+        );
     }
 
     #[test]
@@ -378,7 +421,10 @@ mod tests {
         assert_eq!(status(&text, "server", 22, ED1), HostKeyStatus::Known);
         let text = format!("server {ED2}\n*.x {ED2}\nser* {ED2}\n");
         let s = status(&text, "server", 22, ED1);
-        assert!(is_changed(&s, 1), "first conflicting line is reported: {s:?}");
+        assert!(
+            is_changed(&s, 1),
+            "first conflicting line is reported: {s:?}"
+        );
     }
 
     #[test]
@@ -419,7 +465,10 @@ mod tests {
         let mut bytes = b"\xff\xfe junk\n".to_vec();
         bytes.extend_from_slice(format!("h {ED1}\n").as_bytes());
         fs::write(&path, bytes).unwrap();
-        assert_eq!(check(&path, "h", 22, &key(ED1)).unwrap(), HostKeyStatus::Known);
+        assert_eq!(
+            check(&path, "h", 22, &key(ED1)).unwrap(),
+            HostKeyStatus::Known
+        );
     }
 
     #[test]
@@ -447,8 +496,14 @@ mod tests {
         append(&path, "Node1.Example", 22, &k).unwrap();
         append(&path, "node1.example", 2222, &key(EC256)).unwrap();
         let text = fs::read_to_string(&path).unwrap();
-        assert_eq!(text, format!("node1.example {ED1}\n[node1.example]:2222 {EC256}\n"));
-        assert_eq!(check(&path, "node1.example", 22, &key(ED1)).unwrap(), HostKeyStatus::Known);
+        assert_eq!(
+            text,
+            format!("node1.example {ED1}\n[node1.example]:2222 {EC256}\n")
+        );
+        assert_eq!(
+            check(&path, "node1.example", 22, &key(ED1)).unwrap(),
+            HostKeyStatus::Known
+        );
         assert_eq!(
             check(&path, "node1.example", 2222, &key(EC256)).unwrap(),
             HostKeyStatus::Known
@@ -468,7 +523,10 @@ mod tests {
         append(&path, "b", 22, &key(ED1)).unwrap();
         let text = fs::read_to_string(&path).unwrap();
         assert_eq!(text, format!("a {ED2}\nb {ED1}\n"));
-        assert_eq!(check(&path, "a", 22, &key(ED2)).unwrap(), HostKeyStatus::Known);
+        assert_eq!(
+            check(&path, "a", 22, &key(ED2)).unwrap(),
+            HostKeyStatus::Known
+        );
     }
 
     #[test]

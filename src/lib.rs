@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod controller;
 pub mod engine;
 pub mod errors;
 pub mod host;

@@ -101,20 +101,161 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
+/// A recipe ready to run: compiled, with each target's final variables.
+pub struct Prepared {
+    pub name: String,
+    pub source: String,
+    pub dir: PathBuf,
+    pub ast: Arc<rhai::AST>,
+    pub per_host: Vec<(Target, rhai::Map)>,
+}
+
+/// Loads `recipe`, checks `cli` variables against its declarations and computes each
+/// target's variables; every error here is a usage error (exit 2), found before any host is touched.
+pub fn prepare(
+    recipe: &str,
+    targets: &[Target],
+    cli: &[(String, String)],
+    extra: &rhai::Map,
+    redactor: &Redactor,
+) -> Result<Prepared, String> {
+    let path = crate::recipe::resolve(recipe).map_err(|e| format!("error: {e}"))?;
+    let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| PathBuf::from("."));
+    let meta_engine = engine::build(&dir, None);
+    let rec = crate::recipe::load(&meta_engine, &path).map_err(|e| e.render())?;
+    let cli = crate::vars::check_cli(&rec, cli).map_err(|e| format!("error: {e}"))?;
+    let mut per_host = Vec::new();
+    for t in targets {
+        let mut m = crate::vars::for_host(&rec, &t.name, &t.vars, &cli).map_err(|e| format!("error: {e}"))?;
+        for (k, v) in extra {
+            if !m.contains_key(k.as_str()) {
+                return Err(format!("error: {} declares no variable {k}", rec.name));
+            }
+            m.insert(k.clone(), v.clone());
+        }
+        for (k, v) in &m {
+            if crate::vars::is_secret_name(k) {
+                if let Ok(s) = v.clone().into_string() {
+                    redactor.add(s.as_bytes());
+                }
+            }
+        }
+        per_host.push((t.clone(), m));
+    }
+    Ok(Prepared {
+        name: rec.name.clone(),
+        source: path.display().to_string(),
+        dir,
+        ast: Arc::new(rec.ast),
+        per_host,
+    })
+}
+
+/// What a run shares with everything it starts (plays included).
+#[derive(Clone)]
+pub struct Base {
+    pub dry_run: bool,
+    pub diff: bool,
+    pub reporter: Reporter,
+    pub hosts: Arc<Hosts>,
+    pub rt: tokio::runtime::Handle,
+    pub timeout: Duration,
+    pub interrupted: Arc<AtomicBool>,
+    pub forks: usize,
+}
+
+/// Runs a prepared recipe on its targets, `forks` at a time; returns the names of the
+/// hosts that failed or were unreachable.
+pub async fn execute(base: &Base, p: Prepared) -> Vec<String> {
+    let shared = Arc::new(RunShared {
+        recipe_name: p.name.clone(),
+        recipe_source: p.source.clone(),
+        recipe_dir: p.dir.clone(),
+        dry_run: base.dry_run,
+        diff: base.diff,
+        reporter: base.reporter.clone(),
+        hosts: base.hosts.clone(),
+        rt: base.rt.clone(),
+        default_timeout: base.timeout,
+        interrupted: base.interrupted.clone(),
+    });
+    if let Ok(mut m) = base.hosts.targets.lock() {
+        for (t, _) in &p.per_host {
+            m.insert(t.name.clone(), t.clone());
+        }
+    }
+    let sem = Arc::new(tokio::sync::Semaphore::new(base.forks.max(1)));
+    let mut tasks = Vec::new();
+    for (t, vars) in p.per_host {
+        let sem = sem.clone();
+        let shared = shared.clone();
+        let ast = p.ast.clone();
+        let source = p.source.clone();
+        let recipe_dir = p.dir.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = t.name.clone();
+            let Ok(_permit) = sem.acquire_owned().await else { return Some(name) };
+            let rep = shared.reporter.clone();
+            if shared.interrupted.load(Ordering::Relaxed) {
+                rep.finish_host(&name, false, Some("not started: interrupted".into()), None);
+                return Some(name);
+            }
+            let conn = match shared.hosts.connection(&name).await {
+                Ok(c) => c,
+                Err(e) => {
+                    rep.finish_host(&name, true, Some(format!("{name}: {e}")), None);
+                    return Some(name);
+                }
+            };
+            let ctx = Arc::new(HostCtx {
+                name: name.clone(),
+                conn,
+                run: shared.clone(),
+                vars: vars.clone(),
+                last_step: Mutex::new(None),
+            });
+            let res = tokio::task::spawn_blocking(move || run_host(ctx, &ast, &recipe_dir, vars, &source)).await;
+            match res {
+                Ok(Ok(())) => {
+                    rep.finish_host(&name, false, None, None);
+                    None
+                }
+                Ok(Err((msg, at))) => {
+                    rep.finish_host(&name, false, Some(msg), at);
+                    Some(name)
+                }
+                Err(e) => {
+                    rep.finish_host(&name, false, Some(format!("internal error: {e}")), None);
+                    Some(name)
+                }
+            }
+        }));
+    }
+    let mut failed = Vec::new();
+    for t in tasks {
+        if let Ok(Some(n)) = t.await {
+            failed.push(n);
+        }
+    }
+    failed
+}
+
 pub fn run(cfg: RunConfig) -> i32 {
-    let (inv, targets) = match targets(&cfg.inventory, &cfg.hosts, &cfg.groups, cfg.conn.local) {
-        Ok(x) => x,
-        Err(e) => return usage(format!("error: {e}")),
-    };
-    let path = match crate::recipe::resolve(&cfg.recipe) {
-        Ok(p) => p,
-        Err(e) => return usage(format!("error: {e}")),
-    };
-    let recipe_dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| PathBuf::from("."));
-    let meta_engine = engine::build(&recipe_dir, None);
-    let recipe = match crate::recipe::load(&meta_engine, &path) {
-        Ok(r) => r,
-        Err(e) => return usage(e.render()),
+    let controller = cfg.hosts.is_empty() && cfg.groups.is_empty() && !cfg.conn.local;
+    let (inv, targets) = if controller {
+        match &cfg.inventory {
+            Some(p) => match inventory::load(p) {
+                Ok(i) => (i, Vec::new()),
+                Err(e) => return usage(e),
+            },
+            None => return usage("error: no hosts: give --host NAME, --group NAME (with -i INVENTORY), or --local; \
+                                  with -i and no hosts the recipe runs on the controller (for play())"),
+        }
+    } else {
+        match targets(&cfg.inventory, &cfg.hosts, &cfg.groups, cfg.conn.local) {
+            Ok(x) => x,
+            Err(e) => return usage(format!("error: {e}")),
+        }
     };
     let mut cli = Vec::new();
     for v in &cfg.vars {
@@ -123,27 +264,27 @@ pub fn run(cfg: RunConfig) -> i32 {
             Err(e) => return usage(format!("error: {e}")),
         }
     }
-    let cli = match crate::vars::check_cli(&recipe, &cli) {
-        Ok(c) => c,
-        Err(e) => return usage(format!("error: {e}")),
-    };
     let redactor = Redactor::default();
-    let mut per_host = Vec::new();
-    for t in &targets {
-        match crate::vars::for_host(&recipe, &t.name, &t.vars, &cli) {
-            Ok(m) => {
-                for (k, v) in &m {
-                    if crate::vars::is_secret_name(k) {
-                        if let Ok(s) = v.clone().into_string() {
-                            redactor.add(s.as_bytes());
-                        }
-                    }
-                }
-                per_host.push((t.clone(), m));
-            }
-            Err(e) => return usage(format!("error: {e}")),
-        }
-    }
+    let controller_target = Target {
+        name: "controller".into(),
+        address: "controller".into(),
+        port: 0,
+        user: inventory::current_user(),
+        keys: vec![],
+        jump: None,
+        become_: false,
+        vars: inv.vars.clone(),
+        groups: vec![],
+    };
+    let prepared = if controller {
+        prepare(&cfg.recipe, std::slice::from_ref(&controller_target), &cli, &rhai::Map::new(), &redactor)
+    } else {
+        prepare(&cfg.recipe, &targets, &cli, &rhai::Map::new(), &redactor)
+    };
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => return usage(e),
+    };
     let rt = match runtime() {
         Ok(r) => r,
         Err(e) => return usage(format!("error: {e}")),
@@ -151,27 +292,20 @@ pub fn run(cfg: RunConfig) -> i32 {
     let mode = if cfg.json { Mode::Json } else { Mode::Human };
     let reporter = Reporter::new(mode, cfg.verbose, cfg.quiet, cfg.diff, redactor);
     let hosts = Arc::new(Hosts::new(Arc::new(inv.clone()), ssh_options(&inv, &cfg.conn), cfg.conn.local));
-    if let Ok(mut m) = hosts.targets.lock() {
-        for t in &targets {
-            m.insert(t.name.clone(), t.clone());
-        }
-    }
     let interrupted = Arc::new(AtomicBool::new(false));
-    let shared = Arc::new(RunShared {
-        recipe_name: recipe.name.clone(),
-        recipe_dir: recipe_dir.clone(),
+    let base = Base {
         dry_run: cfg.dry_run,
         diff: cfg.diff,
         reporter: reporter.clone(),
         hosts: hosts.clone(),
         rt: rt.handle().clone(),
-        default_timeout: Duration::from_secs(cfg.timeout.max(1)),
+        timeout: Duration::from_secs(cfg.timeout.max(1)),
         interrupted: interrupted.clone(),
-    });
-    let ast = Arc::new(recipe.ast);
-    let source = path.display().to_string();
-    reporter.start(per_host.len());
-    let forks = cfg.forks.max(1);
+        forks: cfg.forks,
+    };
+    if !controller {
+        reporter.start(prepared.per_host.len());
+    }
     let ok = rt.block_on(async {
         let flag = interrupted.clone();
         tokio::spawn(async move {
@@ -183,50 +317,28 @@ pub fn run(cfg: RunConfig) -> i32 {
                 }
             }
         });
-        let sem = Arc::new(tokio::sync::Semaphore::new(forks));
-        let mut tasks = Vec::new();
-        for (t, vars) in per_host {
-            let sem = sem.clone();
-            let shared = shared.clone();
-            let ast = ast.clone();
-            let source = source.clone();
-            let recipe_dir = recipe_dir.clone();
-            tasks.push(tokio::spawn(async move {
-                let Ok(_permit) = sem.acquire_owned().await else { return };
-                let rep = shared.reporter.clone();
-                if shared.interrupted.load(Ordering::Relaxed) {
-                    rep.finish_host(&t.name, false, Some("not started: interrupted".into()), None);
-                    return;
+        let mut ok = true;
+        if controller {
+            let vars = prepared.per_host.first().map(|(_, v)| v.clone()).unwrap_or_default();
+            let b = base.clone();
+            let (ast, dir, source) = (prepared.ast.clone(), prepared.dir.clone(), prepared.source.clone());
+            let res = tokio::task::spawn_blocking(move || crate::controller::run(b, &ast, &dir, vars, &source)).await;
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(msg)) => {
+                    eprintln!("{}", base.reporter.redactor().redact(&msg));
+                    ok = false;
                 }
-                let conn = match shared.hosts.connection(&t.name).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let msg = format!("{}: {e}", t.name);
-                        rep.finish_host(&t.name, true, Some(msg), None);
-                        return;
-                    }
-                };
-                let ctx = Arc::new(HostCtx {
-                    name: t.name.clone(),
-                    conn,
-                    run: shared.clone(),
-                    vars: vars.clone(),
-                    last_step: Mutex::new(None),
-                });
-                let name = t.name.clone();
-                let res = tokio::task::spawn_blocking(move || run_host(ctx, &ast, &recipe_dir, vars, &source)).await;
-                match res {
-                    Ok(Ok(())) => rep.finish_host(&name, false, None, None),
-                    Ok(Err((msg, at))) => rep.finish_host(&name, false, Some(msg), at),
-                    Err(e) => rep.finish_host(&name, false, Some(format!("internal error: {e}")), None),
+                Err(e) => {
+                    eprintln!("internal error: {e}");
+                    ok = false;
                 }
-            }));
-        }
-        for t in tasks {
-            let _ = t.await;
+            }
+        } else {
+            execute(&base, prepared).await;
         }
         hosts.close_all().await;
-        reporter.finish()
+        reporter.finish() && ok
     });
     rt.shutdown_timeout(Duration::from_secs(2));
     if ok {
@@ -260,9 +372,7 @@ fn run_host(
         Ok(()) => Ok(()),
         Err(err) => {
             let loc = crate::errors::locate_eval(&err, source);
-            let stopped = ctx.last_step.lock().ok().and_then(|l| l.clone());
             let msg = format!("{} at {}", loc.message, loc.place());
-            let _ = stopped;
             Err((msg, Some(loc.place())))
         }
     }

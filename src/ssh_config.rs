@@ -84,7 +84,11 @@ pub(crate) fn resolve_with_openssh(name: &str, config: Option<&Path>) -> Option<
         args.push("-F".as_ref());
         args.push(file.as_os_str());
     }
-    args.extend([std::ffi::OsStr::new("-G"), std::ffi::OsStr::new("--"), std::ffi::OsStr::new(name)]);
+    args.extend([
+        std::ffi::OsStr::new("-G"),
+        std::ffi::OsStr::new("--"),
+        std::ffi::OsStr::new(name),
+    ]);
     let configured = run_ssh(&args)?;
     let baseline = run_ssh(&[
         "-F".as_ref(),

@@ -81,8 +81,8 @@ pub fn step(
     let line = pos.line().unwrap_or(0);
     let source = ctx
         .call_source()
-        .map(short_source)
-        .filter(|s| *s != h.run.recipe_name);
+        .filter(|s| *s != h.run.recipe_source)
+        .map(short_source);
     if let Ok(mut l) = h.last_step.lock() {
         *l = Some(format!(
             "{}:{} ({op} {target})",

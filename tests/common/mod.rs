@@ -45,7 +45,8 @@ impl Sshd {
     /// generated client key. Extra sshd_config lines can be passed.
     pub fn start_with(addr: &str, extra: &str) -> Sshd {
         let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path();
+        let d = dir.path().to_path_buf();
+        let d = d.as_path();
         keygen(&d.join("host_key"));
         keygen(&d.join("client_key"));
         std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).expect("copy key");
