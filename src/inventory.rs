@@ -2,7 +2,8 @@
 //!
 //! Parsing checks everything it can before any host is touched, and every error names the
 //! file, line and column. Turning a name into a [`Target`] fills what the inventory leaves
-//! out from the ssh configuration (like `ssh NAME`), then from defaults.
+//! out from the ssh configuration, then from defaults. An inventory host is looked up in the
+//! ssh configuration by its `address` (its name when it has none), as `ssh ADDRESS` would be.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
