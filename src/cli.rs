@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use crate::runner::{self, ConnConfig, RunConfig, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 
 #[derive(Parser, Debug)]
-#[command(name = "recipe", version, about = "Run editable Rhai install recipes on remote machines over SSH")]
+#[command(
+    name = "recipe",
+    version,
+    about = "Run editable Rhai install recipes on remote machines over SSH"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -139,7 +143,10 @@ enum SandboxCmd {
         name: Option<String>,
     },
     #[command(hide = true)]
-    ServeFiles { dir: PathBuf, addr: std::net::SocketAddr },
+    ServeFiles {
+        dir: PathBuf,
+        addr: std::net::SocketAddr,
+    },
 }
 
 /// Parses arguments and runs; returns the exit status.
@@ -154,26 +161,42 @@ pub fn main() -> i32 {
     };
     init_tracing(&cli.cmd);
     match cli.cmd {
-        Cmd::Run { recipe, hosts, groups, inventory, vars, dry_run, diff, forks, json, verbose, quiet, timeout, conn } => {
-            runner::run(RunConfig {
-                recipe,
-                hosts,
-                groups,
-                inventory,
-                vars,
-                dry_run,
-                diff,
-                forks,
-                json,
-                verbose,
-                quiet,
-                conn: conn.config(),
-                timeout,
-            })
-        }
+        Cmd::Run {
+            recipe,
+            hosts,
+            groups,
+            inventory,
+            vars,
+            dry_run,
+            diff,
+            forks,
+            json,
+            verbose,
+            quiet,
+            timeout,
+            conn,
+        } => runner::run(RunConfig {
+            recipe,
+            hosts,
+            groups,
+            inventory,
+            vars,
+            dry_run,
+            diff,
+            forks,
+            json,
+            verbose,
+            quiet,
+            conn: conn.config(),
+            timeout,
+        }),
         Cmd::Check { recipes } => crate::commands::check(&recipes),
         Cmd::List { dir } => crate::commands::list(dir),
-        Cmd::Facts { host, inventory, conn } => crate::commands::facts(host, inventory, conn.config()),
+        Cmd::Facts {
+            host,
+            inventory,
+            conn,
+        } => crate::commands::facts(host, inventory, conn.config()),
         Cmd::Doc { definitions } => crate::commands::doc(definitions),
         Cmd::Sandbox { action } => sandbox(action),
     }
@@ -181,7 +204,12 @@ pub fn main() -> i32 {
 
 fn sandbox(action: SandboxCmd) -> i32 {
     let res = match action {
-        SandboxCmd::Up { hosts, name, serve, packages } => crate::sandbox::up(&crate::sandbox::UpOptions {
+        SandboxCmd::Up {
+            hosts,
+            name,
+            serve,
+            packages,
+        } => crate::sandbox::up(&crate::sandbox::UpOptions {
             name,
             hosts,
             serve,
@@ -189,7 +217,9 @@ fn sandbox(action: SandboxCmd) -> i32 {
         })
         .map(|_| ()),
         SandboxCmd::Down { name } => crate::sandbox::down(&name),
-        SandboxCmd::Status { name } => crate::sandbox::status(name.as_deref()).map(|s| print!("{s}")),
+        SandboxCmd::Status { name } => {
+            crate::sandbox::status(name.as_deref()).map(|s| print!("{s}"))
+        }
         SandboxCmd::ServeFiles { dir, addr } => crate::sandbox::serve_files(&dir, addr),
     };
     match res {

@@ -16,16 +16,27 @@ pub fn check(recipes: &[String]) -> i32 {
                 continue;
             }
         };
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         let engine = crate::engine::build(&dir, None);
         match crate::recipe::load(&engine, &path) {
             Ok(rec) => {
                 // Imports are resolved at run time; check them now so typos show here.
                 let mut ok = true;
                 for m in import_names(&rec.ast) {
-                    let res = engine.module_resolver().resolve(&engine, Some(&path.display().to_string()), &m, rhai::Position::NONE);
+                    let res = engine.module_resolver().resolve(
+                        &engine,
+                        Some(&path.display().to_string()),
+                        &m,
+                        rhai::Position::NONE,
+                    );
                     if let Err(e) = res {
-                        eprint!("{}", crate::errors::locate_eval(&e, &path.display().to_string()).render());
+                        eprint!(
+                            "{}",
+                            crate::errors::locate_eval(&e, &path.display().to_string()).render()
+                        );
                         ok = false;
                     }
                 }
@@ -129,14 +140,22 @@ pub fn facts(host: Option<String>, inv: Option<PathBuf>, conn: ConnConfig) -> i3
             return EXIT_FAILED;
         }
     };
-    let hosts = crate::host::Hosts::new(std::sync::Arc::new(inv.clone()), runner::ssh_options(&inv, &conn), conn.local);
+    let hosts = crate::host::Hosts::new(
+        std::sync::Arc::new(inv.clone()),
+        runner::ssh_options(&inv, &conn),
+        conn.local,
+    );
     if let Ok(mut m) = hosts.targets.lock() {
         m.insert(t.name.clone(), t.clone());
     }
     let res = rt.block_on(async {
         let c = hosts.connection(&t.name).await?;
         let out = c
-            .exec(crate::primitives::facts::FACTS_CMD, None, Some(std::time::Duration::from_secs(60)))
+            .exec(
+                crate::primitives::facts::FACTS_CMD,
+                None,
+                Some(std::time::Duration::from_secs(60)),
+            )
             .await;
         c.close().await;
         out
@@ -145,8 +164,12 @@ pub fn facts(host: Option<String>, inv: Option<PathBuf>, conn: ConnConfig) -> i3
         Ok(out) => {
             let mut m = crate::primitives::facts::parse(&out.stdout_str());
             m.insert("name".into(), t.name.clone().into());
-            let json: serde_json::Value = rhai::serde::from_dynamic(&rhai::Dynamic::from_map(m)).unwrap_or_default();
-            println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+            let json: serde_json::Value =
+                rhai::serde::from_dynamic(&rhai::Dynamic::from_map(m)).unwrap_or_default();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).unwrap_or_default()
+            );
             EXIT_OK
         }
         Err(e) => {
@@ -197,7 +220,13 @@ pub fn reference() -> String {
                         a.iter()
                             .filter_map(|c| c.as_str())
                             .flat_map(|c| c.lines())
-                            .map(|l| l.trim_start().trim_start_matches("///").strip_prefix(' ').unwrap_or(l.trim_start().trim_start_matches("///")).to_string())
+                            .map(|l| {
+                                l.trim_start()
+                                    .trim_start_matches("///")
+                                    .strip_prefix(' ')
+                                    .unwrap_or(l.trim_start().trim_start_matches("///"))
+                                    .to_string()
+                            })
                             .collect::<Vec<_>>()
                             .join("\n")
                     })
@@ -217,7 +246,9 @@ fn short_type(t: &str) -> String {
     let mut t = t.to_string();
     // `Result<T, Box<EvalAltResult>>` reads as `T` to a script writer.
     while let Some(i) = t.find("Result<") {
-        let Some(j) = t[i..].find(", Box<EvalAltResult>>") else { break };
+        let Some(j) = t[i..].find(", Box<EvalAltResult>>") else {
+            break;
+        };
         let inner = t[i + 7..i + j].to_string();
         t = format!("{}{}{}", &t[..i], inner, &t[i + j + 21..]);
     }
@@ -225,7 +256,8 @@ fn short_type(t: &str) -> String {
         .replace("&mut ", "")
         .replace("i64", "int")
         .replace("crate::secrets::Secret", "Secret")
-        .replace("HostRef", "Host").replace("get$", "property .")
+        .replace("HostRef", "Host")
+        .replace("get$", "property .")
         .replace("rhai::", "")
 }
 
@@ -238,13 +270,20 @@ pub fn doc(definitions: Option<PathBuf>) -> i32 {
         }
         Some(dir) => {
             let engine = crate::engine::build(Path::new("."), None);
-            match engine.definitions().include_standard_packages(false).write_to_dir(&dir) {
+            match engine
+                .definitions()
+                .include_standard_packages(false)
+                .write_to_dir(&dir)
+            {
                 Ok(()) => {
                     println!("wrote Rhai definitions into {}", dir.display());
                     EXIT_OK
                 }
                 Err(e) => {
-                    eprintln!("error: cannot write definitions into {}: {e}", dir.display());
+                    eprintln!(
+                        "error: cannot write definitions into {}: {e}",
+                        dir.display()
+                    );
                     EXIT_FAILED
                 }
             }

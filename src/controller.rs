@@ -24,7 +24,11 @@ struct PlayOpts {
     ignore_errors: bool,
 }
 
-fn play(ctx: NativeCallContext, recipe: &str, mut opts: Map) -> Result<Dynamic, Box<EvalAltResult>> {
+fn play(
+    ctx: NativeCallContext,
+    recipe: &str,
+    mut opts: Map,
+) -> Result<Dynamic, Box<EvalAltResult>> {
     let pos = ctx.call_position();
     let err = |m: String| Box::new(EvalAltResult::ErrorRuntime(m.into(), pos));
     let c = ctx
@@ -33,27 +37,44 @@ fn play(ctx: NativeCallContext, recipe: &str, mut opts: Map) -> Result<Dynamic, 
         .ok_or_else(|| err("play() runs only in controller mode (recipe run RECIPE -i INVENTORY, without --host/--group)".into()))?;
     let extra = match opts.remove("vars") {
         None => Map::new(),
-        Some(v) => v.try_cast::<Map>().ok_or_else(|| err("play: `vars` must be a map".into()))?,
+        Some(v) => v
+            .try_cast::<Map>()
+            .ok_or_else(|| err("play: `vars` must be a map".into()))?,
     };
-    let o: PlayOpts = rhai::serde::from_dynamic(&Dynamic::from_map(opts)).map_err(|e| err(format!("play: bad options: {e}")))?;
+    let o: PlayOpts = rhai::serde::from_dynamic(&Dynamic::from_map(opts))
+        .map_err(|e| err(format!("play: bad options: {e}")))?;
     let inv = &c.base.hosts.inventory;
     let groups: Vec<String> = o.group.into_iter().collect();
     if o.hosts.is_empty() && groups.is_empty() {
         return Err(err("play: give `hosts` or `group`".into()));
     }
-    let targets = inv.select(&o.hosts, &groups).map_err(|e| err(format!("play {recipe}: {e}")))?;
+    let targets = inv
+        .select(&o.hosts, &groups)
+        .map_err(|e| err(format!("play {recipe}: {e}")))?;
     let prepared = runner::prepare(recipe, &targets, &[], &extra, c.base.reporter.redactor())
         .map_err(|e| err(format!("play {recipe}:\n{e}")))?;
     let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
-    c.base.reporter.note("controller", &format!("play {recipe} on {}", names.join(", ")));
+    c.base.reporter.note(
+        "controller",
+        &format!("play {recipe} on {}", names.join(", ")),
+    );
     let failed = c.base.rt.block_on(runner::execute(&c.base, prepared));
     if !failed.is_empty() && !o.ignore_errors {
-        return Err(err(format!("play {recipe}: failed on {}", failed.join(", "))));
+        return Err(err(format!(
+            "play {recipe}: failed on {}",
+            failed.join(", ")
+        )));
     }
     let mut m = Map::new();
     m.insert("ok".into(), failed.is_empty().into());
-    m.insert("hosts".into(), Dynamic::from_array(names.into_iter().map(Dynamic::from).collect()));
-    m.insert("failed".into(), Dynamic::from_array(failed.into_iter().map(Dynamic::from).collect()));
+    m.insert(
+        "hosts".into(),
+        Dynamic::from_array(names.into_iter().map(Dynamic::from).collect()),
+    );
+    m.insert(
+        "failed".into(),
+        Dynamic::from_array(failed.into_iter().map(Dynamic::from).collect()),
+    );
     Ok(Dynamic::from_map(m))
 }
 
@@ -67,8 +88,20 @@ fn group_hosts(ctx: NativeCallContext, group: &str) -> Result<rhai::Array, Box<E
     let c = ctx
         .tag()
         .and_then(|t| t.clone().try_cast::<Arc<ControllerCtx>>())
-        .ok_or_else(|| Box::new(EvalAltResult::ErrorRuntime("no inventory".into(), ctx.call_position())))?;
-    Ok(c.base.hosts.inventory.group_members(group).unwrap_or_default().into_iter().map(Dynamic::from).collect())
+        .ok_or_else(|| {
+            Box::new(EvalAltResult::ErrorRuntime(
+                "no inventory".into(),
+                ctx.call_position(),
+            ))
+        })?;
+    Ok(c.base
+        .hosts
+        .inventory
+        .group_members(group)
+        .unwrap_or_default()
+        .into_iter()
+        .map(Dynamic::from)
+        .collect())
 }
 
 /// Runs a controller recipe on this (blocking) thread.

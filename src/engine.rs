@@ -20,7 +20,11 @@ fn vars_get(v: &mut Vars, key: &str) -> Result<Dynamic, Box<EvalAltResult>> {
         Box::new(EvalAltResult::ErrorRuntime(
             format!(
                 "unknown variable `{key}` (declare it in fn defaults(); declared: {})",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             )
             .into(),
             Position::NONE,
@@ -31,7 +35,11 @@ fn vars_get(v: &mut Vars, key: &str) -> Result<Dynamic, Box<EvalAltResult>> {
 /// Where `import "name"` looks: the recipe's folder, its sibling `stdlib/`, `./stdlib`,
 /// and `$RECIPE_STDLIB`.
 pub fn module_paths(recipe_dir: &Path) -> Vec<PathBuf> {
-    let mut v = vec![recipe_dir.to_path_buf(), recipe_dir.join("../stdlib"), PathBuf::from("stdlib")];
+    let mut v = vec![
+        recipe_dir.to_path_buf(),
+        recipe_dir.join("../stdlib"),
+        PathBuf::from("stdlib"),
+    ];
     if let Some(p) = std::env::var_os("RECIPE_STDLIB") {
         v.insert(0, PathBuf::from(p));
     }
@@ -114,9 +122,15 @@ mod tests {
         m.insert("a".into(), 1_i64.into());
         let mut scope = rhai::Scope::new();
         scope.push_constant("vars", Vars(m));
-        let ok: i64 = e.eval_with_scope(&mut scope, "vars.a + vars[\"a\"]").unwrap_or(-1);
+        let ok: i64 = e
+            .eval_with_scope(&mut scope, "vars.a + vars[\"a\"]")
+            .unwrap_or(-1);
         assert_eq!(ok, 2);
-        let err = e.eval_with_scope::<Dynamic>(&mut scope, "vars.ab").err().map(|e| e.to_string()).unwrap_or_default();
+        let err = e
+            .eval_with_scope::<Dynamic>(&mut scope, "vars.ab")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("unknown variable `ab`"), "{err}");
     }
 

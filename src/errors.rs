@@ -23,7 +23,10 @@ impl Located {
                 if let Some(text) = source_line(src, self.line) {
                     let num = self.line.to_string();
                     let pad = " ".repeat(num.len());
-                    s.push_str(&format!("{pad} |\n{num} | {text}\n{pad} | {}^\n", " ".repeat(self.column.saturating_sub(1))));
+                    s.push_str(&format!(
+                        "{pad} |\n{num} | {text}\n{pad} | {}^\n",
+                        " ".repeat(self.column.saturating_sub(1))
+                    ));
                 }
             } else {
                 s.push_str(&format!("  --> {src}\n"));
@@ -46,7 +49,9 @@ impl Located {
 
 fn source_line(src: &str, line: usize) -> Option<String> {
     let text = std::fs::read_to_string(Path::new(src)).ok()?;
-    text.lines().nth(line.checked_sub(1)?).map(|l| l.replace('\t', " "))
+    text.lines()
+        .nth(line.checked_sub(1)?)
+        .map(|l| l.replace('\t', " "))
 }
 
 fn pos(p: Position) -> (usize, usize) {
@@ -65,7 +70,11 @@ fn bare(e: &EvalAltResult) -> String {
         }
         EvalAltResult::ErrorTerminated(v, _) => {
             let why = v.to_string();
-            if why.is_empty() { "stopped".into() } else { format!("stopped: {why}") }
+            if why.is_empty() {
+                "stopped".into()
+            } else {
+                format!("stopped: {why}")
+            }
         }
         other => {
             let s = other.to_string();

@@ -71,7 +71,11 @@ impl Hosts {
                 }
                 let target = self.target(name).map_err(|e| e.to_string())?;
                 match ssh::connect(&target, &self.ssh).await {
-                    Ok(sp) => Ok(Arc::new(Connection::new(Box::new(sp), MAX_WORKERS, self.stats.clone()))),
+                    Ok(sp) => Ok(Arc::new(Connection::new(
+                        Box::new(sp),
+                        MAX_WORKERS,
+                        self.stats.clone(),
+                    ))),
                     Err(e) => Err(e.to_string()),
                 }
             })
@@ -80,6 +84,14 @@ impl Hosts {
             Ok(c) => Ok(c.clone()),
             Err(e) => Err(TransportError::Unreachable(e.clone())),
         }
+    }
+
+    /// Connections opened successfully so far.
+    pub fn connection_count(&self) -> usize {
+        self.conns
+            .lock()
+            .map(|c| c.values().filter(|s| matches!(s.get(), Some(Ok(_)))).count())
+            .unwrap_or(0)
     }
 
     pub fn cached_facts(&self, name: &str) -> Option<rhai::Map> {
@@ -133,13 +145,23 @@ pub struct HostCtx {
 
 impl HostCtx {
     /// Runs a command on this host (blocking: primitives run on the host's own thread).
-    pub fn exec(&self, cmd: &str, stdin: Option<&[u8]>, timeout: Option<Duration>) -> Result<ExecOutput, TransportError> {
+    pub fn exec(
+        &self,
+        cmd: &str,
+        stdin: Option<&[u8]>,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, TransportError> {
         let t = timeout.unwrap_or(self.run.default_timeout);
         self.run.rt.block_on(self.conn.exec(cmd, stdin, Some(t)))
     }
 
     /// Runs a command on another inventory host, through the controller.
-    pub fn exec_on(&self, host: &str, cmd: &str, timeout: Option<Duration>) -> Result<ExecOutput, TransportError> {
+    pub fn exec_on(
+        &self,
+        host: &str,
+        cmd: &str,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, TransportError> {
         if host == self.name {
             return self.exec(cmd, None, timeout);
         }

@@ -27,7 +27,9 @@ pub fn resolve(name: &str) -> Result<PathBuf, String> {
             return Ok(c);
         }
     }
-    Err(format!("recipe {name:?} not found (looked for {name}, recipes/{name}, recipes/{name}.rhai)"))
+    Err(format!(
+        "recipe {name:?} not found (looked for {name}, recipes/{name}, recipes/{name}.rhai)"
+    ))
 }
 
 /// The leading comment block, without the comment markers.
@@ -67,7 +69,10 @@ pub fn var_docs(text: &str) -> Vec<(String, String)> {
         if let Some((k, rest)) = t.split_once(':') {
             let k = k.trim();
             if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                let doc = rest.split_once("//").map(|(_, d)| d.trim().to_string()).unwrap_or_default();
+                let doc = rest
+                    .split_once("//")
+                    .map(|(_, d)| d.trim().to_string())
+                    .unwrap_or_default();
                 docs.push((k.to_string(), doc));
             }
         }
@@ -99,7 +104,9 @@ pub fn load(engine: &Engine, path: &Path) -> Result<Recipe, Located> {
         .any(|f| f.name == "defaults" && f.params.is_empty());
     let mut vars = Vec::new();
     if has_defaults {
-        let opts = rhai::CallFnOptions::new().eval_ast(false).rewind_scope(true);
+        let opts = rhai::CallFnOptions::new()
+            .eval_ast(false)
+            .rewind_scope(true);
         let v: Dynamic = engine
             .call_fn_with_options(opts, &mut scope, &ast, "defaults", ())
             .map_err(|e| locate_eval(&e, &shown))?;
@@ -115,7 +122,11 @@ pub fn load(engine: &Engine, path: &Path) -> Result<Recipe, Located> {
         let mut names: Vec<String> = map.keys().map(|k| k.to_string()).collect();
         names.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(usize::MAX));
         for n in names {
-            let doc = docs.iter().find(|(k, _)| *k == n).map(|(_, d)| d.clone()).unwrap_or_default();
+            let doc = docs
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, d)| d.clone())
+                .unwrap_or_default();
             let val = map.get(n.as_str()).cloned().unwrap_or(Dynamic::UNIT);
             vars.push((n, val, doc));
         }
@@ -147,6 +158,12 @@ mod tests {
     fn var_docs_read_trailing_comments() {
         let t = "fn defaults() {\n  #{\n    munge_uid: 990, // UID of munge\n    path: \"/x\",\n  }\n}\nlet a = #{b: 1};\n";
         let d = var_docs(t);
-        assert_eq!(d, vec![("munge_uid".into(), "UID of munge".into()), ("path".into(), String::new())]);
+        assert_eq!(
+            d,
+            vec![
+                ("munge_uid".into(), "UID of munge".into()),
+                ("path".into(), String::new())
+            ]
+        );
     }
 }

@@ -90,7 +90,13 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(mode: Mode, verbose: u8, quiet: bool, show_diff: bool, redactor: Redactor) -> Reporter {
+    pub fn new(
+        mode: Mode,
+        verbose: u8,
+        quiet: bool,
+        show_diff: bool,
+        redactor: Redactor,
+    ) -> Reporter {
         let tty = std::io::stdout().is_terminal();
         let color = tty && std::env::var_os("NO_COLOR").is_none() && mode == Mode::Human;
         Reporter {
@@ -112,8 +118,10 @@ impl Reporter {
         if self.mode == Mode::Human && !self.quiet && std::io::stderr().is_terminal() && hosts > 1 {
             let bar = indicatif::ProgressBar::new(hosts as u64);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} hosts done {wide_msg}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {pos}/{len} hosts done {wide_msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             bar.enable_steady_tick(std::time::Duration::from_millis(200));
             if let Ok(mut i) = self.inner.lock() {
@@ -184,7 +192,10 @@ impl Reporter {
                     Some(s) => format!("{}:{} (from {})", s, ev.line, ev.recipe),
                     None => format!("{}:{}", ev.recipe, ev.line),
                 };
-                let mut line = format!("{:<10} {:<22} {} {} {}", ev.host, place, ev.op, ev.target, status);
+                let mut line = format!(
+                    "{:<10} {:<22} {} {} {}",
+                    ev.host, place, ev.op, ev.target, status
+                );
                 if self.verbose > 0 {
                     line.push_str(&format!(" ({} ms)", ev.ms));
                 }
@@ -215,7 +226,13 @@ impl Reporter {
     }
 
     /// Ends a host: unreachable or failed hosts carry a message.
-    pub fn finish_host(&self, host: &str, unreachable: bool, msg: Option<String>, stopped_at: Option<String>) {
+    pub fn finish_host(
+        &self,
+        host: &str,
+        unreachable: bool,
+        msg: Option<String>,
+        stopped_at: Option<String>,
+    ) {
         let bar = if let Ok(mut i) = self.inner.lock() {
             let r = i.recaps.entry(host.to_string()).or_insert_with(|| Recap {
                 event: "recap",
@@ -240,7 +257,10 @@ impl Reporter {
     /// Prints the recaps (JSON events or a table) and returns whether all succeeded.
     pub fn finish(&self) -> bool {
         let (recaps, bar) = match self.inner.lock() {
-            Ok(i) => (i.recaps.values().cloned().collect::<Vec<_>>(), i.bar.clone()),
+            Ok(i) => (
+                i.recaps.values().cloned().collect::<Vec<_>>(),
+                i.bar.clone(),
+            ),
             Err(_) => return false,
         };
         if let Some(b) = bar {

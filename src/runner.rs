@@ -75,7 +75,9 @@ pub fn targets(
         return Ok((inv, vec![t]));
     }
     if hosts.is_empty() && groups.is_empty() {
-        return Err("no hosts: give --host NAME, --group NAME (with -i INVENTORY), or --local".into());
+        return Err(
+            "no hosts: give --host NAME, --group NAME (with -i INVENTORY), or --local".into(),
+        );
     }
     let t = inv.select(hosts, groups).map_err(|e| e.to_string())?;
     if t.is_empty() {
@@ -86,7 +88,10 @@ pub fn targets(
 
 pub fn ssh_options(inv: &Inventory, c: &ConnConfig) -> SshOptions {
     SshOptions {
-        known_hosts: c.known_hosts.clone().unwrap_or_else(|| inv.known_hosts_path()),
+        known_hosts: c
+            .known_hosts
+            .clone()
+            .unwrap_or_else(|| inv.known_hosts_path()),
         accept_new: c.accept_new,
         connect_timeout: Duration::from_secs(c.connect_timeout.max(1)),
     }
@@ -120,13 +125,17 @@ pub fn prepare(
     redactor: &Redactor,
 ) -> Result<Prepared, String> {
     let path = crate::recipe::resolve(recipe).map_err(|e| format!("error: {e}"))?;
-    let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| PathBuf::from("."));
+    let dir = path
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| PathBuf::from("."));
     let meta_engine = engine::build(&dir, None);
     let rec = crate::recipe::load(&meta_engine, &path).map_err(|e| e.render())?;
     let cli = crate::vars::check_cli(&rec, cli).map_err(|e| format!("error: {e}"))?;
     let mut per_host = Vec::new();
     for t in targets {
-        let mut m = crate::vars::for_host(&rec, &t.name, &t.vars, &cli).map_err(|e| format!("error: {e}"))?;
+        let mut m = crate::vars::for_host(&rec, &t.name, &t.vars, &cli)
+            .map_err(|e| format!("error: {e}"))?;
         for (k, v) in extra {
             if !m.contains_key(k.as_str()) {
                 return Err(format!("error: {} declares no variable {k}", rec.name));
@@ -194,7 +203,9 @@ pub async fn execute(base: &Base, p: Prepared) -> Vec<String> {
         let recipe_dir = p.dir.clone();
         tasks.push(tokio::spawn(async move {
             let name = t.name.clone();
-            let Ok(_permit) = sem.acquire_owned().await else { return Some(name) };
+            let Ok(_permit) = sem.acquire_owned().await else {
+                return Some(name);
+            };
             let rep = shared.reporter.clone();
             if shared.interrupted.load(Ordering::Relaxed) {
                 rep.finish_host(&name, false, Some("not started: interrupted".into()), None);
@@ -214,7 +225,10 @@ pub async fn execute(base: &Base, p: Prepared) -> Vec<String> {
                 vars: vars.clone(),
                 last_step: Mutex::new(None),
             });
-            let res = tokio::task::spawn_blocking(move || run_host(ctx, &ast, &recipe_dir, vars, &source)).await;
+            let res = tokio::task::spawn_blocking(move || {
+                run_host(ctx, &ast, &recipe_dir, vars, &source)
+            })
+            .await;
             match res {
                 Ok(Ok(())) => {
                     rep.finish_host(&name, false, None, None);
@@ -277,7 +291,13 @@ pub fn run(cfg: RunConfig) -> i32 {
         groups: vec![],
     };
     let prepared = if controller {
-        prepare(&cfg.recipe, std::slice::from_ref(&controller_target), &cli, &rhai::Map::new(), &redactor)
+        prepare(
+            &cfg.recipe,
+            std::slice::from_ref(&controller_target),
+            &cli,
+            &rhai::Map::new(),
+            &redactor,
+        )
     } else {
         prepare(&cfg.recipe, &targets, &cli, &rhai::Map::new(), &redactor)
     };
@@ -291,7 +311,11 @@ pub fn run(cfg: RunConfig) -> i32 {
     };
     let mode = if cfg.json { Mode::Json } else { Mode::Human };
     let reporter = Reporter::new(mode, cfg.verbose, cfg.quiet, cfg.diff, redactor);
-    let hosts = Arc::new(Hosts::new(Arc::new(inv.clone()), ssh_options(&inv, &cfg.conn), cfg.conn.local));
+    let hosts = Arc::new(Hosts::new(
+        Arc::new(inv.clone()),
+        ssh_options(&inv, &cfg.conn),
+        cfg.conn.local,
+    ));
     let interrupted = Arc::new(AtomicBool::new(false));
     let base = Base {
         dry_run: cfg.dry_run,
@@ -338,7 +362,17 @@ pub fn run(cfg: RunConfig) -> i32 {
             execute(&base, prepared).await;
         }
         hosts.close_all().await;
-        reporter.finish() && ok
+        let ok = reporter.finish() && ok;
+        if std::env::var_os("RECIPE_STATS").is_some() {
+            // For the benchmark: channels opened and commands sent over the whole run.
+            eprintln!(
+                "{{\"event\":\"stats\",\"channels\":{},\"round_trips\":{},\"connections\":{}}}",
+                hosts.stats.channels.load(Ordering::Relaxed),
+                hosts.stats.round_trips.load(Ordering::Relaxed),
+                hosts.connection_count()
+            );
+        }
+        ok
     });
     rt.shutdown_timeout(Duration::from_secs(2));
     if ok {

@@ -36,10 +36,13 @@ pub fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
+/// A spelling of a secret and what replaces it.
+type Needle = (Vec<u8>, String);
+
 /// Every secret seen in this run; all output passes through [`Redactor::redact`].
 #[derive(Clone, Default)]
 pub struct Redactor {
-    needles: Arc<RwLock<Vec<(Vec<u8>, String)>>>,
+    needles: Arc<RwLock<Vec<Needle>>>,
 }
 
 impl Redactor {
@@ -56,7 +59,11 @@ impl Redactor {
         push(String::from_utf8_lossy(secret).into_owned().into_bytes());
         push(hex::encode(secret).into_bytes());
         push(hex::encode_upper(secret).into_bytes());
-        push(base64::engine::general_purpose::STANDARD.encode(secret).into_bytes());
+        push(
+            base64::engine::general_purpose::STANDARD
+                .encode(secret)
+                .into_bytes(),
+        );
         let trimmed = secret.strip_suffix(b"\n").unwrap_or(secret);
         push(trimmed.to_vec());
         for line in trimmed.split(|b| *b == b'\n') {
@@ -126,7 +133,10 @@ mod tests {
         let raw = String::from_utf8_lossy(s).into_owned();
         for text in [
             format!("a {} b", hex::encode(s)),
-            format!("a {} b", base64::engine::general_purpose::STANDARD.encode(s)),
+            format!(
+                "a {} b",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            ),
             format!("plain {raw}"),
         ] {
             let out = r.redact(&text);

@@ -8,7 +8,12 @@ use crate::recipe::Recipe;
 /// Names whose values are secrets: never shown in any output.
 pub fn is_secret_name(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    ["_secret", "_password", "_token", "_passphrase"].iter().any(|s| n.ends_with(s)) || n == "secret" || n == "password" || n == "token"
+    ["_secret", "_password", "_token", "_passphrase"]
+        .iter()
+        .any(|s| n.ends_with(s))
+        || n == "secret"
+        || n == "password"
+        || n == "token"
 }
 
 /// Splits `KEY=VALUE`.
@@ -17,8 +22,13 @@ pub fn parse_cli_var(s: &str) -> Result<(String, String), String> {
         .split_once('=')
         .ok_or_else(|| format!("--var {s:?}: expected KEY=VALUE"))?;
     let k = k.trim();
-    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || k.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err(format!("--var {s:?}: {k:?} is not a variable name (letters, digits, _)"));
+    if k.is_empty()
+        || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        || k.starts_with(|c: char| c.is_ascii_digit())
+    {
+        return Err(format!(
+            "--var {s:?}: {k:?} is not a variable name (letters, digits, _)"
+        ));
     }
     Ok((k.to_string(), v.to_string()))
 }
@@ -45,12 +55,21 @@ fn kind(d: &Dynamic) -> &'static str {
 
 /// Converts a command-line string to the type of the default.
 pub fn from_cli(name: &str, default: &Dynamic, raw: &str) -> Result<Dynamic, String> {
-    let bad = |what: &str| format!("--var {name}={raw}: expected {what} (the default is {default})");
+    let bad =
+        |what: &str| format!("--var {name}={raw}: expected {what} (the default is {default})");
     if default.is_int() {
-        return raw.trim().parse::<i64>().map(Dynamic::from).map_err(|_| bad("an integer"));
+        return raw
+            .trim()
+            .parse::<i64>()
+            .map(Dynamic::from)
+            .map_err(|_| bad("an integer"));
     }
     if default.is_float() {
-        return raw.trim().parse::<f64>().map(Dynamic::from).map_err(|_| bad("a number"));
+        return raw
+            .trim()
+            .parse::<f64>()
+            .map(Dynamic::from)
+            .map_err(|_| bad("a number"));
     }
     if default.is_bool() {
         return match raw.trim().to_ascii_lowercase().as_str() {
@@ -63,7 +82,8 @@ pub fn from_cli(name: &str, default: &Dynamic, raw: &str) -> Result<Dynamic, Str
         let t = raw.trim();
         if t.starts_with('[') || t.starts_with('{') {
             let doc = format!("v = {t}");
-            let v: toml::Table = toml::from_str(&doc).map_err(|e| bad(&format!("a TOML {} ({})", kind(default), e.message())))?;
+            let v: toml::Table = toml::from_str(&doc)
+                .map_err(|e| bad(&format!("a TOML {} ({})", kind(default), e.message())))?;
             let j = serde_json::to_value(v.get("v")).map_err(|e| e.to_string())?;
             let d = rhai::serde::to_dynamic(j).map_err(|e| e.to_string())?;
             if kind(&d) != kind(default) {
@@ -86,11 +106,15 @@ pub fn from_cli(name: &str, default: &Dynamic, raw: &str) -> Result<Dynamic, Str
 }
 
 /// Converts an inventory value, checking it against the default's type.
-pub fn from_inventory(name: &str, default: &Dynamic, v: &serde_json::Value, host: &str) -> Result<Dynamic, String> {
-    let d = rhai::serde::to_dynamic(v).map_err(|e| format!("inventory variable {name} for {host}: {e}"))?;
-    let ok = kind(&d) == kind(default)
-        || (default.is_float() && d.is_int())
-        || default.is_unit();
+pub fn from_inventory(
+    name: &str,
+    default: &Dynamic,
+    v: &serde_json::Value,
+    host: &str,
+) -> Result<Dynamic, String> {
+    let d = rhai::serde::to_dynamic(v)
+        .map_err(|e| format!("inventory variable {name} for {host}: {e}"))?;
+    let ok = kind(&d) == kind(default) || (default.is_float() && d.is_int()) || default.is_unit();
     if !ok {
         return Err(format!(
             "inventory variable {name} for host {host} is a {}, but the recipe's default ({default}) is a {}",
@@ -105,7 +129,10 @@ pub fn from_inventory(name: &str, default: &Dynamic, v: &serde_json::Value, host
 }
 
 /// Checks `--var` names against the declaration before any host is touched.
-pub fn check_cli(recipe: &Recipe, cli: &[(String, String)]) -> Result<Vec<(String, Dynamic)>, String> {
+pub fn check_cli(
+    recipe: &Recipe,
+    cli: &[(String, String)],
+) -> Result<Vec<(String, Dynamic)>, String> {
     let mut out = Vec::new();
     for (k, raw) in cli {
         let Some((_, def, _)) = recipe.vars.iter().find(|(n, _, _)| n == k) else {
@@ -118,7 +145,11 @@ pub fn check_cli(recipe: &Recipe, cli: &[(String, String)]) -> Result<Vec<(Strin
             return Err(format!(
                 "--var {k}: {} declares no variable {k}{hint}; declared: {}",
                 recipe.name,
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             ));
         };
         out.push((k.clone(), from_cli(k, def, raw)?));
@@ -132,7 +163,9 @@ fn close(a: &str, b: &str) -> bool {
     for (i, ca) in a.iter().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -166,13 +199,29 @@ mod tests {
 
     #[test]
     fn cli_values_take_the_default_type() {
-        assert_eq!(from_cli("n", &Dynamic::from(1_i64), "42").ok().and_then(|d| d.as_int().ok()), Some(42));
+        assert_eq!(
+            from_cli("n", &Dynamic::from(1_i64), "42")
+                .ok()
+                .and_then(|d| d.as_int().ok()),
+            Some(42)
+        );
         assert!(from_cli("n", &Dynamic::from(1_i64), "x").is_err());
-        assert_eq!(from_cli("b", &Dynamic::from(false), "yes").ok().and_then(|d| d.as_bool().ok()), Some(true));
+        assert_eq!(
+            from_cli("b", &Dynamic::from(false), "yes")
+                .ok()
+                .and_then(|d| d.as_bool().ok()),
+            Some(true)
+        );
         let a = from_cli("a", &Dynamic::from(rhai::Array::new()), "w1, w2").ok();
-        assert_eq!(a.map(|d| d.into_array().map(|a| a.len()).unwrap_or(0)), Some(2));
+        assert_eq!(
+            a.map(|d| d.into_array().map(|a| a.len()).unwrap_or(0)),
+            Some(2)
+        );
         let a = from_cli("a", &Dynamic::from(rhai::Array::new()), "[1, 2, 3]").ok();
-        assert_eq!(a.map(|d| d.into_array().map(|a| a.len()).unwrap_or(0)), Some(3));
+        assert_eq!(
+            a.map(|d| d.into_array().map(|a| a.len()).unwrap_or(0)),
+            Some(3)
+        );
     }
 
     #[test]

@@ -28,10 +28,16 @@ pub fn guard_script(o: &ShOpts) -> String {
     use crate::transport::quote;
     let mut g = String::new();
     if let Some(c) = &o.creates {
-        g.push_str(&format!("if [ -e {} ]; then echo {SKIP}; exit 0; fi\n", quote(c)));
+        g.push_str(&format!(
+            "if [ -e {} ]; then echo {SKIP}; exit 0; fi\n",
+            quote(c)
+        ));
     }
     if let Some(r) = &o.removes {
-        g.push_str(&format!("if [ ! -e {} ]; then echo {SKIP}; exit 0; fi\n", quote(r)));
+        g.push_str(&format!(
+            "if [ ! -e {} ]; then echo {SKIP}; exit 0; fi\n",
+            quote(r)
+        ));
     }
     let cd = o
         .chdir
@@ -39,10 +45,14 @@ pub fn guard_script(o: &ShOpts) -> String {
         .map(|d| format!("cd {} 2>/dev/null && ", quote(d)))
         .unwrap_or_default();
     if let Some(u) = &o.unless {
-        g.push_str(&format!("if ({cd}{u}) </dev/null >/dev/null 2>&1; then echo {SKIP}; exit 0; fi\n"));
+        g.push_str(&format!(
+            "if ({cd}{u}) </dev/null >/dev/null 2>&1; then echo {SKIP}; exit 0; fi\n"
+        ));
     }
     if let Some(u) = &o.onlyif {
-        g.push_str(&format!("if ! ({cd}{u}) </dev/null >/dev/null 2>&1; then echo {SKIP}; exit 0; fi\n"));
+        g.push_str(&format!(
+            "if ! ({cd}{u}) </dev/null >/dev/null 2>&1; then echo {SKIP}; exit 0; fi\n"
+        ));
     }
     g
 }
@@ -67,12 +77,18 @@ pub fn run_script(cmd: &str, o: &ShOpts, dry_run: bool) -> String {
 }
 
 fn do_sh(ctx: &NativeCallContext, cmd: &str, o: ShOpts) -> Result<Dynamic, Box<EvalAltResult>> {
-    for (k, _) in &o.env {
+    for k in o.env.keys() {
         if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(super::err_at(format!("sh: bad environment variable name {k:?}"), ctx.call_position()));
+            return Err(super::err_at(
+                format!("sh: bad environment variable name {k:?}"),
+                ctx.call_position(),
+            ));
         }
     }
-    let label = o.name.clone().unwrap_or_else(|| cmd.lines().next().unwrap_or("").to_string());
+    let label = o
+        .name
+        .clone()
+        .unwrap_or_else(|| cmd.lines().next().unwrap_or("").to_string());
     super::step(ctx, "sh", &label, |h| {
         super::no_nul("command", cmd)?;
         let script = run_script(cmd, &o, h.run.dry_run);
@@ -82,7 +98,10 @@ fn do_sh(ctx: &NativeCallContext, cmd: &str, o: ShOpts) -> Result<Dynamic, Box<E
             .map_err(|e| e.to_string())?;
         let stdout = out.stdout_str();
         if stdout.starts_with(SKIP) {
-            return Ok(super::Outcome::ok().with("rc", 0_i64).with("stdout", "").with("stderr", ""));
+            return Ok(super::Outcome::ok()
+                .with("rc", 0_i64)
+                .with("stdout", "")
+                .with("stderr", ""));
         }
         let mut res = super::Outcome::ok();
         res.change(format!("run: {}", cmd.trim()));
@@ -99,7 +118,11 @@ fn do_sh(ctx: &NativeCallContext, cmd: &str, o: ShOpts) -> Result<Dynamic, Box<E
     })
 }
 
-fn do_probe(ctx: &NativeCallContext, cmd: &str, timeout: Option<u64>) -> Result<Dynamic, Box<EvalAltResult>> {
+fn do_probe(
+    ctx: &NativeCallContext,
+    cmd: &str,
+    timeout: Option<u64>,
+) -> Result<Dynamic, Box<EvalAltResult>> {
     let h = super::host_ctx(ctx)?;
     let out = h
         .exec(cmd, None, timeout.map(std::time::Duration::from_secs))
@@ -146,7 +169,11 @@ pub mod api {
     /// sh("make install", #{chdir: "/opt/src/slurm", creates: "/opt/slurm/sbin/slurmd"});
     /// ```
     #[rhai_fn(name = "sh", return_raw)]
-    pub fn sh_opts(ctx: NativeCallContext, cmd: &str, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn sh_opts(
+        ctx: NativeCallContext,
+        cmd: &str,
+        opts: rhai::Map,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         let o: ShOpts = crate::primitives::opts(&ctx, "sh", opts)?;
         do_sh(&ctx, cmd, o)
     }
@@ -171,7 +198,11 @@ pub mod api {
 
     /// `probe` with a time limit in seconds.
     #[rhai_fn(name = "probe", return_raw)]
-    pub fn probe_t(ctx: NativeCallContext, cmd: &str, timeout: i64) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn probe_t(
+        ctx: NativeCallContext,
+        cmd: &str,
+        timeout: i64,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         do_probe(&ctx, cmd, Some(timeout.max(1) as u64))
     }
 
@@ -183,7 +214,11 @@ pub mod api {
     /// wait_for("sinfo -h -n w1 -o %t | grep -qx idle", #{on: "master", timeout: 120});
     /// ```
     #[rhai_fn(name = "wait_for", return_raw)]
-    pub fn wait_for(ctx: NativeCallContext, cmd: &str, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn wait_for(
+        ctx: NativeCallContext,
+        cmd: &str,
+        opts: rhai::Map,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         let o: WaitOpts = crate::primitives::opts(&ctx, "wait_for", opts)?;
         let label = o.name.clone().unwrap_or_else(|| cmd.to_string());
         crate::primitives::step(&ctx, "wait_for", &label, |h| {
@@ -199,7 +234,11 @@ pub mod api {
                     return Err("interrupted".into());
                 }
                 let out = h
-                    .exec_on(&target, cmd, Some(std::time::Duration::from_secs(o.interval.max(1) * 5 + 10)))
+                    .exec_on(
+                        &target,
+                        cmd,
+                        Some(std::time::Duration::from_secs(o.interval.max(1) * 5 + 10)),
+                    )
                     .map_err(|e| e.to_string())?;
                 if out.status == 0 {
                     return Ok(crate::primitives::Outcome::ok().with("stdout", out.stdout_str()));
@@ -228,7 +267,7 @@ mod tests {
             ..Default::default()
         };
         let g = guard_script(&o);
-        assert!(g.contains("'/tmp/a b'\\''c'"), "{g}");
+        assert!(g.contains(&crate::transport::quote("/tmp/a b'c")), "{g}");
     }
 
     #[test]

@@ -39,14 +39,21 @@ pub fn parse(text: &str) -> rhai::Map {
             kv.insert(k.trim().to_string(), v.trim().to_string());
         }
     }
-    let num = |k: &str| kv.get(k).and_then(|v| v.parse::<i64>().ok()).filter(|n| *n > 0);
+    let num = |k: &str| {
+        kv.get(k)
+            .and_then(|v| v.parse::<i64>().ok())
+            .filter(|n| *n > 0)
+    };
     let cpus = num("cpus").unwrap_or(1);
     let sockets = num("sockets").unwrap_or(1);
     let threads = num("threads_per_core").unwrap_or(1);
     let cores = num("cores_per_socket").unwrap_or((cpus / (sockets * threads)).max(1));
     let mut m = rhai::Map::new();
     for (k, v) in &kv {
-        if !matches!(k.as_str(), "cpus" | "sockets" | "threads_per_core" | "cores_per_socket" | "memory_mb") {
+        if !matches!(
+            k.as_str(),
+            "cpus" | "sockets" | "threads_per_core" | "cores_per_socket" | "memory_mb"
+        ) {
             m.insert(k.as_str().into(), v.clone().into());
         }
     }
@@ -98,7 +105,10 @@ mod tests {
         let m = super::parse("cpus=8\nsockets=2\ncores_per_socket=2\nthreads_per_core=2\nmemory_mb=1024\nhostname=w1\n");
         assert_eq!(m["cpus"].as_int().ok(), Some(8));
         assert_eq!(m["cores_per_socket"].as_int().ok(), Some(2));
-        assert_eq!(m["hostname"].clone().into_string().ok().as_deref(), Some("w1"));
+        assert_eq!(
+            m["hostname"].clone().into_string().ok().as_deref(),
+            Some("w1")
+        );
     }
 
     #[test]

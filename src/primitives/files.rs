@@ -79,7 +79,11 @@ pub fn content_diff(path: &str, old: Option<&[u8]>, new: &[u8], secret: bool) ->
         .unified_diff()
         .context_radius(3)
         .header(
-            &if old.is_some() { path.to_string() } else { "/dev/null".into() },
+            &if old.is_some() {
+                path.to_string()
+            } else {
+                "/dev/null".into()
+            },
             path,
         )
         .to_string()
@@ -120,7 +124,9 @@ pub fn ensure_content(h: &HostCtx, path: &str, payload: &Payload, attrs: &Attrs)
     }
     let new_sum = sha256_hex(&payload.bytes);
     let cur = probe_file(h, path)?;
-    let mut out = Outcome::ok().with("path", path.to_string()).with("sha256", new_sum.clone());
+    let mut out = Outcome::ok()
+        .with("path", path.to_string())
+        .with("sha256", new_sum.clone());
     match &cur {
         Some((st, _)) if st.kind != "regular file" && st.kind != "regular empty file" => {
             return Err(format!("{path} exists and is a {}, not a file", st.kind));
@@ -151,7 +157,11 @@ pub fn ensure_content(h: &HostCtx, path: &str, payload: &Payload, attrs: &Attrs)
             (Some((st, _)), None) if payload.secret || st.size > DIFF_MAX => format!(
                 "--- {path}\n+++ {path}\n  content: {} bytes -> {}\n",
                 st.size,
-                if payload.secret { describe_bytes(&payload.bytes) } else { format!("{} bytes", payload.bytes.len()) }
+                if payload.secret {
+                    describe_bytes(&payload.bytes)
+                } else {
+                    format!("{} bytes", payload.bytes.len())
+                }
             ),
             (_, old) => content_diff(path, old.as_deref(), &payload.bytes, payload.secret),
         };
@@ -183,15 +193,27 @@ fn remove_path(h: &HostCtx, path: &str, dir: bool) -> StepResult {
 fn content_of(v: Dynamic) -> Result<Payload, String> {
     if v.is::<Secret>() {
         let s = v.cast::<Secret>();
-        return Ok(Payload { bytes: s.0.to_vec(), secret: true });
+        return Ok(Payload {
+            bytes: s.0.to_vec(),
+            secret: true,
+        });
     }
     if v.is_blob() {
-        return Ok(Payload { bytes: v.cast::<rhai::Blob>(), secret: false });
+        return Ok(Payload {
+            bytes: v.cast::<rhai::Blob>(),
+            secret: false,
+        });
     }
     if let Ok(s) = v.clone().into_immutable_string() {
-        return Ok(Payload { bytes: s.as_bytes().to_vec(), secret: false });
+        return Ok(Payload {
+            bytes: s.as_bytes().to_vec(),
+            secret: false,
+        });
     }
-    Err(format!("content must be a string, a blob or a secret, not {}", v.type_name()))
+    Err(format!(
+        "content must be a string, a blob or a secret, not {}",
+        v.type_name()
+    ))
 }
 
 /// Reads a controller file relative to the recipe's folder.
@@ -209,27 +231,45 @@ pub fn remote_read(h: &HostCtx, host: &str, path: &str) -> Result<Vec<u8>, Strin
         .exec_on(host, &format!("cat -- {}", quote(path)), None)
         .map_err(|e| format!("{host}: {e}"))?;
     if out.status != 0 {
-        return Err(format!("cannot read {path} on {host}: {}", super::failure_text(&out)));
+        return Err(format!(
+            "cannot read {path} on {host}: {}",
+            super::failure_text(&out)
+        ));
     }
     Ok(out.stdout)
 }
 
-fn do_file(ctx: &NativeCallContext, path: &str, mut m: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+fn do_file(
+    ctx: &NativeCallContext,
+    path: &str,
+    mut m: rhai::Map,
+) -> Result<Dynamic, Box<EvalAltResult>> {
     let content = m.remove("content");
     let o: FileOpts = super::opts(ctx, "file", m)?;
     super::step(ctx, "file", path, |h| {
         match o.state.as_deref() {
             Some("absent") => return remove_path(h, path, false),
             None | Some("present") | Some("file") => {}
-            Some(s) => return Err(format!("state must be \"present\" or \"absent\", not {s:?}")),
+            Some(s) => {
+                return Err(format!(
+                    "state must be \"present\" or \"absent\", not {s:?}"
+                ))
+            }
         }
         let mut payload = match (content, &o.src, &o.from_host) {
             (Some(c), None, None) => content_of(c)?,
-            (None, Some(src), None) => Payload { bytes: controller_file(h, src)?.1, secret: false },
-            (None, Some(src), Some(host)) => Payload { bytes: remote_read(h, host, src)?, secret: false },
+            (None, Some(src), None) => Payload {
+                bytes: controller_file(h, src)?.1,
+                secret: false,
+            },
+            (None, Some(src), Some(host)) => Payload {
+                bytes: remote_read(h, host, src)?,
+                secret: false,
+            },
             (None, None, None) => {
                 // Only attributes: the file must exist.
-                let st = probe_file(h, path)?.ok_or_else(|| format!("{path} does not exist (give content or src)"))?;
+                let st = probe_file(h, path)?
+                    .ok_or_else(|| format!("{path} does not exist (give content or src)"))?;
                 let (cmds, what) = attr_fixes(&quote(path), &st.0, &o.attrs);
                 let mut out = Outcome::ok();
                 for w in what {
@@ -256,13 +296,21 @@ pub struct DirOpts {
     pub state: Option<String>,
 }
 
-fn do_directory(ctx: &NativeCallContext, path: &str, o: DirOpts) -> Result<Dynamic, Box<EvalAltResult>> {
+fn do_directory(
+    ctx: &NativeCallContext,
+    path: &str,
+    o: DirOpts,
+) -> Result<Dynamic, Box<EvalAltResult>> {
     super::step(ctx, "directory", path, |h| {
         super::no_nul("path", path)?;
         match o.state.as_deref() {
             Some("absent") => return remove_path(h, path, true),
             None | Some("present") | Some("directory") => {}
-            Some(s) => return Err(format!("state must be \"present\" or \"absent\", not {s:?}")),
+            Some(s) => {
+                return Err(format!(
+                    "state must be \"present\" or \"absent\", not {s:?}"
+                ))
+            }
         }
         let q = quote(path);
         let mut out = Outcome::ok();
@@ -289,7 +337,10 @@ fn do_directory(ctx: &NativeCallContext, path: &str, o: DirOpts) -> Result<Dynam
                 apply(h, &cmd, None)?;
             }
             Some((st, _)) if st.kind != "directory" => {
-                return Err(format!("{path} exists and is a {}, not a directory", st.kind))
+                return Err(format!(
+                    "{path} exists and is a {}, not a directory",
+                    st.kind
+                ))
             }
             Some((st, _)) => {
                 let (cmds, what) = attr_fixes(&q, &st, &o.attrs);
@@ -324,9 +375,11 @@ pub fn render(name: &str, text: &str, ctx: &serde_json::Value) -> Result<String,
     if let Ok(sc) = syntax.build() {
         env.set_syntax(sc);
     }
-    env.add_template(name, text).map_err(|e| template_error(&e))?;
+    env.add_template(name, text)
+        .map_err(|e| template_error(&e))?;
     let t = env.get_template(name).map_err(|e| template_error(&e))?;
-    t.render(minijinja::value::Serde(ctx)).map_err(|e| template_error(&e))
+    t.render(minijinja::value::Serde(ctx))
+        .map_err(|e| template_error(&e))
 }
 
 /// "templates/x.j2:12: undefined value (in ...)" with the template's own excerpt.
@@ -341,19 +394,30 @@ pub fn template_error(e: &minijinja::Error) -> String {
         msg.push_str(": ");
         msg.push_str(d);
     }
-    if let Some(dbg) = e.display_debug_info().to_string().lines().find(|l| l.contains('>')) {
+    if let Some(dbg) = e
+        .display_debug_info()
+        .to_string()
+        .lines()
+        .find(|l| l.contains('>'))
+    {
         msg.push('\n');
         msg.push_str(dbg.trim_end());
     }
     msg
 }
 
-fn do_template(ctx: &NativeCallContext, dest: &str, src: &str, mut m: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+fn do_template(
+    ctx: &NativeCallContext,
+    dest: &str,
+    src: &str,
+    mut m: rhai::Map,
+) -> Result<Dynamic, Box<EvalAltResult>> {
     let extra = m.remove("vars");
     let o: TemplateOpts = super::opts(ctx, "template", m)?;
     super::step(ctx, "template", dest, |h| {
         let (path, bytes) = controller_file(h, src)?;
-        let text = String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
         let mut vars = h.vars.clone();
         if let Some(e) = extra {
             match e.try_cast::<rhai::Map>() {
@@ -364,7 +428,15 @@ fn do_template(ctx: &NativeCallContext, dest: &str, src: &str, mut m: rhai::Map)
         let json: serde_json::Value = rhai::serde::from_dynamic(&Dynamic::from_map(vars))
             .map_err(|e| format!("template variables: {e}"))?;
         let rendered = render(src, &text, &json)?;
-        ensure_content(h, dest, &Payload { bytes: rendered.into_bytes(), secret: o.secret }, &o.attrs)
+        ensure_content(
+            h,
+            dest,
+            &Payload {
+                bytes: rendered.into_bytes(),
+                secret: o.secret,
+            },
+            &o.attrs,
+        )
     })
 }
 
@@ -378,7 +450,12 @@ pub struct DownloadOpts {
     pub timeout: Option<u64>,
 }
 
-fn do_download(ctx: &NativeCallContext, url: &str, dest: &str, o: DownloadOpts) -> Result<Dynamic, Box<EvalAltResult>> {
+fn do_download(
+    ctx: &NativeCallContext,
+    url: &str,
+    dest: &str,
+    o: DownloadOpts,
+) -> Result<Dynamic, Box<EvalAltResult>> {
     super::step(ctx, "download", dest, |h| {
         super::no_nul("url", url)?;
         super::no_nul("path", dest)?;
@@ -417,7 +494,13 @@ fn do_download(ctx: &NativeCallContext, url: &str, dest: &str, o: DownloadOpts) 
         s.push_str("chmod 0644 \"$t\"\n");
         let (cmds, _) = attr_fixes(
             "\"$t\"",
-            &super::StatInfo { kind: String::new(), owner: String::new(), group: String::new(), mode: 0o644, size: 0 },
+            &super::StatInfo {
+                kind: String::new(),
+                owner: String::new(),
+                group: String::new(),
+                mode: 0o644,
+                size: 0,
+            },
             &o.attrs,
         );
         for c in cmds {
@@ -427,7 +510,11 @@ fn do_download(ctx: &NativeCallContext, url: &str, dest: &str, o: DownloadOpts) 
         s.push_str(&format!("mv -f \"$t\" {d}\ntrap - EXIT\n"));
         if !h.run.dry_run {
             let r = h
-                .exec(&s, None, Some(std::time::Duration::from_secs(o.timeout.unwrap_or(1800))))
+                .exec(
+                    &s,
+                    None,
+                    Some(std::time::Duration::from_secs(o.timeout.unwrap_or(1800))),
+                )
                 .map_err(|e| e.to_string())?;
             if r.status != 0 {
                 return Err(super::failure_text(&r));
@@ -447,7 +534,12 @@ pub struct UnpackOpts {
     pub owner: Option<String>,
 }
 
-fn do_unpack(ctx: &NativeCallContext, archive: &str, dest: &str, o: UnpackOpts) -> Result<Dynamic, Box<EvalAltResult>> {
+fn do_unpack(
+    ctx: &NativeCallContext,
+    archive: &str,
+    dest: &str,
+    o: UnpackOpts,
+) -> Result<Dynamic, Box<EvalAltResult>> {
     super::step(ctx, "unpack", dest, |h| {
         super::no_nul("path", archive)?;
         super::no_nul("path", dest)?;
@@ -487,7 +579,12 @@ pub struct ReadOpts {
 }
 
 /// read_file for this or another host: string, blob, or secret.
-pub fn read_value(ctx: &NativeCallContext, host: Option<&str>, path: &str, o: ReadOpts) -> Result<Dynamic, Box<EvalAltResult>> {
+pub fn read_value(
+    ctx: &NativeCallContext,
+    host: Option<&str>,
+    path: &str,
+    o: ReadOpts,
+) -> Result<Dynamic, Box<EvalAltResult>> {
     let h = super::host_ctx(ctx)?;
     let who = host.map(str::to_string).unwrap_or_else(|| h.name.clone());
     let bytes = remote_read(&h, &who, path).map_err(|e| super::err_at(e, ctx.call_position()))?;
@@ -498,13 +595,20 @@ pub fn read_value(ctx: &NativeCallContext, host: Option<&str>, path: &str, o: Re
     if o.binary {
         return Ok(Dynamic::from_blob(bytes));
     }
-    String::from_utf8(bytes)
-        .map(Dynamic::from)
-        .map_err(|_| super::err_at(format!("{path} on {who} is not UTF-8 text; use #{{binary: true}}"), ctx.call_position()))
+    String::from_utf8(bytes).map(Dynamic::from).map_err(|_| {
+        super::err_at(
+            format!("{path} on {who} is not UTF-8 text; use #{{binary: true}}"),
+            ctx.call_position(),
+        )
+    })
 }
 
 /// stat for this or another host: a map, or () when the path does not exist.
-pub fn stat_value(ctx: &NativeCallContext, host: Option<&str>, path: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+pub fn stat_value(
+    ctx: &NativeCallContext,
+    host: Option<&str>,
+    path: &str,
+) -> Result<Dynamic, Box<EvalAltResult>> {
     let h = super::host_ctx(ctx)?;
     let who = host.map(str::to_string).unwrap_or_else(|| h.name.clone());
     let q = quote(path);
@@ -515,7 +619,12 @@ pub fn stat_value(ctx: &NativeCallContext, host: Option<&str>, path: &str) -> Re
     if text.trim() == "absent" {
         return Ok(Dynamic::UNIT);
     }
-    let st = parse_stat(&text).ok_or_else(|| super::err_at(format!("stat {path}: cannot parse {text:?}"), ctx.call_position()))?;
+    let st = parse_stat(&text).ok_or_else(|| {
+        super::err_at(
+            format!("stat {path}: cannot parse {text:?}"),
+            ctx.call_position(),
+        )
+    })?;
     let mut m = rhai::Map::new();
     m.insert("kind".into(), st.kind.into());
     m.insert("owner".into(), st.owner.into());
@@ -541,7 +650,11 @@ pub mod api {
     ///      owner: "munge", group: "munge", mode: "0400", secret: true});
     /// ```
     #[rhai_fn(name = "file", return_raw)]
-    pub fn file(ctx: NativeCallContext, path: &str, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn file(
+        ctx: NativeCallContext,
+        path: &str,
+        opts: rhai::Map,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         do_file(&ctx, path, opts)
     }
 
@@ -552,7 +665,11 @@ pub mod api {
     /// directory("/var/spool/slurmctld", #{owner: "slurm", group: "slurm", mode: "0755"});
     /// ```
     #[rhai_fn(name = "directory", return_raw)]
-    pub fn directory(ctx: NativeCallContext, path: &str, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn directory(
+        ctx: NativeCallContext,
+        path: &str,
+        opts: rhai::Map,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         let o: DirOpts = crate::primitives::opts(&ctx, "directory", opts)?;
         do_directory(&ctx, path, o)
     }
@@ -572,13 +689,22 @@ pub mod api {
     /// template("/etc/slurm/slurm.conf", "templates/slurm.conf.j2", #{vars: #{nodes: nodes}});
     /// ```
     #[rhai_fn(name = "template", return_raw)]
-    pub fn template(ctx: NativeCallContext, dest: &str, src: &str, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn template(
+        ctx: NativeCallContext,
+        dest: &str,
+        src: &str,
+        opts: rhai::Map,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         do_template(&ctx, dest, src, opts)
     }
 
     /// Renders a template with the recipe's variables only.
     #[rhai_fn(name = "template", return_raw)]
-    pub fn template2(ctx: NativeCallContext, dest: &str, src: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn template2(
+        ctx: NativeCallContext,
+        dest: &str,
+        src: &str,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         do_template(&ctx, dest, src, rhai::Map::new())
     }
 
@@ -589,14 +715,23 @@ pub mod api {
     /// download(vars.slurm_url, "/usr/local/src/slurm.tar.gz", #{sha256: vars.slurm_sha256});
     /// ```
     #[rhai_fn(name = "download", return_raw)]
-    pub fn download(ctx: NativeCallContext, url: &str, dest: &str, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn download(
+        ctx: NativeCallContext,
+        url: &str,
+        dest: &str,
+        opts: rhai::Map,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         let o: DownloadOpts = crate::primitives::opts(&ctx, "download", opts)?;
         do_download(&ctx, url, dest, o)
     }
 
     /// Downloads a URL on the target unless `dest` exists.
     #[rhai_fn(name = "download", return_raw)]
-    pub fn download2(ctx: NativeCallContext, url: &str, dest: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn download2(
+        ctx: NativeCallContext,
+        url: &str,
+        dest: &str,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         do_download(&ctx, url, dest, DownloadOpts::default())
     }
 
@@ -607,7 +742,12 @@ pub mod api {
     /// unpack("/usr/local/src/slurm.tar.gz", "/usr/local/src", #{creates: "/usr/local/src/slurm-22.05.8"});
     /// ```
     #[rhai_fn(name = "unpack", return_raw)]
-    pub fn unpack(ctx: NativeCallContext, archive: &str, dest: &str, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn unpack(
+        ctx: NativeCallContext,
+        archive: &str,
+        dest: &str,
+        opts: rhai::Map,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         let o: UnpackOpts = crate::primitives::opts(&ctx, "unpack", opts)?;
         do_unpack(&ctx, archive, dest, o)
     }
@@ -621,7 +761,11 @@ pub mod api {
     /// Reads a file of the target. Options: `secret` (returns a secret value that can
     /// only be written to files, never printed), `binary` (returns a blob).
     #[rhai_fn(name = "read_file", return_raw)]
-    pub fn read_file_opts(ctx: NativeCallContext, path: &str, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn read_file_opts(
+        ctx: NativeCallContext,
+        path: &str,
+        opts: rhai::Map,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         let o: ReadOpts = crate::primitives::opts(&ctx, "read_file", opts)?;
         read_value(&ctx, None, path, o)
     }
@@ -658,7 +802,15 @@ mod tests {
 
     #[test]
     fn write_script_sets_mode_before_content() {
-        let s = write_script("/etc/my file", &Attrs { owner: Some("munge".into()), group: Some("munge".into()), mode: Some(super::super::Mode(0o400)) }, true);
+        let s = write_script(
+            "/etc/my file",
+            &Attrs {
+                owner: Some("munge".into()),
+                group: Some("munge".into()),
+                mode: Some(super::super::Mode(0o400)),
+            },
+            true,
+        );
         let chmod = s.find("chmod 0400").unwrap_or(usize::MAX);
         let cat = s.find("cat >").unwrap_or(0);
         assert!(chmod < cat, "{s}");

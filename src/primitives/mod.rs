@@ -61,7 +61,11 @@ pub fn err_at(msg: impl Into<String>, pos: Position) -> Box<EvalAltResult> {
 }
 
 /// Decodes an options map into `T`, naming the unknown or mistyped option.
-pub fn opts<T: DeserializeOwned>(ctx: &NativeCallContext, what: &str, m: Map) -> Result<T, Box<EvalAltResult>> {
+pub fn opts<T: DeserializeOwned>(
+    ctx: &NativeCallContext,
+    what: &str,
+    m: Map,
+) -> Result<T, Box<EvalAltResult>> {
     rhai::serde::from_dynamic::<T>(&Dynamic::from_map(m)).map_err(|e| {
         let msg = e.to_string();
         let msg = msg.split(" (line").next().unwrap_or(&msg).to_string();
@@ -124,7 +128,19 @@ pub fn step(
             let mut m = out.result;
             m.insert("changed".into(), out.changed.into());
             m.insert("skipped".into(), out.skipped.into());
-            m.insert("status".into(), Dynamic::from(if out.skipped { "skipped" } else if out.changed { "changed" } else { "ok" }.to_string()));
+            m.insert(
+                "status".into(),
+                Dynamic::from(
+                    if out.skipped {
+                        "skipped"
+                    } else if out.changed {
+                        "changed"
+                    } else {
+                        "ok"
+                    }
+                    .to_string(),
+                ),
+            );
             Ok(Dynamic::from_map(m))
         }
         Err(msg) => {
@@ -162,7 +178,11 @@ pub fn check(h: &HostCtx, cmd: &str) -> Result<crate::transport::ExecOutput, Str
 }
 
 /// Runs a changing command: never in a dry run. Non-zero status is an error with stderr.
-pub fn apply(h: &HostCtx, cmd: &str, stdin: Option<&[u8]>) -> Result<crate::transport::ExecOutput, String> {
+pub fn apply(
+    h: &HostCtx,
+    cmd: &str,
+    stdin: Option<&[u8]>,
+) -> Result<crate::transport::ExecOutput, String> {
     if h.run.dry_run {
         return Ok(Default::default());
     }
@@ -176,10 +196,19 @@ pub fn apply(h: &HostCtx, cmd: &str, stdin: Option<&[u8]>) -> Result<crate::tran
 /// "exit status 2: <last lines of stderr or stdout>".
 pub fn failure_text(out: &crate::transport::ExecOutput) -> String {
     let err = out.stderr_str();
-    let text = if err.trim().is_empty() { out.stdout_str() } else { err };
+    let text = if err.trim().is_empty() {
+        out.stdout_str()
+    } else {
+        err
+    };
     let lines: Vec<&str> = text.trim_end().lines().collect();
     let tail = lines[lines.len().saturating_sub(15)..].join("\n");
-    format!("exit status {}{}{}", out.status, if tail.is_empty() { "" } else { ":\n" }, tail)
+    format!(
+        "exit status {}{}{}",
+        out.status,
+        if tail.is_empty() { "" } else { ":\n" },
+        tail
+    )
 }
 
 /// Rejects a NUL byte, which no path or argument can carry.
@@ -208,9 +237,15 @@ impl<'de> serde::Deserialize<'de> for Mode {
                 .ok()
                 .filter(|m| *m <= 0o7777)
                 .map(Mode)
-                .ok_or_else(|| serde::de::Error::custom(format!("mode {s:?} is not an octal mode like \"0644\""))),
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "mode {s:?} is not an octal mode like \"0644\""
+                    ))
+                }),
             Raw::I(i) if (0..=0o7777).contains(&i) => Ok(Mode(i as u32)),
-            Raw::I(i) => Err(serde::de::Error::custom(format!("mode {i} out of range; write it as a string like \"0644\""))),
+            Raw::I(i) => Err(serde::de::Error::custom(format!(
+                "mode {i} out of range; write it as a string like \"0644\""
+            ))),
         }
     }
 }
@@ -249,15 +284,27 @@ pub fn parse_stat(line: &str) -> Option<StatInfo> {
     let group = p.next()?.to_string();
     let mode = u32::from_str_radix(p.next()?, 8).ok()?;
     let size = p.next()?.parse().ok()?;
-    Some(StatInfo { kind, owner, group, mode, size })
+    Some(StatInfo {
+        kind,
+        owner,
+        group,
+        mode,
+        size,
+    })
 }
 
 /// The changes needed to bring `st` to `want`: commands and their descriptions.
 pub fn attr_fixes(path_q: &str, st: &StatInfo, want: &Attrs) -> (Vec<String>, Vec<String>) {
     let mut cmds = Vec::new();
     let mut what = Vec::new();
-    let owner_diff = want.owner.as_ref().filter(|o| **o != st.owner && !numeric_match(o, &st.owner));
-    let group_diff = want.group.as_ref().filter(|g| **g != st.group && !numeric_match(g, &st.group));
+    let owner_diff = want
+        .owner
+        .as_ref()
+        .filter(|o| **o != st.owner && !numeric_match(o, &st.owner));
+    let group_diff = want
+        .group
+        .as_ref()
+        .filter(|g| **g != st.group && !numeric_match(g, &st.group));
     if owner_diff.is_some() || group_diff.is_some() {
         let spec = match (owner_diff, group_diff) {
             (Some(o), Some(g)) => format!("{o}:{g}"),
@@ -265,7 +312,10 @@ pub fn attr_fixes(path_q: &str, st: &StatInfo, want: &Attrs) -> (Vec<String>, Ve
             (None, Some(g)) => format!(":{g}"),
             (None, None) => String::new(),
         };
-        cmds.push(format!("chown -h {} {path_q}", crate::transport::quote(&spec)));
+        cmds.push(format!(
+            "chown -h {} {path_q}",
+            crate::transport::quote(&spec)
+        ));
         if let Some(o) = owner_diff {
             what.push(format!("owner {} -> {o}", st.owner));
         }

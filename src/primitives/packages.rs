@@ -58,11 +58,19 @@ fn apt_install(pkgs: &str, update: bool) -> String {
     }
 }
 
-fn do_packages(ctx: &NativeCallContext, names: Vec<String>, o: PkgOpts) -> Result<Dynamic, Box<EvalAltResult>> {
+fn do_packages(
+    ctx: &NativeCallContext,
+    names: Vec<String>,
+    o: PkgOpts,
+) -> Result<Dynamic, Box<EvalAltResult>> {
     let label = names.join(" ");
     super::step(ctx, "packages", &label, |h| {
         for n in &names {
-            if n.is_empty() || n.starts_with('-') || n.contains(char::is_whitespace) || n.contains('\0') {
+            if n.is_empty()
+                || n.starts_with('-')
+                || n.contains(char::is_whitespace)
+                || n.contains('\0')
+            {
                 return Err(format!("bad package name {n:?}"));
             }
         }
@@ -70,7 +78,11 @@ fn do_packages(ctx: &NativeCallContext, names: Vec<String>, o: PkgOpts) -> Resul
         let absent = matches!(o.state.as_deref(), Some("absent"));
         match o.state.as_deref() {
             None | Some("present") | Some("absent") => {}
-            Some(s) => return Err(format!("state must be \"present\" or \"absent\", not {s:?}")),
+            Some(s) => {
+                return Err(format!(
+                    "state must be \"present\" or \"absent\", not {s:?}"
+                ))
+            }
         }
         let todo: Vec<String> = names
             .iter()
@@ -121,7 +133,11 @@ pub mod api {
     /// packages(["munge", "libmunge-dev", "libmunge2"]);
     /// ```
     #[rhai_fn(name = "packages", return_raw)]
-    pub fn packages(ctx: NativeCallContext, names: rhai::Array, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn packages(
+        ctx: NativeCallContext,
+        names: rhai::Array,
+        opts: rhai::Map,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         let o: PkgOpts = crate::primitives::opts(&ctx, "packages", opts)?;
         let names = strings(&ctx, names)?;
         do_packages(&ctx, names, o)
@@ -129,7 +145,10 @@ pub mod api {
 
     /// Ensures packages are installed.
     #[rhai_fn(name = "packages", return_raw)]
-    pub fn packages1(ctx: NativeCallContext, names: rhai::Array) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn packages1(
+        ctx: NativeCallContext,
+        names: rhai::Array,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         let names = strings(&ctx, names)?;
         do_packages(&ctx, names, PkgOpts::default())
     }
@@ -142,7 +161,12 @@ pub fn strings(ctx: &NativeCallContext, a: rhai::Array) -> Result<Vec<String>, B
             v.clone()
                 .into_immutable_string()
                 .map(|s| s.to_string())
-                .map_err(|t| super::err_at(format!("expected a list of strings, found a {t}"), ctx.call_position()))
+                .map_err(|t| {
+                    super::err_at(
+                        format!("expected a list of strings, found a {t}"),
+                        ctx.call_position(),
+                    )
+                })
         })
         .collect()
 }

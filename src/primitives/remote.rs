@@ -23,7 +23,9 @@ pub mod api {
     /// ```
     #[rhai_fn(name = "host")]
     pub fn host(name: &str) -> HostRef {
-        HostRef { name: name.to_string() }
+        HostRef {
+            name: name.to_string(),
+        }
     }
 
     /// The inventory name of this handle's host.
@@ -36,41 +38,63 @@ pub mod api {
     #[rhai_fn(name = "facts", return_raw)]
     pub fn facts_of(ctx: NativeCallContext, h: HostRef) -> Result<rhai::Map, Box<EvalAltResult>> {
         let me = crate::primitives::host_ctx(&ctx)?;
-        crate::primitives::facts::of(&me, &h.name).map_err(|e| crate::primitives::err_at(e, ctx.call_position()))
+        crate::primitives::facts::of(&me, &h.name)
+            .map_err(|e| crate::primitives::err_at(e, ctx.call_position()))
     }
 
     /// Reads a text file of that host.
     #[rhai_fn(name = "read_file", return_raw)]
-    pub fn read_file_of(ctx: NativeCallContext, h: HostRef, path: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn read_file_of(
+        ctx: NativeCallContext,
+        h: HostRef,
+        path: &str,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         read_value(&ctx, Some(&h.name), path, ReadOpts::default())
     }
 
     /// Reads a file of that host, as a secret or a blob (`#{secret: true}` / `#{binary: true}`).
     #[rhai_fn(name = "read_file", return_raw)]
-    pub fn read_file_of_opts(ctx: NativeCallContext, h: HostRef, path: &str, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn read_file_of_opts(
+        ctx: NativeCallContext,
+        h: HostRef,
+        path: &str,
+        opts: rhai::Map,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         let o: ReadOpts = crate::primitives::opts(&ctx, "read_file", opts)?;
         read_value(&ctx, Some(&h.name), path, o)
     }
 
     /// stat of a path on that host, or `()`.
     #[rhai_fn(name = "stat", return_raw)]
-    pub fn stat_of(ctx: NativeCallContext, h: HostRef, path: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn stat_of(
+        ctx: NativeCallContext,
+        h: HostRef,
+        path: &str,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         stat_value(&ctx, Some(&h.name), path)
     }
 
     /// Whether a path exists on that host.
     #[rhai_fn(name = "exists", return_raw)]
-    pub fn exists_of(ctx: NativeCallContext, h: HostRef, path: &str) -> Result<bool, Box<EvalAltResult>> {
+    pub fn exists_of(
+        ctx: NativeCallContext,
+        h: HostRef,
+        path: &str,
+    ) -> Result<bool, Box<EvalAltResult>> {
         Ok(!stat_value(&ctx, Some(&h.name), path)?.is_unit())
     }
 
     /// Runs a read-only command on that host: `#{ok, rc, stdout, stderr}`.
     #[rhai_fn(name = "probe", return_raw)]
-    pub fn probe_of(ctx: NativeCallContext, h: HostRef, cmd: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn probe_of(
+        ctx: NativeCallContext,
+        h: HostRef,
+        cmd: &str,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         let me = crate::primitives::host_ctx(&ctx)?;
-        let out = me
-            .exec_on(&h.name, cmd, None)
-            .map_err(|e| crate::primitives::err_at(format!("{}: {e}", h.name), ctx.call_position()))?;
+        let out = me.exec_on(&h.name, cmd, None).map_err(|e| {
+            crate::primitives::err_at(format!("{}: {e}", h.name), ctx.call_position())
+        })?;
         let mut m = rhai::Map::new();
         m.insert("rc".into(), (out.status as i64).into());
         m.insert("ok".into(), (out.status == 0).into());
@@ -81,7 +105,10 @@ pub mod api {
 
     /// Names of the inventory hosts in a group ("all" = every host); `[]` if unknown.
     #[rhai_fn(name = "group_hosts", return_raw)]
-    pub fn group_hosts(ctx: NativeCallContext, group: &str) -> Result<rhai::Array, Box<EvalAltResult>> {
+    pub fn group_hosts(
+        ctx: NativeCallContext,
+        group: &str,
+    ) -> Result<rhai::Array, Box<EvalAltResult>> {
         let me = crate::primitives::host_ctx(&ctx)?;
         Ok(me
             .run
@@ -117,16 +144,24 @@ pub mod api {
     /// Stops the recipe on this host with an error message.
     #[rhai_fn(name = "fail", return_raw)]
     pub fn fail(ctx: NativeCallContext, msg: &str) -> Result<(), Box<EvalAltResult>> {
-        Err(crate::primitives::err_at(msg.to_string(), ctx.call_position()))
+        Err(crate::primitives::err_at(
+            msg.to_string(),
+            ctx.call_position(),
+        ))
     }
 
     /// Marks a string as a secret: it can be written to files but never appears in output.
     #[rhai_fn(name = "secret", return_raw)]
-    pub fn secret(ctx: NativeCallContext, value: &str) -> Result<crate::secrets::Secret, Box<EvalAltResult>> {
+    pub fn secret(
+        ctx: NativeCallContext,
+        value: &str,
+    ) -> Result<crate::secrets::Secret, Box<EvalAltResult>> {
         if let Ok(me) = crate::primitives::host_ctx(&ctx) {
             me.run.reporter.redactor().add(value.as_bytes());
         }
-        Ok(crate::secrets::Secret(std::sync::Arc::new(value.as_bytes().to_vec())))
+        Ok(crate::secrets::Secret(std::sync::Arc::new(
+            value.as_bytes().to_vec(),
+        )))
     }
 
     /// A secret prints as its size and checksum only.

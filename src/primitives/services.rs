@@ -15,7 +15,11 @@ pub struct ServiceOpts {
     pub daemon_reload: bool,
 }
 
-fn do_service(ctx: &NativeCallContext, name: &str, o: ServiceOpts) -> Result<Dynamic, Box<EvalAltResult>> {
+fn do_service(
+    ctx: &NativeCallContext,
+    name: &str,
+    o: ServiceOpts,
+) -> Result<Dynamic, Box<EvalAltResult>> {
     super::step(ctx, "service", name, |h| {
         super::no_nul("service", name)?;
         let q = quote(name);
@@ -25,8 +29,13 @@ fn do_service(ctx: &NativeCallContext, name: &str, o: ServiceOpts) -> Result<Dyn
         let active = l.next().unwrap_or("unknown").trim().to_string();
         let enabled = l.next().unwrap_or("not-found").trim().to_string();
         let is_active = active == "active" || active == "activating" || active == "reloading";
-        let is_enabled = matches!(enabled.as_str(), "enabled" | "enabled-runtime" | "static" | "alias" | "indirect" | "generated");
-        let mut out = Outcome::ok().with("active", active.clone()).with("enabled", enabled.clone());
+        let is_enabled = matches!(
+            enabled.as_str(),
+            "enabled" | "enabled-runtime" | "static" | "alias" | "indirect" | "generated"
+        );
+        let mut out = Outcome::ok()
+            .with("active", active.clone())
+            .with("enabled", enabled.clone());
         let mut cmds: Vec<String> = Vec::new();
         if o.daemon_reload {
             cmds.push("systemctl daemon-reload".into());
@@ -52,8 +61,16 @@ fn do_service(ctx: &NativeCallContext, name: &str, o: ServiceOpts) -> Result<Dyn
             Some("stopped") if is_active => Some("stop"),
             Some("stopped") => None,
             Some("restarted") => Some(if is_active { "restart" } else { "start" }),
-            Some("reloaded") => Some(if is_active { "reload-or-restart" } else { "start" }),
-            Some(s) => return Err(format!("state must be started, stopped, restarted or reloaded, not {s:?}")),
+            Some("reloaded") => Some(if is_active {
+                "reload-or-restart"
+            } else {
+                "start"
+            }),
+            Some(s) => {
+                return Err(format!(
+                    "state must be started, stopped, restarted or reloaded, not {s:?}"
+                ))
+            }
         };
         if let Some(v) = verb {
             out.change(format!("{v} {name} (was {active})"));
@@ -67,7 +84,10 @@ fn do_service(ctx: &NativeCallContext, name: &str, o: ServiceOpts) -> Result<Dyn
             return Ok(out);
         }
         let mut script = cmds.join(" && ");
-        if matches!(o.state.as_deref(), Some("started" | "restarted" | "reloaded")) {
+        if matches!(
+            o.state.as_deref(),
+            Some("started" | "restarted" | "reloaded")
+        ) {
             // A unit that dies right after start is a failure; show why.
             script = format!(
                 "{script} || {{ rc=$?; systemctl status --no-pager -l -- {q} 2>&1 | tail -n 15 >&2; journalctl -u {q} -n 15 --no-pager 2>&1 >&2; exit $rc; }}"
@@ -92,7 +112,11 @@ pub mod api {
     /// service("munge", #{state: if key.changed { "restarted" } else { "started" }, enabled: true});
     /// ```
     #[rhai_fn(name = "service", return_raw)]
-    pub fn service(ctx: NativeCallContext, name: &str, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn service(
+        ctx: NativeCallContext,
+        name: &str,
+        opts: rhai::Map,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         let o: ServiceOpts = crate::primitives::opts(&ctx, "service", opts)?;
         do_service(&ctx, name, o)
     }

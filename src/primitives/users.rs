@@ -34,13 +34,22 @@ pub struct GroupOpts {
 }
 
 fn valid_name(n: &str) -> Result<(), String> {
-    if n.is_empty() || n.starts_with('-') || !n.chars().all(|c| c.is_ascii_alphanumeric() || "._-$".contains(c)) {
+    if n.is_empty()
+        || n.starts_with('-')
+        || !n
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-$".contains(c))
+    {
         return Err(format!("bad user or group name {n:?}"));
     }
     Ok(())
 }
 
-fn do_group(ctx: &NativeCallContext, name: &str, o: GroupOpts) -> Result<Dynamic, Box<EvalAltResult>> {
+fn do_group(
+    ctx: &NativeCallContext,
+    name: &str,
+    o: GroupOpts,
+) -> Result<Dynamic, Box<EvalAltResult>> {
     super::step(ctx, "group", name, |h| {
         valid_name(name)?;
         let q = quote(name);
@@ -60,7 +69,10 @@ fn do_group(ctx: &NativeCallContext, name: &str, o: GroupOpts) -> Result<Dynamic
                 cmd.push_str(&format!(" --gid {g}"));
             }
             cmd.push_str(&format!(" {q}"));
-            res.change(format!("create group {name}{}", o.gid.map(|g| format!(" (gid {g})")).unwrap_or_default()));
+            res.change(format!(
+                "create group {name}{}",
+                o.gid.map(|g| format!(" (gid {g})")).unwrap_or_default()
+            ));
             apply(h, &cmd, None)?;
             return Ok(res.with("gid", o.gid.map(|g| g as i64).unwrap_or(-1)));
         }
@@ -69,7 +81,11 @@ fn do_group(ctx: &NativeCallContext, name: &str, o: GroupOpts) -> Result<Dynamic
             apply(h, &format!("groupdel {q}"), None)?;
             return Ok(res);
         }
-        let gid: i64 = line.split(':').nth(2).and_then(|s| s.trim().parse().ok()).unwrap_or(-1);
+        let gid: i64 = line
+            .split(':')
+            .nth(2)
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(-1);
         if let Some(g) = o.gid.filter(|g| *g as i64 != gid) {
             res.change(format!("gid {gid} -> {g}"));
             apply(h, &format!("groupmod --gid {g} {q}"), None)?;
@@ -78,14 +94,21 @@ fn do_group(ctx: &NativeCallContext, name: &str, o: GroupOpts) -> Result<Dynamic
     })
 }
 
-fn do_user(ctx: &NativeCallContext, name: &str, o: UserOpts) -> Result<Dynamic, Box<EvalAltResult>> {
+fn do_user(
+    ctx: &NativeCallContext,
+    name: &str,
+    o: UserOpts,
+) -> Result<Dynamic, Box<EvalAltResult>> {
     super::step(ctx, "user", name, |h| {
         valid_name(name)?;
         for g in o.groups.iter().chain(o.group.iter()) {
             valid_name(g)?;
         }
         let q = quote(name);
-        let out = check(h, &format!("getent passwd {q} && id -gn {q} && id -Gn {q}; true"))?;
+        let out = check(
+            h,
+            &format!("getent passwd {q} && id -gn {q} && id -Gn {q}; true"),
+        )?;
         let text = out.stdout_str();
         let mut lines = text.lines();
         let pw = lines.next().unwrap_or("").trim().to_string();
@@ -112,7 +135,11 @@ fn do_user(ctx: &NativeCallContext, name: &str, o: UserOpts) -> Result<Dynamic, 
             if let Some(hm) = &o.home {
                 cmd.push_str(&format!(" --home-dir {}", quote(hm)));
             }
-            cmd.push_str(if o.create_home { " --create-home" } else { " --no-create-home" });
+            cmd.push_str(if o.create_home {
+                " --create-home"
+            } else {
+                " --no-create-home"
+            });
             if let Some(s) = &o.shell {
                 cmd.push_str(&format!(" --shell {}", quote(s)));
             }
@@ -120,7 +147,10 @@ fn do_user(ctx: &NativeCallContext, name: &str, o: UserOpts) -> Result<Dynamic, 
                 cmd.push_str(&format!(" --comment {}", quote(c)));
             }
             cmd.push_str(&format!(" {q}"));
-            res.change(format!("create user {name}{}", o.uid.map(|u| format!(" (uid {u})")).unwrap_or_default()));
+            res.change(format!(
+                "create user {name}{}",
+                o.uid.map(|u| format!(" (uid {u})")).unwrap_or_default()
+            ));
             apply(h, &cmd, None)?;
             return Ok(res);
         }
@@ -131,9 +161,17 @@ fn do_user(ctx: &NativeCallContext, name: &str, o: UserOpts) -> Result<Dynamic, 
         }
         let f: Vec<&str> = pw.split(':').collect();
         let primary = lines.next().unwrap_or("").trim().to_string();
-        let all: Vec<String> = lines.next().unwrap_or("").split_whitespace().map(str::to_string).collect();
+        let all: Vec<String> = lines
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
         let mut mods = Vec::new();
-        if let Some(u) = o.uid.filter(|u| f.get(2).and_then(|s| s.parse::<u32>().ok()) != Some(*u)) {
+        if let Some(u) = o
+            .uid
+            .filter(|u| f.get(2).and_then(|s| s.parse::<u32>().ok()) != Some(*u))
+        {
             res.change(format!("uid {} -> {u}", f.get(2).unwrap_or(&"?")));
             mods.push(format!("--uid {u}"));
         }
@@ -143,8 +181,24 @@ fn do_user(ctx: &NativeCallContext, name: &str, o: UserOpts) -> Result<Dynamic, 
         }
         let missing: Vec<&String> = o.groups.iter().filter(|g| !all.contains(g)).collect();
         if !missing.is_empty() {
-            res.change(format!("add to groups {}", missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")));
-            mods.push(format!("--append --groups {}", quote(&missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","))));
+            res.change(format!(
+                "add to groups {}",
+                missing
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
+            mods.push(format!(
+                "--append --groups {}",
+                quote(
+                    &missing
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            ));
         }
         if let Some(hm) = o.home.as_ref().filter(|hm| f.get(5) != Some(&hm.as_str())) {
             res.change(format!("home {} -> {hm}", f.get(5).unwrap_or(&"?")));
@@ -175,14 +229,22 @@ pub mod api {
     /// user("slurm", #{uid: 64030, group: "slurm", system: true, home: "/nonexistent", shell: "/usr/sbin/nologin"});
     /// ```
     #[rhai_fn(name = "user", return_raw)]
-    pub fn user(ctx: NativeCallContext, name: &str, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn user(
+        ctx: NativeCallContext,
+        name: &str,
+        opts: rhai::Map,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         let o: UserOpts = crate::primitives::opts(&ctx, "user", opts)?;
         do_user(&ctx, name, o)
     }
 
     /// Ensures a group. Options: `gid`, `system`, `state` ("present" | "absent").
     #[rhai_fn(name = "group", return_raw)]
-    pub fn group(ctx: NativeCallContext, name: &str, opts: rhai::Map) -> Result<Dynamic, Box<EvalAltResult>> {
+    pub fn group(
+        ctx: NativeCallContext,
+        name: &str,
+        opts: rhai::Map,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         let o: GroupOpts = crate::primitives::opts(&ctx, "group", opts)?;
         do_group(&ctx, name, o)
     }

@@ -149,16 +149,22 @@ fn lock_cache(dir: &Path) -> Result<CacheLock> {
     Ok(CacheLock { _file: file })
 }
 
+/// The cache entry for these extra packages (built or not).
+pub fn lookup(extra: &[String]) -> Result<Image> {
+    let packages = package_list(extra)?;
+    let key = cache_key(&packages, &mirror());
+    Ok(Image {
+        dir: paths::images_dir().join(&key),
+        key,
+    })
+}
+
 /// The image for these extra packages, built first if it is not cached yet.
 pub fn ensure(extra: &[String]) -> Result<Image> {
     let packages = package_list(extra)?;
     let mirror = mirror();
-    let key = cache_key(&packages, &mirror);
     let images = paths::images_dir();
-    let image = Image {
-        key: key.clone(),
-        dir: images.join(&key),
-    };
+    let image = lookup(extra)?;
     if image.is_complete() {
         return Ok(image);
     }

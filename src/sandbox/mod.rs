@@ -90,7 +90,7 @@ fn boot_timeout() -> Duration {
 pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
     names::check_sandbox_name(&opts.name)?;
     names::check_host_list(&opts.hosts)?;
-    image::package_list(&opts.packages)?;
+    let cached = image::lookup(&opts.packages)?.is_complete();
     let serve_dir = match &opts.serve {
         Some(d) => {
             let c = d
@@ -103,7 +103,7 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
         }
         None => None,
     };
-    preflight::check_up()?;
+    preflight::check_up(cached)?;
     let name = opts.name.as_str();
 
     if teardown::exists(name) {

@@ -41,10 +41,15 @@ pub fn require_overlayfs() -> Result<()> {
     Ok(())
 }
 
-/// Everything `up` needs, checked before anything is made.
-pub fn check_up() -> Result<()> {
+/// Everything `up` needs, checked before anything is made (debootstrap only if the base
+/// image still has to be built).
+pub fn check_up(image_cached: bool) -> Result<()> {
     require_root("up")?;
-    tools::require_all(&tools::ALL)?;
+    let mut needed = tools::FOR_HOSTS.to_vec();
+    if !image_cached {
+        needed.extend(tools::FOR_IMAGE);
+    }
+    tools::require_all(&needed)?;
     require_overlayfs()?;
     Ok(())
 }

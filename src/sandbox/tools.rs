@@ -44,8 +44,11 @@ pub const CHROOT: Tool = Tool {
     package: "coreutils",
 };
 
-/// Everything `up` needs.
-pub const ALL: [Tool; 7] = [IP, NSPAWN, DEBOOTSTRAP, SSH_KEYGEN, SSH, TINYPROXY, CHROOT];
+/// Everything `up` needs once the base image is built.
+pub const FOR_HOSTS: [Tool; 5] = [IP, NSPAWN, SSH_KEYGEN, SSH, TINYPROXY];
+
+/// What building the base image needs too.
+pub const FOR_IMAGE: [Tool; 2] = [DEBOOTSTRAP, CHROOT];
 
 /// Looks `program` up in PATH and then in the usual system folders.
 pub fn find(tool: Tool) -> Option<PathBuf> {

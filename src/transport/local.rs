@@ -13,8 +13,9 @@ pub struct LocalSpawner;
 impl Spawner for LocalSpawner {
     fn spawn(
         &self,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Worker, TransportError>> + Send + '_>>
-    {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Worker, TransportError>> + Send + '_>,
+    > {
         Box::pin(async move {
             let mut child = tokio::process::Command::new("/bin/sh")
                 .stdin(Stdio::piped())
@@ -39,8 +40,9 @@ impl Spawner for LocalSpawner {
         cmd: &'a str,
         stdin: &'a [u8],
         timeout: Option<Duration>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>>
-    {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>,
+    > {
         Box::pin(async move {
             let mut child = tokio::process::Command::new("/bin/sh")
                 .arg("-c")
@@ -61,9 +63,9 @@ impl Spawner for LocalSpawner {
             });
             let wait = child.wait_with_output();
             let out = match timeout {
-                Some(t) => tokio::time::timeout(t, wait)
-                    .await
-                    .map_err(|_| TransportError::Timeout(format!("no result within {}s", t.as_secs())))?,
+                Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| {
+                    TransportError::Timeout(format!("no result within {}s", t.as_secs()))
+                })?,
                 None => wait.await,
             }
             .map_err(|e| TransportError::Lost(e.to_string()))?;

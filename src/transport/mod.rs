@@ -58,14 +58,18 @@ pub struct Stats {
 pub trait Spawner: Send + Sync {
     fn spawn(
         &self,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Worker, TransportError>> + Send + '_>>;
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Worker, TransportError>> + Send + '_>,
+    >;
     /// Runs one command on a channel of its own, streaming stdin (for large payloads).
     fn oneshot<'a>(
         &'a self,
         cmd: &'a str,
         stdin: &'a [u8],
         timeout: Option<Duration>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>>;
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>,
+    >;
     fn describe(&self) -> String;
 }
 
@@ -164,5 +168,49 @@ pub fn quote(s: &str) -> String {
     match shlex::try_quote(s) {
         Ok(q) => q.into_owned(),
         Err(_) => format!("'{}'", s.replace('\0', "").replace('\'', "'\\''")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quote;
+    use proptest::prelude::*;
+
+    fn echo_through_sh(arg: &str) -> Vec<u8> {
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("printf %s {}", quote(arg)))
+            .output()
+            .expect("sh runs");
+        out.stdout
+    }
+
+    #[test]
+    fn awkward_words_survive_the_shell() {
+        for w in [
+            "",
+            "-n",
+            "a b",
+            "'",
+            "\"",
+            "$HOME",
+            "`id`",
+            "a\nb",
+            "é✓",
+            "*",
+            "--",
+            "\\",
+            "$(rm -rf /)",
+        ] {
+            assert_eq!(echo_through_sh(w), w.as_bytes(), "{w:?}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn any_string_reaches_the_shell_byte_exact(s in "[^\\x00]{0,40}") {
+            prop_assert_eq!(echo_through_sh(&s), s.as_bytes());
+        }
     }
 }

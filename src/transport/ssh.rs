@@ -40,7 +40,9 @@ impl client::Handler for Client {
         let key = match key {
             russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => key,
             _ => {
-                self.say("the server offered a host certificate; only plain host keys are supported");
+                self.say(
+                    "the server offered a host certificate; only plain host keys are supported",
+                );
                 return Ok(false);
             }
         };
@@ -50,7 +52,10 @@ impl client::Handler for Client {
             Ok(HostKeyStatus::Known) => Ok(true),
             Ok(HostKeyStatus::Unknown) if self.opts.accept_new => {
                 if let Err(e) = known_hosts::append(path, &self.host, self.port, key) {
-                    self.say(&format!("cannot record the new host key in {}: {e}", path.display()));
+                    self.say(&format!(
+                        "cannot record the new host key in {}: {e}",
+                        path.display()
+                    ));
                     return Ok(false);
                 }
                 tracing::info!(host = %self.host, %fp, "recorded new host key");
@@ -72,7 +77,10 @@ impl client::Handler for Client {
                 Ok(false)
             }
             Ok(HostKeyStatus::Revoked) => {
-                self.say(&format!("the host key {fp} is marked @revoked in {}", path.display()));
+                self.say(&format!(
+                    "the host key {fp} is marked @revoked in {}",
+                    path.display()
+                ));
                 Ok(false)
             }
             Err(e) => {
@@ -114,8 +122,9 @@ fn config() -> Arc<client::Config> {
 pub fn connect<'a>(
     target: &'a Target,
     opts: &'a SshOptions,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<SshSpawner, TransportError>> + Send + 'a>>
-{
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<SshSpawner, TransportError>> + Send + 'a>,
+> {
     Box::pin(async move {
         let verdict = Arc::new(Mutex::new(None));
         let handler = Client {
@@ -153,7 +162,12 @@ pub fn connect<'a>(
                 })?);
                 let ch = jump
                     .handle
-                    .channel_open_direct_tcpip(target.address.clone(), target.port as u32, "127.0.0.1", 0)
+                    .channel_open_direct_tcpip(
+                        target.address.clone(),
+                        target.port as u32,
+                        "127.0.0.1",
+                        0,
+                    )
                     .await
                     .map_err(|e| {
                         TransportError::Unreachable(format!("{where_} through {}: {e}", j.name))
@@ -200,9 +214,16 @@ async fn authenticate(handle: &mut Handle<Client>, target: &Target) -> Result<()
         if let Ok(mut agent) = AgentClient::connect_env().await {
             if let Ok(ids) = agent.request_identities().await {
                 for id in ids {
-                    let AgentIdentity::PublicKey { key, .. } = id else { continue };
+                    let AgentIdentity::PublicKey { key, .. } = id else {
+                        continue;
+                    };
                     let hash = if key.algorithm().is_rsa() {
-                        handle.best_supported_rsa_hash().await.ok().flatten().flatten()
+                        handle
+                            .best_supported_rsa_hash()
+                            .await
+                            .ok()
+                            .flatten()
+                            .flatten()
                     } else {
                         None
                     };
@@ -226,7 +247,10 @@ async fn authenticate(handle: &mut Handle<Client>, target: &Target) -> Result<()
         let key = match load_secret_key(path, None) {
             Ok(k) => k,
             Err(russh::keys::Error::KeyIsEncrypted) => {
-                tried.push(format!("{} (encrypted: load it into ssh-agent)", path.display()));
+                tried.push(format!(
+                    "{} (encrypted: load it into ssh-agent)",
+                    path.display()
+                ));
                 continue;
             }
             Err(e) => {
@@ -235,12 +259,20 @@ async fn authenticate(handle: &mut Handle<Client>, target: &Target) -> Result<()
             }
         };
         let hash = if key.algorithm().is_rsa() {
-            handle.best_supported_rsa_hash().await.ok().flatten().flatten()
+            handle
+                .best_supported_rsa_hash()
+                .await
+                .ok()
+                .flatten()
+                .flatten()
         } else {
             None
         };
         let r = handle
-            .authenticate_publickey(user.clone(), PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+            .authenticate_publickey(
+                user.clone(),
+                PrivateKeyWithHashAlg::new(Arc::new(key), hash),
+            )
             .await
             .map_err(|e| TransportError::Lost(format!("during authentication: {e}")))?;
         if r.success() {
@@ -282,8 +314,9 @@ impl SshSpawner {
 impl Spawner for SshSpawner {
     fn spawn(
         &self,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Worker, TransportError>> + Send + '_>>
-    {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Worker, TransportError>> + Send + '_>,
+    > {
         Box::pin(async move {
             let ch = self
                 .handle
@@ -303,8 +336,9 @@ impl Spawner for SshSpawner {
         cmd: &'a str,
         stdin: &'a [u8],
         timeout: Option<Duration>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>>
-    {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>,
+    > {
         Box::pin(async move {
             let mut ch = self
                 .handle
@@ -323,7 +357,9 @@ impl Spawner for SshSpawner {
                 ch.data_bytes(stdin.to_vec())
                     .await
                     .map_err(|e| TransportError::Lost(e.to_string()))?;
-                ch.eof().await.map_err(|e| TransportError::Lost(e.to_string()))?;
+                ch.eof()
+                    .await
+                    .map_err(|e| TransportError::Lost(e.to_string()))?;
                 let mut out = ExecOutput {
                     status: -1,
                     ..Default::default()
@@ -331,12 +367,15 @@ impl Spawner for SshSpawner {
                 while let Some(msg) = ch.wait().await {
                     match msg {
                         ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
-                        ChannelMsg::ExtendedData { data, ext: 1 } => out.stderr.extend_from_slice(&data),
+                        ChannelMsg::ExtendedData { data, ext: 1 } => {
+                            out.stderr.extend_from_slice(&data)
+                        }
                         ChannelMsg::ExitStatus { exit_status } => out.status = exit_status as i32,
                         ChannelMsg::ExitSignal { signal_name, .. } => {
                             out.status = 128;
-                            out.stderr
-                                .extend_from_slice(format!("killed by signal {signal_name:?}").as_bytes());
+                            out.stderr.extend_from_slice(
+                                format!("killed by signal {signal_name:?}").as_bytes(),
+                            );
                         }
                         ChannelMsg::Close => break,
                         _ => {}
@@ -345,9 +384,12 @@ impl Spawner for SshSpawner {
                 Ok(out)
             };
             let res = match timeout {
-                Some(t) => tokio::time::timeout(t, work)
-                    .await
-                    .unwrap_or_else(|_| Err(TransportError::Timeout(format!("no result within {}s", t.as_secs())))),
+                Some(t) => tokio::time::timeout(t, work).await.unwrap_or_else(|_| {
+                    Err(TransportError::Timeout(format!(
+                        "no result within {}s",
+                        t.as_secs()
+                    )))
+                }),
                 None => work.await,
             };
             let _ = ch.close().await;
