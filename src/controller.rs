@@ -11,6 +11,8 @@ use crate::runner::{self, Base};
 #[derive(Clone)]
 pub struct ControllerCtx {
     pub base: Base,
+    /// The controller recipe's folder: played recipes are looked up there first.
+    pub dir: std::path::PathBuf,
 }
 
 /// Options of `play`.
@@ -51,8 +53,20 @@ fn play(
     let targets = inv
         .select(&o.hosts, &groups)
         .map_err(|e| err(format!("play {recipe}: {e}")))?;
-    let prepared = runner::prepare(recipe, &targets, &[], &extra, c.base.reporter.redactor())
-        .map_err(|e| err(format!("play {recipe}:\n{e}")))?;
+    let beside = c.dir.join(recipe);
+    let recipe_path = if beside.is_file() {
+        beside.display().to_string()
+    } else {
+        recipe.to_string()
+    };
+    let prepared = runner::prepare(
+        &recipe_path,
+        &targets,
+        &[],
+        &extra,
+        c.base.reporter.redactor(),
+    )
+    .map_err(|e| err(format!("play {recipe}:\n{e}")))?;
     let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     c.base.reporter.note(
         "controller",
@@ -107,7 +121,10 @@ fn group_hosts(ctx: NativeCallContext, group: &str) -> Result<rhai::Array, Box<E
 /// Runs a controller recipe on this (blocking) thread.
 pub fn run(base: Base, ast: &rhai::AST, dir: &Path, vars: Map, source: &str) -> Result<(), String> {
     let mut e = engine::build(dir, Some(base.interrupted.clone()));
-    let ctx = Arc::new(ControllerCtx { base: base.clone() });
+    let ctx = Arc::new(ControllerCtx {
+        base: base.clone(),
+        dir: dir.to_path_buf(),
+    });
     e.set_default_tag(Dynamic::from(ctx));
     e.register_fn("play", play);
     e.register_fn("play", play1);

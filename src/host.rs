@@ -90,7 +90,11 @@ impl Hosts {
     pub fn connection_count(&self) -> usize {
         self.conns
             .lock()
-            .map(|c| c.values().filter(|s| matches!(s.get(), Some(Ok(_)))).count())
+            .map(|c| {
+                c.values()
+                    .filter(|s| matches!(s.get(), Some(Ok(_))))
+                    .count()
+            })
             .unwrap_or(0)
     }
 

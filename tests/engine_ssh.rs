@@ -3,16 +3,31 @@
 mod common;
 use common::*;
 
-fn run_json(inv: &std::path::Path, base: &str, extra: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
+fn run_json(
+    inv: &std::path::Path,
+    base: &str,
+    extra: &[&str],
+) -> (i32, Vec<serde_json::Value>, String) {
     let out = recipe()
-        .args(["run", "tests/fixtures/recipes/engine.rhai", "--group", "all", "--json", "-i"])
+        .args([
+            "run",
+            "tests/fixtures/recipes/engine.rhai",
+            "--group",
+            "all",
+            "--json",
+            "-i",
+        ])
         .arg(inv)
         .args(["--var", &format!("base={base}")])
         .args(extra)
         .output()
         .expect("runs");
     let code = out.status.code().unwrap_or(-1);
-    (code, events(&out.stdout), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        code,
+        events(&out.stdout),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -22,17 +37,32 @@ fn converges_then_reports_nothing_changed() {
     let base = sshd.path("target");
     let base = base.to_str().expect("utf8");
     let (code, ev, err) = run_json(&inv, base, &[]);
-    assert_eq!(code, 0, "first run failed: {err}\n{ev:?}\nsshd: {}", sshd.log());
+    assert_eq!(
+        code,
+        0,
+        "first run failed: {err}\n{ev:?}\nsshd: {}",
+        sshd.log()
+    );
     let steps: Vec<_> = ev.iter().filter(|e| e["event"] == "step").collect();
     assert!(steps.iter().all(|s| s["status"] == "changed"), "{steps:?}");
-    assert!(steps.iter().all(|s| s["host"] == "t1" && s["recipe"] == "engine.rhai" && s["line"].as_u64().unwrap_or(0) > 0));
+    assert!(steps.iter().all(|s| s["host"] == "t1"
+        && s["recipe"] == "engine.rhai"
+        && s["line"].as_u64().unwrap_or(0) > 0));
     // The binary file arrived byte-exact, the template rendered, modes are as asked.
     let blob = std::fs::read(format!("{base}/blob.bin")).expect("blob written");
-    assert_eq!(blob, std::fs::read(fixture("recipes/blob.bin")).expect("fixture"));
-    let conf = std::fs::read_to_string(format!("{base}/sub dir/greeting.conf")).expect("template written");
+    assert_eq!(
+        blob,
+        std::fs::read(fixture("recipes/blob.bin")).expect("fixture")
+    );
+    let conf =
+        std::fs::read_to_string(format!("{base}/sub dir/greeting.conf")).expect("template written");
     assert_eq!(conf, "greeting = hi\nitem1\nitem2\nitem3\n");
     use std::os::unix::fs::PermissionsExt;
-    let mode = |p: &str| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0);
+    let mode = |p: &str| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0)
+    };
     assert_eq!(mode(&format!("{base}/blob.bin")), 0o600);
     assert_eq!(mode(&format!("{base}/sub dir/greeting.conf")), 0o640);
     assert_eq!(mode(&format!("{base}/sub dir")), 0o750);
@@ -43,7 +73,11 @@ fn converges_then_reports_nothing_changed() {
     let recap = &recaps(&ev)[0];
     assert_eq!(recap["changed"], 0, "second run changed something: {ev:?}");
     assert_eq!(recap["failed"], 0);
-    assert_eq!(std::fs::read_to_string(format!("{base}/ran.txt")).unwrap_or_default(), "ran\n", "guarded command ran twice");
+    assert_eq!(
+        std::fs::read_to_string(format!("{base}/ran.txt")).unwrap_or_default(),
+        "ran\n",
+        "guarded command ran twice"
+    );
 
     // A changed variable changes exactly the template, and the notification runs.
     std::fs::remove_file(format!("{base}/notified")).ok();
@@ -61,10 +95,16 @@ fn converges_then_reports_nothing_changed() {
 fn snapshot(dir: &std::path::Path) -> Vec<String> {
     let out = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("cd '{}' && find . -printf '%p %m %s\\n' | sort", dir.display()))
+        .arg(format!(
+            "cd '{}' && find . -printf '%p %m %s\\n' | sort",
+            dir.display()
+        ))
         .output()
         .expect("find");
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -76,16 +116,34 @@ fn dry_run_on_a_fresh_target_changes_nothing() {
     let before = snapshot(&root);
     let base = root.join("target");
     let out = recipe()
-        .args(["run", "tests/fixtures/recipes/engine.rhai", "--host", "t1", "--dry-run", "--diff", "-i"])
+        .args([
+            "run",
+            "tests/fixtures/recipes/engine.rhai",
+            "--host",
+            "t1",
+            "--dry-run",
+            "--diff",
+            "-i",
+        ])
         .arg(&inv)
         .args(["--var", &format!("base={}", base.display())])
         .output()
         .expect("runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("would change"), "{text}");
-    assert!(text.contains("+greeting = hi"), "the diff shows the new content: {text}");
-    assert!(text.contains("binary content"), "binary files are summarized, not dumped: {text}");
+    assert!(
+        text.contains("+greeting = hi"),
+        "the diff shows the new content: {text}"
+    );
+    assert!(
+        text.contains("binary content"),
+        "binary files are summarized, not dumped: {text}"
+    );
     assert_eq!(snapshot(&root), before, "the dry run changed the target");
 }
 
@@ -104,11 +162,23 @@ fn changed_host_key_is_refused_with_the_fix() {
     let mut p = pubkey.split_whitespace();
     std::fs::write(
         sshd.path("known_hosts"),
-        format!("[127.0.0.1]:{} {} {}\n", sshd.port, p.next().unwrap_or(""), p.next().unwrap_or("")),
+        format!(
+            "[127.0.0.1]:{} {} {}\n",
+            sshd.port,
+            p.next().unwrap_or(""),
+            p.next().unwrap_or("")
+        ),
     )
     .expect("write");
     let out = recipe()
-        .args(["run", "tests/fixtures/recipes/engine.rhai", "--host", "t1", "--accept-new-host-keys", "-i"])
+        .args([
+            "run",
+            "tests/fixtures/recipes/engine.rhai",
+            "--host",
+            "t1",
+            "--accept-new-host-keys",
+            "-i",
+        ])
         .arg(&inv)
         .args(["--var", &format!("base={}", sshd.path("x").display())])
         .output()
@@ -129,9 +199,16 @@ fn unknown_host_key_is_refused_unless_accepted() {
     let base = sshd.path("acc");
     let run = |accept: bool| {
         let mut c = recipe();
-        c.args(["run", "tests/fixtures/recipes/engine.rhai", "--host", "t1", "--json", "-i"])
-            .arg(&inv)
-            .args(["--var", &format!("base={}", base.display())]);
+        c.args([
+            "run",
+            "tests/fixtures/recipes/engine.rhai",
+            "--host",
+            "t1",
+            "--json",
+            "-i",
+        ])
+        .arg(&inv)
+        .args(["--var", &format!("base={}", base.display())]);
         if accept {
             c.arg("--accept-new-host-keys");
         }
@@ -141,10 +218,19 @@ fn unknown_host_key_is_refused_unless_accepted() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("unknown host key"));
     let out = run(true);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let kh = std::fs::read_to_string(sshd.path("known_hosts")).unwrap_or_default();
     assert!(kh.contains(&format!("[127.0.0.1]:{}", sshd.port)), "{kh}");
-    assert_eq!(run(false).status.code(), Some(0), "the recorded key is now known");
+    assert_eq!(
+        run(false).status.code(),
+        Some(0),
+        "the recorded key is now known"
+    );
 }
 
 #[test]
@@ -159,7 +245,16 @@ fn an_unreachable_host_fails_while_the_other_succeeds() {
     );
     let base = sshd.path("two");
     let out = recipe()
-        .args(["run", "tests/fixtures/recipes/engine.rhai", "--host", "good", "--host", "dead", "--json", "-i"])
+        .args([
+            "run",
+            "tests/fixtures/recipes/engine.rhai",
+            "--host",
+            "good",
+            "--host",
+            "dead",
+            "--json",
+            "-i",
+        ])
         .arg(&inv)
         .args(["--var", &format!("base={}", base.display())])
         .output()
@@ -173,27 +268,48 @@ fn an_unreachable_host_fails_while_the_other_succeeds() {
     assert_eq!(good["unreachable"], false);
     assert!(good["changed"].as_u64().unwrap_or(0) > 0);
     assert_eq!(dead["unreachable"], true);
-    assert!(dead["msg"].as_str().unwrap_or("").contains("dead"), "{dead}");
+    assert!(
+        dead["msg"].as_str().unwrap_or("").contains("dead"),
+        "{dead}"
+    );
 }
 
 #[test]
 fn a_syntax_error_exits_2_with_line_and_column() {
     let out = recipe()
-        .args(["run", "tests/fixtures/recipes/syntax_error.rhai", "--host", "nowhere.invalid"])
+        .args([
+            "run",
+            "tests/fixtures/recipes/syntax_error.rhai",
+            "--host",
+            "nowhere.invalid",
+        ])
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("syntax_error.rhai:3:"), "{err}");
-    assert!(err.contains("let b = (a + ;"), "shows the source line: {err}");
-    let out = recipe().args(["check", "tests/fixtures/recipes/syntax_error.rhai"]).output().expect("runs");
+    assert!(
+        err.contains("let b = (a + ;"),
+        "shows the source line: {err}"
+    );
+    let out = recipe()
+        .args(["check", "tests/fixtures/recipes/syntax_error.rhai"])
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
 fn a_misspelt_var_is_an_error_before_any_host_is_touched() {
     let out = recipe()
-        .args(["run", "tests/fixtures/recipes/engine.rhai", "--host", "nowhere.invalid", "--var", "greting=x"])
+        .args([
+            "run",
+            "tests/fixtures/recipes/engine.rhai",
+            "--host",
+            "nowhere.invalid",
+            "--var",
+            "greting=x",
+        ])
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
@@ -208,10 +324,96 @@ fn a_command_that_hangs_is_stopped_by_its_timeout() {
     let r = sshd.path("hang.rhai");
     std::fs::write(&r, "// Hangs.\nsh(\"sleep 600\", #{timeout: 2});\n").expect("write");
     let started = std::time::Instant::now();
-    let out = recipe().arg("run").arg(&r).args(["--host", "t1", "-i"]).arg(&inv).output().expect("runs");
+    let out = recipe()
+        .arg("run")
+        .arg(&r)
+        .args(["--host", "t1", "-i"])
+        .arg(&inv)
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("did not finish within 2s"), "{text}");
     assert!(text.contains("hang.rhai:2"), "{text}");
     assert!(started.elapsed().as_secs() < 60);
+}
+
+#[test]
+fn controller_mode_plays_recipes_in_order_and_reuses_connections() {
+    let sshd = Sshd::start();
+    let inv = sshd.inventory("t1", "");
+    let base = sshd.path("orch");
+    let out = recipe()
+        .args([
+            "run",
+            "tests/fixtures/recipes/orchestrate.rhai",
+            "--json",
+            "-i",
+        ])
+        .arg(&inv)
+        .args(["--var", &format!("base={}", base.display())])
+        .env("RECIPE_STATS", "1")
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{err}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let ev = events(&out.stdout);
+    let steps: Vec<_> = ev.iter().filter(|e| e["event"] == "step").collect();
+    // First play changes everything (5 steps), the second finds nothing to do (4 steps:
+    // the notification runs only on change).
+    assert_eq!(steps.len(), 9, "{steps:?}");
+    assert!(steps[..5].iter().all(|s| s["status"] == "changed"));
+    assert!(steps[5..].iter().all(|s| s["status"] == "ok"), "{steps:?}");
+    let conf = std::fs::read_to_string(base.join("sub dir/greeting.conf")).unwrap_or_default();
+    assert!(conf.starts_with("greeting = from play"), "{conf}");
+    assert!(
+        err.contains("\"connections\":1"),
+        "one connection for both plays: {err}"
+    );
+}
+
+#[test]
+fn a_host_behind_a_jump_host_is_reached_through_it() {
+    let jump = Sshd::start();
+    let inner = Sshd::start_with("127.0.0.2", "");
+    // The inner host is named by its address as seen from the jump host.
+    let mut kh = std::fs::read_to_string(jump.path("known_hosts")).unwrap_or_default();
+    kh.push_str(&std::fs::read_to_string(inner.path("known_hosts")).unwrap_or_default());
+    std::fs::write(jump.path("known_hosts"), kh).expect("known_hosts");
+    std::fs::copy(jump.path("client_key.pub"), inner.path("authorized_keys")).expect("authorize");
+    let inv = jump.inventory(
+        "bastion",
+        &format!(
+            "\n[hosts.inner]\naddress = \"127.0.0.2\"\nport = {}\nuser = \"root\"\nkey = \"{}\"\njump = \"bastion\"\n",
+            inner.port,
+            jump.path("client_key").display()
+        ),
+    );
+    let base = inner.path("via-jump");
+    let out = recipe()
+        .args([
+            "run",
+            "tests/fixtures/recipes/engine.rhai",
+            "--host",
+            "inner",
+            "--json",
+            "-i",
+        ])
+        .arg(&inv)
+        .args(["--var", &format!("base={}", base.display())])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(base.join("blob.bin").exists());
 }

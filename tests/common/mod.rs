@@ -67,18 +67,35 @@ impl Sshd {
             .arg("-f")
             .arg(d.join("sshd_config"))
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("sshd.log")).map(Stdio::from).unwrap_or(Stdio::null()))
+            .stderr(
+                std::fs::File::create(d.join("sshd.log"))
+                    .map(Stdio::from)
+                    .unwrap_or(Stdio::null()),
+            )
             .spawn()
             .expect("sshd starts");
-        let s = Sshd { dir, port, addr: addr.to_string(), child: Some(child) };
+        let s = Sshd {
+            dir,
+            port,
+            addr: addr.to_string(),
+            child: Some(child),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect((addr, port)).is_err() {
-            assert!(Instant::now() < deadline, "sshd did not listen: {}", s.log());
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not listen: {}",
+                s.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let pubkey = std::fs::read_to_string(d.join("host_key.pub")).expect("host key");
         let mut parts = pubkey.split_whitespace();
-        let line = format!("[{addr}]:{port} {} {}\n", parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let line = format!(
+            "[{addr}]:{port} {} {}\n",
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or("")
+        );
         std::fs::write(d.join("known_hosts"), line).expect("known_hosts");
         s
     }
@@ -141,9 +158,14 @@ pub fn events(stdout: &[u8]) -> Vec<serde_json::Value> {
 }
 
 pub fn recaps(ev: &[serde_json::Value]) -> Vec<serde_json::Value> {
-    ev.iter().filter(|e| e["event"] == "recap").cloned().collect()
+    ev.iter()
+        .filter(|e| e["event"] == "recap")
+        .cloned()
+        .collect()
 }
 
 pub fn fixture(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(p)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(p)
 }
