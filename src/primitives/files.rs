@@ -145,16 +145,9 @@ pub fn ensure_content(h: &HostCtx, path: &str, payload: &Payload, attrs: &Attrs)
     }
     let show = h.run.diff || h.run.reporter.verbose > 1;
     if show {
-        let old = match &cur {
-            Some((st, _)) if !payload.secret && st.size <= DIFF_MAX => {
-                let o = check(h, &format!("cat -- {}", quote(path)))?;
-                Some(o.stdout)
-            }
-            Some((st, _)) if payload.secret => Some(vec![0u8; 0]).filter(|_| st.size == u64::MAX),
-            _ => None,
-        };
-        let diff = match (&cur, old) {
-            (Some((st, _)), None) if payload.secret || st.size > DIFF_MAX => format!(
+        // Secrets never travel back for a diff; big files are summarized.
+        let diff = match &cur {
+            Some((st, _)) if payload.secret || st.size > DIFF_MAX => format!(
                 "--- {path}\n+++ {path}\n  content: {} bytes -> {}\n",
                 st.size,
                 if payload.secret {
@@ -163,7 +156,11 @@ pub fn ensure_content(h: &HostCtx, path: &str, payload: &Payload, attrs: &Attrs)
                     format!("{} bytes", payload.bytes.len())
                 }
             ),
-            (_, old) => content_diff(path, old.as_deref(), &payload.bytes, payload.secret),
+            Some(_) => {
+                let old = check(h, &format!("cat -- {}", quote(path)))?;
+                content_diff(path, Some(&old.stdout), &payload.bytes, false)
+            }
+            None => content_diff(path, None, &payload.bytes, payload.secret),
         };
         out.diff = Some(diff);
     }
