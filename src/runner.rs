@@ -405,9 +405,27 @@ fn run_host(
     match e.run_ast_with_scope(&mut scope, ast) {
         Ok(()) => Ok(()),
         Err(err) => {
-            let loc = crate::errors::locate_eval(&err, source);
-            let msg = format!("{} at {}", loc.message, loc.place());
-            Err((msg, Some(loc.place())))
+            let mut loc = crate::errors::locate_eval(&err, source);
+            loc.source = loc.source.map(|s| module_file(&s, recipe_dir));
+            let mut msg = format!("{}: {}", loc.place(), loc.message);
+            for n in &loc.notes {
+                msg.push_str(&format!("\n  ({n})"));
+            }
+            Err((msg, None))
         }
     }
+}
+
+/// Errors inside `import "m"` modules name the module; show its file instead.
+pub fn module_file(src: &str, recipe_dir: &std::path::Path) -> String {
+    if std::path::Path::new(src).is_file() {
+        return src.to_string();
+    }
+    for dir in engine::module_paths(recipe_dir) {
+        let p = dir.join(format!("{src}.rhai"));
+        if p.is_file() {
+            return p.display().to_string();
+        }
+    }
+    src.to_string()
 }
