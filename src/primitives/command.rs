@@ -127,12 +127,17 @@ fn do_probe(
     let out = h
         .exec(cmd, None, timeout.map(std::time::Duration::from_secs))
         .map_err(|e| super::err_at(format!("probe {cmd:?}: {e}"), ctx.call_position()))?;
+    Ok(probe_result(&out))
+}
+
+/// `#{ok, rc, stdout, stderr}` of a read-only command.
+pub fn probe_result(out: &crate::transport::ExecOutput) -> Dynamic {
     let mut m = rhai::Map::new();
     m.insert("rc".into(), (out.status as i64).into());
     m.insert("ok".into(), (out.status == 0).into());
     m.insert("stdout".into(), out.stdout_str().into());
     m.insert("stderr".into(), out.stderr_str().into());
-    Ok(Dynamic::from_map(m))
+    Dynamic::from_map(m)
 }
 
 /// Options of `wait_for`.

@@ -92,16 +92,36 @@ pub fn content_diff(path: &str, old: Option<&[u8]>, new: &[u8], secret: bool) ->
 /// The atomic write: a temporary file in the target folder gets its final owner and
 /// mode while still empty, then the content, then is renamed over the target.
 pub fn write_script(path: &str, attrs: &Attrs, keep_existing: bool) -> String {
+    write_script_checked(path, attrs, keep_existing, None)
+}
+
+/// [`write_script`] that also checks the size and sha256 of what arrived before the rename:
+/// a connection cut mid-transfer ends `cat` early, and a partial file must never replace
+/// the target. The mode is set first (never wider than the final one: a reader that opens
+/// the empty file early keeps its descriptor), then the owner, then the mode again (chown
+/// clears set-id bits).
+pub fn write_script_checked(
+    path: &str,
+    attrs: &Attrs,
+    keep_existing: bool,
+    expect: Option<(usize, &str)>,
+) -> String {
     let q = quote(path);
     let mut s = format!(
         "set -e\nd=$(dirname -- {q})\n[ -d \"$d\" ] || {{ echo \"folder $d does not exist\" >&2; exit 1; }}\nt=$(mktemp \"$d/.recipe.XXXXXXXX\")\ntrap 'rm -f \"$t\"' EXIT\n"
     );
-    if keep_existing {
+    let mode = match attrs.mode {
+        Some(m) => format!("chmod {m} \"$t\"\n"),
+        None if keep_existing => format!(
+            "if [ -e {q} ]; then chmod --reference={q} \"$t\"; else chmod 0644 \"$t\"; fi\n"
+        ),
+        None => "chmod 0644 \"$t\"\n".to_string(),
+    };
+    s.push_str(&mode);
+    if keep_existing && (attrs.owner.is_none() || attrs.group.is_none()) {
         s.push_str(&format!(
-            "if [ -e {q} ]; then chown --reference={q} \"$t\"; chmod --reference={q} \"$t\"; else chmod 0644 \"$t\"; fi\n"
+            "if [ -e {q} ]; then chown --reference={q} \"$t\"; fi\n"
         ));
-    } else {
-        s.push_str("chmod 0644 \"$t\"\n");
     }
     match (&attrs.owner, &attrs.group) {
         (Some(o), Some(g)) => s.push_str(&format!("chown {} \"$t\"\n", quote(&format!("{o}:{g}")))),
@@ -109,10 +129,16 @@ pub fn write_script(path: &str, attrs: &Attrs, keep_existing: bool) -> String {
         (None, Some(g)) => s.push_str(&format!("chgrp {} \"$t\"\n", quote(g))),
         (None, None) => {}
     }
-    if let Some(m) = attrs.mode {
-        s.push_str(&format!("chmod {m} \"$t\"\n"));
+    s.push_str(&mode);
+    s.push_str("cat > \"$t\"\n");
+    if let Some((len, sha)) = expect {
+        s.push_str(&format!(
+            "n=$(wc -c < \"$t\" | tr -d ' ')\n\
+             if [ \"$n\" != {len} ] || [ \"$(sha256sum < \"$t\" | cut -d' ' -f1)\" != {sha} ]; then \
+             rm -f \"$t\"; echo \"only $n of {len} bytes arrived (connection cut?): the file was left unchanged\" >&2; exit 1; fi\n"
+        ));
     }
-    s.push_str(&format!("cat > \"$t\"\nmv -f \"$t\" {q}\ntrap - EXIT\n"));
+    s.push_str(&format!("mv -f \"$t\" {q}\ntrap - EXIT\n"));
     s
 }
 
@@ -169,7 +195,13 @@ pub fn ensure_content(h: &HostCtx, path: &str, payload: &Payload, attrs: &Attrs)
     } else {
         format!("create {path} ({} bytes)", payload.bytes.len())
     });
-    apply(h, &write_script(path, attrs, true), Some(&payload.bytes))?;
+    let script = write_script_checked(
+        path,
+        attrs,
+        true,
+        Some((payload.bytes.len(), new_sum.as_str())),
+    );
+    apply(h, &script, Some(&payload.bytes))?;
     Ok(out)
 }
 

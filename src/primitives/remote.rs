@@ -95,12 +95,7 @@ pub mod api {
         let out = me.exec_on(&h.name, cmd, None).map_err(|e| {
             crate::primitives::err_at(format!("{}: {e}", h.name), ctx.call_position())
         })?;
-        let mut m = rhai::Map::new();
-        m.insert("rc".into(), (out.status as i64).into());
-        m.insert("ok".into(), (out.status == 0).into());
-        m.insert("stdout".into(), out.stdout_str().into());
-        m.insert("stderr".into(), out.stderr_str().into());
-        Ok(Dynamic::from_map(m))
+        Ok(crate::primitives::command::probe_result(&out))
     }
 
     /// Names of the inventory hosts in a group ("all" = every host); `[]` if unknown.

@@ -20,6 +20,7 @@ umask 077
 __d=$(mktemp -d "${TMPDIR:-/tmp}/.recipe.XXXXXXXX") || { echo "__RCP_FAIL cannot create a temporary folder"; exit 97; }
 trap 'rm -rf "$__d"' EXIT HUP TERM
 __rcp() {
+  [ "$5" = . ] || { printf '__RCP %s 98 0 0\n' "$1"; return; }
   printf %s "$3" | base64 -d > "$__d/c" 2>/dev/null || { printf '__RCP %s 98 0 0\n' "$1"; return; }
   if [ "$4" = - ]; then : > "$__d/i"; else printf %s "$4" | base64 -d > "$__d/i"; fi
   if [ "$2" -gt 0 ] && command -v timeout >/dev/null 2>&1; then
@@ -120,7 +121,9 @@ impl Worker {
             Some(data) => line.push_str(&b64.encode(data)),
             None => line.push('-'),
         }
-        line.push('\n');
+        // The end marker: a line cut short by a lost connection lacks it and is not run
+        // (a shell runs an incomplete last line when its input ends).
+        line.push_str(" .\n");
         let fut = async {
             self.writer.write_all(line.as_bytes()).await?;
             self.writer.flush().await?;

@@ -207,6 +207,23 @@ pub fn connect<'a>(
     })
 }
 
+/// The signature hash for RSA keys (what the server supports best); `None` otherwise.
+async fn rsa_hash(
+    handle: &Handle<Client>,
+    alg: russh::keys::Algorithm,
+) -> Option<russh::keys::HashAlg> {
+    if alg.is_rsa() {
+        handle
+            .best_supported_rsa_hash()
+            .await
+            .ok()
+            .flatten()
+            .flatten()
+    } else {
+        None
+    }
+}
+
 async fn authenticate(handle: &mut Handle<Client>, target: &Target) -> Result<(), TransportError> {
     let user = target.user.clone();
     let mut tried = Vec::new();
@@ -217,16 +234,7 @@ async fn authenticate(handle: &mut Handle<Client>, target: &Target) -> Result<()
                     let AgentIdentity::PublicKey { key, .. } = id else {
                         continue;
                     };
-                    let hash = if key.algorithm().is_rsa() {
-                        handle
-                            .best_supported_rsa_hash()
-                            .await
-                            .ok()
-                            .flatten()
-                            .flatten()
-                    } else {
-                        None
-                    };
+                    let hash = rsa_hash(handle, key.algorithm()).await;
                     if let Ok(r) = handle
                         .authenticate_publickey_with(user.clone(), key, hash, &mut agent)
                         .await
@@ -258,16 +266,7 @@ async fn authenticate(handle: &mut Handle<Client>, target: &Target) -> Result<()
                 continue;
             }
         };
-        let hash = if key.algorithm().is_rsa() {
-            handle
-                .best_supported_rsa_hash()
-                .await
-                .ok()
-                .flatten()
-                .flatten()
-        } else {
-            None
-        };
+        let hash = rsa_hash(handle, key.algorithm()).await;
         let r = handle
             .authenticate_publickey(
                 user.clone(),
@@ -364,14 +363,19 @@ impl Spawner for SshSpawner {
                     status: -1,
                     ..Default::default()
                 };
+                let mut ended = false;
                 while let Some(msg) = ch.wait().await {
                     match msg {
                         ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
                         ChannelMsg::ExtendedData { data, ext: 1 } => {
                             out.stderr.extend_from_slice(&data)
                         }
-                        ChannelMsg::ExitStatus { exit_status } => out.status = exit_status as i32,
+                        ChannelMsg::ExitStatus { exit_status } => {
+                            out.status = exit_status as i32;
+                            ended = true;
+                        }
                         ChannelMsg::ExitSignal { signal_name, .. } => {
+                            ended = true;
                             out.status = 128;
                             out.stderr.extend_from_slice(
                                 format!("killed by signal {signal_name:?}").as_bytes(),
@@ -380,6 +384,12 @@ impl Spawner for SshSpawner {
                         ChannelMsg::Close => break,
                         _ => {}
                     }
+                }
+                if !ended {
+                    // The channel or the connection went away before the command ended.
+                    return Err(TransportError::Lost(
+                        "connection closed before the command finished".into(),
+                    ));
                 }
                 Ok(out)
             };
