@@ -1,0 +1,33 @@
+#!/bin/sh
+# Fetches the Slurm source tarball offline-style, from Debian's source package
+# (upstream's own download site may be unreachable), into a cache folder.
+#
+#   scripts/fetch-slurm-source.sh [CACHE_DIR]      (default /var/cache/recipe/src)
+#
+# Idempotent: does nothing when the tarball is already there. Uses its own apt
+# lists and a deb-src line of its own (nothing in /etc/apt is changed). Prints
+# the tarball's path on stdout. Serve CACHE_DIR to the hosts (for example with
+# `recipe sandbox up --serve CACHE_DIR`) and set slurm_build.rhai's variable
+#   slurm_url = "<files url>/slurm-wlm_{version}.orig.tar.gz"
+set -eu
+dir=${1:-/var/cache/recipe/src}
+suite=${SLURM_SRC_SUITE:-bookworm}
+mirror=${SLURM_SRC_MIRROR:-http://deb.debian.org/debian}
+mkdir -p "$dir"
+existing=$(ls "$dir"/slurm-wlm_*.orig.tar.* 2>/dev/null | head -n 1 || true)
+if [ -n "$existing" ]; then
+    echo "$existing"
+    exit 0
+fi
+state="$dir/.apt"
+mkdir -p "$state/lists/partial" "$state/cache/archives/partial" "$state/etc/sources.list.d" "$state/etc/preferences.d"
+echo "deb-src $mirror $suite main" > "$state/etc/sources.list"
+aptopts="-o Dir::Etc::SourceList=$state/etc/sources.list -o Dir::Etc::SourceParts=$state/etc/sources.list.d \
+ -o Dir::Etc::PreferencesParts=$state/etc/preferences.d -o Dir::State::Lists=$state/lists -o Dir::Cache=$state/cache \
+ -o APT::Sandbox::User=root"
+# shellcheck disable=SC2086
+apt-get -q $aptopts update >&2
+cd "$dir"
+# shellcheck disable=SC2086
+apt-get -q $aptopts source --download-only slurm-wlm >&2
+ls "$dir"/slurm-wlm_*.orig.tar.* | head -n 1

@@ -1,0 +1,431 @@
+//! End to end: all of seed Part 1 (recipes/cluster.rhai and the recipes it plays) on real
+//! systemd hosts booted by `recipe sandbox`, with real packages, a real Slurm build and
+//! real Slurm daemons.
+//!
+//! - `source_mode_build_once_idempotent_and_grow`: fresh master,w1,w2 (+ w3 held back) →
+//!   cluster.rhai in source mode (built once on the master, copied to the workers) →
+//!   sinfo shows the partition up and the workers idle, srun -N2 hostname answers from
+//!   both → a second run of cluster.rhai and of every recipe on its own reports 0
+//!   changed → w3 added to the inventory's workers → cluster.rhai again → sinfo shows w3
+//!   idle and srun -N3 answers from all three.
+//! - `packages_mode_after_pure_dry_run`: fresh master,w1,w2 → a dry run of every recipe
+//!   (and of cluster.rhai in both modes) leaves the hosts exactly as they were →
+//!   cluster.rhai in packages mode → the same sinfo/srun checks → a second run reports 0
+//!   changed.
+//!
+//! Needs root and the sandbox tools (debootstrap, systemd-container, tinyproxy) plus access
+//! to Debian's archive (packages, and the Slurm source package for the tarball, since
+//! upstream's download site may be unreachable). Without root the tests fail with that
+//! message: they are not skipped silently. Each sandbox is torn down by a Drop guard,
+//! also when the test fails.
+//!
+//! Timing on the 2-core test machine: the source test takes about 8 minutes (the build
+//! about 4 of them), the packages test about 4; they run in parallel.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+const SRC_CACHE: &str = "/var/cache/recipe/src";
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert!(
+        uid == 0,
+        "tests/slurm_e2e.rs boots systemd-nspawn hosts with `recipe sandbox` and needs root \
+         (and debootstrap, systemd-container, tinyproxy): run `cargo test --test slurm_e2e` as root"
+    );
+}
+
+fn project() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn recipe_cmd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_recipe"));
+    c.current_dir(project());
+    c
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn log(t0: Instant, what: &str) {
+    eprintln!("[slurm_e2e {:>6.1}s] {what}", t0.elapsed().as_secs_f64());
+}
+
+/// A sandbox owned by a test: `recipe sandbox down` when dropped, even on panic.
+struct Sandbox {
+    name: String,
+    dir: PathBuf,
+    addrs: BTreeMap<String, String>,
+    files_url: String,
+    /// The test's own inventory (the sandbox's, with the test's vars and groups).
+    inv: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn up(name: &str, hosts: &[&str], serve: Option<&Path>) -> Sandbox {
+        // A killed earlier run may have left one behind.
+        let _ = recipe_cmd().args(["sandbox", "down", "--name", name]).output();
+        let mut c = recipe_cmd();
+        c.args(["sandbox", "up", "--name", name, "--hosts", &hosts.join(",")]);
+        if let Some(s) = serve {
+            c.arg("--serve").arg(s);
+        }
+        let out = c.output().expect("recipe sandbox up runs");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut sb = Sandbox {
+            name: name.to_string(),
+            dir: PathBuf::from(format!("/var/lib/recipe/sandbox/{name}")),
+            addrs: BTreeMap::new(),
+            files_url: String::new(),
+            inv: tmp.path().join("inventory.toml"),
+            _tmp: tmp,
+        };
+        assert!(
+            out.status.success(),
+            "recipe sandbox up --name {name} failed:\n{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let inv: toml::Table = toml::from_str(&std::fs::read_to_string(sb.dir.join("inventory.toml")).expect("sandbox inventory"))
+            .expect("sandbox inventory is TOML");
+        for (h, v) in inv["hosts"].as_table().expect("hosts") {
+            sb.addrs.insert(h.clone(), v["address"].as_str().expect("address").to_string());
+        }
+        sb.files_url = inv["vars"]["sandbox_files_url"].as_str().unwrap_or_default().to_string();
+        sb
+    }
+
+    /// Writes the test inventory: the sandbox's hosts, `workers` as given, and `vars`.
+    fn write_inventory(&self, workers: &[&str], vars: &[(&str, toml::Value)]) {
+        let mut inv: toml::Table =
+            toml::from_str(&std::fs::read_to_string(self.dir.join("inventory.toml")).expect("read")).expect("toml");
+        let v = inv.entry("vars").or_insert(toml::Value::Table(Default::default()));
+        let vt = v.as_table_mut().expect("vars table");
+        for (k, val) in vars {
+            vt.insert(k.to_string(), val.clone());
+        }
+        let mut g = toml::Table::new();
+        g.insert(
+            "hosts".into(),
+            toml::Value::Array(workers.iter().map(|w| toml::Value::String(w.to_string())).collect()),
+        );
+        let mut groups = toml::Table::new();
+        groups.insert("workers".into(), toml::Value::Table(g));
+        inv.insert("groups".into(), toml::Value::Table(groups));
+        std::fs::write(&self.inv, toml::to_string(&inv).expect("serialise")).expect("write inventory");
+    }
+
+    fn ssh(&self, host: &str, cmd: &str) -> Output {
+        Command::new("ssh")
+            .arg("-F")
+            .arg("/dev/null")
+            .arg("-i")
+            .arg(self.dir.join("id_ed25519"))
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.dir.join("known_hosts").display()))
+            .args([
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "ConnectTimeout=10",
+                "-l",
+                "root",
+                &self.addrs[host],
+                "--",
+                cmd,
+            ])
+            .output()
+            .expect("ssh runs")
+    }
+
+    fn ssh_ok(&self, host: &str, cmd: &str) -> String {
+        let o = self.ssh(host, cmd);
+        assert!(
+            o.status.success(),
+            "on {host}: `{cmd}` failed ({}):\n{}{}",
+            o.status,
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        match recipe_cmd().args(["sandbox", "down", "--name", &self.name]).output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!("sandbox down --name {} failed: {}{}", self.name, text(&o.stdout), text(&o.stderr)),
+            Err(e) => eprintln!("sandbox down --name {} could not run: {e}", self.name),
+        }
+    }
+}
+
+/// The outcome of one `recipe run --json`.
+struct Run {
+    ok: bool,
+    changed: Vec<String>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn describe(&self) -> String {
+        format!("--- stdout (JSON events) ---\n{}\n--- stderr ---\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// `recipe run RECIPE -i INV --json ARGS...`: exit status and the steps that changed.
+fn run(sb: &Sandbox, recipe: &str, args: &[&str]) -> Run {
+    let out = recipe_cmd()
+        .args(["run", recipe, "-i"])
+        .arg(&sb.inv)
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("recipe run runs");
+    let stdout = text(&out.stdout);
+    let mut changed = Vec::new();
+    for line in stdout.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if v["event"] == "step" && v["status"] == "changed" {
+            changed.push(format!(
+                "{} {}:{} {} {}",
+                v["host"].as_str().unwrap_or("?"),
+                v["recipe"].as_str().unwrap_or("?"),
+                v["line"],
+                v["op"].as_str().unwrap_or("?"),
+                v["target"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    Run { ok: out.status.success(), changed, stdout, stderr: text(&out.stderr) }
+}
+
+fn run_ok(sb: &Sandbox, recipe: &str, args: &[&str]) -> Run {
+    let r = run(sb, recipe, args);
+    assert!(r.ok, "recipe run {recipe} {args:?} failed\n{}", r.describe());
+    r
+}
+
+fn assert_unchanged(r: &Run, what: &str) {
+    assert!(
+        r.changed.is_empty(),
+        "{what}: a second run must change nothing, but these steps changed:\n  {}\n{}",
+        r.changed.join("\n  "),
+        r.describe()
+    );
+}
+
+/// The seed's final check, made independently of the recipes: on the master, the
+/// partition is up, every worker idle, and srun -N<n> hostname answers from each.
+fn check_cluster(sb: &Sandbox, bin: &str, workers: &[&str], t0: Instant) {
+    let sinfo = sb.ssh_ok("master", &format!("{bin}sinfo"));
+    log(t0, &format!("sinfo on master:\n{sinfo}"));
+    let avail = sb.ssh_ok("master", &format!("{bin}sinfo -h -p debug -o %a"));
+    assert_eq!(avail.trim(), "up", "partition debug is not up:\n{sinfo}");
+    let states = sb.ssh_ok("master", &format!("{bin}sinfo -h -N -p debug -o '%N %t'"));
+    for w in workers {
+        assert!(
+            states.lines().any(|l| l.trim() == format!("{w} idle")),
+            "{w} is not idle in sinfo:\n{states}"
+        );
+    }
+    let n = workers.len();
+    let cmd = format!("timeout 120 {bin}srun -p debug -N{n} hostname | sort");
+    let got = sb.ssh_ok("master", &cmd);
+    log(t0, &format!("srun -N{n} hostname:\n{got}"));
+    let mut want: Vec<&str> = workers.to_vec();
+    want.sort();
+    assert_eq!(got.lines().collect::<Vec<_>>(), want, "srun -N{n} hostname did not answer from every worker");
+}
+
+/// Everything a dry run must not touch on a host, as lines (compared before/after).
+const FINGERPRINT: &str = r#"
+dpkg-query -W -f '${Package} ${Version} ${db:Status-Abbrev}\n' | sort
+getent passwd; getent group
+systemctl list-units --all --plain --no-legend --no-pager 'munge*' 'slurm*' | awk '{print "unit", $1, $3, $4}'
+systemctl list-unit-files --no-legend --no-pager | awk '{print "unit-file", $1, $2}' | sort
+find /etc /usr /opt /srv /var/lib /var/spool /var/cache/apt/archives /root -xdev \
+  \( -path /var/lib/systemd -o -path /var/lib/apt/lists -o -path /root/.cache \) -prune \
+  -o -printf '%p|%y|%s|%m|%u|%g|%T@|%l\n' | sort
+"#;
+
+fn fingerprints(sb: &Sandbox) -> BTreeMap<String, String> {
+    sb.addrs.keys().map(|h| (h.clone(), sb.ssh_ok(h, FINGERPRINT))).collect()
+}
+
+fn assert_same_hosts(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>, what: &str) {
+    for (h, b) in before {
+        let a = &after[h];
+        if a != b {
+            let bl: std::collections::BTreeSet<&str> = b.lines().collect();
+            let al: std::collections::BTreeSet<&str> = a.lines().collect();
+            let gone: Vec<&&str> = bl.difference(&al).take(40).collect();
+            let new: Vec<&&str> = al.difference(&bl).take(40).collect();
+            panic!("{what} changed {h}:\n  before only: {gone:#?}\n  after only: {new:#?}");
+        }
+    }
+}
+
+fn fetch_source() -> PathBuf {
+    let out = Command::new(project().join("scripts/fetch-slurm-source.sh"))
+        .arg(SRC_CACHE)
+        .output()
+        .expect("scripts/fetch-slurm-source.sh runs");
+    assert!(
+        out.status.success(),
+        "scripts/fetch-slurm-source.sh failed (it needs Debian's archive):\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    PathBuf::from(text(&out.stdout).trim())
+}
+
+/// Variables every run in a container needs (cgroup plugins do not work in nspawn hosts).
+fn container_vars() -> Vec<(&'static str, toml::Value)> {
+    vec![
+        ("slurm_proctrack_type", toml::Value::String("proctrack/linuxproc".into())),
+        ("slurm_task_plugin", toml::Value::String("task/none".into())),
+    ]
+}
+
+#[test]
+fn source_mode_build_once_idempotent_and_grow() {
+    require_root();
+    let t0 = Instant::now();
+    let tarball = fetch_source();
+    let file = tarball.file_name().and_then(|f| f.to_str()).expect("tarball name").to_string();
+    assert!(file.starts_with("slurm-wlm_") && file.contains(".orig.tar."), "unexpected tarball {file}");
+    let version = file.trim_start_matches("slurm-wlm_").split(".orig.tar.").next().unwrap_or_default().to_string();
+    let templ = file.replace(&version, "{version}");
+    let sha = text(&Command::new("sha256sum").arg(&tarball).output().expect("sha256sum").stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    log(t0, &format!("tarball {file} (Slurm {version}), sha256 {sha}"));
+
+    let sb = Sandbox::up("e2e-src", &["master", "w1", "w2", "w3"], tarball.parent());
+    log(t0, "sandbox e2e-src up: master, w1, w2, w3");
+    let mut vars = container_vars();
+    vars.push(("slurm_url", toml::Value::String(format!("{}/{templ}", sb.files_url))));
+    vars.push(("slurm_version", toml::Value::String(version.clone())));
+    vars.push(("slurm_sha256", toml::Value::String(sha)));
+    vars.push(("slurm_build_host", toml::Value::String("master".into())));
+    sb.write_inventory(&["w1", "w2"], &vars);
+
+    // 1. Fresh hosts → the whole of Part 1, source mode, built once on the master.
+    let r = run_ok(&sb, "cluster.rhai", &[]);
+    log(t0, &format!("cluster.rhai (source, build once): {} steps changed", r.changed.len()));
+    assert!(!r.changed.is_empty(), "a first run on fresh hosts must change things\n{}", r.describe());
+    // Only the master compiled: the workers have no build tree, only the installed bundle.
+    sb.ssh_ok("master", &format!("test -f /usr/local/src/slurm-{version}/.recipe-built"));
+    for w in ["w1", "w2"] {
+        sb.ssh_ok(w, &format!("! test -e /usr/local/src/slurm-{version} && /usr/local/sbin/slurmd -V | grep -qx 'slurm {version}'"));
+        // The key is the master's: same checksum, 0400 munge:munge.
+        let st = sb.ssh_ok(w, "stat -c '%a %U %G' /etc/munge/munge.key && sha256sum < /etc/munge/munge.key");
+        let ms = sb.ssh_ok("master", "stat -c '%a %U %G' /etc/munge/munge.key && sha256sum < /etc/munge/munge.key");
+        assert_eq!(st, ms, "{w}'s munge key differs from the master's");
+        assert!(st.starts_with("400 munge munge"), "{st}");
+        // The same IDs everywhere.
+        assert_eq!(sb.ssh_ok(w, "id -u munge; id -g munge; id -u slurm; id -g slurm"), "64029\n64029\n64030\n64030\n");
+    }
+    check_cluster(&sb, "/usr/local/bin/", &["w1", "w2"], t0);
+    // The key never appears in the output, in any form.
+    let key_b64 = sb.ssh_ok("master", "base64 -w0 /etc/munge/munge.key");
+    let key_hex = sb.ssh_ok("master", "od -An -tx1 -v /etc/munge/munge.key | tr -d ' \\n'");
+    assert!(!r.stdout.contains(key_b64.trim()) && !r.stdout.contains(key_hex.trim()), "the munge key leaked");
+
+    // 2. Second run: nothing changes, through cluster.rhai and every recipe on its own.
+    let r = run_ok(&sb, "cluster.rhai", &[]);
+    assert_unchanged(&r, "cluster.rhai");
+    log(t0, "second cluster.rhai run: 0 changed");
+    for (recipe, target) in [
+        ("munge.rhai", ["--group", "all"]),
+        ("slurm_build.rhai", ["--group", "all"]),
+        ("slurm_master.rhai", ["--host", "master"]),
+        ("slurm_worker.rhai", ["--group", "workers"]),
+        ("slurm_check.rhai", ["--host", "master"]),
+    ] {
+        let r = run_ok(&sb, recipe, &target);
+        assert_unchanged(&r, recipe);
+        let r = run_ok(&sb, recipe, &[target[0], target[1], "--dry-run", "--diff", "-vv"]);
+        assert_unchanged(&r, &format!("{recipe} --dry-run"));
+        assert!(!r.stdout.contains(key_b64.trim()), "the munge key leaked in a dry run of {recipe}");
+    }
+    log(t0, "every recipe on its own: 0 changed (and 0 would change)");
+
+    // 3. A third worker joins: add it to the inventory and run the whole again.
+    sb.write_inventory(&["w1", "w2", "w3"], &vars);
+    let r = run_ok(&sb, "cluster.rhai", &[]);
+    log(t0, &format!("cluster.rhai with w3 added: {} steps changed", r.changed.len()));
+    check_cluster(&sb, "/usr/local/bin/", &["w1", "w2", "w3"], t0);
+    let r = run_ok(&sb, "cluster.rhai", &[]);
+    assert_unchanged(&r, "cluster.rhai after adding w3");
+    log(t0, "source mode done");
+}
+
+#[test]
+fn packages_mode_after_pure_dry_run() {
+    require_root();
+    let t0 = Instant::now();
+    let sb = Sandbox::up("e2e-pkg", &["master", "w1", "w2"], None);
+    log(t0, "sandbox e2e-pkg up: master, w1, w2");
+    let mut vars = container_vars();
+    vars.push(("slurm_install", toml::Value::String("packages".into())));
+    sb.write_inventory(&["w1", "w2"], &vars);
+
+    // 1. A dry run of every recipe on fresh hosts leaves them exactly as they were.
+    let before = fingerprints(&sb);
+    for (recipe, target, extra) in [
+        ("munge.rhai", "all", None),
+        ("slurm_build.rhai", "all", None),
+        ("slurm_build.rhai", "all", Some("slurm_install=source")),
+        ("slurm_master.rhai", "master", None),
+        ("slurm_worker.rhai", "workers", None),
+        ("slurm_check.rhai", "master", None),
+    ] {
+        let sel = if target == "master" { "--host" } else { "--group" };
+        let mut args = vec![sel, target, "--dry-run", "--diff"];
+        if let Some(e) = extra {
+            args.extend(["--var", e]);
+        }
+        let r = run_ok(&sb, recipe, &args);
+        assert!(!r.changed.is_empty() || recipe == "slurm_check.rhai", "a dry run on fresh hosts reports changes\n{}", r.describe());
+        assert!(r.stdout.lines().all(|l| !l.contains("\"dry_run\":false")), "a dry-run step ran for real:\n{}", r.stdout);
+    }
+    for mode in ["packages", "source"] {
+        run_ok(&sb, "cluster.rhai", &["--dry-run", "--var", &format!("slurm_install={mode}")]);
+    }
+    let after = fingerprints(&sb);
+    assert_same_hosts(&before, &after, "a dry run");
+    log(t0, "dry runs of every recipe and of cluster.rhai: hosts unchanged");
+
+    // 2. The whole of Part 1 with Debian's packages.
+    let r = run_ok(&sb, "cluster.rhai", &[]);
+    log(t0, &format!("cluster.rhai (packages): {} steps changed", r.changed.len()));
+    check_cluster(&sb, "", &["w1", "w2"], t0);
+    for w in ["w1", "w2"] {
+        assert_eq!(sb.ssh_ok(w, "readlink /etc/slurm/slurm.conf"), "/usr/local/etc/slurm.conf\n");
+        assert_eq!(sb.ssh_ok(w, "stat -c '%U %G %a' /usr/local/etc/slurm.conf"), "root root 644\n");
+    }
+
+    // 3. Second run: 0 changed.
+    let r = run_ok(&sb, "cluster.rhai", &[]);
+    assert_unchanged(&r, "cluster.rhai (packages)");
+    log(t0, "packages mode done");
+}
