@@ -353,12 +353,25 @@ impl Spawner for SshSpawner {
                 .await
                 .map_err(|e| TransportError::Lost(e.to_string()))?;
             let work = async {
-                ch.data_bytes(stdin.to_vec())
-                    .await
-                    .map_err(|e| TransportError::Lost(e.to_string()))?;
-                ch.eof()
-                    .await
-                    .map_err(|e| TransportError::Lost(e.to_string()))?;
+                let send = async {
+                    ch.data_bytes(stdin.to_vec()).await?;
+                    ch.eof().await
+                };
+                // A send waiting for window space never hears that the connection died:
+                // watch the session too.
+                let closed = async {
+                    while !self.handle.is_closed() {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                };
+                tokio::select! {
+                    r = send => r.map_err(|e| TransportError::Lost(e.to_string()))?,
+                    _ = closed => {
+                        return Err(TransportError::Lost(
+                            "connection closed during the transfer".into(),
+                        ))
+                    }
+                }
                 let mut out = ExecOutput {
                     status: -1,
                     ..Default::default()
