@@ -149,14 +149,50 @@ pub struct HostCtx {
 
 impl HostCtx {
     /// Runs a command on this host (blocking: primitives run on the host's own thread).
+    /// With `timeout`, the target stops the command after that long (`timeout(1)`);
+    /// without, the controller still gives up after the run's default limit.
     pub fn exec(
         &self,
         cmd: &str,
         stdin: Option<&[u8]>,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, TransportError> {
-        let t = timeout.unwrap_or(self.run.default_timeout);
-        self.run.rt.block_on(self.conn.exec(cmd, stdin, Some(t)))
+        self.exec_via(&self.conn, cmd, stdin, timeout)
+    }
+
+    /// A read-only command that must answer within `limit` (no remote `timeout` process).
+    pub fn exec_bounded(&self, cmd: &str, limit: Duration) -> Result<ExecOutput, TransportError> {
+        let fut = self.conn.exec(cmd, None, None);
+        self.run.rt.block_on(async {
+            tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+                Err(TransportError::Timeout(format!(
+                    "no answer within {}s",
+                    limit.as_secs()
+                )))
+            })
+        })
+    }
+
+    fn exec_via(
+        &self,
+        conn: &Connection,
+        cmd: &str,
+        stdin: Option<&[u8]>,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, TransportError> {
+        let limit = timeout
+            .map(|t| t + Duration::from_secs(15))
+            .unwrap_or(self.run.default_timeout);
+        self.run.rt.block_on(async {
+            tokio::time::timeout(limit, conn.exec(cmd, stdin, timeout))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(TransportError::Timeout(format!(
+                        "no answer within {}s",
+                        limit.as_secs()
+                    )))
+                })
+        })
     }
 
     /// Runs a command on another inventory host, through the controller.
@@ -169,10 +205,7 @@ impl HostCtx {
         if host == self.name {
             return self.exec(cmd, None, timeout);
         }
-        let t = timeout.unwrap_or(self.run.default_timeout);
-        self.run.rt.block_on(async {
-            let c = self.run.hosts.connection(host).await?;
-            c.exec(cmd, None, Some(t)).await
-        })
+        let conn = self.run.rt.block_on(self.run.hosts.connection(host))?;
+        self.exec_via(&conn, cmd, None, timeout)
     }
 }

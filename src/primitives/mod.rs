@@ -173,7 +173,7 @@ pub fn short_source(s: &str) -> String {
 
 /// Runs a read-only check command; any transport error or odd status is a step failure.
 pub fn check(h: &HostCtx, cmd: &str) -> Result<crate::transport::ExecOutput, String> {
-    h.exec(cmd, None, Some(std::time::Duration::from_secs(120)))
+    h.exec_bounded(cmd, std::time::Duration::from_secs(120))
         .map_err(|e| e.to_string())
 }
 

@@ -8,40 +8,73 @@
 
 use base64::Engine as _;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{ExecOutput, TransportError};
 
-/// POSIX sh prelude sent once per worker. Commands run in their own `/bin/sh`
-/// with stdin from a file (or /dev/null), output captured in a private
-/// 0700 folder, and a remote `timeout` so a hung command cannot wedge the worker.
+/// POSIX sh prelude sent once per worker (`@MARKER@` is replaced by a random marker).
+/// Each command costs the worker two forks: `base64 -d` and the command's own `/bin/sh`
+/// (three with a remote `timeout`). Its stdout streams straight back, framed by the
+/// marker; stderr is collected in a private 0700 folder and follows the status line.
 pub const PRELUDE: &str = r#"set +e
 umask 077
 __d=$(mktemp -d "${TMPDIR:-/tmp}/.recipe.XXXXXXXX") || { echo "__RCP_FAIL cannot create a temporary folder"; exit 97; }
 trap 'rm -rf "$__d"' EXIT HUP TERM
+__m=@MARKER@
 __rcp() {
-  [ "$5" = . ] || { printf '__RCP %s 98 0 0\n' "$1"; return; }
-  printf %s "$3" | base64 -d > "$__d/c" 2>/dev/null || { printf '__RCP %s 98 0 0\n' "$1"; return; }
-  if [ "$4" = - ]; then : > "$__d/i"; else printf %s "$4" | base64 -d > "$__d/i"; fi
-  if [ "$2" -gt 0 ] && command -v timeout >/dev/null 2>&1; then
-    (umask 022; exec timeout -k 5 "$2" /bin/sh "$__d/c") < "$__d/i" > "$__d/o" 2> "$__d/e"
+  # A line cut short by a lost connection lacks the end marker: never run part of a frame.
+  [ "$4" = . ] || { printf '\n%s 98\n\n%s\n' "$__m" "$__m"; return; }
+  base64 -d > "$__d/c" <<__RCP_H
+$2
+__RCP_H
+  __i=/dev/null
+  if [ "$3" != - ]; then
+    base64 -d > "$__d/i" <<__RCP_H
+$3
+__RCP_H
+    __i="$__d/i"
+  fi
+  if [ "$1" -gt 0 ] && command -v timeout >/dev/null 2>&1; then
+    (umask 022; exec timeout -k 5 "$1" /bin/sh "$__d/c") < "$__i" 2> "$__d/e"
   else
-    (umask 022; exec /bin/sh "$__d/c") < "$__d/i" > "$__d/o" 2> "$__d/e"
+    (umask 022; exec /bin/sh "$__d/c") < "$__i" 2> "$__d/e"
   fi
   __s=$?
-  printf '__RCP %s %s %s %s\n' "$1" "$__s" "$(wc -c < "$__d/o" | tr -d ' ')" "$(wc -c < "$__d/e" | tr -d ' ')"
-  cat "$__d/o" "$__d/e"
+  printf '\n%s %s\n' "$__m" "$__s"
+  if [ -s "$__d/e" ]; then cat "$__d/e"; fi
+  printf '\n%s\n' "$__m"
 }
 printf '__RCP_READY %s\n' "$(id -u)"
 "#;
 
 /// A started worker: a byte pipe to a shell that has run the prelude.
 pub struct Worker {
-    reader: BufReader<Box<dyn AsyncRead + Send + Unpin>>,
+    reader: Box<dyn AsyncRead + Send + Unpin>,
+    /// Bytes read but not consumed yet.
+    buf: Vec<u8>,
     writer: Box<dyn AsyncWrite + Send + Unpin>,
-    next_id: u64,
+    marker: Vec<u8>,
     /// The uid the worker runs as (0 after sudo).
     pub uid: u32,
+}
+
+fn rand_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS per process; mix in time and a counter.
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut x: u128 = 0;
+    for _ in 0..2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        x = (x << 64) | h.finish() as u128;
+    }
+    x
 }
 
 /// Exit status a remote `timeout` uses when it had to stop the command.
@@ -55,25 +88,34 @@ impl Worker {
         mut writer: Box<dyn AsyncWrite + Send + Unpin>,
         wait: Duration,
     ) -> Result<Worker, TransportError> {
+        let marker = format!("__RCP_{:032x}", rand_u128());
         writer
-            .write_all(PRELUDE.as_bytes())
+            .write_all(PRELUDE.replace("@MARKER@", &marker).as_bytes())
             .await
             .map_err(|e| TransportError::Lost(format!("cannot start the remote shell: {e}")))?;
         writer
             .flush()
             .await
             .map_err(|e| TransportError::Lost(format!("cannot start the remote shell: {e}")))?;
-        let mut reader = BufReader::new(reader);
+        let mut w = Worker {
+            reader,
+            buf: Vec::new(),
+            writer,
+            marker: marker.into_bytes(),
+            uid: u32::MAX,
+        };
         let mut before = String::new();
         let ready = async {
             loop {
-                let mut line = String::new();
-                let n = reader.read_line(&mut line).await?;
-                if n == 0 {
-                    return Ok::<Option<u32>, std::io::Error>(None);
-                }
+                let line = match w.read_until(b"\n").await {
+                    Ok(l) => String::from_utf8_lossy(&l).into_owned(),
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                    Err(e) => return Err(e),
+                };
                 if let Some(rest) = line.strip_prefix("__RCP_READY ") {
-                    return Ok(Some(rest.trim().parse().unwrap_or(u32::MAX)));
+                    return Ok::<Option<u32>, std::io::Error>(Some(
+                        rest.trim().parse().unwrap_or(u32::MAX),
+                    ));
                 }
                 if let Some(rest) = line.strip_prefix("__RCP_FAIL ") {
                     before.push_str(rest);
@@ -81,16 +123,15 @@ impl Worker {
                 }
                 if before.len() < 4096 {
                     before.push_str(&line);
+                    before.push('\n');
                 }
             }
         };
         match tokio::time::timeout(wait, ready).await {
-            Ok(Ok(Some(uid))) => Ok(Worker {
-                reader,
-                writer,
-                next_id: 1,
-                uid,
-            }),
+            Ok(Ok(Some(uid))) => {
+                w.uid = uid;
+                Ok(w)
+            }
             Ok(Ok(None)) => Err(TransportError::Shell(if before.trim().is_empty() {
                 "the remote shell exited before it was ready".to_string()
             } else {
@@ -104,8 +145,8 @@ impl Worker {
         }
     }
 
-    /// Runs one command. A controller-side deadline backs up the remote
-    /// `timeout`; on expiry the worker must be discarded by the caller.
+    /// Runs one command; `timeout` is enforced on the target by `timeout(1)`. The caller
+    /// bounds the wait; a worker whose command was abandoned must be dropped.
     pub async fn run(
         &mut self,
         cmd: &str,
@@ -113,77 +154,41 @@ impl Worker {
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, TransportError> {
         let b64 = base64::engine::general_purpose::STANDARD;
-        let id = self.next_id;
-        self.next_id += 1;
         let secs = timeout.map(|t| t.as_secs().max(1)).unwrap_or(0);
-        let mut line = format!("__rcp {id} {secs} {} ", b64.encode(cmd.as_bytes()));
+        let mut line = format!("__rcp {secs} {} ", b64.encode(cmd.as_bytes()));
         match stdin {
             Some(data) => line.push_str(&b64.encode(data)),
             None => line.push('-'),
         }
-        // The end marker: a line cut short by a lost connection lacks it and is not run
-        // (a shell runs an incomplete last line when its input ends).
+        // The end marker: the shell runs an incomplete last line when its input ends.
         line.push_str(" .\n");
-        let fut = async {
-            self.writer.write_all(line.as_bytes()).await?;
-            self.writer.flush().await?;
-            let mut header = String::new();
-            loop {
-                header.clear();
-                if self.reader.read_line(&mut header).await? == 0 {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "connection closed",
-                    ));
-                }
-                if header.starts_with("__RCP ") {
-                    break;
-                }
-            }
-            let parts: Vec<&str> = header.split_whitespace().collect();
-            let num = |i: usize| -> std::io::Result<i64> {
-                parts
-                    .get(i)
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .ok_or_else(|| {
-                        std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            format!("bad reply from the remote shell: {header:?}"),
-                        )
-                    })
-            };
-            let (rid, status, olen, elen) = (num(1)?, num(2)?, num(3)?, num(4)?);
-            if rid != id as i64 || olen < 0 || elen < 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "reply out of sequence from the remote shell",
-                ));
-            }
-            let mut stdout = vec![0u8; olen as usize];
-            self.reader.read_exact(&mut stdout).await?;
-            let mut stderr = vec![0u8; elen as usize];
-            self.reader.read_exact(&mut stderr).await?;
-            Ok(ExecOutput {
-                status: status as i32,
-                stdout,
-                stderr,
-            })
-        };
         let started = std::time::Instant::now();
-        let limit = timeout.map(|t| t + Duration::from_secs(15));
-        let res = match limit {
-            Some(l) => match tokio::time::timeout(l, fut).await {
-                Ok(r) => r,
-                Err(_) => {
-                    return Err(TransportError::Timeout(format!(
-                        "no answer within {}s",
-                        l.as_secs()
-                    )))
-                }
-            },
-            None => fut.await,
+        let lost = |e: std::io::Error| TransportError::Lost(e.to_string());
+        self.writer.write_all(line.as_bytes()).await.map_err(lost)?;
+        self.writer.flush().await.map_err(lost)?;
+        // stdout, then "\n<marker> <status>\n", stderr, "\n<marker>\n".
+        let mut head = Vec::with_capacity(self.marker.len() + 2);
+        head.push(b'\n');
+        head.extend_from_slice(&self.marker);
+        head.push(b' ');
+        let stdout = self.read_until(&head).await.map_err(lost)?;
+        let status_line = self.read_until(b"\n").await.map_err(lost)?;
+        let status: i32 = String::from_utf8_lossy(&status_line)
+            .trim()
+            .parse()
+            .map_err(|_| {
+                TransportError::Lost(format!("bad reply from the remote shell: {status_line:?}"))
+            })?;
+        let mut tail = Vec::with_capacity(self.marker.len() + 2);
+        tail.push(b'\n');
+        tail.extend_from_slice(&self.marker);
+        tail.push(b'\n');
+        let stderr = self.read_until(&tail).await.map_err(lost)?;
+        let out = ExecOutput {
+            status,
+            stdout,
+            stderr,
         };
-        let out = res.map_err(|e| TransportError::Lost(e.to_string()))?;
         if secs > 0 && out.status == TIMEOUT_STATUS && started.elapsed().as_secs() >= secs {
             return Err(TransportError::Timeout(format!(
                 "command did not finish within {secs}s and was stopped"
@@ -192,10 +197,92 @@ impl Worker {
         Ok(out)
     }
 
+    /// Reads up to (and consumes) `delim`, returning what came before it.
+    async fn read_until(&mut self, delim: &[u8]) -> std::io::Result<Vec<u8>> {
+        let finder = memchr::memmem::Finder::new(delim);
+        let mut from = 0;
+        loop {
+            if let Some(at) = finder.find(&self.buf[from..]) {
+                let at = from + at;
+                let rest = self.buf.split_off(at + delim.len());
+                let mut found = std::mem::replace(&mut self.buf, rest);
+                found.truncate(at);
+                return Ok(found);
+            }
+            from = self.buf.len().saturating_sub(delim.len());
+            let mut chunk = [0u8; 64 * 1024];
+            let n = self.reader.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed",
+                ));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
     /// Asks the shell to exit; errors are irrelevant at this point.
     pub async fn close(mut self) {
         let _ = self.writer.write_all(b"exit 0\n").await;
         let _ = self.writer.flush().await;
         let _ = self.writer.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::transport::local::LocalSpawner;
+    use crate::transport::Spawner;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn frames_any_bytes_stdout_stderr_and_status() {
+        rt().block_on(async {
+            let mut w = LocalSpawner.spawn().await.expect("worker");
+            let out = w
+                .run("printf 'a\\000b'; printf 'e\\n' >&2; exit 7", None, None)
+                .await
+                .expect("run");
+            assert_eq!(out.stdout, b"a\0b");
+            assert_eq!(out.stderr, b"e\n");
+            assert_eq!(out.status, 7);
+            // Output that spans many reads, then the same worker again.
+            let big = w
+                .run("head -c 300000 /dev/zero | tr '\\0' x", None, None)
+                .await
+                .expect("run");
+            assert_eq!(big.stdout.len(), 300_000);
+            let data: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+            let echo = w.run("cat", Some(&data), None).await.expect("run");
+            assert_eq!(echo.stdout, data);
+            let empty = w.run("true", None, None).await.expect("run");
+            assert!(empty.stdout.is_empty() && empty.stderr.is_empty() && empty.status == 0);
+        });
+    }
+
+    #[test]
+    fn a_remote_timeout_is_reported_as_such() {
+        rt().block_on(async {
+            let mut w = LocalSpawner.spawn().await.expect("worker");
+            let r = w
+                .run("sleep 5", None, Some(std::time::Duration::from_secs(1)))
+                .await;
+            assert!(
+                matches!(r, Err(crate::transport::TransportError::Timeout(_))),
+                "{r:?}"
+            );
+            let ok = w
+                .run("echo still here", None, None)
+                .await
+                .expect("worker survives");
+            assert_eq!(ok.stdout, b"still here\n");
+        });
     }
 }
