@@ -73,10 +73,10 @@ enum Cmd {
         /// JSON Lines events on stdout, nothing else
         #[arg(long)]
         json: bool,
-        /// More output (-v: every step and timings; -vv: diffs of changes too)
+        /// More output (-v: timings and debug notes; -vv: diffs of changes too)
         #[arg(short, long, action = clap::ArgAction::Count)]
         verbose: u8,
-        /// Only failures and the recap
+        /// Only failures and the recap (no line per step)
         #[arg(short, long)]
         quiet: bool,
         /// Default time limit of one command, in seconds

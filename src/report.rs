@@ -84,6 +84,8 @@ pub struct Reporter {
     pub verbose: u8,
     pub quiet: bool,
     pub show_diff: bool,
+    /// Set for dry runs: the recap says that nothing was changed.
+    pub dry_run: bool,
     color: bool,
     redactor: Redactor,
     inner: Arc<Mutex<Inner>>,
@@ -104,6 +106,7 @@ impl Reporter {
             verbose,
             quiet,
             show_diff,
+            dry_run: false,
             color,
             redactor,
             inner: Arc::new(Mutex::new(Inner {
@@ -176,9 +179,6 @@ impl Reporter {
             }
             Mode::Human => {
                 if self.quiet && ev.status != Status::Failed {
-                    return;
-                }
-                if ev.status == Status::Ok && self.verbose == 0 {
                     return;
                 }
                 let status = match ev.status {
@@ -276,7 +276,11 @@ impl Reporter {
                 }
             }
             Mode::Human => {
-                let mut t = String::from("\nRECAP\n");
+                let mut t = String::from(if self.dry_run {
+                    "\nRECAP (dry run: nothing was changed; \"changed\" counts what would change)\n"
+                } else {
+                    "\nRECAP\n"
+                });
                 for r in &recaps {
                     let state = if r.unreachable {
                         self.paint("unreachable", "1;31")

@@ -310,7 +310,8 @@ pub fn run(cfg: RunConfig) -> i32 {
         Err(e) => return usage(format!("error: {e}")),
     };
     let mode = if cfg.json { Mode::Json } else { Mode::Human };
-    let reporter = Reporter::new(mode, cfg.verbose, cfg.quiet, cfg.diff, redactor);
+    let mut reporter = Reporter::new(mode, cfg.verbose, cfg.quiet, cfg.diff, redactor);
+    reporter.dry_run = cfg.dry_run;
     let hosts = Arc::new(Hosts::new(
         Arc::new(inv.clone()),
         ssh_options(&inv, &cfg.conn),

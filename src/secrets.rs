@@ -64,6 +64,17 @@ impl Redactor {
                 .encode(secret)
                 .into_bytes(),
         );
+        // Wrapped spellings, one needle per line: base64 at 76 columns (coreutils) and 64
+        // (PEM, openssl), hex at 60 (xxd -p) and 64.
+        let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+        let hx = hex::encode(secret);
+        for (form, width) in [(&b64, 76), (&b64, 64), (&hx, 60), (&hx, 64)] {
+            if form.len() > width {
+                for chunk in form.as_bytes().chunks(width).filter(|c| c.len() >= 16) {
+                    push(chunk.to_vec());
+                }
+            }
+        }
         let trimmed = secret.strip_suffix(b"\n").unwrap_or(secret);
         push(trimmed.to_vec());
         for line in trimmed.split(|b| *b == b'\n') {
@@ -81,6 +92,16 @@ impl Redactor {
             // Longest first, so a secret is replaced before its parts.
             n.sort_by_key(|(x, _)| std::cmp::Reverse(x.len()));
         }
+    }
+
+    /// Whether `bytes` hold any known secret (in any of its spellings).
+    pub fn found_in(&self, bytes: &[u8]) -> bool {
+        let Ok(needles) = self.needles.read() else {
+            return true;
+        };
+        needles
+            .iter()
+            .any(|(n, _)| !n.is_empty() && bytes.windows(n.len()).any(|w| w == n.as_slice()))
     }
 
     pub fn is_empty(&self) -> bool {

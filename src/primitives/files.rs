@@ -171,12 +171,15 @@ pub fn ensure_content(h: &HostCtx, path: &str, payload: &Payload, attrs: &Attrs)
     }
     let show = h.run.diff || h.run.reporter.verbose > 1;
     if show {
-        // Secrets never travel back for a diff; big files are summarized.
+        // Secrets never travel back for a diff; big files are summarized. Content that holds
+        // a secret (a template with a token) is summarized too: its old version may hold an
+        // old secret, which the redactor does not know.
+        let hidden = payload.secret || h.run.reporter.redactor().found_in(&payload.bytes);
         let diff = match &cur {
-            Some((st, _)) if payload.secret || st.size > DIFF_MAX => format!(
+            Some((st, _)) if hidden || st.size > DIFF_MAX => format!(
                 "--- {path}\n+++ {path}\n  content: {} bytes -> {}\n",
                 st.size,
-                if payload.secret {
+                if hidden {
                     describe_bytes(&payload.bytes)
                 } else {
                     format!("{} bytes", payload.bytes.len())
@@ -186,7 +189,7 @@ pub fn ensure_content(h: &HostCtx, path: &str, payload: &Payload, attrs: &Attrs)
                 let old = check(h, &format!("cat -- {}", quote(path)))?;
                 content_diff(path, Some(&old.stdout), &payload.bytes, false)
             }
-            None => content_diff(path, None, &payload.bytes, payload.secret),
+            None => content_diff(path, None, &payload.bytes, hidden),
         };
         out.diff = Some(diff);
     }
