@@ -354,16 +354,20 @@ fn source_mode_build_once_idempotent_and_grow() {
     let r = run_ok(&sb, "cluster.rhai", &[]);
     assert_unchanged(&r, "cluster.rhai");
     log(t0, "second cluster.rhai run: 0 changed");
+    // (w3 is not in the cluster yet: it is left out of these runs.)
+    let nodes: &[&str] = &["--host", "master", "--group", "workers"];
     for (recipe, target) in [
-        ("munge.rhai", ["--group", "all"]),
-        ("slurm_build.rhai", ["--group", "all"]),
-        ("slurm_master.rhai", ["--host", "master"]),
-        ("slurm_worker.rhai", ["--group", "workers"]),
-        ("slurm_check.rhai", ["--host", "master"]),
+        ("munge.rhai", nodes),
+        ("slurm_build.rhai", nodes),
+        ("slurm_master.rhai", &["--host", "master"][..]),
+        ("slurm_worker.rhai", &["--group", "workers"][..]),
+        ("slurm_check.rhai", &["--host", "master"][..]),
     ] {
-        let r = run_ok(&sb, recipe, &target);
+        let r = run_ok(&sb, recipe, target);
         assert_unchanged(&r, recipe);
-        let r = run_ok(&sb, recipe, &[target[0], target[1], "--dry-run", "--diff", "-vv"]);
+        let mut args = target.to_vec();
+        args.extend(["--dry-run", "--diff", "-vv"]);
+        let r = run_ok(&sb, recipe, &args);
         assert_unchanged(&r, &format!("{recipe} --dry-run"));
         assert!(!r.stdout.contains(key_b64.trim()), "the munge key leaked in a dry run of {recipe}");
     }
@@ -427,5 +431,19 @@ fn packages_mode_after_pure_dry_run() {
     // 3. Second run: 0 changed.
     let r = run_ok(&sb, "cluster.rhai", &[]);
     assert_unchanged(&r, "cluster.rhai (packages)");
+    log(t0, "second run (packages): 0 changed");
+
+    // 4. Configless: slurmd fetches slurm.conf from slurmctld (--conf-server), through a
+    //    drop-in that also clears Debian's ConditionPathExists.
+    let r = run_ok(&sb, "cluster.rhai", &["--var", "slurm_configless=true"]);
+    log(t0, &format!("cluster.rhai (packages, configless): {} steps changed", r.changed.len()));
+    for w in ["w1", "w2"] {
+        let args = sb.ssh_ok(w, "ps -o args= -C slurmd");
+        assert!(args.contains("--conf-server master"), "slurmd on {w} does not run configless: {args}");
+    }
+    assert!(sb.ssh_ok("master", "cat /usr/local/etc/slurm.conf").contains("SlurmctldParameters=enable_configless"));
+    check_cluster(&sb, "", &["w1", "w2"], t0);
+    let r = run_ok(&sb, "cluster.rhai", &["--var", "slurm_configless=true"]);
+    assert_unchanged(&r, "cluster.rhai (packages, configless)");
     log(t0, "packages mode done");
 }
