@@ -1,0 +1,264 @@
+//! Secrets never reach any output. A random binary key (standing in for the MUNGE key) is
+//! read as a secret, copied between hosts and written to files; a `*_token` variable is used
+//! in commands, a template and log lines; commands print both in raw, hex and base64 form
+//! (wrapped and unwrapped); one run ends with a failing step that dumps them. Every run's
+//! stdout and stderr (plain, -v, -vv, -vvv, --json, --dry-run --diff, a failure, a token
+//! change with --diff), and the server's log, are scanned for every spelling of both
+//! secrets: none may appear.
+
+mod common;
+use common::*;
+
+use base64::Engine as _;
+use std::path::Path;
+
+const RECIPE: &str = r#"// Secrets test recipe.
+fn defaults() {
+    #{
+        base: "/tmp/recipe-secrets",
+        key_src: "/tmp/key",
+        api_token: "",
+        fail: false,
+        source_host: "s1",
+    }
+}
+
+let key = read_file(vars.key_src, #{secret: true});
+log(`key: ${key}`);
+directory(vars.base, #{mode: "0700"});
+file(`${vars.base}/copied.key`, #{from_host: vars.source_host, src: vars.key_src, secret: true, mode: "0400"});
+file(`${vars.base}/content.key`, #{content: key, mode: "0400"});
+template(`${vars.base}/token.conf`, "token.j2", #{mode: "0600"});
+file(`${vars.base}/inline.conf`, #{content: `token = ${vars.api_token}\n`, mode: "0600"});
+sh(`echo ${vars.api_token} > /dev/null`, #{creates: `${vars.base}/token.conf.done`});
+let r = sh(`printf '%s\n' '${vars.api_token}'`);
+log(`token: ${vars.api_token}; printed: ${r.stdout}`);
+for cmd in [
+    `cat ${vars.key_src}`,
+    `base64 -w0 ${vars.key_src}`,
+    `base64 ${vars.key_src}`,
+    `openssl base64 -in ${vars.key_src} 2>/dev/null || base64 -w64 ${vars.key_src}`,
+    `od -An -v -tx1 ${vars.key_src} | tr -d ' \n'`,
+    `xxd -p ${vars.key_src} 2>/dev/null || od -An -v -tx1 ${vars.key_src} | tr -d ' \n' | fold -w60`,
+    `printf %s '${vars.api_token}' | base64`,
+    `printf %s '${vars.api_token}' | od -An -v -tx1 | tr -d ' \n'`,
+] {
+    let p = probe(cmd);
+    log(`${cmd}: ${p.stdout}`);
+    print(p.stdout);
+    debug(p.stdout);
+}
+if vars.fail {
+    sh(`cat ${vars.key_src}; echo 'token ${vars.api_token}' >&2; base64 ${vars.key_src} >&2; exit 3`);
+}
+"#;
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut f = std::fs::File::open("/dev/urandom").expect("urandom");
+    let mut v = vec![0u8; n];
+    std::io::Read::read_exact(&mut f, &mut v).expect("random");
+    v
+}
+
+/// Every spelling of a secret that must not appear, and for long secrets every 40-character
+/// window of its hex and base64 spellings (catching wrapped output), and every 24-byte
+/// window of its raw bytes.
+fn needles(secret: &[u8]) -> (Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>)>) {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+    let hx = hex::encode(secret);
+    let whole = vec![
+        ("raw".to_string(), secret.to_vec()),
+        ("hex".to_string(), hx.clone().into_bytes()),
+        ("HEX".to_string(), hex::encode_upper(secret).into_bytes()),
+        ("base64".to_string(), b64.clone().into_bytes()),
+    ];
+    let mut parts = Vec::new();
+    if secret.len() >= 64 {
+        for (name, form) in [("hex", &hx), ("base64", &b64)] {
+            for (i, w) in form.as_bytes().windows(40).enumerate() {
+                parts.push((format!("{name}[{i}..{}]", i + 40), w.to_vec()));
+            }
+        }
+        for (i, w) in secret.windows(24).enumerate() {
+            parts.push((format!("raw[{i}..{}]", i + 24), w.to_vec()));
+        }
+    }
+    (whole, parts)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn assert_clean(what: &str, hay: &[u8], secrets: &[(&str, &[u8])]) {
+    let show = |at: usize, len: usize| {
+        let from = at.saturating_sub(200);
+        let to = (at + len + 100).min(hay.len());
+        String::from_utf8_lossy(&hay[from..to]).into_owned()
+    };
+    for (name, s) in secrets {
+        let (whole, parts) = needles(s);
+        for (form, n) in whole {
+            if let Some(at) = find(hay, &n) {
+                panic!(
+                    "{what}: the {name} ({form}) leaked at byte {at}:\n{}",
+                    show(at, n.len())
+                );
+            }
+        }
+        // Windows: one pass over the output per window length, looked up in a set.
+        let mut by_len: std::collections::HashMap<usize, std::collections::HashMap<&[u8], &str>> =
+            Default::default();
+        for (form, n) in &parts {
+            by_len
+                .entry(n.len())
+                .or_default()
+                .insert(n.as_slice(), form.as_str());
+        }
+        for (len, set) in by_len {
+            for (at, w) in hay.windows(len).enumerate() {
+                if let Some(form) = set.get(w) {
+                    panic!(
+                        "{what}: the {name} ({form}) leaked at byte {at}:\n{}",
+                        show(at, len)
+                    );
+                }
+            }
+        }
+    }
+}
+
+struct Setup {
+    sshd: Sshd,
+    recipe: std::path::PathBuf,
+    inv: std::path::PathBuf,
+    key: Vec<u8>,
+}
+
+fn setup() -> Setup {
+    let sshd = Sshd::start();
+    let dir = sshd.dir.path();
+    // Random bytes, plus one line of printable text (munge keys are binary; some keys are not).
+    let mut key = random_bytes(1024);
+    key.extend_from_slice(b"\nprintable-part-of-the-key-0123456789\n");
+    std::fs::write(dir.join("munge.key"), &key).expect("key");
+    let recipe = dir.join("secrets.rhai");
+    std::fs::write(&recipe, RECIPE).expect("recipe");
+    std::fs::write(dir.join("token.j2"), "# test\ntoken = {{ api_token }}\n").expect("tpl");
+    let inv = sshd.inventory(
+        "s1",
+        &format!(
+            "vars = {{ base = \"{b1}\", key_src = \"{k}\" }}\n\n[hosts.s2]\naddress = \"127.0.0.1\"\nport = {p}\nuser = \"root\"\nkey = \"{ck}\"\nvars = {{ base = \"{b2}\", key_src = \"{k}\" }}\n",
+            b1 = dir.join("b1").display(),
+            b2 = dir.join("b2").display(),
+            k = dir.join("munge.key").display(),
+            p = sshd.port,
+            ck = sshd.path("client_key").display(),
+        ),
+    );
+    Setup {
+        sshd,
+        recipe,
+        inv,
+        key,
+    }
+}
+
+fn token() -> String {
+    // Letters and digits, 32 of them, like an API token.
+    random_bytes(32)
+        .iter()
+        .map(|b| {
+            let cs = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+            cs[*b as usize % cs.len()] as char
+        })
+        .collect()
+}
+
+fn run(s: &Setup, tok: &str, extra: &[&str]) -> (i32, Vec<u8>) {
+    let out = recipe()
+        .arg("run")
+        .arg(&s.recipe)
+        .args(["--group", "all", "-i"])
+        .arg(&s.inv)
+        .args(["--var", &format!("api_token={tok}")])
+        .args(extra)
+        .output()
+        .expect("runs");
+    let mut all = out.stdout.clone();
+    all.extend_from_slice(b"\n--- stderr ---\n");
+    all.extend_from_slice(&out.stderr);
+    (out.status.code().unwrap_or(-1), all)
+}
+
+#[test]
+fn secrets_never_appear_in_any_output() {
+    let s = setup();
+    let tok = token();
+    let secrets = |t: &str| -> Vec<(String, Vec<u8>)> {
+        vec![
+            ("munge key".into(), s.key.clone()),
+            ("api_token".into(), t.as_bytes().to_vec()),
+        ]
+    };
+    let check = |what: &str, out: &[u8], t: &str| {
+        let sec = secrets(t);
+        let refs: Vec<(&str, &[u8])> = sec.iter().map(|(n, v)| (n.as_str(), &v[..])).collect();
+        assert_clean(what, out, &refs);
+    };
+
+    // A dry run on fresh hosts, with diffs: shows what would be written, never the content.
+    let (code, out) = run(&s, &tok, &["--dry-run", "--diff", "-v"]);
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out));
+    assert!(
+        String::from_utf8_lossy(&out).contains("<secret:"),
+        "secrets are described: {}",
+        String::from_utf8_lossy(&out)
+    );
+    check("--dry-run --diff -v", &out, &tok);
+    // The real runs, at every verbosity and as JSON.
+    for extra in [
+        &["-v"][..],
+        &[][..],
+        &["-vv", "--diff"][..],
+        &["-vvv"][..],
+        &["--json"][..],
+        &["--json", "--diff", "-vv"][..],
+    ] {
+        let (code, out) = run(&s, &tok, extra);
+        assert_eq!(code, 0, "{extra:?}: {}", String::from_utf8_lossy(&out));
+        check(&format!("{extra:?}"), &out, &tok);
+    }
+    let b1 = s.sshd.path("b1");
+    assert_eq!(
+        std::fs::read(b1.join("content.key")).expect("written"),
+        s.key
+    );
+    assert_eq!(
+        std::fs::read(s.sshd.path("b2/copied.key")).expect("copied"),
+        s.key
+    );
+
+    // A new token: the diff of the files holding it must show neither the old nor the new.
+    let tok2 = token();
+    for extra in [
+        &["--dry-run", "--diff"][..],
+        &["--diff", "-vv", "--json"][..],
+    ] {
+        let (code, out) = run(&s, &tok2, extra);
+        assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out));
+        check(&format!("new token {extra:?}"), &out, &tok);
+        check(&format!("new token {extra:?}"), &out, &tok2);
+    }
+
+    // A failing step that prints both secrets, in human and JSON output.
+    for extra in [&["-v"][..], &["--json"][..]] {
+        let mut e = extra.to_vec();
+        e.extend(["--var", "fail=true"]);
+        let (code, out) = run(&s, &tok2, &e);
+        assert_eq!(code, 1, "{}", String::from_utf8_lossy(&out));
+        assert!(String::from_utf8_lossy(&out).contains("exit status 3"));
+        check(&format!("failure {extra:?}"), &out, &tok2);
+    }
+    check("sshd log", s.sshd.log().as_bytes(), &tok2);
+}
