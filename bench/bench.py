@@ -1,0 +1,1137 @@
+#!/usr/bin/env python3
+"""recipe vs Ansible vs pyinfra: the seed's munge step, timed in one run on the same hosts.
+
+Run it from the repository's root, as root (it boots sandbox hosts and runs a private sshd):
+
+    python3 bench/bench.py            # the whole benchmark, about 10-15 minutes
+    python3 bench/bench.py --quick    # a smoke run: one repetition, fewer hosts
+
+What it does (bench/README.md says more):
+  * installs ansible-core and pyinfra from PyPI into bench/.venv-ansible and bench/.venv-pyinfra,
+    builds target/release/recipe;
+  * case 1, on fresh sandbox hosts (`recipe sandbox up`): first run, idempotent re-run,
+    a re-run after one file changed on one host, a dry run: each tool several times;
+  * case 2, scale: one local sshd listening on 127.0.2.1..127.0.2.N stands in for N hosts
+    (each host works under its own folder); the idempotent check of a file-only variant
+    of the same step at 10, 50, 100 hosts, beside the floor: N bare `ssh HOST true`;
+  * writes bench/results/latest.json and the generated part of docs/performance.md.
+
+Only the standard library is used; timing is the wall clock around each whole command, CPU
+time and peak RSS are the kernel's accounting (wait4, and a cpuacct cgroup when one can be
+made, so that processes that leave the process tree, such as ssh ControlPersist masters, are
+counted too).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+WORK = os.path.join(BENCH, ".work")
+RESULTS = os.path.join(BENCH, "results", "latest.json")
+DOC = os.path.join(ROOT, "docs", "performance.md")
+RECIPE_FILE = os.path.join(ROOT, "recipes", "bench_munge.rhai")
+PLAYBOOK = os.path.join(BENCH, "ansible", "munge.yml")
+DEPLOY = os.path.join(BENCH, "pyinfra", "munge.py")
+
+# Tools as installed from PyPI; pinned so that two runs of the benchmark compare like with like.
+ANSIBLE_PIN = "ansible-core==2.19.14"
+PYINFRA_PIN = "pyinfra==3.10.0"
+TOOLS = ("recipe", "ansible", "pyinfra")
+SCALE_PREFIX = "127.0.2."      # scale hosts: 127.0.2.1 .. 127.0.2.N, one sshd
+SHELL_PREFIX = "127.0.3."      # the same sshd, but sessions get root's real HOME (~/.bashrc)
+SANDBOX = "bench"
+SANDBOX_HOSTS = ["b1", "b2", "b3"]
+SANDBOX_PACKAGES = "python3,python3-apt"   # Ansible's modules need Python (and python3-apt for apt)
+# The scale variant only looks at the packages of this machine: they must be installed here.
+SCALE_PACKAGES = ["openssh-server", "openssh-client", "coreutils"]
+CHANGED_FILE = "/etc/default/munge"
+DRIFT = 'OPTIONS="--changed-by-hand"\n'
+CGROUP_ROOT = "/sys/fs/cgroup/cpuacct/recipe-bench"
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def sh(cmd, check=True, capture=True, env=None, timeout=None, cwd=ROOT):
+    """Runs a setup command (not timed)."""
+    r = subprocess.run(cmd, shell=isinstance(cmd, str), cwd=cwd, env=env, timeout=timeout,
+                       stdout=subprocess.PIPE if capture else None,
+                       stderr=subprocess.STDOUT if capture else None, text=True)
+    if check and r.returncode != 0:
+        raise SystemExit(f"bench: command failed ({r.returncode}): {cmd}\n{r.stdout or ''}")
+    return r
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring one command
+
+
+class Cgroups:
+    """cpuacct cgroups (v1) for whole-tree CPU accounting; falls back to wait4 when unavailable."""
+
+    def __init__(self):
+        self.ok = False
+        self.n = 0
+        try:
+            os.makedirs(CGROUP_ROOT, exist_ok=True)
+            probe = os.path.join(CGROUP_ROOT, "probe")
+            os.makedirs(probe, exist_ok=True)
+            self.ok = os.path.exists(os.path.join(probe, "cpuacct.usage"))
+            os.rmdir(probe)
+        except OSError:
+            self.ok = False
+
+    def new(self, name=None):
+        if not self.ok:
+            return None
+        self.n += 1
+        path = os.path.join(CGROUP_ROOT, name or f"run{os.getpid()}-{self.n}")
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    @staticmethod
+    def usage(path):
+        with open(os.path.join(path, "cpuacct.usage")) as f:
+            return int(f.read()) / 1e9
+
+    @staticmethod
+    def procs(path):
+        with open(os.path.join(path, "cgroup.procs")) as f:
+            return [int(x) for x in f.read().split()]
+
+    @staticmethod
+    def remove(path):
+        for _ in range(50):
+            try:
+                os.rmdir(path)
+                return
+            except OSError:
+                time.sleep(0.1)
+
+
+CG = None
+
+
+def rss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def descendants(root):
+    """Pids of `root` and everything below it (from /proc)."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                s = f.read()
+            ppid = int(s[s.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def measure(cmd, env=None, out_path=None, cleanup=None, timeout=900):
+    """Runs `cmd` (a list) once and returns wall, CPU and memory figures of its whole tree.
+
+    wall: from start to the exit of `cmd`. cpu: user+system of every process it started,
+    including ones that left the tree (cgroup), else of the ones it waited for (wait4).
+    peak_rss_mb: the largest single process (wait4's ru_maxrss). tree_rss_mb: the largest sum of
+    RSS over all its processes at once, sampled every 20 ms.
+    """
+    cg = CG.new() if CG else None
+    full = cmd
+    if cg:
+        full = ["/bin/sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cg] + list(cmd)
+    outf = open(out_path or os.devnull, "w")
+    stop = threading.Event()
+    peak = {"tree": 0}
+    t0 = time.perf_counter()
+    p = subprocess.Popen(full, env=env, stdout=outf, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True)
+
+    def sample():
+        while not stop.is_set():
+            try:
+                pids = Cgroups.procs(cg) if cg else descendants(p.pid)
+            except OSError:
+                pids = []
+            tot = sum(rss_kb(x) for x in pids)
+            peak["tree"] = max(peak["tree"], tot)
+            stop.wait(0.02)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            os.killpg(p.pid, signal.SIGKILL)
+            pid, status, ru = os.wait4(p.pid, 0)
+            break
+        time.sleep(0.005)
+    wall = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    stop.set()
+    th.join()
+    outf.close()
+    if cleanup:
+        cleanup()
+    cpu = ru.ru_utime + ru.ru_stime
+    res = {
+        "wall": wall,
+        "cpu": cpu,
+        "user": ru.ru_utime,
+        "sys": ru.ru_stime,
+        "peak_rss_mb": ru.ru_maxrss / 1024,
+        "tree_rss_mb": peak["tree"] / 1024,
+        "rc": p.returncode,
+    }
+    if cg:
+        # Whatever the command left running in its cgroup (processes this run started): stop it.
+        for _ in range(30):
+            left = Cgroups.procs(cg)
+            if not left:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
+        res["cpu"] = Cgroups.usage(cg)
+        Cgroups.remove(cg)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# Tools
+
+
+def venv_setup(quick):
+    """bench/.venv-ansible and bench/.venv-pyinfra, from PyPI."""
+    py = os.environ.get("PYTHON", sys.executable)
+    for name, pin, exe in (("ansible", ANSIBLE_PIN, "ansible-playbook"), ("pyinfra", PYINFRA_PIN, "pyinfra")):
+        venv = os.path.join(BENCH, f".venv-{name}")
+        marker = os.path.join(venv, ".bench-pin")
+        if os.path.exists(marker) and open(marker).read().strip() == pin:
+            continue
+        log(f"installing {pin} into {os.path.relpath(venv, ROOT)}")
+        if not os.path.exists(os.path.join(venv, "bin", "pip")):
+            sh([py, "-m", "venv", venv])
+        sh([os.path.join(venv, "bin", "pip"), "install", "-q", "--disable-pip-version-check", pin])
+        if not os.path.exists(os.path.join(venv, "bin", exe)):
+            raise SystemExit(f"bench: {exe} missing after installing {pin}")
+        with open(marker, "w") as f:
+            f.write(pin + "\n")
+
+
+def recipe_bin():
+    return os.environ.get("RECIPE_BIN", os.path.join(WORK, "recipe"))
+
+
+def build_recipe():
+    """Builds the release binary and copies it: a rebuild by someone else mid-run changes nothing."""
+    if os.environ.get("RECIPE_BIN"):
+        return
+    log("cargo build --release")
+    sh(["cargo", "build", "--release", "-q"], capture=False)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    shutil.copy2(os.path.join(target, "release", "recipe"), recipe_bin())
+
+
+def tool_versions():
+    v = {}
+    r = sh([recipe_bin(), "--version"], check=False)
+    v["recipe"] = r.stdout.strip()
+    rev = sh(["git", "rev-parse", "--short", "HEAD"], check=False).stdout.strip()
+    dirty = sh(["git", "status", "--porcelain", "--untracked-files=no", "src"], check=False).stdout.strip()
+    v["recipe"] += f" (git {rev}{', src/ modified' if dirty else ''})"
+    r = sh([os.path.join(BENCH, ".venv-ansible", "bin", "ansible"), "--version"], check=False)
+    v["ansible"] = r.stdout.splitlines()[0] if r.stdout else "?"
+    r = sh([os.path.join(BENCH, ".venv-pyinfra", "bin", "pyinfra"), "--version"], check=False)
+    v["pyinfra"] = r.stdout.strip()
+    v["python"] = platform.python_version()
+    v["openssh"] = sh(["ssh", "-V"], check=False).stdout.strip()
+    return v
+
+
+def machine():
+    m = {"kernel": platform.release(), "cores": os.cpu_count()}
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                m["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                m["memory_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+        for line in open("/etc/os-release"):
+            if line.startswith("PRETTY_NAME="):
+                m["os"] = line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    virt = sh("systemd-detect-virt 2>/dev/null || true", check=False).stdout.strip()
+    if not virt:
+        hv = sh("lscpu 2>/dev/null | sed -n 's/^Hypervisor vendor: *//p'", check=False).stdout.strip()
+        virt = hv.lower() if hv else ""
+    m["virtualization"] = virt or "none seen"
+    return m
+
+
+class Tool:
+    """How each tool is run on an inventory, and how its own report says what changed."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def command(self, inv, nhosts, dry):
+        if self.name == "recipe":
+            c = [recipe_bin(), "run", RECIPE_FILE, "-i", inv["recipe"], "--group", "all",
+                 "--forks", str(max(nhosts, 1)), "--json"]
+            return c + (["--dry-run"] if dry else [])
+        if self.name == "ansible":
+            c = [os.path.join(BENCH, ".venv-ansible", "bin", "ansible-playbook"), "-i", inv["ansible"],
+                 PLAYBOOK, "-f", str(max(nhosts, 1))]
+            return c + (["--check"] if dry else [])
+        # -y: no prompt, and no separate change-detection pass; --dry: detect and show changes only.
+        c = [os.path.join(BENCH, ".venv-pyinfra", "bin", "pyinfra"), "--dry" if dry else "-y",
+             "--parallel", str(max(nhosts, 1)), inv["pyinfra"], DEPLOY]
+        return c
+
+    def env(self, run_dir):
+        e = dict(os.environ)
+        e["NO_COLOR"] = "1"
+        if self.name == "recipe":
+            e["RECIPE_STATS"] = "1"
+        elif self.name == "ansible":
+            e["ANSIBLE_CONFIG"] = os.path.join(BENCH, "ansible", "ansible.cfg")
+            e["ANSIBLE_NOCOLOR"] = "1"
+            # A fresh ControlPath folder per run: every tool starts each run with new connections.
+            e["ANSIBLE_SSH_CONTROL_PATH_DIR"] = os.path.join(run_dir, "cp")
+            e["ANSIBLE_LOCAL_TEMP"] = os.path.join(run_dir, "tmp")
+        elif self.name == "pyinfra":
+            e["PYINFRA_PROGRESS"] = "off"
+        return e
+
+    def cleanup(self, run_dir):
+        """Ends the ssh ControlPersist masters an Ansible run leaves behind (politely)."""
+        if self.name != "ansible":
+            return lambda: None
+
+        def f():
+            cp = os.path.join(run_dir, "cp")
+            if not os.path.isdir(cp):
+                return
+            for s in os.listdir(cp):
+                subprocess.run(["ssh", "-o", f"ControlPath={os.path.join(cp, s)}", "-O", "exit", "x"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+        return f
+
+    def parse(self, out_text):
+        """Per host: (ok, changed, failed) as the tool reports it; plus engine stats for recipe."""
+        hosts, stats = {}, None
+        if self.name == "recipe":
+            steps = {}
+            for line in out_text.splitlines():
+                if not line.startswith("{"):
+                    continue
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    continue
+                if ev.get("event") == "recap":
+                    hosts[ev["host"]] = {"ok": ev["ok"], "changed": ev["changed"],
+                                         "failed": ev["failed"] + (1 if ev.get("unreachable") else 0)}
+                elif ev.get("event") == "step":
+                    steps[ev["host"]] = steps.get(ev["host"], 0) + 1
+                elif ev.get("event") == "stats":
+                    stats = ev
+            if stats is not None:
+                stats["steps"] = steps
+        elif self.name == "ansible":
+            for m in re.finditer(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
+                                 out_text, re.M):
+                hosts[m.group(1)] = {"ok": int(m.group(2)), "changed": int(m.group(3)),
+                                     "failed": int(m.group(4)) + int(m.group(5))}
+        else:
+            # pyinfra 3 prints, under each "--> Starting operation", one line per host:
+            # "    [h1]  Success" (it ran commands: changed), "No changes", or an error.
+            for m in re.finditer(r"^\s+\[(\S+)\]\s+(Connected|Success|No changes|Error|Failed|Could not connect)",
+                                 out_text, re.M):
+                h = hosts.setdefault(m.group(1), {"ok": 0, "changed": 0, "failed": 0})
+                w = m.group(2)
+                if w == "Success":
+                    h["changed"] += 1
+                elif w == "No changes":
+                    h["ok"] += 1
+                elif w != "Connected":
+                    h["failed"] += 1
+            # --dry prints a table instead: "    Operation   Change   Conditional Change",
+            # each change as "N (h1, h2)".
+            if "--> Detected changes:" in out_text:
+                table = out_text.split("--> Detected changes:", 1)[1].split("\n\n", 1)[0]
+                for row in table.splitlines()[2:]:
+                    cols = re.split(r"\s{2,}", row.strip())
+                    if len(cols) >= 2 and cols[1] != "-":
+                        m = re.search(r"\((.*)\)", cols[1])
+                        for name in (m.group(1).split(", ") if m else []):
+                            if name in hosts:
+                                hosts[name]["changed"] += 1
+        return hosts, stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Inventories
+
+
+def write_inventories(d, hosts, common):
+    """One inventory per tool for `hosts` [(name, address, port, key, vars)] and shared vars.
+
+    `common` carries known_hosts plus the variables every host gets.
+    """
+    os.makedirs(d, exist_ok=True)
+    kh = common["known_hosts"]
+    vars_ = common["vars"]
+
+    def toml_val(v):
+        return json.dumps(v)   # strings and lists of strings: JSON is valid TOML for these
+
+    lines = [f"known_hosts = {toml_val(kh)}", "", "[vars]"]
+    lines += [f"{k} = {toml_val(v)}" for k, v in vars_.items()]
+    for name, addr, port, key, hv in hosts:
+        lines += ["", f"[hosts.{name}]", f"address = {toml_val(addr)}", f"port = {port}",
+                  'user = "root"', f"key = {toml_val(key)}"]
+        if hv:
+            lines.append("vars = { " + ", ".join(f"{k} = {toml_val(v)}" for k, v in hv.items()) + " }")
+    with open(os.path.join(d, "inventory.toml"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+    ans = {"all": {"hosts": {}, "vars": dict(vars_)}}
+    ans["all"]["vars"]["ansible_ssh_common_args"] = f"-o UserKnownHostsFile={kh}"
+    for name, addr, port, key, hv in hosts:
+        h = {"ansible_host": addr, "ansible_port": port, "ansible_user": "root",
+             "ansible_ssh_private_key_file": key}
+        h.update(hv)
+        ans["all"]["hosts"][name] = h
+    with open(os.path.join(d, "inventory.yml"), "w") as f:
+        json.dump(ans, f, indent=1)   # JSON is YAML
+
+    py = ["# Generated by bench/bench.py", "hosts = ["]
+    for name, addr, port, key, hv in hosts:
+        data = {"ssh_hostname": addr, "ssh_port": port, "ssh_user": "root", "ssh_key": key,
+                "ssh_known_hosts_file": kh, "ssh_strict_host_key_checking": "yes",
+                "ssh_allow_agent": False, "ssh_look_for_keys": False}
+        data.update(vars_)
+        data.update(hv)
+        py.append(f"    ({name!r}, {data!r}),")
+    py.append("]")
+    with open(os.path.join(d, "inventory.py"), "w") as f:
+        f.write("\n".join(py) + "\n")
+    return {"recipe": os.path.join(d, "inventory.toml"), "ansible": os.path.join(d, "inventory.yml"),
+            "pyinfra": os.path.join(d, "inventory.py")}
+
+
+# ---------------------------------------------------------------------------------------------
+# The local sshd that stands in for many hosts
+
+
+class LocalSshd:
+    """OpenSSH's sshd on loopback addresses standing in for many hosts.
+
+    One configuration; since one sshd process listens on at most 16 sockets (MAX_LISTEN_SOCKS),
+    it runs as several daemons of 16 addresses each, all in one cgroup (for the server's CPU).
+    """
+
+    PER_DAEMON = 16
+
+    def __init__(self, nmax, with_shell_hosts):
+        self.dir = os.path.join(WORK, "sshd")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(os.path.join(self.dir, "home"))
+        self.key = os.path.join(WORK, "id_ed25519")
+        self.hostkey = os.path.join(WORK, "ssh_host_ed25519_key")
+        if not os.path.exists(self.hostkey):
+            sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.hostkey])
+        with open(self.key + ".pub") as f:
+            pub = f.read()
+        with open(os.path.join(self.dir, "authorized_keys"), "w") as f:
+            f.write(pub)
+        self.nmax = nmax
+        self.shell_hosts = with_shell_hosts
+        addrs = [f"{SCALE_PREFIX}{i}" for i in range(1, nmax + 1)] + \
+                [f"{SHELL_PREFIX}{i}" for i in range(1, with_shell_hosts + 1)]
+        self.port = self.free_port(addrs)
+        common = [
+            f"HostKey {self.hostkey}",
+            f"AuthorizedKeysFile {self.dir}/authorized_keys",
+            "PermitRootLogin prohibit-password",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "StrictModes no",
+            "UsePAM no",
+            "UseDNS no",
+            "PrintMotd no",
+            "PrintLastLog no",
+            # N clients connect at once: OpenSSH's default 10:30:100 would drop most of them.
+            "MaxStartups 1000:30:1000",
+            "MaxSessions 20",
+            "LogLevel VERBOSE",
+            "Subsystem sftp internal-sftp",
+            # Sessions on 127.0.2.x get an empty HOME: root's ~/.bashrc here runs `pyenv init`
+            # (~100 ms a channel), which would charge every tool per channel opened. 127.0.3.x
+            # keeps root's real HOME to show that effect.
+            f"Match LocalAddress {SCALE_PREFIX}*",
+            f"    SetEnv HOME={self.dir}/home",
+        ]
+        self.cg = CG.new("sshd") if CG and CG.ok else None
+        self.procs, self.logs = [], []
+        for i in range(0, len(addrs), self.PER_DAEMON):
+            k = i // self.PER_DAEMON
+            cfg = [f"ListenAddress {a}:{self.port}" for a in addrs[i:i + self.PER_DAEMON]]
+            cfg.append(f"PidFile {self.dir}/sshd-{k}.pid")
+            path = os.path.join(self.dir, f"sshd_config-{k}")
+            with open(path, "w") as f:
+                f.write("\n".join(cfg + common) + "\n")
+            sh(["/usr/sbin/sshd", "-t", "-f", path])
+            logp = os.path.join(self.dir, f"sshd-{k}.log")
+            open(logp, "w").close()
+            cmd = ["/usr/sbin/sshd", "-D", "-f", path, "-E", logp]
+            if self.cg:
+                cmd = ["/bin/sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', self.cg] + cmd
+            self.procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL))
+            self.logs.append(logp)
+        for _ in range(400):
+            if sum(open(p).read().count("Server listening") for p in self.logs) >= len(addrs):
+                break
+            time.sleep(0.05)
+        else:
+            self.stop()
+            raise SystemExit(f"bench: the local sshd did not start; see {self.dir}/sshd-*.log")
+        with open(self.hostkey + ".pub") as f:
+            hk = " ".join(f.read().split()[:2])
+        self.known_hosts = os.path.join(self.dir, "known_hosts")
+        with open(self.known_hosts, "w") as f:
+            for a in addrs:
+                f.write(f"[{a}]:{self.port} {hk}\n")
+        log(f"local sshd ({len(self.procs)} listeners) on {SCALE_PREFIX}1-{nmax} port {self.port}")
+
+    @staticmethod
+    def free_port(addrs):
+        for port in range(2222, 2300):
+            ok = True
+            for addr in addrs:
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((addr, port))
+                except OSError:
+                    ok = False
+                finally:
+                    sock.close()
+                if not ok:
+                    break
+            if ok:
+                return port
+        raise SystemExit("bench: no free port for the local sshd")
+
+    def cpu(self):
+        return Cgroups.usage(self.cg) if self.cg else None
+
+    def log_offset(self):
+        return [os.path.getsize(p) for p in self.logs]
+
+    def sessions_since(self, off):
+        """Connections and sessions (exec, shell, subsystem) logged since `off`."""
+        time.sleep(0.2)   # let the last sshd children write their lines
+        text = ""
+        for p, o in zip(self.logs, off):
+            with open(p, errors="replace") as f:
+                f.seek(o)
+                text += f.read()
+        return {"connections": text.count("Accepted publickey"),
+                "sessions": text.count("Starting session:"),
+                "sftp": len(re.findall(r"subsystem request for sftp", text))}
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if self.cg:
+            # sshd's children (sessions) end with their connections; wait for the cgroup to empty.
+            for _ in range(50):
+                if not Cgroups.procs(self.cg):
+                    break
+                time.sleep(0.1)
+            Cgroups.remove(self.cg)
+
+    def hosts(self, n, prefix=SCALE_PREFIX, base_root="/tmp/bench"):
+        return [(f"h{i}", f"{prefix}{i}", self.port, self.key, {"base": f"{base_root}/h{i}"})
+                for i in range(1, n + 1)]
+
+
+def floor_script(path, addrs, port, key, known_hosts, kex=None):
+    """N bare OpenSSH connections at once, each running `true`: what any SSH tool must pay.
+
+    `kex`: the key exchange to use; None = the client's default (sntrup761x25519 in OpenSSH 9.x,
+    about 100 ms of CPU on each side), "curve25519-sha256" = what recipe (russh) negotiates.
+    """
+    ssh = (f"ssh -F /dev/null -i {shlex.quote(key)} -o UserKnownHostsFile={shlex.quote(known_hosts)} "
+           f"-o BatchMode=yes -o StrictHostKeyChecking=yes -o ControlMaster=no -o LogLevel=ERROR -p {port}")
+    if kex:
+        ssh += f" -o KexAlgorithms={kex}"
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n# Generated by bench/bench.py: the bare-connection floor.\n")
+        for a in addrs:
+            f.write(f"{ssh} root@{a} true &\n")
+        f.write("wait\n")
+    return path
+
+
+FLOORS = {"floor": None, "floor-c25519": "curve25519-sha256"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.runs = []
+        self.notes = []
+        self.n = 0
+
+    def run(self, case, tool, inv, nhosts, dry=False, sshd=None, extra=None, expect=None):
+        """One timed run of `tool`; records it and checks what the tool reported."""
+        self.n += 1
+        run_dir = os.path.join(WORK, "runs", f"{self.n:04d}-{case}-{tool.name}-{nhosts}")
+        os.makedirs(run_dir, exist_ok=True)
+        out_path = os.path.join(run_dir, "output.txt")
+        off = sshd.log_offset() if sshd else None
+        cpu0 = sshd.cpu() if sshd else None
+        t_start = time.time()
+        r = measure(tool.command(inv, nhosts, dry), env=tool.env(run_dir), out_path=out_path,
+                    cleanup=tool.cleanup(run_dir))
+        r["t_start"], r["t_end"] = t_start, time.time()
+        text = open(out_path, errors="replace").read()
+        hosts, stats = tool.parse(text)
+        r.update({"case": case, "tool": tool.name, "hosts": nhosts, "dry": dry, "per_host": hosts,
+                  "output": os.path.relpath(out_path, ROOT)})
+        if stats:
+            r["stats"] = stats
+        if sshd:
+            r.update(sshd.sessions_since(off))
+            c1 = sshd.cpu()
+            if cpu0 is not None and c1 is not None:
+                r["server_cpu"] = c1 - cpu0
+        if extra:
+            r.update(extra)
+        changed = sum(h["changed"] for h in hosts.values())
+        failed = sum(h["failed"] for h in hosts.values())
+        r["changed"], r["failed"] = changed, failed
+        problem = None
+        if r["rc"] != 0 and not (tool.name == "ansible" and dry and failed == 0):
+            problem = f"exit status {r['rc']}"
+        elif len(hosts) != nhosts:
+            problem = f"reported {len(hosts)} of {nhosts} hosts"
+        elif failed:
+            problem = f"{failed} failures"
+        elif expect == "none" and changed:
+            problem = f"{changed} changes where none were expected"
+        elif expect == "some" and not changed:
+            problem = "no change where one was expected"
+        r["problem"] = problem
+        self.runs.append(r)
+        log(f"{case:<12} {tool.name:<8} {nhosts:>3} hosts  {r['wall']:7.2f} s  cpu {r['cpu']:6.2f} s  "
+            f"rss {r['peak_rss_mb']:6.1f} MB  changed {changed}" + (f"  PROBLEM: {problem} ({out_path})" if problem else ""))
+        return r
+
+    def floor(self, addrs, sshd, key, label, case="floor", kind="floor", extra=None):
+        self.n += 1
+        script = floor_script(os.path.join(WORK, f"{kind}-{label}.sh"), addrs, sshd.port, key,
+                              sshd.known_hosts, FLOORS[kind])
+        off, cpu0 = sshd.log_offset(), sshd.cpu()
+        r = measure(["/bin/sh", script])
+        r.update({"case": case, "tool": kind, "hosts": len(addrs), "dry": False, "per_host": {}})
+        r.update(sshd.sessions_since(off))
+        c1 = sshd.cpu()
+        if cpu0 is not None and c1 is not None:
+            r["server_cpu"] = c1 - cpu0
+        r["problem"] = None if r["sessions"] == len(addrs) else f"{r['sessions']} of {len(addrs)} connections ran"
+        if extra:
+            r.update(extra)
+        self.runs.append(r)
+        log(f"{case:<12} {kind:<8} {len(addrs):>3} hosts  {r['wall']:7.2f} s  cpu {r['cpu']:6.2f} s"
+            + (f"  PROBLEM: {r['problem']}" if r["problem"] else ""))
+        return r
+
+
+# ---------------------------------------------------------------------------------------------
+# Case 1: the sandbox
+
+
+def sandbox_up(b):
+    rb = recipe_bin()
+    sh([rb, "sandbox", "down", "--name", SANDBOX], check=False)
+    t0 = time.time()
+    r = sh([rb, "sandbox", "up", "--name", SANDBOX, "--hosts", ",".join(SANDBOX_HOSTS),
+            "--packages", SANDBOX_PACKAGES], check=False, timeout=900)
+    if r.returncode != 0:
+        raise SystemExit(f"bench: recipe sandbox up failed:\n{r.stdout[-3000:]}")
+    m = re.search(r"(/\S+/inventory\.toml)", r.stdout)
+    root = os.environ.get("RECIPE_SANDBOX_ROOT", "/var/lib/recipe")
+    inv = m.group(1) if m else os.path.join(root, "sandbox", SANDBOX, "inventory.toml")
+    log(f"sandbox {SANDBOX} up in {time.time() - t0:.1f} s: {inv}")
+    with open(inv, "rb") as f:
+        t = tomllib.load(f)
+    kh = t.get("known_hosts")
+    hosts = []
+    for name in SANDBOX_HOSTS:
+        h = t["hosts"][name]
+        key = h.get("key")
+        hosts.append((name, h.get("address", name), int(h.get("port", 22)), key, {}))
+    return hosts, kh
+
+
+def ssh_cmd(addr, port, key, kh, cmd):
+    return ["ssh", "-F", "/dev/null", "-i", key, "-o", f"UserKnownHostsFile={kh}", "-o", "BatchMode=yes",
+            "-o", "LogLevel=ERROR", "-p", str(port), f"root@{addr}", cmd]
+
+
+def case_sandbox(b, reps, k):
+    """First run, idempotent re-run, one file changed on one host, dry run: on fresh hosts."""
+    key = os.path.join(WORK, "munge.key")
+    order = list(TOOLS)
+    for rep in range(reps):
+        for tool_name in order:
+            tool = Tool(tool_name)
+            hosts, kh = sandbox_up(b)
+            # Log every session (exec, sftp) so that channels per host can be counted afterwards.
+            for name, addr, port, hkey, _ in hosts:
+                sh(ssh_cmd(addr, port, hkey, kh,
+                           "printf 'LogLevel VERBOSE\\n' > /etc/ssh/sshd_config.d/zz-bench.conf && systemctl reload ssh"))
+            d = os.path.join(WORK, "sandbox-inv")
+            inv = write_inventories(d, hosts, {"known_hosts": kh, "vars": {"key_src": key}})
+            first_host = hosts[0]
+
+            def drift():
+                name, addr, port, hkey, _ = first_host
+                sh(ssh_cmd(addr, port, hkey, kh, f"printf '%s' {shlex.quote(DRIFT)} > {CHANGED_FILE}"))
+
+            runs = [b.run("first", tool, inv, len(hosts), expect="some")]
+            for _ in range(k):
+                runs.append(b.run("idempotent", tool, inv, len(hosts), expect="none"))
+            for _ in range(k):
+                drift()
+                runs.append(b.run("one-changed", tool, inv, len(hosts), expect="some"))
+            for _ in range(k):
+                drift()
+                runs.append(b.run("dry-run", tool, inv, len(hosts), dry=True, expect="some"))
+            count_sandbox_sessions(hosts, kh, runs)
+        order = order[1:] + order[:1]   # rotate who goes first
+    sh([recipe_bin(), "sandbox", "down", "--name", SANDBOX], check=False)
+
+
+def count_sandbox_sessions(hosts, kh, runs):
+    """Sessions per host of each run, from each host's sshd journal (LogLevel VERBOSE)."""
+    t0 = min(r["t_start"] for r in runs) - 1
+    per_run = [{"sessions": 0, "connections": 0} for _ in runs]
+    for name, addr, port, hkey, _ in hosts:
+        r = sh(ssh_cmd(addr, port, hkey, kh, f"journalctl -q -o short-unix --since @{int(t0)} _COMM=sshd"),
+               check=False)
+        for line in r.stdout.splitlines():
+            try:
+                ts = float(line.split()[0])
+            except (ValueError, IndexError):
+                continue
+            for i, run in enumerate(runs):
+                if run["t_start"] <= ts <= run["t_end"] + 0.5:
+                    if "Starting session:" in line:
+                        per_run[i]["sessions"] += 1
+                    elif "Accepted publickey" in line:
+                        per_run[i]["connections"] += 1
+    for run, c in zip(runs, per_run):
+        run.update(c)
+
+
+# ---------------------------------------------------------------------------------------------
+# Case 2: scale against one local sshd
+
+
+def case_scale(b, sizes, reps, tools, shell_hosts):
+    nmax = max(sizes)
+    sshd = LocalSshd(nmax, shell_hosts)
+    try:
+        key = os.path.join(WORK, "munge.key")
+        per_tool_inv = {}
+        common = {"known_hosts": sshd.known_hosts,
+                  "vars": {"key_src": key, "packages": SCALE_PACKAGES, "owner": "root", "service": ""}}
+        for t in tools:
+            for n in sizes:
+                hosts = sshd.hosts(n, base_root=f"/tmp/bench/{t}")
+                for _, _, _, _, hv in hosts:
+                    os.makedirs(os.path.join(hv["base"], "etc", "default"), exist_ok=True)
+                per_tool_inv[(t, n)] = write_inventories(os.path.join(WORK, f"scale-{t}-{n}"), hosts, common)
+        # Converge every tool's folders once (not timed): what follows is the idempotent check.
+        for t in tools:
+            r = b.run("converge", Tool(t), per_tool_inv[(t, nmax)], nmax, sshd=sshd)
+            if r["problem"]:
+                raise SystemExit(f"bench: {t} could not converge the scale hosts: {r['problem']}")
+        addrs = {n: [f"{SCALE_PREFIX}{i}" for i in range(1, n + 1)] for n in sizes}
+        b.floor(addrs[min(sizes)], sshd, sshd.key, "warmup", case="warmup")
+        for n in sizes:
+            order = list(FLOORS) + list(tools)
+            for rep in range(reps):
+                for t in order:
+                    if t in FLOORS:
+                        b.floor(addrs[n], sshd, sshd.key, str(n), case="scale", kind=t)
+                    else:
+                        b.run("scale", Tool(t), per_tool_inv[(t, n)], n, sshd=sshd, expect="none")
+                order = order[1:] + order[:1]
+        if shell_hosts:
+            # The same idempotent check with root's real login shell (~/.bashrc runs pyenv init).
+            common_shell = dict(common)
+            for t in tools:
+                hosts = sshd.hosts(shell_hosts, prefix=SHELL_PREFIX, base_root=f"/tmp/bench/{t}")
+                inv = write_inventories(os.path.join(WORK, f"shell-{t}"), hosts, common_shell)
+                b.run("shell", Tool(t), inv, shell_hosts, sshd=sshd, expect="none")
+            for kind in FLOORS:
+                b.floor([f"{SHELL_PREFIX}{i}" for i in range(1, shell_hosts + 1)], sshd, sshd.key, "shell",
+                        case="shell", kind=kind)
+    finally:
+        sshd.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def summarize(runs):
+    groups = {}
+    for r in runs:
+        if r.get("problem"):
+            continue
+        groups.setdefault((r["case"], r["tool"], r["hosts"]), []).append(r)
+    s = {}
+    for key, rs in groups.items():
+        n = key[2] or 1
+        e = {
+            "n": len(rs),
+            "wall_min": min(r["wall"] for r in rs), "wall_med": med([r["wall"] for r in rs]),
+            "cpu_med": med([r["cpu"] for r in rs]),
+            "rss_med": med([r["peak_rss_mb"] for r in rs]),
+            "tree_rss_med": med([r["tree_rss_mb"] for r in rs]),
+            "rss_max": max(r["peak_rss_mb"] for r in rs),
+            "changed_med": med([r.get("changed", 0) for r in rs]),
+        }
+        if all("sessions" in r for r in rs):
+            e["sessions_per_host"] = med([r["sessions"] for r in rs]) / n
+            e["connections_per_host"] = med([r.get("connections", 0) for r in rs]) / n
+        if all("server_cpu" in r for r in rs):
+            e["server_cpu_med"] = med([r["server_cpu"] for r in rs])
+        st = [r["stats"] for r in rs if r.get("stats")]
+        if st:
+            e["channels_per_host"] = med([x["channels"] for x in st]) / n
+            e["round_trips_per_host"] = med([x["round_trips"] for x in st]) / n
+            steps = [sum(x.get("steps", {}).values()) for x in st]
+            e["steps_per_host"] = med(steps) / n if steps else None
+        s["|".join(map(str, key))] = e
+    return s
+
+
+def fmt_s(x):
+    if x is None:
+        return "–"
+    return f"{x:.2f} s" if x < 100 else f"{x:.0f} s"
+
+
+def fmt_r(x):
+    return "–" if x is None else (f"{x:.2f}" if x >= 0.1 else f"1/{1 / x:.0f}" if x > 0 else "0")
+
+
+def render(res):
+    s = res["summary"]
+    get = lambda case, tool, n: s.get(f"{case}|{tool}|{n}")
+    L = []
+    m, v = res["machine"], res["versions"]
+    L.append(f"Generated by `python3 bench/bench.py{' --quick' if res['config'].get('quick') else ''}` "
+             f"on {res['date']} (UTC); raw figures in `bench/results/latest.json`.")
+    L.append("")
+    L.append("### Machine and tools")
+    L.append("")
+    L.append("| | |")
+    L.append("|---|---|")
+    L.append(f"| CPU | {m.get('cpu', '?')}, {m.get('cores')} cores ({m.get('virtualization')}) |")
+    L.append(f"| memory | {m.get('memory_gib')} GiB |")
+    L.append(f"| OS | {m.get('os', '?')}, kernel {m.get('kernel')} |")
+    L.append(f"| OpenSSH | {v.get('openssh')} |")
+    L.append(f"| recipe | {v.get('recipe')} |")
+    L.append(f"| Ansible | {v.get('ansible')} (pipelining on, forks = host count, fresh connections each run) |")
+    L.append(f"| pyinfra | {v.get('pyinfra')} (`-y --parallel` = host count) |")
+    L.append(f"| Python | {v.get('python')} |")
+    L.append("")
+    cfg = res["config"]
+    goals = []
+    nh = len(SANDBOX_HOSTS)
+    if any(k.startswith("first|") for k in s):
+        L.append(f"### Case 1: the munge step on {nh} fresh sandbox hosts")
+        L.append("")
+        L.append(f"systemd-nspawn hosts (Debian 12) from `recipe sandbox up`; {cfg.get('sandbox_reps')} fresh "
+                 f"sandbox(es) per tool, {cfg.get('sandbox_k')} run(s) per case on each. Wall time of the whole "
+                 "command, min / median; ratio = recipe's median / the other tool's median.")
+        L.append("")
+        L.append("| case | recipe | Ansible | pyinfra | recipe/Ansible | recipe/pyinfra | sessions per host (recipe / Ansible / pyinfra) |")
+        L.append("|---|---|---|---|---|---|---|")
+        for case in ("first", "idempotent", "one-changed", "dry-run"):
+            row = [case]
+            e = {t: get(case, t, nh) for t in TOOLS}
+            for t in TOOLS:
+                row.append(f"{fmt_s(e[t]['wall_min'])} / **{fmt_s(e[t]['wall_med'])}**" if e[t] else "–")
+            for t in ("ansible", "pyinfra"):
+                row.append(fmt_r(e["recipe"]["wall_med"] / e[t]["wall_med"]) if e["recipe"] and e[t] else "–")
+            row.append(" / ".join(f"{e[t]['sessions_per_host']:.0f}" if e[t] and "sessions_per_host" in e[t] else "–"
+                                  for t in TOOLS))
+            L.append("| " + " | ".join(row) + " |")
+        L.append("")
+        L.append("Controller CPU time (user+system, every process) and peak RSS (largest process), medians:")
+        L.append("")
+        L.append("| case | recipe CPU | Ansible CPU | pyinfra CPU | recipe RSS | Ansible RSS (all processes) | pyinfra RSS |")
+        L.append("|---|---|---|---|---|---|---|")
+        for case in ("first", "idempotent", "one-changed", "dry-run"):
+            e = {t: get(case, t, nh) for t in TOOLS}
+            row = [case] + [fmt_s(e[t]["cpu_med"]) if e[t] else "–" for t in TOOLS]
+            row += [f"{e['recipe']['rss_med']:.0f} MB" if e["recipe"] else "–",
+                    f"{e['ansible']['rss_med']:.0f} MB ({e['ansible']['tree_rss_med']:.0f} MB)" if e["ansible"] else "–",
+                    f"{e['pyinfra']['rss_med']:.0f} MB" if e["pyinfra"] else "–"]
+            L.append("| " + " | ".join(row) + " |")
+        L.append("")
+        r, a, p = (get("idempotent", t, nh) for t in TOOLS)
+        if r and p:
+            goals.append(("idempotent re-run ≤ 1/5 of pyinfra's time (sandbox)",
+                          f"{fmt_s(r['wall_med'])} vs {fmt_s(p['wall_med'])}: {fmt_r(r['wall_med'] / p['wall_med'])}",
+                          r["wall_med"] <= p["wall_med"] / 5))
+        if r and a:
+            goals.append(("idempotent re-run ≤ 1/20 of Ansible's time (sandbox)",
+                          f"{fmt_s(r['wall_med'])} vs {fmt_s(a['wall_med'])}: {fmt_r(r['wall_med'] / a['wall_med'])}",
+                          r["wall_med"] <= a["wall_med"] / 20))
+    sizes = sorted({int(k.split("|")[2]) for k in s if k.startswith("scale|")})
+    if sizes:
+        L.append("### Case 2: scale, the idempotent check against N hosts on one local sshd")
+        L.append("")
+        L.append(f"One OpenSSH server on {SCALE_PREFIX}1-N (MaxStartups 1000:30:1000), each host working under "
+                 "its own folder (`base = /tmp/bench/<tool>/hN`): the file-only variant of the step (3 packages "
+                 "checked read-only, 2 folders, the key, the options file; no service). Sessions get an empty "
+                 f"HOME (see below for root's real one). {cfg.get('scale_reps')} run(s) each, interleaved with "
+                 "the floor: N `ssh HOST true` at once with the OpenSSH client. Controller CPU = user+system "
+                 "of every process the tool started; sshd CPU = the server side (sshd and the commands it ran).")
+        L.append("")
+        L.append("| hosts | tool | wall min / median | × floor | channels per host | round trips per host | controller CPU | peak RSS (largest process) | sshd CPU |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
+        for n in sizes:
+            fl = get("scale", "floor", n)
+            for t in ("floor",) + TOOLS:
+                e = get("scale", t, n)
+                if not e:
+                    continue
+                ratio = f"{e['wall_med'] / fl['wall_med']:.2f}" if fl else "–"
+                ch = e.get("sessions_per_host")
+                chs = f"{ch:.0f}" if ch is not None else "–"
+                if t == "recipe" and "channels_per_host" in e:
+                    chs = f"{e['channels_per_host']:.0f} (sshd: {ch:.0f})"
+                rt = f"{e['round_trips_per_host']:.0f} for {e['steps_per_host']:.0f} steps" if "round_trips_per_host" in e else "–"
+                rss = f"{e['rss_med']:.0f} MB" + (f" (all: {e['tree_rss_med']:.0f} MB)" if t in ("ansible", "floor") else "")
+                L.append(f"| {n} | {t if t != 'floor' else 'floor (bare ssh)'} | {fmt_s(e['wall_min'])} / **{fmt_s(e['wall_med'])}** | {ratio} | "
+                         f"{chs} | {rt} | {fmt_s(e['cpu_med'])} | {rss} | {fmt_s(e.get('server_cpu_med'))} |")
+        L.append("")
+        nmax = max(sizes)
+        r, fl = get("scale", "recipe", nmax), get("scale", "floor", nmax)
+        if r and fl:
+            goals.append((f"at {nmax} hosts, idempotent check ≤ 1.5 × the bare-connection floor",
+                          f"{fmt_s(r['wall_med'])} vs {fmt_s(fl['wall_med'])}: {r['wall_med'] / fl['wall_med']:.2f} ×",
+                          r["wall_med"] <= 1.5 * fl["wall_med"]))
+        if r and "round_trips_per_host" in r:
+            ok = r["round_trips_per_host"] <= r["steps_per_host"] and r["channels_per_host"] <= 1
+            goals.append(("≤ 1 round trip per unchanged step, no new channel per step",
+                          f"{r['round_trips_per_host']:.0f} round trips for {r['steps_per_host']:.0f} steps, "
+                          f"{r['channels_per_host']:.0f} channel per host", ok))
+        if r:
+            goals.append((f"controller peak RSS < 100 MB at {nmax} hosts", f"{r['rss_max']:.0f} MB (largest of the runs)",
+                          r["rss_max"] < 100))
+        p = get("scale", "pyinfra", min(sizes))
+        r10 = get("scale", "recipe", min(sizes))
+        a10 = get("scale", "ansible", min(sizes))
+        if r10 and p and not any(g[0].startswith("idempotent re-run ≤ 1/5") for g in goals):
+            goals.append((f"idempotent re-run ≤ 1/5 of pyinfra's time ({min(sizes)} local hosts)",
+                          fmt_r(r10["wall_med"] / p["wall_med"]), r10["wall_med"] <= p["wall_med"] / 5))
+        if r10 and a10 and not any(g[0].startswith("idempotent re-run ≤ 1/20") for g in goals):
+            goals.append((f"idempotent re-run ≤ 1/20 of Ansible's time ({min(sizes)} local hosts)",
+                          fmt_r(r10["wall_med"] / a10["wall_med"]), r10["wall_med"] <= a10["wall_med"] / 20))
+    sh_n = cfg.get("shell_hosts")
+    if sh_n and any(k.startswith("shell|") for k in s):
+        L.append(f"### Root's real login shell ({sh_n} hosts)")
+        L.append("")
+        L.append("The same idempotent check on the same sshd, but the sessions get root's real HOME, whose "
+                 "`~/.bashrc` runs `pyenv init` (about 100 processes, ~100 ms) for every channel sshd starts. "
+                 "One run each: it shows what each tool pays per channel, not a ranking.")
+        L.append("")
+        L.append("| tool | wall (root's shell) | wall (empty HOME, same hosts) | sessions per host |")
+        L.append("|---|---|---|---|")
+        for t in ("floor",) + TOOLS:
+            e, base = get("shell", t, sh_n), get("scale", t, sh_n)
+            if not e:
+                continue
+            L.append(f"| {t} | {fmt_s(e['wall_med'])} | {fmt_s(base['wall_med']) if base else '–'} | "
+                     f"{e.get('sessions_per_host', 0):.0f} |")
+        L.append("")
+    if goals:
+        L.append("### Goals (ratios measured in this run)")
+        L.append("")
+        L.append("| goal | measured | met |")
+        L.append("|---|---|---|")
+        for g, msr, ok in goals:
+            L.append(f"| {g} | {msr} | {'yes' if ok else '**no**'} |")
+        L.append("")
+    bad = [r for r in res["runs"] if r.get("problem")]
+    if bad:
+        L.append("Runs left out of the tables because their tool reported a problem:")
+        L.append("")
+        for r in bad:
+            L.append(f"- {r['case']} {r['tool']} {r['hosts']} hosts: {r['problem']} (`{r.get('output', '')}`)")
+        L.append("")
+    return "\n".join(L)
+
+
+BEGIN, END = "<!-- BEGIN GENERATED by bench/bench.py -->", "<!-- END GENERATED -->"
+
+
+def write_doc(res):
+    gen = render(res)
+    text = open(DOC).read() if os.path.exists(DOC) else f"# Performance\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text:
+        text += f"\n{BEGIN}\n{END}\n"
+    pre, rest = text.split(BEGIN, 1)
+    post = rest.split(END, 1)[1] if END in rest else ""
+    with open(DOC, "w") as f:
+        f.write(pre + BEGIN + "\n" + gen + "\n" + END + post)
+    log(f"wrote {os.path.relpath(DOC, ROOT)}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 repetition, 10 scale hosts")
+    ap.add_argument("--no-sandbox", action="store_true", help="skip case 1 (the sandbox hosts)")
+    ap.add_argument("--no-scale", action="store_true", help="skip case 2 (the local sshd)")
+    ap.add_argument("--scale", default=None, help="host counts of case 2 (default 10,50,100)")
+    ap.add_argument("--tools", default=",".join(TOOLS), help="tools to run (default: all three)")
+    ap.add_argument("--report-only", action="store_true", help="re-render docs/performance.md from the results file")
+    ap.add_argument("--results", default=RESULTS, help="where the raw results go")
+    args = ap.parse_args()
+
+    if args.report_only:
+        res = json.load(open(args.results))
+        res["summary"] = summarize(res["runs"])
+        write_doc(res)
+        return
+    if os.geteuid() != 0:
+        raise SystemExit("bench: run as root (sandbox hosts, a private sshd on loopback)")
+    global CG
+    CG = Cgroups()
+    if not CG.ok:
+        log("no cpuacct cgroup: CPU time counts only the processes each tool waited for")
+    tools = [t for t in args.tools.split(",") if t]
+    sizes = [int(x) for x in (args.scale or ("10" if args.quick else "10,50,100")).split(",")]
+    cfg = {"quick": args.quick, "sandbox_reps": 1 if args.quick else 2, "sandbox_k": 1 if args.quick else 3,
+           "scale_reps": 1 if args.quick else 3, "shell_hosts": 0 if args.quick else 10, "tools": tools}
+    os.makedirs(WORK, exist_ok=True)
+    shutil.rmtree(os.path.join(WORK, "runs"), ignore_errors=True)
+    venv_setup(args.quick)
+    build_recipe()
+    key = os.path.join(WORK, "id_ed25519")
+    if not os.path.exists(key):
+        sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key])
+    mk = os.path.join(WORK, "munge.key")
+    if not os.path.exists(mk):
+        with open(mk, "wb") as f:
+            f.write(secrets.token_bytes(1024))
+        os.chmod(mk, 0o600)
+    b = Bench(args)
+    t0 = time.time()
+    try:
+        if not args.no_scale:
+            if "ansible" in tools and sh("dpkg -s python3-apt", check=False).returncode != 0:
+                log("python3-apt is missing here: Ansible's apt module would install it, so Ansible skips case 2")
+                tools_scale = [t for t in tools if t != "ansible"]
+            else:
+                tools_scale = tools
+            case_scale(b, sizes, cfg["scale_reps"], tools_scale, cfg["shell_hosts"])
+        if not args.no_sandbox:
+            case_sandbox(b, cfg["sandbox_reps"], cfg["sandbox_k"])
+    finally:
+        if CG and CG.ok:
+            try:
+                os.rmdir(CGROUP_ROOT)
+            except OSError:
+                pass
+    res = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+        "versions": tool_versions(),
+        "config": cfg,
+        "seconds": time.time() - t0,
+        "runs": b.runs,
+    }
+    res["summary"] = summarize(b.runs)
+    os.makedirs(os.path.dirname(args.results), exist_ok=True)
+    with open(args.results, "w") as f:
+        json.dump(res, f, indent=1)
+    write_doc(res)
+    log(f"done in {res['seconds'] / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
