@@ -46,12 +46,15 @@ pub fn module_paths(recipe_dir: &Path) -> Vec<PathBuf> {
     v.into_iter().filter(|p| p.is_dir()).collect()
 }
 
+/// The longest string a recipe may hold (variables included), in bytes.
+pub const MAX_STRING_SIZE: usize = 16 * 1024 * 1024;
+
 /// Limits that stop runaway recipes (infinite loops, deep recursion, huge strings).
 pub fn set_limits(e: &mut Engine) {
     e.set_max_operations(20_000_000);
     e.set_max_call_levels(48);
     e.set_max_expr_depths(64, 32);
-    e.set_max_string_size(16 * 1024 * 1024);
+    e.set_max_string_size(MAX_STRING_SIZE);
     e.set_max_array_size(200_000);
     e.set_max_map_size(100_000);
     e.set_max_modules(64);

@@ -23,9 +23,10 @@ impl Located {
                 if let Some(text) = source_line(src, self.line) {
                     let num = self.line.to_string();
                     let pad = " ".repeat(num.len());
+                    let (text, marker) = excerpt(&text, self.column);
                     s.push_str(&format!(
                         "{pad} |\n{num} | {text}\n{pad} | {}^\n",
-                        " ".repeat(self.column.saturating_sub(1))
+                        " ".repeat(marker)
                     ));
                 }
             } else {
@@ -45,6 +46,33 @@ impl Located {
             None => format!("line {}, column {}", self.line, self.column),
         }
     }
+}
+
+/// At most this many characters of a source line are shown under an error.
+const EXCERPT: usize = 120;
+
+/// The part of `line` shown under an error, and the marker's 0-based character offset in it:
+/// a long line (a 100 MB string, say) is cut to a window around column `col` (1-based),
+/// with `…` where it was cut, so that the error still fits on a screen.
+pub fn excerpt(line: &str, col: usize) -> (String, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    let at = col.saturating_sub(1).min(chars.len());
+    if chars.len() <= EXCERPT {
+        return (chars.iter().collect(), at);
+    }
+    let start = at.saturating_sub(EXCERPT / 2);
+    let end = (start + EXCERPT).min(chars.len());
+    let mut shown = String::new();
+    let mut marker = at - start;
+    if start > 0 {
+        shown.push('…');
+        marker += 1;
+    }
+    shown.extend(&chars[start..end]);
+    if end < chars.len() {
+        shown.push('…');
+    }
+    (shown, marker)
 }
 
 fn source_line(src: &str, line: usize) -> Option<String> {

@@ -134,13 +134,15 @@ impl fmt::Display for InventoryError {
         write!(f, "{}", self.message)?;
         if let (Some(src), Some(line), Some(col)) = (&self.source_line, self.line, self.column) {
             // Control characters would garble the terminal; tabs keep the marker aligned.
+            // A very long line is cut to a window around the column.
+            let (src, marker) = crate::errors::excerpt(src, col);
             let shown: String = src
                 .chars()
                 .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
                 .collect();
             let pad: String = shown
                 .chars()
-                .take(col.saturating_sub(1))
+                .take(marker)
                 .map(|c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
             let gutter = " ".repeat(line.to_string().len());

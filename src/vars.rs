@@ -185,6 +185,14 @@ pub fn for_host(
             Some(j) => from_inventory(k, def, j, host)?,
             None => def.clone(),
         };
+        // A value the engine would refuse at its first use is refused here, before any host.
+        let len = v.read_lock::<rhai::ImmutableString>().map_or(0, |s| s.len());
+        if len > crate::engine::MAX_STRING_SIZE {
+            return Err(format!(
+                "inventory variable {k} for host {host} is {len} bytes; a recipe value may hold at most {} MiB",
+                crate::engine::MAX_STRING_SIZE >> 20
+            ));
+        }
         m.insert(k.as_str().into(), v);
     }
     for (k, v) in cli {

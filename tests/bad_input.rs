@@ -1,0 +1,276 @@
+//! Bad input of every kind gets a clear, short error with its place (file:line:col, or the
+//! host) and the right exit status: 2 for what is found before any host is touched, 1 for
+//! what fails while running, never a panic. The recipes and inventories are in
+//! tests/fixtures/bad/; runtime cases run with `--local` (they fail before changing anything).
+
+mod common;
+use common::*;
+
+use std::time::{Duration, Instant};
+
+const BAD: &str = "tests/fixtures/bad";
+
+struct Out {
+    code: i32,
+    text: String,
+}
+
+fn run(args: &[&str]) -> Out {
+    let out = recipe().args(args).output().expect("runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("panicked") && !text.contains("RUST_BACKTRACE"),
+        "{args:?} panicked:\n{text}"
+    );
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        text,
+    }
+}
+
+/// Checks the status, that every expected piece is there, and that the error fits a screen.
+fn expect(args: &[&str], code: i32, pieces: &[&str]) -> Out {
+    let o = run(args);
+    assert_eq!(o.code, code, "{args:?}:\n{}", o.text);
+    for p in pieces {
+        assert!(o.text.contains(p), "{args:?}: no {p:?} in:\n{}", o.text);
+    }
+    assert!(
+        o.text.lines().count() <= 25 && o.text.len() <= 4000,
+        "{args:?}: more than a screen:\n{}",
+        o.text
+    );
+    o
+}
+
+fn f(name: &str) -> String {
+    format!("{BAD}/{name}")
+}
+
+#[test]
+fn bad_inventories_exit_2_with_file_line_and_column() {
+    let vars = f("vars.rhai");
+    expect(
+        &[
+            "run",
+            &vars,
+            "-i",
+            &f("inventory_syntax.toml"),
+            "--group",
+            "all",
+        ],
+        2,
+        &["inventory_syntax.toml:4:9", "[hosts.a", "^"],
+    );
+    expect(
+        &[
+            "run",
+            &vars,
+            "-i",
+            &f("inventory_type.toml"),
+            "--group",
+            "all",
+        ],
+        2,
+        &["inventory_type.toml:4:8", "twenty-two"],
+    );
+    expect(
+        &[
+            "run",
+            &vars,
+            "-i",
+            &f("inventory_unknown_member.toml"),
+            "--group",
+            "web",
+        ],
+        2,
+        &["inventory_unknown_member.toml:6:15", "ghost"],
+    );
+    expect(
+        &[
+            "run",
+            &vars,
+            "-i",
+            &f("inventory_ok.toml"),
+            "--group",
+            "nosuch",
+        ],
+        2,
+        &["unknown group \"nosuch\"", "web"],
+    );
+    expect(
+        &[
+            "run",
+            &vars,
+            "-i",
+            &f("no_such_inventory.toml"),
+            "--group",
+            "all",
+        ],
+        2,
+        &["no_such_inventory.toml"],
+    );
+    expect(&["run", &vars], 2, &["no hosts"]);
+}
+
+#[test]
+fn an_unknown_host_is_unreachable_and_named() {
+    // Not in any inventory: resolved like `ssh NAME`, and the name does not resolve.
+    let o = expect(
+        &[
+            "run",
+            &f("vars.rhai"),
+            "--host",
+            "nosuchhost.invalid",
+            "--connect-timeout",
+            "5",
+        ],
+        1,
+        &["nosuchhost.invalid", "unreachable"],
+    );
+    assert!(!o.text.contains("error: internal"), "{}", o.text);
+}
+
+#[test]
+fn bad_vars_exit_2_and_say_what_was_expected() {
+    let vars = f("vars.rhai");
+    let cases: &[(&str, &[&str])] = &[
+        ("count=abc", &["count=abc", "an integer"]),
+        ("novalue", &["novalue", "KEY=VALUE"]),
+        ("coutn=3", &["no variable coutn", "did you mean count?"]),
+        ("names=[1, 2", &["names", "TOML list"]),
+        ("enabled=maybe", &["enabled", "true or false"]),
+        ("1x=2", &["not a variable name"]),
+        ("=2", &["not a variable name"]),
+    ];
+    for (v, pieces) in cases {
+        expect(&["run", &vars, "--local", "--var", v], 2, pieces);
+    }
+    // A good one still works.
+    expect(
+        &[
+            "run",
+            &vars,
+            "--local",
+            "--var",
+            "count=7",
+            "--var",
+            "names=a, b",
+        ],
+        0,
+        &["7 true [\"a\", \"b\"] x"],
+    );
+}
+
+#[test]
+fn recipe_errors_point_at_the_line() {
+    // Syntax: exit 2 before any host, from run and from check, with the source line.
+    for cmd in [
+        &["run", &f("syntax_error.rhai"), "--local"][..],
+        &["check", &f("syntax_error.rhai")][..],
+    ] {
+        expect(
+            cmd,
+            2,
+            &["syntax error", "syntax_error.rhai:4:14", "let x = [1, 2;"],
+        );
+    }
+    expect(
+        &["run", &f("no_such_recipe.rhai"), "--local"],
+        2,
+        &["not found"],
+    );
+    // A runtime error inside a module points into the module, with the calls that led there.
+    expect(
+        &["run", &f("module_error.rhai"), "--local"],
+        1,
+        &[
+            "broken.rhai:5:7",
+            "Division by zero",
+            "module_error.rhai:6:17",
+        ],
+    );
+    // An undefined template variable names the template and its line; nothing is written.
+    let dest = tempfile::tempdir().expect("tmp");
+    let d = dest.path().join("out.conf");
+    let dv = format!("dest={}", d.display());
+    expect(
+        &["run", &f("template_error.rhai"), "--local", "--var", &dv],
+        1,
+        &[
+            "undefined.j2:2",
+            "not_declared_anywhere",
+            "template_error.rhai:4",
+        ],
+    );
+    assert!(!d.exists());
+}
+
+#[test]
+fn runaway_recipes_are_stopped_by_the_limits() {
+    for (file, why, place) in [
+        (
+            "infinite_loop.rhai",
+            "Too many operations",
+            "infinite_loop.rhai:6:",
+        ),
+        (
+            "deep_recursion.rhai",
+            "Stack overflow",
+            "deep_recursion.rhai:",
+        ),
+        (
+            "huge_string.rhai",
+            "Length of string too large",
+            "huge_string.rhai:6:",
+        ),
+        (
+            "huge_pad.rhai",
+            "Length of string too large",
+            "huge_pad.rhai:5:",
+        ),
+    ] {
+        let started = Instant::now();
+        expect(&["run", &f(file), "--local"], 1, &[why, place]);
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{file} took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
+fn hundred_megabyte_inputs_get_short_errors() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let big = "x".repeat(100_000_000);
+    // A 100 MB string in a recipe: a syntax error (over the string limit), shown in short.
+    let rhai = tmp.path().join("big.rhai");
+    std::fs::write(&rhai, format!("let s = \"{big}\";\n")).expect("write");
+    let r = rhai.display().to_string();
+    expect(
+        &["run", &r, "--local"],
+        2,
+        &["big.rhai:1:9", "Length of string"],
+    );
+    // A 100 MB variable in an inventory: refused before any host is touched.
+    let inv = tmp.path().join("big.toml");
+    std::fs::write(&inv, format!("[vars]\nlabel = \"{big}\"\n")).expect("write");
+    let i = inv.display().to_string();
+    expect(
+        &["run", &f("vars.rhai"), "-i", &i, "--local"],
+        2,
+        &["label", "100000000 bytes"],
+    );
+    // A syntax error at the end of a 100 MB line: the line is shown cut around the column.
+    std::fs::write(&inv, format!("[vars]\nlabel = \"{big}\" junk\n")).expect("write");
+    expect(
+        &["run", &f("vars.rhai"), "-i", &i, "--local"],
+        2,
+        &["big.toml:2:100000012", "\" junk"],
+    );
+}
