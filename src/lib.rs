@@ -17,3 +17,6 @@ pub mod secrets;
 pub mod ssh_config;
 pub mod transport;
 pub mod vars;
+
+#[cfg(test)]
+mod fuzz_tests;
