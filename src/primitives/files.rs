@@ -108,7 +108,7 @@ pub fn write_script_checked(
 ) -> String {
     let q = quote(path);
     let mut s = format!(
-        "set -e\nd=$(dirname -- {q})\n[ -d \"$d\" ] || {{ echo \"folder $d does not exist\" >&2; exit 1; }}\nt=$(mktemp \"$d/.recipe.XXXXXXXX\")\ntrap 'rm -f \"$t\"' EXIT\n"
+        "set -e\nd=$(dirname -- {q}; printf x)\nd=${{d%?x}}\n[ -d \"$d\" ] || {{ echo \"folder $d does not exist\" >&2; exit 1; }}\nt=$(mktemp \"$d/.recipe.XXXXXXXX\")\ntrap 'rm -f \"$t\"' EXIT\n"
     );
     let mode = match attrs.mode {
         Some(m) => format!("chmod {m} \"$t\"\n"),
@@ -513,7 +513,7 @@ fn do_download(
         out.change(format!("download {url}"));
         let (u, d) = (quote(url), quote(dest));
         let mut s = format!(
-            "set -e\nt=$(mktemp \"$(dirname -- {d})/.recipe.XXXXXXXX\")\ntrap 'rm -f \"$t\"' EXIT\n\
+            "set -e\nt=$(dirname -- {d}; printf x)\nt=$(mktemp \"${{t%?x}}/.recipe.XXXXXXXX\")\ntrap 'rm -f \"$t\"' EXIT\n\
              if command -v curl >/dev/null 2>&1; then curl -fsSL --retry 3 -o \"$t\" {u}; \
              elif command -v wget >/dev/null 2>&1; then wget -q -O \"$t\" {u}; \
              else echo 'neither curl nor wget is installed on the target' >&2; exit 1; fi\n"
