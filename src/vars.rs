@@ -186,7 +186,9 @@ pub fn for_host(
             None => def.clone(),
         };
         // A value the engine would refuse at its first use is refused here, before any host.
-        let len = v.read_lock::<rhai::ImmutableString>().map_or(0, |s| s.len());
+        let len = v
+            .read_lock::<rhai::ImmutableString>()
+            .map_or(0, |s| s.len());
         if len > crate::engine::MAX_STRING_SIZE {
             return Err(format!(
                 "inventory variable {k} for host {host} is {len} bytes; a recipe value may hold at most {} MiB",

@@ -973,7 +973,7 @@ fn a_truncated_command_frame_is_never_run() {
             let mut i = child.stdin.take().expect("stdin");
             i.write_all(prelude).expect("prelude");
             // No newline, then end of input: what a cut connection looks like.
-            i.write_all(frame[..cut_at].as_bytes()).expect("line");
+            i.write_all(&frame.as_bytes()[..cut_at]).expect("line");
         }
         let _ = child.wait();
         assert!(

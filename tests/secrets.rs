@@ -10,7 +10,6 @@ mod common;
 use common::*;
 
 use base64::Engine as _;
-use std::path::Path;
 
 const RECIPE: &str = r#"// Secrets test recipe.
 fn defaults() {
@@ -60,10 +59,13 @@ fn random_bytes(n: usize) -> Vec<u8> {
     v
 }
 
+/// Named spellings of a secret.
+type Spellings = Vec<(String, Vec<u8>)>;
+
 /// Every spelling of a secret that must not appear, and for long secrets every 40-character
 /// window of its hex and base64 spellings (catching wrapped output), and every 24-byte
 /// window of its raw bytes.
-fn needles(secret: &[u8]) -> (Vec<(String, Vec<u8>)>, Vec<(String, Vec<u8>)>) {
+fn needles(secret: &[u8]) -> (Spellings, Spellings) {
     let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
     let hx = hex::encode(secret);
     let whole = vec![
