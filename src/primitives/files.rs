@@ -407,18 +407,30 @@ pub fn render(name: &str, text: &str, ctx: &serde_json::Value) -> Result<String,
     if let Ok(sc) = syntax.build() {
         env.set_syntax(sc);
     }
-    env.add_template(name, text)
-        .map_err(|e| template_error(&e))?;
-    let t = env.get_template(name).map_err(|e| template_error(&e))?;
-    t.render(minijinja::value::Serde(ctx))
-        .map_err(|e| template_error(&e))
+    let err = |e: minijinja::Error| template_error_in(&e, Some(text));
+    env.add_template(name, text).map_err(err)?;
+    let t = env.get_template(name).map_err(err)?;
+    t.render(minijinja::value::Serde(ctx)).map_err(err)
 }
 
 /// "templates/x.j2:12: undefined value (in ...)" with the template's own excerpt.
 pub fn template_error(e: &minijinja::Error) -> String {
-    let place = match (e.name(), e.line()) {
-        (Some(n), Some(l)) => format!("{n}:{l}: "),
-        (Some(n), None) => format!("{n}: "),
+    template_error_in(e, None)
+}
+
+/// Like [`template_error`], with the column when the template text is at hand.
+pub fn template_error_in(e: &minijinja::Error, text: Option<&str>) -> String {
+    let col = match (e.range(), text) {
+        (Some(r), Some(t)) if r.start <= t.len() => {
+            let line_start = t[..r.start].rfind('\n').map(|i| i + 1).unwrap_or(0);
+            Some(t[line_start..r.start].chars().count() + 1)
+        }
+        _ => None,
+    };
+    let place = match (e.name(), e.line(), col) {
+        (Some(n), Some(l), Some(c)) => format!("{n}:{l}:{c}: "),
+        (Some(n), Some(l), None) => format!("{n}:{l}: "),
+        (Some(n), None, _) => format!("{n}: "),
         _ => String::new(),
     };
     let mut msg = format!("{place}{}", e.kind());
