@@ -264,3 +264,83 @@ fn secrets_never_appear_in_any_output() {
     }
     check("sshd log", s.sshd.log().as_bytes(), &tok2);
 }
+
+/// Takes the sandbox down when dropped.
+struct SandboxDown(&'static str);
+
+impl Drop for SandboxDown {
+    fn drop(&mut self) {
+        if let Err(e) = recipe::sandbox::down(self.0) {
+            eprintln!("teardown of sandbox {} failed: {e:#}", self.0);
+        }
+    }
+}
+
+/// The shipped MUNGE recipe on two sandbox hosts: the real key, made on the first host and
+/// copied to the second through the controller, never appears in `-vv --diff`, `--json`,
+/// `--dry-run --diff` output, nor in a failing run's.
+#[test]
+fn the_munge_key_never_appears() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the sandbox needs root");
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !root.join("recipes/munge.rhai").exists() {
+        eprintln!("skipped: no recipes/munge.rhai");
+        return;
+    }
+    const NAME: &str = "secrets";
+    let _down = SandboxDown(NAME);
+    let info = recipe::sandbox::up(&recipe::sandbox::UpOptions {
+        name: NAME.into(),
+        hosts: vec!["k1".into(), "k2".into()],
+        serve: None,
+        packages: Vec::new(),
+    })
+    .expect("sandbox up");
+    let run_munge = |extra: &[&str]| {
+        let out = recipe()
+            .args(["run", "munge.rhai", "-i"])
+            .arg(&info.inventory)
+            .args(["--var", "master=k1"])
+            .args(extra)
+            .output()
+            .expect("runs");
+        let mut all = out.stdout.clone();
+        all.extend_from_slice(&out.stderr);
+        (out.status.code().unwrap_or(-1), all)
+    };
+    let mut outputs = Vec::new();
+    // The master first (it makes the key), then every host; then the same again as JSON,
+    // as a dry run, and a run that fails on the second host after reading the key.
+    for extra in [
+        &["--host", "k1", "-vv", "--diff"][..],
+        &["--group", "all", "-vv", "--diff"][..],
+        &["--group", "all", "--json", "-vv", "--diff"][..],
+        &["--group", "all", "--dry-run", "--diff", "-v"][..],
+    ] {
+        let (code, out) = run_munge(extra);
+        assert_eq!(code, 0, "{extra:?}: {}", String::from_utf8_lossy(&out));
+        outputs.push((format!("{extra:?}"), out));
+    }
+    // A failure: the second host's copy of the key cannot be written (a folder is in the
+    // way), after the key was read from the master.
+    let k2_key = info.dir.join("hosts/k2/root/etc/munge/munge.key");
+    std::fs::remove_file(&k2_key).expect("rm key");
+    std::fs::create_dir(&k2_key).expect("a folder in the way");
+    let (code, out) = run_munge(&["--group", "all", "-vv", "--diff"]);
+    assert_eq!(code, 1, "{}", String::from_utf8_lossy(&out));
+    assert!(
+        String::from_utf8_lossy(&out).contains("munge.key"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    outputs.push(("failure".into(), out));
+    let key = std::fs::read(info.dir.join("hosts/k1/root/etc/munge/munge.key")).expect("key");
+    assert!(key.len() >= 32, "a real key: {} bytes", key.len());
+    for (what, out) in &outputs {
+        assert_clean(what, out, &[("munge key", &key[..])]);
+    }
+}
