@@ -82,7 +82,10 @@ impl Hosts {
             .await;
         match res {
             Ok(c) => Ok(c.clone()),
-            Err(e) => Err(TransportError::Unreachable(e.clone())),
+            // `e` is already "unreachable: ..." when the connection itself failed.
+            Err(e) => Err(TransportError::Unreachable(
+                e.strip_prefix("unreachable: ").unwrap_or(e).to_string(),
+            )),
         }
     }
 
