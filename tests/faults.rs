@@ -427,8 +427,8 @@ fn connection_faults_name_the_host_and_the_others_finish() {
     }
     let hk_msg = r.recap("hostkey")["msg"].as_str().unwrap_or("").to_string();
     assert!(
-        hk_msg.contains(&kh.display().to_string()),
-        "names the known_hosts file: {hk_msg}"
+        hk_msg.contains(&format!("{}:3", kh.display())),
+        "names the known_hosts file and line: {hk_msg}"
     );
 
     // Repair each fault the way the messages say, then re-run: everything converges.
