@@ -152,15 +152,16 @@ pub struct HostCtx {
 
 impl HostCtx {
     /// Runs a command on this host (blocking: primitives run on the host's own thread).
-    /// With `timeout`, the target stops the command after that long (`timeout(1)`);
-    /// without, the controller still gives up after the run's default limit.
+    /// The target stops the command after `timeout`, or the run's `--timeout`
+    /// (`timeout(1)`), so a command the controller gives up on does not live on.
     pub fn exec(
         &self,
         cmd: &str,
         stdin: Option<&[u8]>,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, TransportError> {
-        self.exec_via(&self.conn, cmd, stdin, timeout)
+        let t = timeout.unwrap_or(self.run.default_timeout);
+        self.exec_via(&self.conn, cmd, stdin, Some(t))
     }
 
     /// A read-only command that must answer within `limit` (no remote `timeout` process).
@@ -209,6 +210,7 @@ impl HostCtx {
             return self.exec(cmd, None, timeout);
         }
         let conn = self.run.rt.block_on(self.run.hosts.connection(host))?;
-        self.exec_via(&conn, cmd, None, timeout)
+        let t = timeout.unwrap_or(self.run.default_timeout);
+        self.exec_via(&conn, cmd, None, Some(t))
     }
 }

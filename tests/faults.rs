@@ -1219,7 +1219,8 @@ fn on_sandbox_hosts() {
     assert!(st.success());
     assert_eq!(r.code, 1, "{}", r.all());
     assert_one_screen(&r, &["f1"]);
-    assert!(r.stdout.contains("no answer within 4s"), "{}", r.all());
+    // The remote `timeout` (4 s) cannot report back over a dead link: the controller gives up 15 s later.
+    assert!(r.stdout.contains("no answer within 19s"), "{}", r.all());
     assert!(r.stdout.contains("faults.rhai:21"), "{}", r.all());
     assert!(
         roots[1].join("etc/recipe-link/done").exists(),
