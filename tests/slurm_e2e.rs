@@ -19,8 +19,8 @@
 //! message: they are not skipped silently. Each sandbox is torn down by a Drop guard,
 //! also when the test fails.
 //!
-//! Timing on the 2-core test machine (shared with other work): the source test took about
-//! 8.5 minutes (the Slurm build 7 of them), the packages test about 1; they run in parallel.
+//! Timing on the 2-core test machine (shared with other work): the source test took 8.5 to
+//! 10.5 minutes (the Slurm build most of it), the packages test 1 to 1.5; they run in parallel.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
