@@ -64,15 +64,12 @@ pub fn var_docs(text: &str) -> Vec<(String, String)> {
                 continue;
             }
         }
-        let code = t.split("//").next().unwrap_or("");
+        let code = strip_comment(t);
         depth += code.matches('{').count() as i32 - code.matches('}').count() as i32;
-        if let Some((k, rest)) = t.split_once(':') {
+        if let Some((k, _)) = t.split_once(':') {
             let k = k.trim();
             if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                let doc = rest
-                    .split_once("//")
-                    .map(|(_, d)| d.trim().to_string())
-                    .unwrap_or_default();
+                let doc = t[code.len()..].trim_start_matches('/').trim().to_string();
                 docs.push((k.to_string(), doc));
             }
         }
@@ -81,6 +78,31 @@ pub fn var_docs(text: &str) -> Vec<(String, String)> {
         }
     }
     docs
+}
+
+/// The code part of a line: up to a `//` that is not inside a string literal.
+fn strip_comment(line: &str) -> &str {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let b: Vec<(usize, char)> = line.char_indices().collect();
+    for (n, &(i, c)) in b.iter().enumerate() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' && q == '"' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '`' | '\'' => quote = Some(c),
+            '/' if b.get(n + 1).map(|x| x.1) == Some('/') => return &line[..i],
+            _ => {}
+        }
+    }
+    line
 }
 
 /// Reads, compiles (strict variables: `vars` is the only free name) and evaluates `defaults()`.
@@ -152,6 +174,12 @@ mod tests {
     fn doc_is_first_comment_block() {
         let d = doc_of("// Installs munge.\n// Second line.\n\nlet x = 1; // not doc\n");
         assert_eq!(d, "Installs munge.\nSecond line.");
+    }
+
+    #[test]
+    fn var_docs_ignore_slashes_in_strings() {
+        let t = "fn defaults() {\n  #{\n    url: \"https://x/y\", // where from\n  }\n}\n";
+        assert_eq!(var_docs(t), vec![("url".into(), "where from".into())]);
     }
 
     #[test]

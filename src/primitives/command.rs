@@ -104,7 +104,10 @@ fn do_sh(ctx: &NativeCallContext, cmd: &str, o: ShOpts) -> Result<Dynamic, Box<E
                 .with("stderr", ""));
         }
         let mut res = super::Outcome::ok();
-        res.change(format!("run: {}", cmd.trim()));
+        res.change(match &o.name {
+            Some(n) => format!("run: {n}"),
+            None => format!("run: {}", cmd.trim()),
+        });
         if h.run.dry_run {
             return Ok(res.with("rc", 0_i64).with("stdout", "").with("stderr", ""));
         }
