@@ -71,7 +71,9 @@ struct Sandbox {
 impl Sandbox {
     fn up(name: &str, hosts: &[&str], serve: Option<&Path>) -> Sandbox {
         // A killed earlier run may have left one behind.
-        let _ = recipe_cmd().args(["sandbox", "down", "--name", name]).output();
+        let _ = recipe_cmd()
+            .args(["sandbox", "down", "--name", name])
+            .output();
         let mut c = recipe_cmd();
         c.args(["sandbox", "up", "--name", name, "--hosts", &hosts.join(",")]);
         if let Some(s) = serve {
@@ -93,20 +95,32 @@ impl Sandbox {
             text(&out.stdout),
             text(&out.stderr)
         );
-        let inv: toml::Table = toml::from_str(&std::fs::read_to_string(sb.dir.join("inventory.toml")).expect("sandbox inventory"))
-            .expect("sandbox inventory is TOML");
+        let inv: toml::Table = toml::from_str(
+            &std::fs::read_to_string(sb.dir.join("inventory.toml")).expect("sandbox inventory"),
+        )
+        .expect("sandbox inventory is TOML");
         for (h, v) in inv["hosts"].as_table().expect("hosts") {
-            sb.addrs.insert(h.clone(), v["address"].as_str().expect("address").to_string());
+            sb.addrs.insert(
+                h.clone(),
+                v["address"].as_str().expect("address").to_string(),
+            );
         }
-        sb.files_url = inv["vars"]["sandbox_files_url"].as_str().unwrap_or_default().to_string();
+        sb.files_url = inv["vars"]["sandbox_files_url"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         sb
     }
 
     /// Writes the test inventory: the sandbox's hosts, `workers` as given, and `vars`.
     fn write_inventory(&self, workers: &[&str], vars: &[(&str, toml::Value)]) {
-        let mut inv: toml::Table =
-            toml::from_str(&std::fs::read_to_string(self.dir.join("inventory.toml")).expect("read")).expect("toml");
-        let v = inv.entry("vars").or_insert(toml::Value::Table(Default::default()));
+        let mut inv: toml::Table = toml::from_str(
+            &std::fs::read_to_string(self.dir.join("inventory.toml")).expect("read"),
+        )
+        .expect("toml");
+        let v = inv
+            .entry("vars")
+            .or_insert(toml::Value::Table(Default::default()));
         let vt = v.as_table_mut().expect("vars table");
         for (k, val) in vars {
             vt.insert(k.to_string(), val.clone());
@@ -114,12 +128,18 @@ impl Sandbox {
         let mut g = toml::Table::new();
         g.insert(
             "hosts".into(),
-            toml::Value::Array(workers.iter().map(|w| toml::Value::String(w.to_string())).collect()),
+            toml::Value::Array(
+                workers
+                    .iter()
+                    .map(|w| toml::Value::String(w.to_string()))
+                    .collect(),
+            ),
         );
         let mut groups = toml::Table::new();
         groups.insert("workers".into(), toml::Value::Table(g));
         inv.insert("groups".into(), toml::Value::Table(groups));
-        std::fs::write(&self.inv, toml::to_string(&inv).expect("serialise")).expect("write inventory");
+        std::fs::write(&self.inv, toml::to_string(&inv).expect("serialise"))
+            .expect("write inventory");
     }
 
     fn ssh(&self, host: &str, cmd: &str) -> Output {
@@ -129,7 +149,10 @@ impl Sandbox {
             .arg("-i")
             .arg(self.dir.join("id_ed25519"))
             .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", self.dir.join("known_hosts").display()))
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.dir.join("known_hosts").display()
+            ))
             .args([
                 "-o",
                 "GlobalKnownHostsFile=/dev/null",
@@ -166,9 +189,17 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        match recipe_cmd().args(["sandbox", "down", "--name", &self.name]).output() {
+        match recipe_cmd()
+            .args(["sandbox", "down", "--name", &self.name])
+            .output()
+        {
             Ok(o) if o.status.success() => {}
-            Ok(o) => eprintln!("sandbox down --name {} failed: {}{}", self.name, text(&o.stdout), text(&o.stderr)),
+            Ok(o) => eprintln!(
+                "sandbox down --name {} failed: {}{}",
+                self.name,
+                text(&o.stdout),
+                text(&o.stderr)
+            ),
             Err(e) => eprintln!("sandbox down --name {} could not run: {e}", self.name),
         }
     }
@@ -186,7 +217,10 @@ struct Run {
 
 impl Run {
     fn describe(&self) -> String {
-        format!("--- stdout (JSON events) ---\n{}\n--- stderr ---\n{}", self.stdout, self.stderr)
+        format!(
+            "--- stdout (JSON events) ---\n{}\n--- stderr ---\n{}",
+            self.stdout, self.stderr
+        )
     }
 }
 
@@ -202,7 +236,9 @@ fn run(sb: &Sandbox, recipe: &str, args: &[&str]) -> Run {
     let stdout = text(&out.stdout);
     let mut changed = Vec::new();
     for line in stdout.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if v["event"] == "step" && v["status"] == "changed" {
             changed.push(format!(
                 "{} {}:{} {} {}",
@@ -216,12 +252,22 @@ fn run(sb: &Sandbox, recipe: &str, args: &[&str]) -> Run {
     }
     let mut raw = out.stdout.clone();
     raw.extend_from_slice(&out.stderr);
-    Run { ok: out.status.success(), raw, changed, stdout, stderr: text(&out.stderr) }
+    Run {
+        ok: out.status.success(),
+        raw,
+        changed,
+        stdout,
+        stderr: text(&out.stderr),
+    }
 }
 
 fn run_ok(sb: &Sandbox, recipe: &str, args: &[&str]) -> Run {
     let r = run(sb, recipe, args);
-    assert!(r.ok, "recipe run {recipe} {args:?} failed\n{}", r.describe());
+    assert!(
+        r.ok,
+        "recipe run {recipe} {args:?} failed\n{}",
+        r.describe()
+    );
     r
 }
 
@@ -254,7 +300,11 @@ fn check_cluster(sb: &Sandbox, bin: &str, workers: &[&str], t0: Instant) {
     log(t0, &format!("srun -N{n} hostname:\n{got}"));
     let mut want: Vec<&str> = workers.to_vec();
     want.sort();
-    assert_eq!(got.lines().collect::<Vec<_>>(), want, "srun -N{n} hostname did not answer from every worker");
+    assert_eq!(
+        got.lines().collect::<Vec<_>>(),
+        want,
+        "srun -N{n} hostname did not answer from every worker"
+    );
 }
 
 /// Everything a dry run must not touch on a host, as lines (compared before/after).
@@ -269,10 +319,17 @@ find /etc /usr /opt /srv /var/lib /var/spool /var/cache/apt/archives /root -xdev
 "#;
 
 fn fingerprints(sb: &Sandbox) -> BTreeMap<String, String> {
-    sb.addrs.keys().map(|h| (h.clone(), sb.ssh_ok(h, FINGERPRINT))).collect()
+    sb.addrs
+        .keys()
+        .map(|h| (h.clone(), sb.ssh_ok(h, FINGERPRINT)))
+        .collect()
 }
 
-fn assert_same_hosts(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>, what: &str) {
+fn assert_same_hosts(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+    what: &str,
+) {
     for (h, b) in before {
         let a = &after[h];
         if a != b {
@@ -302,7 +359,10 @@ fn fetch_source() -> PathBuf {
 /// Variables every run in a container needs (cgroup plugins do not work in nspawn hosts).
 fn container_vars() -> Vec<(&'static str, toml::Value)> {
     vec![
-        ("slurm_proctrack_type", toml::Value::String("proctrack/linuxproc".into())),
+        (
+            "slurm_proctrack_type",
+            toml::Value::String("proctrack/linuxproc".into()),
+        ),
         ("slurm_task_plugin", toml::Value::String("task/none".into())),
     ]
 }
@@ -312,21 +372,45 @@ fn source_mode_build_once_idempotent_and_grow() {
     require_root();
     let t0 = Instant::now();
     let tarball = fetch_source();
-    let file = tarball.file_name().and_then(|f| f.to_str()).expect("tarball name").to_string();
-    assert!(file.starts_with("slurm-wlm_") && file.contains(".orig.tar."), "unexpected tarball {file}");
-    let version = file.trim_start_matches("slurm-wlm_").split(".orig.tar.").next().unwrap_or_default().to_string();
-    let templ = file.replace(&version, "{version}");
-    let sha = text(&Command::new("sha256sum").arg(&tarball).output().expect("sha256sum").stdout)
-        .split_whitespace()
+    let file = tarball
+        .file_name()
+        .and_then(|f| f.to_str())
+        .expect("tarball name")
+        .to_string();
+    assert!(
+        file.starts_with("slurm-wlm_") && file.contains(".orig.tar."),
+        "unexpected tarball {file}"
+    );
+    let version = file
+        .trim_start_matches("slurm-wlm_")
+        .split(".orig.tar.")
         .next()
         .unwrap_or_default()
         .to_string();
-    log(t0, &format!("tarball {file} (Slurm {version}), sha256 {sha}"));
+    let templ = file.replace(&version, "{version}");
+    let sha = text(
+        &Command::new("sha256sum")
+            .arg(&tarball)
+            .output()
+            .expect("sha256sum")
+            .stdout,
+    )
+    .split_whitespace()
+    .next()
+    .unwrap_or_default()
+    .to_string();
+    log(
+        t0,
+        &format!("tarball {file} (Slurm {version}), sha256 {sha}"),
+    );
 
     let sb = Sandbox::up("e2e-src", &["master", "w1", "w2", "w3"], tarball.parent());
     log(t0, "sandbox e2e-src up: master, w1, w2, w3");
     let mut vars = container_vars();
-    vars.push(("slurm_url", toml::Value::String(format!("{}/{templ}", sb.files_url))));
+    vars.push((
+        "slurm_url",
+        toml::Value::String(format!("{}/{templ}", sb.files_url)),
+    ));
     vars.push(("slurm_version", toml::Value::String(version.clone())));
     vars.push(("slurm_sha256", toml::Value::String(sha)));
     vars.push(("slurm_build_host", toml::Value::String("master".into())));
@@ -335,30 +419,63 @@ fn source_mode_build_once_idempotent_and_grow() {
     // 1. Fresh hosts → the whole of Part 1, source mode, built once on the master (with
     //    diffs and verbose output, where the munge key must still not appear).
     let r = run_ok(&sb, "cluster.rhai", &["--diff", "-vv"]);
-    log(t0, &format!("cluster.rhai (source, build once): {} steps changed", r.changed.len()));
-    assert!(!r.changed.is_empty(), "a first run on fresh hosts must change things\n{}", r.describe());
+    log(
+        t0,
+        &format!(
+            "cluster.rhai (source, build once): {} steps changed",
+            r.changed.len()
+        ),
+    );
+    assert!(
+        !r.changed.is_empty(),
+        "a first run on fresh hosts must change things\n{}",
+        r.describe()
+    );
     // Only the master compiled: the workers have no build tree, only the installed bundle.
-    sb.ssh_ok("master", &format!("test -f /usr/local/src/slurm-{version}/.recipe-built"));
+    sb.ssh_ok(
+        "master",
+        &format!("test -f /usr/local/src/slurm-{version}/.recipe-built"),
+    );
     for w in ["w1", "w2"] {
         sb.ssh_ok(w, &format!("! test -e /usr/local/src/slurm-{version} && /usr/local/sbin/slurmd -V | grep -qx 'slurm {version}'"));
         // The key is the master's: same checksum, 0400 munge:munge.
-        let st = sb.ssh_ok(w, "stat -c '%a %U %G' /etc/munge/munge.key && sha256sum < /etc/munge/munge.key");
-        let ms = sb.ssh_ok("master", "stat -c '%a %U %G' /etc/munge/munge.key && sha256sum < /etc/munge/munge.key");
+        let st = sb.ssh_ok(
+            w,
+            "stat -c '%a %U %G' /etc/munge/munge.key && sha256sum < /etc/munge/munge.key",
+        );
+        let ms = sb.ssh_ok(
+            "master",
+            "stat -c '%a %U %G' /etc/munge/munge.key && sha256sum < /etc/munge/munge.key",
+        );
         assert_eq!(st, ms, "{w}'s munge key differs from the master's");
         assert!(st.starts_with("400 munge munge"), "{st}");
         // The same IDs everywhere.
-        assert_eq!(sb.ssh_ok(w, "id -u munge; id -g munge; id -u slurm; id -g slurm"), "64029\n64029\n64030\n64030\n");
+        assert_eq!(
+            sb.ssh_ok(w, "id -u munge; id -g munge; id -u slurm; id -g slurm"),
+            "64029\n64029\n64030\n64030\n"
+        );
     }
     check_cluster(&sb, "/usr/local/bin/", &["w1", "w2"], t0);
     // The key never appears in the output, in any form.
     let key_b64 = sb.ssh_ok("master", "base64 -w0 /etc/munge/munge.key");
-    let key_hex = sb.ssh_ok("master", "od -An -tx1 -v /etc/munge/munge.key | tr -d ' \\n'");
+    let key_hex = sb.ssh_ok(
+        "master",
+        "od -An -tx1 -v /etc/munge/munge.key | tr -d ' \\n'",
+    );
     let key_raw = sb.ssh("master", "cat /etc/munge/munge.key").stdout;
     assert!(key_raw.len() >= 32, "cannot read the munge key");
     for out in [&r.stdout, &r.stderr] {
-        assert!(!out.contains(key_b64.trim()) && !out.contains(key_hex.trim()), "the munge key leaked");
+        assert!(
+            !out.contains(key_b64.trim()) && !out.contains(key_hex.trim()),
+            "the munge key leaked"
+        );
     }
-    assert!(!r.raw.windows(key_raw.len()).any(|w| w == key_raw.as_slice()), "the munge key's bytes leaked");
+    assert!(
+        !r.raw
+            .windows(key_raw.len())
+            .any(|w| w == key_raw.as_slice()),
+        "the munge key's bytes leaked"
+    );
 
     // 2. Second run: nothing changes, through cluster.rhai and every recipe on its own.
     let r = run_ok(&sb, "cluster.rhai", &[]);
@@ -379,14 +496,26 @@ fn source_mode_build_once_idempotent_and_grow() {
         args.extend(["--dry-run", "--diff", "-vv"]);
         let r = run_ok(&sb, recipe, &args);
         assert_unchanged(&r, &format!("{recipe} --dry-run"));
-        assert!(!r.stdout.contains(key_b64.trim()), "the munge key leaked in a dry run of {recipe}");
+        assert!(
+            !r.stdout.contains(key_b64.trim()),
+            "the munge key leaked in a dry run of {recipe}"
+        );
     }
-    log(t0, "every recipe on its own: 0 changed (and 0 would change)");
+    log(
+        t0,
+        "every recipe on its own: 0 changed (and 0 would change)",
+    );
 
     // 3. A third worker joins: add it to the inventory and run the whole again.
     sb.write_inventory(&["w1", "w2", "w3"], &vars);
     let r = run_ok(&sb, "cluster.rhai", &[]);
-    log(t0, &format!("cluster.rhai with w3 added: {} steps changed", r.changed.len()));
+    log(
+        t0,
+        &format!(
+            "cluster.rhai with w3 added: {} steps changed",
+            r.changed.len()
+        ),
+    );
     check_cluster(&sb, "/usr/local/bin/", &["w1", "w2", "w3"], t0);
     let r = run_ok(&sb, "cluster.rhai", &[]);
     assert_unchanged(&r, "cluster.rhai after adding w3");
@@ -413,29 +542,57 @@ fn packages_mode_after_pure_dry_run() {
         ("slurm_worker.rhai", "workers", None),
         ("slurm_check.rhai", "master", None),
     ] {
-        let sel = if target == "master" { "--host" } else { "--group" };
+        let sel = if target == "master" {
+            "--host"
+        } else {
+            "--group"
+        };
         let mut args = vec![sel, target, "--dry-run", "--diff"];
         if let Some(e) = extra {
             args.extend(["--var", e]);
         }
         let r = run_ok(&sb, recipe, &args);
-        assert!(!r.changed.is_empty() || recipe == "slurm_check.rhai", "a dry run on fresh hosts reports changes\n{}", r.describe());
-        assert!(r.stdout.lines().all(|l| !l.contains("\"dry_run\":false")), "a dry-run step ran for real:\n{}", r.stdout);
+        assert!(
+            !r.changed.is_empty() || recipe == "slurm_check.rhai",
+            "a dry run on fresh hosts reports changes\n{}",
+            r.describe()
+        );
+        assert!(
+            r.stdout.lines().all(|l| !l.contains("\"dry_run\":false")),
+            "a dry-run step ran for real:\n{}",
+            r.stdout
+        );
     }
     for mode in ["packages", "source"] {
-        run_ok(&sb, "cluster.rhai", &["--dry-run", "--var", &format!("slurm_install={mode}")]);
+        run_ok(
+            &sb,
+            "cluster.rhai",
+            &["--dry-run", "--var", &format!("slurm_install={mode}")],
+        );
     }
     let after = fingerprints(&sb);
     assert_same_hosts(&before, &after, "a dry run");
-    log(t0, "dry runs of every recipe and of cluster.rhai: hosts unchanged");
+    log(
+        t0,
+        "dry runs of every recipe and of cluster.rhai: hosts unchanged",
+    );
 
     // 2. The whole of Part 1 with Debian's packages.
     let r = run_ok(&sb, "cluster.rhai", &[]);
-    log(t0, &format!("cluster.rhai (packages): {} steps changed", r.changed.len()));
+    log(
+        t0,
+        &format!("cluster.rhai (packages): {} steps changed", r.changed.len()),
+    );
     check_cluster(&sb, "", &["w1", "w2"], t0);
     for w in ["w1", "w2"] {
-        assert_eq!(sb.ssh_ok(w, "readlink /etc/slurm/slurm.conf"), "/usr/local/etc/slurm.conf\n");
-        assert_eq!(sb.ssh_ok(w, "stat -c '%U %G %a' /usr/local/etc/slurm.conf"), "root root 644\n");
+        assert_eq!(
+            sb.ssh_ok(w, "readlink /etc/slurm/slurm.conf"),
+            "/usr/local/etc/slurm.conf\n"
+        );
+        assert_eq!(
+            sb.ssh_ok(w, "stat -c '%U %G %a' /usr/local/etc/slurm.conf"),
+            "root root 644\n"
+        );
     }
 
     // 3. Second run: 0 changed.
@@ -446,12 +603,23 @@ fn packages_mode_after_pure_dry_run() {
     // 4. Configless: slurmd fetches slurm.conf from slurmctld (--conf-server), through a
     //    drop-in that also clears Debian's ConditionPathExists.
     let r = run_ok(&sb, "cluster.rhai", &["--var", "slurm_configless=true"]);
-    log(t0, &format!("cluster.rhai (packages, configless): {} steps changed", r.changed.len()));
+    log(
+        t0,
+        &format!(
+            "cluster.rhai (packages, configless): {} steps changed",
+            r.changed.len()
+        ),
+    );
     for w in ["w1", "w2"] {
         let args = sb.ssh_ok(w, "ps -o args= -C slurmd");
-        assert!(args.contains("--conf-server master"), "slurmd on {w} does not run configless: {args}");
+        assert!(
+            args.contains("--conf-server master"),
+            "slurmd on {w} does not run configless: {args}"
+        );
     }
-    assert!(sb.ssh_ok("master", "cat /usr/local/etc/slurm.conf").contains("SlurmctldParameters=enable_configless"));
+    assert!(sb
+        .ssh_ok("master", "cat /usr/local/etc/slurm.conf")
+        .contains("SlurmctldParameters=enable_configless"));
     check_cluster(&sb, "", &["w1", "w2"], t0);
     let r = run_ok(&sb, "cluster.rhai", &["--var", "slurm_configless=true"]);
     assert_unchanged(&r, "cluster.rhai (packages, configless)");
