@@ -63,7 +63,20 @@ pub fn set_limits(e: &mut Engine) {
 
 /// An engine with every primitive registered. `interrupted` stops scripts (Ctrl-C).
 pub fn build(recipe_dir: &Path, interrupted: Option<Arc<AtomicBool>>) -> Engine {
-    let mut e = Engine::new();
+    // Engine::new() would build Rhai's standard package again for every engine (~0.5 MB and
+    // thousands of allocations each); one engine runs per host, so share one copy instead.
+    static STD: std::sync::OnceLock<rhai::Shared<rhai::Module>> = std::sync::OnceLock::new();
+    let mut e = Engine::new_raw();
+    e.set_max_strings_interned(256);
+    e.on_print(|s| println!("{s}"));
+    e.on_debug(|s, _, _| eprintln!("{s}"));
+    e.register_global_module(
+        STD.get_or_init(|| {
+            use rhai::packages::Package;
+            rhai::packages::StandardPackage::new().as_shared_module()
+        })
+        .clone(),
+    );
     set_limits(&mut e);
     let mut res = ModuleResolversCollection::new();
     for p in module_paths(recipe_dir) {
@@ -101,8 +114,13 @@ pub fn register(e: &mut Engine) {
     }
 }
 
-/// The primitive modules, in reference order.
+/// The primitive modules, in reference order (built once per process, then shared).
 pub fn api_modules() -> Vec<rhai::Shared<rhai::Module>> {
+    static MODS: std::sync::OnceLock<Vec<rhai::Shared<rhai::Module>>> = std::sync::OnceLock::new();
+    MODS.get_or_init(build_api_modules).clone()
+}
+
+fn build_api_modules() -> Vec<rhai::Shared<rhai::Module>> {
     vec![
         rhai::exported_module!(primitives::command::api).into(),
         rhai::exported_module!(primitives::files::api).into(),

@@ -166,7 +166,9 @@ impl HostCtx {
 
     /// A read-only command that must answer within `limit` (no remote `timeout` process).
     pub fn exec_bounded(&self, cmd: &str, limit: Duration) -> Result<ExecOutput, TransportError> {
-        let fut = self.conn.exec(cmd, None, None);
+        // Boxed: the future (channel open, worker start, framing) would otherwise live on
+        // this host's thread stack, one large copy per concurrently running host.
+        let fut = Box::pin(self.conn.exec(cmd, None, None));
         self.run.rt.block_on(async {
             tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
                 Err(TransportError::Timeout(format!(
@@ -188,7 +190,7 @@ impl HostCtx {
             .map(|t| t + Duration::from_secs(15))
             .unwrap_or(self.run.default_timeout);
         self.run.rt.block_on(async {
-            tokio::time::timeout(limit, conn.exec(cmd, stdin, timeout))
+            tokio::time::timeout(limit, Box::pin(conn.exec(cmd, stdin, timeout)))
                 .await
                 .unwrap_or_else(|_| {
                     Err(TransportError::Timeout(format!(
@@ -209,7 +211,10 @@ impl HostCtx {
         if host == self.name {
             return self.exec(cmd, None, timeout);
         }
-        let conn = self.run.rt.block_on(self.run.hosts.connection(host))?;
+        let conn = self
+            .run
+            .rt
+            .block_on(Box::pin(self.run.hosts.connection(host)))?;
         let t = timeout.unwrap_or(self.run.default_timeout);
         self.exec_via(&conn, cmd, None, Some(t))
     }

@@ -58,6 +58,11 @@ fn resolve_uncached(name: &str, config: Option<&Path>) -> ResolvedHost {
     if !is_plausible_name(name) {
         return ResolvedHost::default();
     }
+    if !config_may_apply(config) {
+        // No config file (nor anything it includes) sets any of the values resolved here:
+        // the answer is "not configured", without two `ssh -G` processes per host.
+        return ResolvedHost::default();
+    }
     if let Some(found) = resolve_with_openssh(name, config) {
         return found;
     }
@@ -68,6 +73,128 @@ fn resolve_uncached(name: &str, config: Option<&Path>) -> ResolvedHost {
             ResolvedHost::default()
         }
     }
+}
+
+/// Keywords that can change what `resolve` reports (lowercase). `Match` can do anything.
+const RELEVANT: &[&str] = &[
+    "hostname",
+    "user",
+    "port",
+    "identityfile",
+    "proxyjump",
+    "match",
+    "canonicalizehostname",
+    "canonicaldomains",
+];
+
+/// Whether the config files `ssh` would read (and their `Include`s) mention any keyword that
+/// matters here; computed once per process. When unsure (an unreadable file, a glob more
+/// complex than `dir/*suffix`), it says yes and `ssh -G` decides.
+fn config_may_apply(config: Option<&Path>) -> bool {
+    static ANSWER: OnceLock<Mutex<HashMap<Option<PathBuf>, bool>>> = OnceLock::new();
+    let key = config.map(Path::to_path_buf);
+    let cache = ANSWER.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(hit) = cache.lock().ok().and_then(|m| m.get(&key).copied()) {
+        return hit;
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let files: Vec<(PathBuf, PathBuf)> = match config {
+        Some(f) => vec![(
+            f.to_path_buf(),
+            f.parent().unwrap_or(Path::new("/")).to_path_buf(),
+        )],
+        None => {
+            let mut v = Vec::new();
+            if let Some(h) = &home {
+                v.push((h.join(".ssh/config"), h.join(".ssh")));
+            }
+            v.push((
+                PathBuf::from("/etc/ssh/ssh_config"),
+                PathBuf::from("/etc/ssh"),
+            ));
+            v
+        }
+    };
+    let mut todo = files;
+    let mut seen = 0;
+    let mut answer = false;
+    while let Some((file, base)) = todo.pop() {
+        seen += 1;
+        if seen > 64 {
+            answer = true;
+            break;
+        }
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => {
+                answer = true;
+                break;
+            }
+        };
+        for line in text.lines() {
+            let line = line.trim();
+            let mut words = line
+                .split(|c: char| c.is_whitespace() || c == '=')
+                .filter(|w| !w.is_empty());
+            let Some(kw) = words.next().map(str::to_ascii_lowercase) else {
+                continue;
+            };
+            if kw.starts_with('#') {
+                continue;
+            }
+            if RELEVANT.contains(&kw.as_str()) {
+                answer = true;
+                break;
+            }
+            if kw == "include" {
+                for pat in words {
+                    let pat = match (pat.strip_prefix("~/"), &home) {
+                        (Some(rest), Some(h)) => h.join(rest),
+                        _ => base.join(pat),
+                    };
+                    match expand_simple_glob(&pat) {
+                        Some(found) => todo.extend(found.into_iter().map(|f| (f, base.clone()))),
+                        None => answer = true,
+                    }
+                }
+            }
+        }
+        if answer {
+            break;
+        }
+    }
+    if let Ok(mut m) = cache.lock() {
+        m.insert(key, answer);
+    }
+    answer
+}
+
+/// `dir/file` or `dir/prefix*suffix` (no wildcard in `dir`); `None` for anything else.
+fn expand_simple_glob(pat: &Path) -> Option<Vec<PathBuf>> {
+    let name = pat.file_name()?.to_str()?;
+    let dir = pat.parent()?;
+    if dir.to_str()?.contains(['*', '?', '[']) {
+        return None;
+    }
+    if !name.contains(['*', '?', '[']) {
+        return Some(vec![pat.to_path_buf()]);
+    }
+    let (pre, post) = name.split_once('*')?;
+    if post.contains(['*', '?', '[']) || pre.contains(['?', '[']) {
+        return None;
+    }
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            if n.len() >= pre.len() + post.len() && n.starts_with(pre) && n.ends_with(post) {
+                out.push(e.path());
+            }
+        }
+    }
+    Some(out)
 }
 
 /// Names that `ssh` would take as an option or reject anyway are never passed to it.

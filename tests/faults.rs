@@ -945,19 +945,17 @@ fn a_truncated_command_frame_is_never_run() {
     let all = seen.lock().expect("seen").clone();
     let prelude = &all[..prelude_len];
     let frame = text(&all[prelude_len..]);
-    let frame = frame
-        .split('\n')
-        .find(|l| !l.is_empty())
-        .unwrap_or("")
-        .to_string();
+    // The frame ends with its end marker (" .\n"); the quoted command holds newlines.
+    let frame = frame.trim_start_matches('\n');
+    let frame = frame[..frame.find(" .\n").map_or(frame.len(), |i| i + 3)].to_string();
     let b64 = base64::engine::general_purpose::STANDARD;
-    let (c64, s64) = (b64.encode(cmd.as_bytes()), b64.encode(&payload));
-    let cpos = frame.find(&c64).expect("the command is in the frame");
+    let (qcmd, s64) = (recipe::transport::quote(&cmd), b64.encode(&payload));
+    let cpos = frame.find(&qcmd).expect("the command is in the frame");
     let spos = frame.find(&s64).expect("stdin is in the frame");
-    // Cuts inside the command and inside stdin, each at a multiple of 4 (valid base64),
-    // and right after the last argument.
-    let mut cuts: Vec<usize> = (4..c64.len()).step_by(4).map(|k| cpos + k).collect();
-    cuts.push(cpos + c64.len());
+    // Cuts at every byte of the (shell-quoted) command, inside stdin at each multiple of 4
+    // (valid base64), and right after the last argument.
+    let mut cuts: Vec<usize> = (1..qcmd.len()).map(|k| cpos + k).collect();
+    cuts.push(cpos + qcmd.len());
     cuts.extend((4..=s64.len()).step_by(4).map(|k| spos + k));
     cuts.push(spos + s64.len());
     for cut_at in cuts {

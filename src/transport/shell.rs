@@ -24,9 +24,6 @@ __m=@MARKER@
 __rcp() {
   # A line cut short by a lost connection lacks the end marker: never run part of a frame.
   [ "$4" = . ] || { printf '\n%s 98\n\n%s\n' "$__m" "$__m"; return; }
-  base64 -d > "$__d/c" <<__RCP_H
-$2
-__RCP_H
   __i=/dev/null
   if [ "$3" != - ]; then
     base64 -d > "$__d/i" <<__RCP_H
@@ -35,9 +32,9 @@ __RCP_H
     __i="$__d/i"
   fi
   if [ "$1" -gt 0 ] && command -v timeout >/dev/null 2>&1; then
-    (umask 022; exec timeout -k 5 "$1" /bin/sh "$__d/c") < "$__i" 2> "$__d/e"
+    (umask 022; exec timeout -k 5 "$1" /bin/sh -c "$2") < "$__i" 2> "$__d/e"
   else
-    (umask 022; exec /bin/sh "$__d/c") < "$__i" 2> "$__d/e"
+    (umask 022; eval "$2") < "$__i" 2> "$__d/e"
   fi
   __s=$?
   printf '\n%s %s\n' "$__m" "$__s"
@@ -155,7 +152,10 @@ impl Worker {
     ) -> Result<ExecOutput, TransportError> {
         let b64 = base64::engine::general_purpose::STANDARD;
         let secs = timeout.map(|t| t.as_secs().max(1)).unwrap_or(0);
-        let mut line = format!("__rcp {secs} {} ", b64.encode(cmd.as_bytes()));
+        // The command travels shell-quoted and runs with `eval` in a subshell: no decoding
+        // process and no new /bin/sh per command (a quote cut short by a lost connection is
+        // a syntax error, and the end marker below is missing anyway).
+        let mut line = format!("__rcp {secs} {} ", super::quote(cmd));
         match stdin {
             Some(data) => line.push_str(&b64.encode(data)),
             None => line.push('-'),
