@@ -1,10 +1,11 @@
 //! The worker protocol: one long-lived `/bin/sh` per channel runs many framed commands.
 //!
 //! Opening a channel costs a login shell on the target (10–100 ms); a worker
-//! started once and fed one line per command costs one round trip and no new
-//! channel per step. Commands and their stdin travel base64-encoded on one
-//! line; the worker answers `__RCP <id> <status> <out-len> <err-len>` followed by
-//! exactly that many bytes of stdout and stderr, so any bytes survive.
+//! started once and fed one frame per command costs one round trip and no new
+//! channel per step. A frame is `__rcp TIMEOUT 'quoted command' STDIN-BASE64|- .`;
+//! the trailing `.` proves the frame arrived whole. The command's stdout streams
+//! back as is, then `\n<marker> <status>\n`, its stderr, and `\n<marker>\n`, where
+//! the marker is random per worker, so any bytes survive.
 
 use base64::Engine as _;
 use std::time::Duration;
@@ -13,9 +14,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::{ExecOutput, TransportError};
 
 /// POSIX sh prelude sent once per worker (`@MARKER@` is replaced by a random marker).
-/// Each command costs the worker two forks: `base64 -d` and the command's own `/bin/sh`
-/// (three with a remote `timeout`). Its stdout streams straight back, framed by the
-/// marker; stderr is collected in a private 0700 folder and follows the status line.
+/// Each command costs the worker one fork (a subshell that `eval`s it), or `timeout` plus
+/// `/bin/sh -c` when it has a time limit. Stdin, when given, is decoded into a private
+/// 0700 folder, where stderr is collected too.
 pub const PRELUDE: &str = r#"set +e
 umask 077
 __d=$(mktemp -d "${TMPDIR:-/tmp}/.recipe.XXXXXXXX") || { echo "__RCP_FAIL cannot create a temporary folder"; exit 97; }
@@ -34,7 +35,7 @@ __RCP_H
   if [ "$1" -gt 0 ] && command -v timeout >/dev/null 2>&1; then
     (umask 022; exec timeout -k 5 "$1" /bin/sh -c "$2") < "$__i" 2> "$__d/e"
   else
-    (umask 022; eval "$2") < "$__i" 2> "$__d/e"
+    (__c=$2; set --; umask 022; eval "$__c") < "$__i" 2> "$__d/e"
   fi
   __s=$?
   printf '\n%s %s\n' "$__m" "$__s"
