@@ -34,7 +34,7 @@ const DIFF_MAX: u64 = 256 * 1024;
 fn probe_file(h: &HostCtx, path: &str) -> Result<Option<(super::StatInfo, String)>, String> {
     let q = quote(path);
     let cmd = format!(
-        "if [ -e {q} ] || [ -L {q} ]; then stat -c '{STAT_FMT}' -- {q} && if [ -f {q} ]; then sha256sum < {q} | cut -d' ' -f1; else echo -; fi; else echo absent; fi"
+        "if [ -e {q} ] || [ -L {q} ]; then stat -c '{STAT_FMT}' -- {q} && if [ -f {q} ]; then sha256sum < {q}; else echo -; fi; else echo absent; fi"
     );
     let out = check(h, &cmd)?;
     if out.status != 0 {
@@ -46,7 +46,13 @@ fn probe_file(h: &HostCtx, path: &str) -> Result<Option<(super::StatInfo, String
         Some("absent") | None => Ok(None),
         Some(l) => {
             let st = parse_stat(l).ok_or_else(|| format!("cannot read stat output {l:?}"))?;
-            Ok(Some((st, lines.next().unwrap_or("-").trim().to_string())))
+            // `sha256sum < file` prints "<hash>  -": the hash is the first word.
+            let sum = lines
+                .next()
+                .and_then(|l| l.split_whitespace().next())
+                .unwrap_or("-")
+                .to_string();
+            Ok(Some((st, sum)))
         }
     }
 }
