@@ -221,7 +221,13 @@ impl Reporter {
     /// A note from a recipe (`log(..)`), shown at -v or always in human mode.
     pub fn note(&self, host: &str, msg: &str) {
         if self.mode == Mode::Human && !self.quiet {
-            self.out(&format!("{host:<10} {msg}"));
+            // Every line carries the host, so interleaved output stays readable.
+            let lines: Vec<String> = msg
+                .trim_end_matches('\n')
+                .lines()
+                .map(|l| format!("{host:<10} {l}"))
+                .collect();
+            self.out(&lines.join("\n"));
         }
     }
 
