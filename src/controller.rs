@@ -108,14 +108,10 @@ fn group_hosts(ctx: NativeCallContext, group: &str) -> Result<rhai::Array, Box<E
                 ctx.call_position(),
             ))
         })?;
-    Ok(c.base
-        .hosts
-        .inventory
-        .group_members(group)
-        .unwrap_or_default()
-        .into_iter()
-        .map(Dynamic::from)
-        .collect())
+    Ok(crate::primitives::group_array(
+        &c.base.hosts.inventory,
+        group,
+    ))
 }
 
 /// Runs a controller recipe on this (blocking) thread.

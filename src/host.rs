@@ -160,15 +160,31 @@ impl HostCtx {
         stdin: Option<&[u8]>,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, TransportError> {
-        let t = timeout.unwrap_or(self.run.default_timeout);
-        self.exec_via(&self.conn, cmd, stdin, Some(t))
+        self.exec_via(&self.conn, cmd, stdin, self.remote_limit(timeout))
     }
 
     /// A read-only command that must answer within `limit` (no remote `timeout` process).
     pub fn exec_bounded(&self, cmd: &str, limit: Duration) -> Result<ExecOutput, TransportError> {
+        self.exec_via(&self.conn, cmd, None, (None, limit))
+    }
+
+    /// The target's limit (`timeout:` or `--timeout`) and the controller's, 15 s later.
+    fn remote_limit(&self, timeout: Option<Duration>) -> (Option<Duration>, Duration) {
+        let t = timeout.unwrap_or(self.run.default_timeout);
+        (Some(t), t + Duration::from_secs(15))
+    }
+
+    /// Runs `cmd` on `conn`: `remote` is stopped on the target, `limit` bounds the wait here.
+    fn exec_via(
+        &self,
+        conn: &Connection,
+        cmd: &str,
+        stdin: Option<&[u8]>,
+        (remote, limit): (Option<Duration>, Duration),
+    ) -> Result<ExecOutput, TransportError> {
         // Boxed: the future (channel open, worker start, framing) would otherwise live on
         // this host's thread stack, one large copy per concurrently running host.
-        let fut = Box::pin(self.conn.exec(cmd, None, None));
+        let fut = Box::pin(conn.exec(cmd, stdin, remote));
         self.run.rt.block_on(async {
             tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
                 Err(TransportError::Timeout(format!(
@@ -176,28 +192,6 @@ impl HostCtx {
                     limit.as_secs()
                 )))
             })
-        })
-    }
-
-    fn exec_via(
-        &self,
-        conn: &Connection,
-        cmd: &str,
-        stdin: Option<&[u8]>,
-        timeout: Option<Duration>,
-    ) -> Result<ExecOutput, TransportError> {
-        let limit = timeout
-            .map(|t| t + Duration::from_secs(15))
-            .unwrap_or(self.run.default_timeout);
-        self.run.rt.block_on(async {
-            tokio::time::timeout(limit, Box::pin(conn.exec(cmd, stdin, timeout)))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(TransportError::Timeout(format!(
-                        "no answer within {}s",
-                        limit.as_secs()
-                    )))
-                })
         })
     }
 
@@ -215,7 +209,6 @@ impl HostCtx {
             .run
             .rt
             .block_on(Box::pin(self.run.hosts.connection(host)))?;
-        let t = timeout.unwrap_or(self.run.default_timeout);
-        self.exec_via(&conn, cmd, None, Some(t))
+        self.exec_via(&conn, cmd, None, self.remote_limit(timeout))
     }
 }

@@ -61,17 +61,7 @@ pub fn targets(
         None => Inventory::empty(),
     };
     if local {
-        let t = Target {
-            name: "local".into(),
-            address: "local".into(),
-            port: 0,
-            user: inventory::current_user(),
-            keys: vec![],
-            jump: None,
-            become_: false,
-            vars: inv.vars.clone(),
-            groups: vec![],
-        };
+        let t = this_machine("local", &inv);
         return Ok((inv, vec![t]));
     }
     if hosts.is_empty() && groups.is_empty() {
@@ -84,6 +74,21 @@ pub fn targets(
         return Err("the selected groups have no hosts".into());
     }
     Ok((inv, t))
+}
+
+/// A target for this machine (`--local`, controller mode), with the inventory's `[vars]`.
+fn this_machine(name: &str, inv: &Inventory) -> Target {
+    Target {
+        name: name.into(),
+        address: name.into(),
+        port: 0,
+        user: inventory::current_user(),
+        keys: vec![],
+        jump: None,
+        become_: false,
+        vars: inv.vars.clone(),
+        groups: vec![],
+    }
 }
 
 pub fn ssh_options(inv: &Inventory, c: &ConnConfig) -> SshOptions {
@@ -279,17 +284,7 @@ pub fn run(cfg: RunConfig) -> i32 {
         }
     }
     let redactor = Redactor::default();
-    let controller_target = Target {
-        name: "controller".into(),
-        address: "controller".into(),
-        port: 0,
-        user: inventory::current_user(),
-        keys: vec![],
-        jump: None,
-        become_: false,
-        vars: inv.vars.clone(),
-        groups: vec![],
-    };
+    let controller_target = this_machine("controller", &inv);
     let prepared = if controller {
         prepare(
             &cfg.recipe,

@@ -363,11 +363,7 @@ fn do_directory(
                     mode: u32::MAX,
                     size: 0,
                 };
-                let mut want = o.attrs.clone();
-                if want.mode.is_none() {
-                    want.mode = None;
-                }
-                let (cmds, _) = attr_fixes(&q, &fresh, &want);
+                let (cmds, _) = attr_fixes(&q, &fresh, &o.attrs);
                 for c in cmds {
                     cmd.push_str(" && ");
                     cmd.push_str(&c);

@@ -297,14 +297,8 @@ pub fn parse_stat(line: &str) -> Option<StatInfo> {
 pub fn attr_fixes(path_q: &str, st: &StatInfo, want: &Attrs) -> (Vec<String>, Vec<String>) {
     let mut cmds = Vec::new();
     let mut what = Vec::new();
-    let owner_diff = want
-        .owner
-        .as_ref()
-        .filter(|o| **o != st.owner && !numeric_match(o, &st.owner));
-    let group_diff = want
-        .group
-        .as_ref()
-        .filter(|g| **g != st.group && !numeric_match(g, &st.group));
+    let owner_diff = want.owner.as_ref().filter(|o| **o != st.owner);
+    let group_diff = want.group.as_ref().filter(|g| **g != st.group);
     if owner_diff.is_some() || group_diff.is_some() {
         let spec = match (owner_diff, group_diff) {
             (Some(o), Some(g)) => format!("{o}:{g}"),
@@ -330,11 +324,11 @@ pub fn attr_fixes(path_q: &str, st: &StatInfo, want: &Attrs) -> (Vec<String>, Ve
     (cmds, what)
 }
 
-fn numeric_match(_want: &str, _have: &str) -> bool {
-    false
-}
-
-/// Integer option helper: Rhai ints are i64.
-pub fn int(v: &Dynamic) -> Option<i64> {
-    v.as_int().ok()
+/// The members of an inventory group as a Rhai array (`[]` for an unknown group).
+pub fn group_array(inv: &crate::inventory::Inventory, group: &str) -> rhai::Array {
+    inv.group_members(group)
+        .unwrap_or_default()
+        .into_iter()
+        .map(Dynamic::from)
+        .collect()
 }

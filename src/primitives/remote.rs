@@ -105,15 +105,10 @@ pub mod api {
         group: &str,
     ) -> Result<rhai::Array, Box<EvalAltResult>> {
         let me = crate::primitives::host_ctx(&ctx)?;
-        Ok(me
-            .run
-            .hosts
-            .inventory
-            .group_members(group)
-            .unwrap_or_default()
-            .into_iter()
-            .map(Dynamic::from)
-            .collect())
+        Ok(crate::primitives::group_array(
+            &me.run.hosts.inventory,
+            group,
+        ))
     }
 
     /// The inventory name of the host this recipe runs for.

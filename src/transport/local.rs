@@ -77,8 +77,4 @@ impl Spawner for LocalSpawner {
             })
         })
     }
-
-    fn describe(&self) -> String {
-        "local".into()
-    }
 }

@@ -70,7 +70,10 @@ pub trait Spawner: Send + Sync {
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>,
     >;
-    fn describe(&self) -> String;
+    /// Ends the connection politely once its workers are closed.
+    fn shutdown(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
 }
 
 /// Payloads bigger than this go over a channel of their own instead of inline.
@@ -95,10 +98,6 @@ impl Connection {
             stats,
             broken: Mutex::new(None),
         }
-    }
-
-    pub fn describe(&self) -> String {
-        self.spawner.describe()
     }
 
     /// Runs `cmd` with `/bin/sh` on the target (as root when `become` applies).
@@ -159,6 +158,7 @@ impl Connection {
         for w in workers {
             w.close().await;
         }
+        self.spawner.shutdown().await;
     }
 }
 

@@ -105,7 +105,6 @@ pub struct SshSpawner {
     _jump: Option<Arc<SshSpawner>>,
     become_: bool,
     user: String,
-    label: String,
 }
 
 fn config() -> Arc<client::Config> {
@@ -202,7 +201,6 @@ pub fn connect<'a>(
             _jump: jump,
             become_: target.become_ && target.user != "root",
             user: target.user.clone(),
-            label: format!("{}@{where_}", target.user),
         })
     })
 }
@@ -420,7 +418,7 @@ impl Spawner for SshSpawner {
         })
     }
 
-    fn describe(&self) -> String {
-        self.label.clone()
+    fn shutdown(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(self.disconnect())
     }
 }
