@@ -2,16 +2,18 @@
 # Fetches the Slurm source tarball offline-style, from Debian's source package
 # (upstream's own download site may be unreachable), into a cache folder.
 #
-#   scripts/fetch-slurm-source.sh [CACHE_DIR]      (default /var/cache/recipe/src)
+#   scripts/fetch-slurm-source.sh [CACHE_DIR]      (default /var/cache/recipe/src/SUITE)
 #
+# SLURM_SRC_SUITE picks the Debian release whose Slurm is fetched: bookworm (22.05),
+# trixie (24.11). SLURM_SRC_MIRROR overrides the mirror.
 # Idempotent: does nothing when the tarball is already there. Uses its own apt
 # lists and a deb-src line of its own (nothing in /etc/apt is changed). Prints
 # the tarball's path on stdout. Serve CACHE_DIR to the hosts (for example with
 # `recipe sandbox up --serve CACHE_DIR`) and set slurm_build.rhai's variable
 #   slurm_url = "<files url>/slurm-wlm_{version}.orig.tar.gz"
 set -eu
-dir=${1:-/var/cache/recipe/src}
 suite=${SLURM_SRC_SUITE:-bookworm}
+dir=${1:-/var/cache/recipe/src/$suite}
 mirror=${SLURM_SRC_MIRROR:-http://deb.debian.org/debian}
 mkdir -p "$dir"
 existing=$(ls "$dir"/slurm-wlm_*.orig.tar.* 2>/dev/null | head -n 1 || true)

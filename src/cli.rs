@@ -131,6 +131,9 @@ enum SandboxCmd {
         /// Extra packages baked into the base image
         #[arg(long, value_delimiter = ',')]
         packages: Vec<String>,
+        /// Debian release of the hosts: bookworm (12) or trixie (13)
+        #[arg(long, default_value = "bookworm", value_parser = parse_release)]
+        release: crate::sandbox::Release,
     },
     /// Stop the hosts and remove everything the sandbox made
     Down {
@@ -209,11 +212,13 @@ fn sandbox(action: SandboxCmd) -> i32 {
             name,
             serve,
             packages,
+            release,
         } => crate::sandbox::up(&crate::sandbox::UpOptions {
             name,
             hosts,
             serve,
             packages,
+            release,
         })
         .map(|_| ()),
         SandboxCmd::Down { name } => crate::sandbox::down(&name),
@@ -229,6 +234,10 @@ fn sandbox(action: SandboxCmd) -> i32 {
             EXIT_FAILED
         }
     }
+}
+
+fn parse_release(s: &str) -> Result<crate::sandbox::Release, String> {
+    crate::sandbox::Release::parse(s).map_err(|e| e.to_string())
 }
 
 fn init_tracing(cmd: &Cmd) {

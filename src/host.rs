@@ -195,6 +195,39 @@ impl HostCtx {
         })
     }
 
+    /// Pipes `src_cmd`'s output on `host` into `dst_cmd` on this host, streamed through the
+    /// controller in bounded chunks. Returns (source, destination) results.
+    pub fn pipe_from(
+        &self,
+        host: &str,
+        src_cmd: &str,
+        dst_cmd: &str,
+    ) -> Result<(ExecOutput, ExecOutput), TransportError> {
+        let src = self
+            .run
+            .rt
+            .block_on(Box::pin(self.run.hosts.connection(host)))?;
+        let (remote, limit) = self.remote_limit(None);
+        let fut = Box::pin(crate::transport::pipe(
+            &src, src_cmd, &self.conn, dst_cmd, remote,
+        ));
+        let (a, b) = self.run.rt.block_on(async {
+            tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+                let e = || {
+                    Err(TransportError::Timeout(format!(
+                        "no answer within {}s",
+                        limit.as_secs()
+                    )))
+                };
+                (e(), e())
+            })
+        });
+        // The destination's own failure says most (no folder, disk full); then the source's.
+        let b = b?;
+        let a = a?;
+        Ok((a, b))
+    }
+
     /// Runs a command on another inventory host, through the controller.
     pub fn exec_on(
         &self,

@@ -1085,6 +1085,7 @@ fn on_sandbox_hosts() {
         hosts: vec!["f1".into(), "f2".into()],
         serve: None,
         packages: Vec::new(),
+        release: recipe::sandbox::Release::default(),
     })
     .expect("sandbox up");
     let roots: Vec<PathBuf> = info

@@ -298,6 +298,7 @@ fn the_munge_key_never_appears() {
         hosts: vec!["k1".into(), "k2".into()],
         serve: None,
         packages: Vec::new(),
+        release: recipe::sandbox::Release::default(),
     })
     .expect("sandbox up");
     let run_munge = |extra: &[&str]| {

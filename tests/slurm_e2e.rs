@@ -69,13 +69,22 @@ struct Sandbox {
 }
 
 impl Sandbox {
-    fn up(name: &str, hosts: &[&str], serve: Option<&Path>) -> Sandbox {
+    fn up(name: &str, release: &str, hosts: &[&str], serve: Option<&Path>) -> Sandbox {
         // A killed earlier run may have left one behind.
         let _ = recipe_cmd()
             .args(["sandbox", "down", "--name", name])
             .output();
         let mut c = recipe_cmd();
-        c.args(["sandbox", "up", "--name", name, "--hosts", &hosts.join(",")]);
+        c.args([
+            "sandbox",
+            "up",
+            "--name",
+            name,
+            "--release",
+            release,
+            "--hosts",
+            &hosts.join(","),
+        ]);
         if let Some(s) = serve {
             c.arg("--serve").arg(s);
         }
@@ -342,9 +351,10 @@ fn assert_same_hosts(
     }
 }
 
-fn fetch_source() -> PathBuf {
+fn fetch_source(release: &str) -> PathBuf {
     let out = Command::new(project().join("scripts/fetch-slurm-source.sh"))
-        .arg(SRC_CACHE)
+        .arg(format!("{SRC_CACHE}/{release}"))
+        .env("SLURM_SRC_SUITE", release)
         .output()
         .expect("scripts/fetch-slurm-source.sh runs");
     assert!(
@@ -369,9 +379,21 @@ fn container_vars() -> Vec<(&'static str, toml::Value)> {
 
 #[test]
 fn source_mode_build_once_idempotent_and_grow() {
+    source_mode("bookworm", "e2e-src", true);
+}
+
+/// Debian 13: Slurm 24.11 from trixie's source package, the same recipes and variables.
+#[test]
+fn source_mode_on_debian13() {
+    source_mode("trixie", "e2e-src13", false);
+}
+
+/// Part 1 from source on `release`; with `full`, also every recipe on its own (run and dry
+/// run: 0 changed) and a third worker joining.
+fn source_mode(release: &str, name: &str, full: bool) {
     require_root();
     let t0 = Instant::now();
-    let tarball = fetch_source();
+    let tarball = fetch_source(release);
     let file = tarball
         .file_name()
         .and_then(|f| f.to_str())
@@ -404,8 +426,16 @@ fn source_mode_build_once_idempotent_and_grow() {
         &format!("tarball {file} (Slurm {version}), sha256 {sha}"),
     );
 
-    let sb = Sandbox::up("e2e-src", &["master", "w1", "w2", "w3"], tarball.parent());
-    log(t0, "sandbox e2e-src up: master, w1, w2, w3");
+    let hosts: &[&str] = if full {
+        &["master", "w1", "w2", "w3"]
+    } else {
+        &["master", "w1", "w2"]
+    };
+    let sb = Sandbox::up(name, release, hosts, tarball.parent());
+    log(
+        t0,
+        &format!("sandbox {name} up ({release}): {}", hosts.join(", ")),
+    );
     let mut vars = container_vars();
     vars.push((
         "slurm_url",
@@ -481,6 +511,10 @@ fn source_mode_build_once_idempotent_and_grow() {
     let r = run_ok(&sb, "cluster.rhai", &[]);
     assert_unchanged(&r, "cluster.rhai");
     log(t0, "second cluster.rhai run: 0 changed");
+    if !full {
+        log(t0, &format!("source mode on {release} done"));
+        return;
+    }
     // (w3 is not in the cluster yet: it is left out of these runs.)
     let nodes: &[&str] = &["--host", "master", "--group", "workers"];
     for (recipe, target) in [
@@ -526,7 +560,7 @@ fn source_mode_build_once_idempotent_and_grow() {
 fn packages_mode_after_pure_dry_run() {
     require_root();
     let t0 = Instant::now();
-    let sb = Sandbox::up("e2e-pkg", &["master", "w1", "w2"], None);
+    let sb = Sandbox::up("e2e-pkg", "bookworm", &["master", "w1", "w2"], None);
     log(t0, "sandbox e2e-pkg up: master, w1, w2");
     let mut vars = container_vars();
     vars.push(("slurm_install", toml::Value::String("packages".into())));
@@ -624,4 +658,157 @@ fn packages_mode_after_pure_dry_run() {
     let r = run_ok(&sb, "cluster.rhai", &["--var", "slurm_configless=true"]);
     assert_unchanged(&r, "cluster.rhai (packages, configless)");
     log(t0, "packages mode done");
+}
+
+fn fetch_apptainer() -> PathBuf {
+    let out = Command::new(project().join("scripts/fetch-apptainer-deb.sh"))
+        .arg(APPTAINER_CACHE)
+        .output()
+        .expect("scripts/fetch-apptainer-deb.sh runs");
+    assert!(
+        out.status.success(),
+        "scripts/fetch-apptainer-deb.sh failed (it needs Debian's archive):\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    PathBuf::from(text(&out.stdout).trim())
+}
+
+const APPTAINER_CACHE: &str = "/var/cache/recipe/apptainer";
+
+/// Part 2, Slurm side, on Debian 13 hosts, for real: Apptainer installed two ways (the
+/// master from Debian's unstable suite as a pinned site repository, the workers from the
+/// release .deb served like a site mirror, sha256 checked), its configuration from
+/// variables, its own check as a normal user; then the sample image built on the master
+/// with `Bootstrap: debootstrap` (Debian 12 inside, so a job shows which OS answered),
+/// streamed to the workers, and run as a normal user with `srun` and `sbatch`.
+/// Before that, dry runs on the fresh hosts change nothing; after it, a second run
+/// changes nothing.
+#[test]
+fn containers_on_debian13() {
+    require_root();
+    let t0 = Instant::now();
+    let deb = fetch_apptainer();
+    let deb_name = deb
+        .file_name()
+        .and_then(|f| f.to_str())
+        .expect("deb name")
+        .to_string();
+    // apptainer_1.4.5-2_amd64.deb -> version 1.4.5-2, arch amd64
+    let parts: Vec<&str> = deb_name.trim_end_matches(".deb").split('_').collect();
+    assert_eq!(parts.len(), 3, "unexpected package name {deb_name}");
+    let (version, arch) = (parts[1].to_string(), parts[2].to_string());
+    let sha = text(
+        &Command::new("sha256sum")
+            .arg(&deb)
+            .output()
+            .expect("sha256sum")
+            .stdout,
+    )
+    .split_whitespace()
+    .next()
+    .unwrap_or_default()
+    .to_string();
+    log(t0, &format!("{deb_name}: Apptainer {version} for {arch}"));
+
+    let sb = Sandbox::up("e2e-sif", "trixie", &["master", "w1", "w2"], deb.parent());
+    log(t0, "sandbox e2e-sif up (trixie): master, w1, w2");
+    let proxy = sb.ssh_ok(
+        "master",
+        "sed -n 's/.*Proxy \"\\(.*\\)\";/\\1/p' /etc/apt/apt.conf.d/*proxy* | head -n 1",
+    );
+    let mut vars = container_vars();
+    for (k, v) in [
+        ("slurm_install", "packages".to_string()),
+        ("singularity_install", "package_url".to_string()),
+        ("singularity_version", version.clone()),
+        (
+            "singularity_package_url",
+            format!("{}/apptainer_{{version}}_{{arch}}.deb", sb.files_url),
+        ),
+        ("singularity_package_sha256", sha),
+        ("container_build_proxy", proxy.trim().to_string()),
+    ] {
+        vars.push((k, toml::Value::String(v)));
+    }
+    vars.push(("singularity", toml::Value::Boolean(true)));
+    sb.write_inventory(&["w1", "w2"], &vars);
+    // The master takes Apptainer from unstable, pinned so that nothing else comes from it.
+    let inv = std::fs::read_to_string(&sb.inv).expect("inventory");
+    let inv = inv.replacen(
+        "[hosts.master]",
+        "[hosts.master]\nvars = { singularity_install = \"packages\", singularity_apt_repo = \"deb [check-valid-until=no] http://deb.debian.org/debian sid main\", singularity_apt_pin = \"release n=sid\" }",
+        1,
+    );
+    std::fs::write(&sb.inv, inv).expect("write inventory");
+
+    // 1. Dry runs on fresh hosts leave them exactly as they were.
+    let before = fingerprints(&sb);
+    let r = run_ok(
+        &sb,
+        "singularity.rhai",
+        &["--group", "all", "--dry-run", "--diff"],
+    );
+    assert!(!r.changed.is_empty(), "{}", r.describe());
+    run_ok(&sb, "cluster.rhai", &["--dry-run", "--diff"]);
+    run_ok(&sb, "samples/container_job.rhai", &["--dry-run"]);
+    let after = fingerprints(&sb);
+    assert_same_hosts(&before, &after, "a dry run");
+    log(
+        t0,
+        "dry runs of singularity.rhai, cluster.rhai, samples/container_job.rhai: hosts unchanged",
+    );
+
+    // 2. Everything: Slurm (packages), Apptainer, the sample jobs.
+    let r = run_ok(&sb, "cluster.rhai", &[]);
+    log(
+        t0,
+        &format!(
+            "cluster.rhai with singularity: {} steps changed",
+            r.changed.len()
+        ),
+    );
+    check_cluster(&sb, "", &["w1", "w2"], t0);
+    // The hosts are Debian 13; the image is Debian 12, and that is what the jobs saw.
+    assert!(sb
+        .ssh_ok("w1", "cat /etc/os-release")
+        .contains("VERSION_CODENAME=trixie"));
+    assert!(
+        r.stdout.contains("VERSION_CODENAME=bookworm"),
+        "{}",
+        r.describe()
+    );
+    let img = "/srv/containers/sample.sif";
+    let msum = sb.ssh_ok("master", &format!("sha256sum < {img}"));
+    for w in ["w1", "w2"] {
+        assert_eq!(
+            sb.ssh_ok(w, &format!("sha256sum < {img}")),
+            msum,
+            "{w}'s image differs"
+        );
+        assert_eq!(sb.ssh_ok(w, "id -u hpcuser"), "2001\n");
+        assert!(sb
+            .ssh_ok(w, "apptainer --version")
+            .contains(version.split('-').next().unwrap_or("")));
+        let conf = sb.ssh_ok(
+            w,
+            "grep -E '^(allow setuid|bind path|mount home) ' /etc/apptainer/apptainer.conf",
+        );
+        assert_eq!(conf, "allow setuid = no\nmount home = yes\nbind path = /etc/localtime\nbind path = /etc/hosts\n");
+    }
+    assert!(sb
+        .ssh_ok("master", "apt-cache policy apptainer")
+        .contains("sid"));
+    // Independently of the recipes: the user's job on every worker runs the image's OS.
+    let got = sb.ssh_ok(
+        "master",
+        &format!("cd /tmp && runuser -u hpcuser -- srun -N2 --label apptainer exec {img} sh -c '. /etc/os-release; echo $VERSION_CODENAME' | sort"),
+    );
+    assert_eq!(got, "0: bookworm\n1: bookworm\n", "srun output");
+    log(t0, &format!("srun -N2 apptainer exec as hpcuser:\n{got}"));
+
+    // 3. Second run: nothing changes (the image is not rebuilt or copied again).
+    let r = run_ok(&sb, "cluster.rhai", &[]);
+    assert_unchanged(&r, "cluster.rhai with singularity");
+    log(t0, "second run: 0 changed; containers on Debian 13 done");
 }

@@ -29,6 +29,8 @@ pub struct Payload {
 }
 
 const DIFF_MAX: u64 = 256 * 1024;
+/// Another host's files above this size stream host to host instead of being read whole.
+const STREAM_OVER: u64 = 1024 * 1024;
 
 /// One round trip: stat and checksum of `path`, or `absent`.
 fn probe_file(h: &HostCtx, path: &str) -> Result<Option<(super::StatInfo, String)>, String> {
@@ -262,6 +264,94 @@ pub fn controller_file(h: &HostCtx, src: &str) -> Result<(PathBuf, Vec<u8>), Str
         .map_err(|e| format!("cannot read {} on the controller: {e}", p.display()))
 }
 
+/// Copies a big file of `host` here in bounded chunks (never whole in the controller's
+/// memory), checked by size and sha256 before it replaces `path`. `None`: the file is small
+/// enough to go the ordinary way (with a diff).
+fn stream_from_host(
+    h: &HostCtx,
+    host: &str,
+    src: &str,
+    path: &str,
+    attrs: &Attrs,
+) -> Result<Option<Outcome>, String> {
+    super::no_nul("path", src)?;
+    super::no_nul("path", path)?;
+    let qs = quote(src);
+    let out = h
+        .exec_on(
+            host,
+            &format!("stat -L -c %s -- {qs} && sha256sum < {qs}"),
+            None,
+        )
+        .map_err(|e| format!("{host}: {e}"))?;
+    if out.status != 0 {
+        return Err(format!(
+            "cannot read {src} on {host}: {}",
+            super::failure_text(&out)
+        ));
+    }
+    let text = out.stdout_str();
+    let mut words = text.split_whitespace();
+    let size: u64 = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .ok_or_else(|| format!("cannot read the size of {src} on {host}: {text:?}"))?;
+    let sum = words.next().unwrap_or_default().to_string();
+    if size <= STREAM_OVER {
+        return Ok(None);
+    }
+    let cur = probe_file(h, path)?;
+    let mut res = Outcome::ok()
+        .with("path", path.to_string())
+        .with("sha256", sum.clone());
+    match &cur {
+        Some((st, _)) if st.kind != "regular file" && st.kind != "regular empty file" => {
+            return Err(format!("{path} exists and is a {}, not a file", st.kind));
+        }
+        Some((st, cur_sum)) if *cur_sum == sum => {
+            let (cmds, what) = attr_fixes(&quote(path), st, attrs);
+            for w in what {
+                res.change(w);
+            }
+            if !cmds.is_empty() {
+                apply(h, &cmds.join(" && "), None)?;
+            }
+            return Ok(Some(res));
+        }
+        _ => {}
+    }
+    if h.run.diff || h.run.reporter.verbose > 1 {
+        let old = cur
+            .as_ref()
+            .map(|(st, _)| format!("{} bytes", st.size))
+            .unwrap_or_else(|| "absent".into());
+        res.diff = Some(format!(
+            "--- {path}\n+++ {path}\n  content: {old} -> {size} bytes from {host}:{src} (sha256 {sum})\n"
+        ));
+    }
+    res.change(format!(
+        "{} {path} ({size} bytes, streamed from {host}:{src})",
+        if cur.is_some() { "rewrite" } else { "create" }
+    ));
+    if h.run.dry_run {
+        return Ok(Some(res));
+    }
+    let script = write_script_checked(path, attrs, true, Some((size as usize, sum.as_str())));
+    let (src_out, dst_out) = h
+        .pipe_from(host, &format!("cat -- {qs}"), &script)
+        .map_err(|e| format!("copying {src} from {host}: {e}"))?;
+    if dst_out.status != 0 {
+        return Err(super::failure_text(&dst_out));
+    }
+    if src_out.status != 0 {
+        return Err(format!(
+            "cannot read {src} on {host}: {}",
+            super::failure_text(&src_out)
+        ));
+    }
+    Ok(Some(res))
+}
+
 /// Reads a whole file of another (or this) host through its connection.
 pub fn remote_read(h: &HostCtx, host: &str, path: &str) -> Result<Vec<u8>, String> {
     super::no_nul("path", path)?;
@@ -300,10 +390,17 @@ fn do_file(
                 bytes: controller_file(h, src)?.1,
                 secret: false,
             },
-            (None, Some(src), Some(host)) => Payload {
-                bytes: remote_read(h, host, src)?,
-                secret: false,
-            },
+            (None, Some(src), Some(host)) => {
+                if !o.secret {
+                    if let Some(r) = stream_from_host(h, host, src, path, &o.attrs)? {
+                        return Ok(r);
+                    }
+                }
+                Payload {
+                    bytes: remote_read(h, host, src)?,
+                    secret: false,
+                }
+            }
             (None, None, None) => {
                 // Only attributes: the file must exist.
                 let st = probe_file(h, path)?

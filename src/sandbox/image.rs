@@ -1,4 +1,4 @@
-//! The cached base image: a Debian 12 root file system built once with debootstrap, keyed by its package list.
+//! The cached base image: a Debian root file system built once with debootstrap, keyed by release, mirror and package list.
 
 use super::paths;
 use super::tools::{self, CHROOT, DEBOOTSTRAP};
@@ -10,8 +10,63 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Debian release of the hosts.
-pub const SUITE: &str = "bookworm";
+/// A Debian release the sandbox can boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Release {
+    /// Debian 12, oldstable.
+    #[default]
+    Bookworm,
+    /// Debian 13, stable.
+    Trixie,
+}
+
+impl Release {
+    pub const ALL: [Release; 2] = [Release::Bookworm, Release::Trixie];
+
+    /// The suite name debootstrap and apt use.
+    pub fn suite(self) -> &'static str {
+        match self {
+            Release::Bookworm => "bookworm",
+            Release::Trixie => "trixie",
+        }
+    }
+
+    /// Debian's version number.
+    pub fn version(self) -> &'static str {
+        match self {
+            Release::Bookworm => "12",
+            Release::Trixie => "13",
+        }
+    }
+
+    /// Accepts the suite name or the version number (`trixie`, `13`, `debian13`).
+    pub fn parse(s: &str) -> Result<Release> {
+        let t = s.trim().to_ascii_lowercase();
+        let t = t
+            .strip_prefix("debian")
+            .unwrap_or(&t)
+            .trim_start_matches('-');
+        for r in Release::ALL {
+            if t == r.suite() || t == r.version() {
+                return Ok(r);
+            }
+        }
+        let known: Vec<String> = Release::ALL
+            .iter()
+            .map(|r| format!("{} ({})", r.suite(), r.version()))
+            .collect();
+        bail!(
+            "unknown release {s:?}: the sandbox boots {}",
+            known.join(" or ")
+        )
+    }
+}
+
+impl std::fmt::Display for Release {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.suite())
+    }
+}
 /// Mirror used by debootstrap (and by apt inside the hosts, through the proxy).
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 /// Overrides the mirror (an air-gapped site's own).
@@ -89,11 +144,11 @@ pub fn mirror() -> String {
 }
 
 /// Cache key: a hash of everything that decides the image's content.
-pub fn cache_key(packages: &[String], mirror: &str) -> String {
+pub fn cache_key(release: Release, packages: &[String], mirror: &str) -> String {
     let mut h = Sha256::new();
     h.update(FORMAT.as_bytes());
     h.update(b"\n");
-    h.update(SUITE.as_bytes());
+    h.update(release.suite().as_bytes());
     h.update(b"\n");
     h.update(mirror.as_bytes());
     for p in packages {
@@ -108,6 +163,7 @@ pub fn cache_key(packages: &[String], mirror: &str) -> String {
 pub struct Image {
     pub key: String,
     pub dir: PathBuf,
+    pub release: Release,
 }
 
 impl Image {
@@ -149,22 +205,23 @@ fn lock_cache(dir: &Path) -> Result<CacheLock> {
     Ok(CacheLock { _file: file })
 }
 
-/// The cache entry for these extra packages (built or not).
-pub fn lookup(extra: &[String]) -> Result<Image> {
+/// The cache entry for this release and these extra packages (built or not).
+pub fn lookup(release: Release, extra: &[String]) -> Result<Image> {
     let packages = package_list(extra)?;
-    let key = cache_key(&packages, &mirror());
+    let key = cache_key(release, &packages, &mirror());
     Ok(Image {
         dir: paths::images_dir().join(&key),
         key,
+        release,
     })
 }
 
-/// The image for these extra packages, built first if it is not cached yet.
-pub fn ensure(extra: &[String]) -> Result<Image> {
+/// The image for this release and these extra packages, built first if it is not cached yet.
+pub fn ensure(release: Release, extra: &[String]) -> Result<Image> {
     let packages = package_list(extra)?;
     let mirror = mirror();
     let images = paths::images_dir();
-    let image = lookup(extra)?;
+    let image = lookup(release, extra)?;
     if image.is_complete() {
         return Ok(image);
     }
@@ -190,8 +247,9 @@ fn build(image: &Image, packages: &[String], mirror: &str, images: &Path) -> Res
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let rootfs = tmp.join("rootfs");
     let log = tmp.join("debootstrap.log");
+    let suite = image.release.suite();
     eprintln!(
-        "building the base image (debootstrap {SUITE}, {} packages) in {}; this takes a few minutes once, later runs reuse it",
+        "building the base image (debootstrap {suite}, {} packages) in {}; this takes a few minutes once, later runs reuse it",
         packages.len(),
         image.dir.display()
     );
@@ -203,7 +261,7 @@ fn build(image: &Image, packages: &[String], mirror: &str, images: &Path) -> Res
     let mut cmd = tools::command(DEBOOTSTRAP)?;
     cmd.arg("--variant=minbase")
         .arg(&include)
-        .arg(SUITE)
+        .arg(suite)
         .arg(&rootfs)
         .arg(mirror)
         .stdout(log_file)
@@ -219,8 +277,9 @@ fn build(image: &Image, packages: &[String], mirror: &str, images: &Path) -> Res
             failed_log.display()
         );
     }
-    customize(&rootfs, mirror).context("cannot prepare the base image")?;
+    customize(&rootfs, mirror, image.release).context("cannot prepare the base image")?;
     std::fs::write(tmp.join("packages.txt"), packages.join("\n") + "\n")?;
+    std::fs::write(tmp.join("release"), format!("{suite}\n"))?;
     std::fs::write(tmp.join("complete"), format!("{FORMAT}\n"))?;
     std::fs::rename(&tmp, &image.dir)
         .with_context(|| format!("cannot move {} to {}", tmp.display(), image.dir.display()))?;
@@ -244,7 +303,7 @@ fn write(root: &Path, rel: &str, text: &str, mode: u32) -> Result<()> {
 }
 
 /// Changes that hold for every host: no host keys of its own, no build-machine identity.
-fn customize(root: &Path, mirror: &str) -> Result<()> {
+fn customize(root: &Path, mirror: &str, release: Release) -> Result<()> {
     // debootstrap leaves package lists of the suite; make sure apt has them.
     let lists = root.join("var/lib/apt/lists");
     let has_lists = std::fs::read_dir(&lists)
@@ -298,7 +357,7 @@ fn customize(root: &Path, mirror: &str) -> Result<()> {
     write(
         root,
         "etc/apt/sources.list",
-        &format!("deb {mirror} {SUITE} main\n"),
+        &format!("deb {mirror} {} main\n", release.suite()),
         0o644,
     )?;
     for unit in DISABLED_UNITS {
@@ -332,16 +391,39 @@ mod tests {
     fn cache_key_depends_on_packages_and_mirror() {
         let a = package_list(&[]).unwrap();
         let b = package_list(&["munge".into()]).unwrap();
-        assert_eq!(cache_key(&a, DEFAULT_MIRROR), cache_key(&a, DEFAULT_MIRROR));
-        assert_ne!(cache_key(&a, DEFAULT_MIRROR), cache_key(&b, DEFAULT_MIRROR));
+        let bw = Release::Bookworm;
+        assert_eq!(
+            cache_key(bw, &a, DEFAULT_MIRROR),
+            cache_key(bw, &a, DEFAULT_MIRROR)
+        );
         assert_ne!(
-            cache_key(&a, DEFAULT_MIRROR),
-            cache_key(&a, "http://mirror.example/debian")
+            cache_key(bw, &a, DEFAULT_MIRROR),
+            cache_key(bw, &b, DEFAULT_MIRROR)
+        );
+        assert_ne!(
+            cache_key(bw, &a, DEFAULT_MIRROR),
+            cache_key(bw, &a, "http://mirror.example/debian")
+        );
+        assert_ne!(
+            cache_key(bw, &a, DEFAULT_MIRROR),
+            cache_key(Release::Trixie, &a, DEFAULT_MIRROR)
         );
         // order of the extra packages does not matter
         let c = package_list(&["x1".into(), "munge".into()]).unwrap();
         let d = package_list(&["munge".into(), "x1".into()]).unwrap();
-        assert_eq!(cache_key(&c, DEFAULT_MIRROR), cache_key(&d, DEFAULT_MIRROR));
-        assert_eq!(cache_key(&a, DEFAULT_MIRROR).len(), 16);
+        assert_eq!(
+            cache_key(bw, &c, DEFAULT_MIRROR),
+            cache_key(bw, &d, DEFAULT_MIRROR)
+        );
+        assert_eq!(cache_key(bw, &a, DEFAULT_MIRROR).len(), 16);
+    }
+
+    #[test]
+    fn releases_parse_by_name_or_number() {
+        assert_eq!(Release::parse("trixie").unwrap(), Release::Trixie);
+        assert_eq!(Release::parse("13").unwrap(), Release::Trixie);
+        assert_eq!(Release::parse("Debian12").unwrap(), Release::Bookworm);
+        let e = Release::parse("sid").unwrap_err().to_string();
+        assert!(e.contains("bookworm (12) or trixie (13)"), "{e}");
     }
 }

@@ -1,4 +1,4 @@
-//! `recipe sandbox`: throw-away Debian 12 hosts on this machine (systemd-nspawn, one network namespace each) to run recipes against.
+//! `recipe sandbox`: throw-away Debian 12 or 13 hosts on this machine (systemd-nspawn, one network namespace each) to run recipes against.
 //!
 //! `up` boots each host from a cached debootstrap image through an overlay (so the host is
 //! ephemeral: its writes land in a per-host layer that `down` deletes), each with its own
@@ -25,6 +25,7 @@ mod teardown;
 mod tools;
 
 pub use fileserver::serve_files;
+pub use image::Release;
 
 use anyhow::{bail, Context, Result};
 use paths::Layout;
@@ -49,6 +50,8 @@ pub struct UpOptions {
     pub serve: Option<PathBuf>,
     /// Extra packages baked into the base image (may be empty).
     pub packages: Vec<String>,
+    /// Debian release of every host.
+    pub release: Release,
 }
 
 impl Default for UpOptions {
@@ -58,6 +61,7 @@ impl Default for UpOptions {
             hosts: DEFAULT_HOSTS.iter().map(|h| h.to_string()).collect(),
             serve: None,
             packages: Vec::new(),
+            release: Release::default(),
         }
     }
 }
@@ -74,6 +78,7 @@ pub struct SandboxInfo {
     pub bridge_addr: Ipv4Addr,
     pub proxy_port: u16,
     pub files_url: String,
+    pub release: Release,
 }
 
 fn boot_timeout() -> Duration {
@@ -90,7 +95,7 @@ fn boot_timeout() -> Duration {
 pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
     names::check_sandbox_name(&opts.name)?;
     names::check_host_list(&opts.hosts)?;
-    let cached = image::lookup(&opts.packages)?.is_complete();
+    let cached = image::lookup(opts.release, &opts.packages)?.is_complete();
     let serve_dir = match &opts.serve {
         Some(d) => {
             let c = d
@@ -130,7 +135,7 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
     }
 
     let started = Instant::now();
-    let image = image::ensure(&opts.packages)?;
+    let image = image::ensure(opts.release, &opts.packages)?;
     let t_boot = Instant::now();
     let result = build(opts, octet, &image, serve_dir);
     match result {
@@ -190,6 +195,7 @@ fn build(
         bridge_addr,
         hosts: hosts.clone(),
         image: image.key.clone(),
+        release: image.release.suite().to_string(),
         serve_dir: serve_dir.clone(),
         proxy_port: 0,
         files_port: 0,
@@ -339,6 +345,7 @@ fn build(
         bridge_addr,
         proxy_port,
         files_url,
+        release: image.release,
     })
 }
 
@@ -353,9 +360,11 @@ fn plural(n: usize, word: &str) -> String {
 /// What `up` prints on stdout: where things are and how to use them.
 pub fn usage_text(info: &SandboxInfo) -> String {
     let mut s = format!(
-        "sandbox {} is up: {}\n",
+        "sandbox {} is up: {}, Debian {} ({})\n",
         info.name,
-        plural(info.hosts.len(), "host")
+        plural(info.hosts.len(), "host"),
+        info.release.version(),
+        info.release.suite()
     );
     for (n, a) in &info.hosts {
         s.push_str(&format!("  {n:<12} {a}\n"));

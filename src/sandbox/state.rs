@@ -24,11 +24,18 @@ pub struct SandboxState {
     pub bridge_addr: Ipv4Addr,
     pub hosts: Vec<HostState>,
     pub image: String,
+    /// Debian suite of the image; records of older versions lack it and were bookworm.
+    #[serde(default = "default_release")]
+    pub release: String,
     pub serve_dir: PathBuf,
     pub proxy_port: u16,
     pub files_port: u16,
     /// `starting` while `up` runs, `up` once every host answered.
     pub phase: String,
+}
+
+fn default_release() -> String {
+    "bookworm".to_string()
 }
 
 impl SandboxState {
@@ -93,6 +100,7 @@ mod tests {
                 veth: "rcp9v0".into(),
             }],
             image: "abc".into(),
+            release: "trixie".into(),
             serve_dir: dir.path().join("files"),
             proxy_port: 3128,
             files_port: 8000,

@@ -26,8 +26,9 @@ pub fn describe(name: &str) -> String {
     };
     let ours = process::find_by_dir(&layout.dir);
     let mut s = format!(
-        "sandbox {name}: {}, network {}/24, bridge {} {}\n",
+        "sandbox {name}: {}, {}, network {}/24, bridge {} {}\n",
         st.phase,
+        st.release,
         names::subnet(st.octet),
         st.bridge,
         st.bridge_addr
@@ -53,7 +54,10 @@ pub fn describe(name: &str) -> String {
         .max()
         .unwrap_or(4)
         .max(4);
-    s.push_str(&format!("  {:<width$}  {:<15}  STATE\n", "HOST", "ADDRESS"));
+    s.push_str(&format!(
+        "  {:<width$}  {:<15}  {:<18}  STATE\n",
+        "HOST", "ADDRESS", "RELEASE"
+    ));
     for h in &st.hosts {
         let hl = layout.host(&h.name);
         let state = match process::read_pid(&hl.pid()) {
@@ -66,13 +70,40 @@ pub fn describe(name: &str) -> String {
             }
             _ => "stopped",
         };
+        // What the host's own root says, so a mixed or odd image shows up as such.
+        let release = std::fs::read_to_string(hl.root().join("etc/os-release"))
+            .ok()
+            .and_then(|t| os_release_label(&t))
+            .unwrap_or_else(|| format!("{} (image)", st.release));
         s.push_str(&format!(
-            "  {:<width$}  {:<15}  {state}\n",
+            "  {:<width$}  {:<15}  {:<18}  {state}\n",
             h.name,
-            h.addr.to_string()
+            h.addr.to_string(),
+            release
         ));
     }
     s
+}
+
+/// `Debian 13 (trixie)` from an os-release file.
+fn os_release_label(text: &str) -> Option<String> {
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+            .map(|v| v.trim().trim_matches('"').to_string())
+    };
+    let name = field("NAME").unwrap_or_default();
+    let name = name
+        .split_whitespace()
+        .next()
+        .unwrap_or("Linux")
+        .to_string();
+    match (field("VERSION_ID"), field("VERSION_CODENAME")) {
+        (Some(v), Some(c)) => Some(format!("{name} {v} ({c})")),
+        (Some(v), None) => Some(format!("{name} {v}")),
+        (None, Some(c)) => Some(format!("{name} {c}")),
+        (None, None) => None,
+    }
 }
 
 /// Status of one sandbox, or of all when `name` is None.
@@ -95,5 +126,17 @@ pub fn status_text(name: Option<&str>) -> String {
                 .collect::<Vec<_>>()
                 .join("\n")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::os_release_label;
+
+    #[test]
+    fn release_label_from_os_release() {
+        let t = "PRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"13\"\nVERSION_CODENAME=trixie\n";
+        assert_eq!(os_release_label(t).as_deref(), Some("Debian 13 (trixie)"));
+        assert_eq!(os_release_label("FOO=1\n"), None);
     }
 }

@@ -2,10 +2,10 @@
 
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::shell::Worker;
-use super::{ExecOutput, Spawner, TransportError};
+use super::{ChunkSink, Chunks, ExecOutput, Spawner, TransportError};
 
 /// Runs commands on this machine, as the current user.
 pub struct LocalSpawner;
@@ -75,6 +75,93 @@ impl Spawner for LocalSpawner {
                 stdout: out.stdout,
                 stderr: out.stderr,
             })
+        })
+    }
+
+    fn stream<'a>(
+        &'a self,
+        cmd: &'a str,
+        input: Option<Chunks>,
+        output: Option<ChunkSink>,
+        timeout: Option<Duration>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            let mut child = tokio::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(cmd)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| TransportError::Unreachable(format!("cannot start /bin/sh: {e}")))?;
+            let mut stdin = child.stdin.take();
+            let feed = tokio::spawn(async move {
+                if let (Some(i), Some(mut rx)) = (stdin.as_mut(), input) {
+                    while let Some(chunk) = rx.recv().await {
+                        if i.write_all(&chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                if let Some(mut i) = stdin {
+                    let _ = i.shutdown().await;
+                }
+            });
+            let mut stdout = child.stdout.take();
+            let mut stderr = child.stderr.take();
+            let work = async {
+                let mut out = ExecOutput::default();
+                let errs = async {
+                    let mut e = Vec::new();
+                    if let Some(s) = stderr.as_mut() {
+                        let _ = s.read_to_end(&mut e).await;
+                    }
+                    e
+                };
+                let outs = async {
+                    let mut collected = Vec::new();
+                    if let Some(s) = stdout.as_mut() {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => match &output {
+                                    Some(tx) => {
+                                        if tx.send(buf[..n].to_vec()).await.is_err() {
+                                            break;
+                                        }
+                                    }
+                                    None => collected.extend_from_slice(&buf[..n]),
+                                },
+                            }
+                        }
+                    }
+                    collected
+                };
+                let (e, o) = tokio::join!(errs, outs);
+                out.stderr = e;
+                out.stdout = o;
+                let status = child
+                    .wait()
+                    .await
+                    .map_err(|e| TransportError::Lost(e.to_string()))?;
+                out.status = status.code().unwrap_or(128);
+                Ok(out)
+            };
+            let res = match timeout {
+                Some(t) => tokio::time::timeout(t, work).await.unwrap_or_else(|_| {
+                    Err(TransportError::Timeout(format!(
+                        "no result within {}s",
+                        t.as_secs()
+                    )))
+                }),
+                None => work.await,
+            };
+            feed.abort();
+            res
         })
     }
 }

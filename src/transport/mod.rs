@@ -70,11 +70,31 @@ pub trait Spawner: Send + Sync {
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>,
     >;
+    /// Runs one command on a channel of its own with bounded buffers: stdin comes chunk by
+    /// chunk from `input` (none: empty), stdout goes chunk by chunk to `output` (none: it is
+    /// collected). Host-to-host copies use it so that no file is ever held whole here.
+    fn stream<'a>(
+        &'a self,
+        cmd: &'a str,
+        input: Option<Chunks>,
+        output: Option<ChunkSink>,
+        timeout: Option<Duration>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>,
+    >;
     /// Ends the connection politely once its workers are closed.
     fn shutdown(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(async {})
     }
 }
+
+/// Chunks of a stream on their way to a command's stdin.
+pub type Chunks = tokio::sync::mpsc::Receiver<Vec<u8>>;
+/// Where a command's stdout chunks go.
+pub type ChunkSink = tokio::sync::mpsc::Sender<Vec<u8>>;
+/// Chunks in flight between two hosts: with SSH packets of up to 32 KiB, at most about
+/// 0.5 MiB of a copy is in this process at any time.
+const PIPE_DEPTH: usize = 16;
 
 /// Payloads bigger than this go over a channel of their own instead of inline.
 const INLINE_LIMIT: usize = 512 * 1024;
@@ -148,6 +168,27 @@ impl Connection {
         }
     }
 
+    /// [`Spawner::stream`] within this connection's channel limit.
+    pub async fn stream(
+        &self,
+        cmd: &str,
+        input: Option<Chunks>,
+        output: Option<ChunkSink>,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, TransportError> {
+        if let Some(why) = self.broken.lock().ok().and_then(|b| b.clone()) {
+            return Err(TransportError::Lost(why));
+        }
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| TransportError::Lost("connection closed".into()))?;
+        self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
+        self.stats.channels.fetch_add(1, Ordering::Relaxed);
+        self.spawner.stream(cmd, input, output, timeout).await
+    }
+
     /// Closes every idle worker.
     pub async fn close(&self) {
         let workers: Vec<Worker> = self
@@ -160,6 +201,25 @@ impl Connection {
         }
         self.spawner.shutdown().await;
     }
+}
+
+/// Pipes `src_cmd`'s stdout on `src` into `dst_cmd`'s stdin on `dst`, both at once, through
+/// a bounded queue. Returns both results; a source that stops early leaves the destination
+/// with a short stream, which it must detect (size and checksum) before using it.
+pub async fn pipe(
+    src: &Connection,
+    src_cmd: &str,
+    dst: &Connection,
+    dst_cmd: &str,
+    timeout: Option<Duration>,
+) -> (
+    Result<ExecOutput, TransportError>,
+    Result<ExecOutput, TransportError>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(PIPE_DEPTH);
+    let read = Box::pin(src.stream(src_cmd, None, Some(tx), timeout));
+    let write = Box::pin(dst.stream(dst_cmd, Some(rx), None, timeout));
+    tokio::join!(read, write)
 }
 
 /// Quotes one word for a POSIX shell, whatever bytes it holds (shlex; NUL,

@@ -11,7 +11,7 @@ use russh::keys::{load_secret_key, PrivateKeyWithHashAlg};
 use russh::{ChannelMsg, Disconnect};
 
 use super::shell::Worker;
-use super::{quote, ExecOutput, Spawner, TransportError};
+use super::{quote, ChunkSink, Chunks, ExecOutput, Spawner, TransportError};
 use crate::inventory::Target;
 use crate::known_hosts::{self, HostKeyStatus};
 
@@ -415,6 +415,117 @@ impl Spawner for SshSpawner {
             };
             let _ = ch.close().await;
             res
+        })
+    }
+
+    fn stream<'a>(
+        &'a self,
+        cmd: &'a str,
+        input: Option<Chunks>,
+        output: Option<ChunkSink>,
+        timeout: Option<Duration>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            let ch = self
+                .handle
+                .channel_open_session()
+                .await
+                .map_err(|e| TransportError::Lost(format!("cannot open a channel: {e}")))?;
+            let wrapped = if self.become_ {
+                format!("sudo -n /bin/sh -c {}", quote(cmd))
+            } else {
+                format!("/bin/sh -c {}", quote(cmd))
+            };
+            ch.exec(true, wrapped)
+                .await
+                .map_err(|e| TransportError::Lost(e.to_string()))?;
+            let (mut rd, wr) = ch.split();
+            let send = async {
+                if let Some(mut rx) = input {
+                    while let Some(chunk) = rx.recv().await {
+                        wr.data(&chunk[..])
+                            .await
+                            .map_err(|e| TransportError::Lost(e.to_string()))?;
+                    }
+                }
+                wr.eof()
+                    .await
+                    .map_err(|e| TransportError::Lost(e.to_string()))
+            };
+            let recv = async {
+                let mut out = ExecOutput {
+                    status: -1,
+                    ..Default::default()
+                };
+                let mut ended = false;
+                while let Some(msg) = rd.wait().await {
+                    match msg {
+                        ChannelMsg::Data { data } => match &output {
+                            Some(tx) => {
+                                if tx.send(data.to_vec()).await.is_err() {
+                                    return Err(TransportError::Shell(
+                                        "the receiving host stopped reading".into(),
+                                    ));
+                                }
+                            }
+                            None => out.stdout.extend_from_slice(&data),
+                        },
+                        ChannelMsg::ExtendedData { data, ext: 1 } => {
+                            out.stderr.extend_from_slice(&data)
+                        }
+                        ChannelMsg::ExitStatus { exit_status } => {
+                            out.status = exit_status as i32;
+                            ended = true;
+                        }
+                        ChannelMsg::ExitSignal { signal_name, .. } => {
+                            ended = true;
+                            out.status = 128;
+                            out.stderr.extend_from_slice(
+                                format!("killed by signal {signal_name:?}").as_bytes(),
+                            );
+                        }
+                        ChannelMsg::Close => break,
+                        _ => {}
+                    }
+                }
+                if !ended {
+                    return Err(TransportError::Lost(
+                        "connection closed before the command finished".into(),
+                    ));
+                }
+                Ok(out)
+            };
+            let work = async {
+                // The sender is dropped when the command ends, so the other side sees the end.
+                let (s, r) = tokio::join!(send, recv);
+                let out = r?;
+                if out.status == 0 {
+                    s?;
+                }
+                Ok(out)
+            };
+            let closed = async {
+                while !self.handle.is_closed() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            };
+            let guarded = async {
+                tokio::select! {
+                    r = work => r,
+                    _ = closed => Err(TransportError::Lost("connection closed during the transfer".into())),
+                }
+            };
+            match timeout {
+                Some(t) => tokio::time::timeout(t, guarded).await.unwrap_or_else(|_| {
+                    Err(TransportError::Timeout(format!(
+                        "no result within {}s",
+                        t.as_secs()
+                    )))
+                }),
+                None => guarded.await,
+            }
         })
     }
 
