@@ -1,13 +1,16 @@
 #!/bin/sh
-# Boots a 3-host sandbox (master, w1, w2) and runs all of seed Part 1 on it with
+# Boots a 3-host sandbox (master, w1, w2) and runs the whole cluster procedure on it with
 # recipes/cluster.rhai: MUNGE, Slurm (built once on the master, or Debian's packages),
-# slurmctld, slurmd, then the check (sinfo: partition up, workers idle; srun -N2 hostname).
+# slurmctld, slurmd, the check (sinfo: partition up, workers idle; srun -N2 hostname), and
+# on Debian 13 also Apptainer on every node and the sample container jobs.
 #
 #   scripts/slurm-sandbox.sh [source|packages] [extra `recipe run` arguments...]
 #
 # Environment: RECIPE (the recipe binary; default `recipe` on PATH, else
 # ./target/debug/recipe), SANDBOX (sandbox name, default slurm), HOSTS (default
-# master,w1,w2). Remove the hosts with: recipe sandbox down --name slurm
+# master,w1,w2), RELEASE (bookworm or trixie, default bookworm; trixie adds Apptainer and
+# the sample container jobs, since no Debian 12 package of Apptainer exists).
+# Remove the hosts with: recipe sandbox down --name slurm
 set -eu
 cd "$(dirname "$0")/.."
 mode=${1:-source}
@@ -17,10 +20,40 @@ if [ -z "${RECIPE:-}" ]; then
     if command -v recipe >/dev/null 2>&1; then RECIPE=recipe; else RECIPE=./target/debug/recipe; fi
 fi
 name=${SANDBOX:-slurm}
-src=$(scripts/fetch-slurm-source.sh)
-"$RECIPE" sandbox up --name "$name" --hosts "${HOSTS:-master,w1,w2}" --serve "$(dirname "$src")"
+release=${RELEASE:-bookworm}
+# One folder served to the hosts, as a site's mirror would be: Slurm's tarball (and the
+# Apptainer release package on Debian 13).
+files=/var/cache/recipe/serve-$release
+mkdir -p "$files"
+echo "fetching Slurm's source for $release (Debian's source package; cached)" >&2
+src=$(SLURM_SRC_SUITE=$release scripts/fetch-slurm-source.sh)
+ln -f "$src" "$files/" 2>/dev/null || cp -f "$src" "$files/"
+tarball=$(basename "$src")
+version=${tarball#slurm-wlm_}
+version=${version%%.orig.tar.*}
+extra=""
+if [ "$release" = trixie ]; then
+    echo "fetching Apptainer's release package (Debian unstable; cached)" >&2
+    deb=$(scripts/fetch-apptainer-deb.sh)
+    ln -f "$deb" "$files/" 2>/dev/null || cp -f "$deb" "$files/"
+    debname=$(basename "$deb" .deb)
+    app_version=$(echo "$debname" | cut -d_ -f2)
+    app_sha=$(sha256sum "$deb" | cut -d' ' -f1)
+fi
+"$RECIPE" sandbox up --name "$name" --release "$release" --hosts "${HOSTS:-master,w1,w2}" --serve "$files"
 inv=/var/lib/recipe/sandbox/$name/inventory.toml
 url=$(sed -n 's/^sandbox_files_url *= *"\(.*\)"/\1/p' "$inv")
+proxy=$(sed -n 's/^sandbox_proxy *= *"\(.*\)"/\1/p' "$inv")
+if [ "$mode" = source ]; then
+    echo "building Slurm $version from source on the master (about 5 minutes on 2 cores); each step prints a line when it ends" >&2
+fi
+if [ "$release" = trixie ]; then
+    set -- --var singularity=true --var singularity_install=package_url \
+        --var "singularity_version=$app_version" \
+        --var "singularity_package_url=$url/apptainer_{version}_{arch}.deb" \
+        --var "singularity_package_sha256=$app_sha" \
+        --var "container_build_proxy=$proxy" "$@"
+fi
 exec "$RECIPE" run cluster.rhai -i "$inv" --var "slurm_install=$mode" \
-    --var "slurm_url=$url/slurm-wlm_{version}.orig.tar.gz" \
+    --var "slurm_url=$url/slurm-wlm_{version}.orig.tar.gz" --var "slurm_version=$version" \
     --var slurm_proctrack_type=proctrack/linuxproc --var slurm_task_plugin=task/none "$@"

@@ -357,6 +357,25 @@ fn plural(n: usize, word: &str) -> String {
     }
 }
 
+/// How the operator runs this program: `recipe` when that is what PATH finds, else its path.
+fn self_command() -> String {
+    let Ok(me) = std::env::current_exe() else {
+        return "recipe".into();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p).any(|d| {
+            d.join("recipe")
+                .canonicalize()
+                .is_ok_and(|c| me.canonicalize().is_ok_and(|m| m == c))
+        })
+    });
+    if on_path {
+        "recipe".into()
+    } else {
+        me.display().to_string()
+    }
+}
+
 /// What `up` prints on stdout: where things are and how to use them.
 pub fn usage_text(info: &SandboxInfo) -> String {
     let mut s = format!(
@@ -381,7 +400,8 @@ pub fn usage_text(info: &SandboxInfo) -> String {
         info.files_url
     ));
     s.push_str(&format!(
-        "run a recipe: recipe run RECIPE -i {} --group all\n",
+        "run a recipe: {} run RECIPE -i {} --group all\n",
+        self_command(),
         info.inventory.display()
     ));
     if let Some((n, a)) = info.hosts.first() {
@@ -392,7 +412,8 @@ pub fn usage_text(info: &SandboxInfo) -> String {
         ));
     }
     s.push_str(&format!(
-        "tear down:    recipe sandbox down --name {}\n",
+        "tear down:    {} sandbox down --name {}\n",
+        self_command(),
         info.name
     ));
     s
