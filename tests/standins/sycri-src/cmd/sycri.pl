@@ -31,22 +31,30 @@ my $srv = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Local => $c{listenSocket}
     or die "cannot listen on $c{listenSocket}: $!\n";
 print STDERR "sycri stand-in listening on $c{listenSocket} (streaming $c{streamingURL})\n";
 $SIG{PIPE} = 'IGNORE';
+$SIG{ALRM} = sub { die "client too slow\n" };   # caught per connection
 
 sub frame { my ($type, $flags, $stream, $payload) = @_;
     return substr(pack('N', length $payload), 1, 3) . pack('CCN', $type, $flags, $stream) . $payload; }
 sub readn { my ($c, $n) = @_; my $b = ''; while (length $b < $n) { my $r = sysread($c, $b, $n - length $b, length $b); return undef unless $r; } return $b; }
 
-while (my $c = $srv->accept) {
+sub serve {
+    my ($c) = @_;
     my $pre = readn($c, 24);
-    if (!defined $pre || $pre ne "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") { close $c; next; }
+    return unless defined $pre && $pre eq "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     syswrite($c, frame(4, 0, 0, ''));
     while (defined(my $h = readn($c, 9))) {
         my ($l1, $l2, $type, $flags, $stream) = unpack('CnCCN', $h);
         my $len = ($l1 << 16) | $l2;
         my $payload = $len ? readn($c, $len) : '';
-        last unless defined $payload;
+        return unless defined $payload;
         if ($type == 4 && !($flags & 1)) { syswrite($c, frame(4, 1, 0, '')); }
-        if ($type == 1) { syswrite($c, frame(1, 5, $stream & 0x7fffffff, "\x88")); last; }
+        # Answer, then read on until the client hangs up (closing first breaks its pipe).
+        if ($type == 1) { syswrite($c, frame(1, 5, $stream & 0x7fffffff, "\x88")); }
     }
+}
+
+while (my $c = $srv->accept) {
+    eval { alarm 10; serve($c); alarm 0; };
+    alarm 0;
     close $c;
 }
