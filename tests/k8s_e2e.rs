@@ -1,0 +1,757 @@
+//! End to end for the Kubernetes recipes (k8s.rhai and the recipes it plays, sycri.rhai)
+//! on throw-away systemd hosts booted by `recipe sandbox`.
+//!
+//! What runs for real on the sandbox hosts: every recipe step and the engine; node
+//! preparation (fstab, modules-load.d, sysctl.d; in these containers loading modules,
+//! host sysctls and swap are skipped with a note); containerd from Debian's package with
+//! `SystemdCgroup = true`, started and answering `ctr version`; the CNI plugins from
+//! Debian linked into /opt/cni/bin (`bridge` answers CNI_COMMAND=VERSION); the downloads
+//! with their sha256 checks; the kubelet unit and kubeadm drop-in under systemd; openssl
+//! making the cluster CA and the recipe computing its hash; the token and the hash going
+//! from the master to the workers through the engine; `make`/`make install` of a source
+//! tarball, a systemd unit and an HTTP/2 check for sycri.
+//!
+//! What does NOT run: Kubernetes. kubeadm, kubelet, kubectl, crictl, Singularity and
+//! Singularity-CRI cannot be installed on this machine; tests/standins/ holds stand-ins
+//! for them (see its README.md), served by the sandbox file server as if they were the
+//! release files. No container is started, no pod runs in a container: the stand-in
+//! kubelet runs the sample pods' command with sh. Nothing here says Kubernetes works.
+//!
+//! - `refusals_before_any_host`: sycri with Kubernetes 1.26+, Apptainer, or Singularity
+//!   3.10 is refused by k8s.rhai before any host is contacted (no sandbox needed).
+//! - `cluster_with_standins`: a dry run on fresh hosts changes nothing; k8s.rhai with
+//!   containerd: the plays in order, every node Ready, the sample pods Succeeded, the
+//!   token and the CA hash in no output; a second run changes nothing; w3 added joins;
+//!   sycri.rhai on its own host (refusals, build, unit, socket, restart on change); the
+//!   stand-in kubeadm refuses a wrong CA hash, a missing token and an unknown flag.
+//!
+//! Needs root and the sandbox tools (debootstrap, systemd-container, tinyproxy) and
+//! Debian's archive (containerd, containernetworking-plugins, make). The sandbox is torn
+//! down by a Drop guard, also when the test fails. Time on the 2-core test machine: see
+//! docs/kubernetes.md.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+const VERSION: &str = "1.25.16";
+const CRICTL: &str = "1.25.0";
+const SYCRI: &str = "1.0.0-beta.7";
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert!(
+        uid == 0,
+        "tests/k8s_e2e.rs boots systemd-nspawn hosts with `recipe sandbox` and needs root"
+    );
+}
+
+fn project() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn recipe_cmd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_recipe"));
+    c.current_dir(project());
+    c
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn log(t0: Instant, what: &str) {
+    eprintln!("[k8s_e2e {:>6.1}s] {what}", t0.elapsed().as_secs_f64());
+}
+
+fn sha256_of(p: &Path) -> String {
+    let o = Command::new("sha256sum")
+        .arg(p)
+        .output()
+        .expect("sha256sum");
+    text(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn k8s_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => panic!("no stand-in layout for {a}"),
+    }
+}
+
+/// The served folder, laid out like the release downloads, with the stand-ins.
+fn served_files(dir: &Path) {
+    let s = project().join("tests/standins");
+    let bin = dir.join(format!("v{VERSION}/bin/linux/{}", k8s_arch()));
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    for name in ["kubeadm", "kubelet", "kubectl"] {
+        let mut body = std::fs::read(s.join(name)).expect("stand-in");
+        if name == "kubeadm" {
+            body.extend_from_slice(b"\n__APISERVER__\n");
+            body.extend(std::fs::read(s.join("kube-apiserver.pl")).expect("apiserver"));
+        }
+        let p = bin.join(name);
+        std::fs::write(&p, body).expect("write");
+        std::fs::write(bin.join(format!("{name}.sha256")), sha256_of(&p)).expect("write");
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(s.join("crictl"), tmp.path().join("crictl")).expect("copy");
+    let crictl = dir.join(format!("crictl-v{CRICTL}-linux-{}.tar.gz", k8s_arch()));
+    let st = Command::new("tar")
+        .arg("-czf")
+        .arg(&crictl)
+        .arg("-C")
+        .arg(tmp.path())
+        .arg("crictl")
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    std::fs::write(
+        dir.join(format!(
+            "crictl-v{CRICTL}-linux-{}.tar.gz.sha256",
+            k8s_arch()
+        )),
+        format!("{}  crictl.tar.gz\n", sha256_of(&crictl)),
+    )
+    .expect("write");
+    let top = format!("singularity-cri-{SYCRI}");
+    let st = Command::new("tar")
+        .arg("-czf")
+        .arg(dir.join(format!("{top}.tar.gz")))
+        .arg("-C")
+        .arg(s.join("sycri-src"))
+        .arg(format!("--transform=s,^\\.,{top},"))
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    // A flannel-like manifest whose network is NOT the pod CIDR: the recipe must set it.
+    std::fs::write(
+        dir.join("kube-flannel.yml"),
+        "---\nkind: Namespace\napiVersion: v1\nmetadata:\n  name: kube-flannel\n---\nkind: ConfigMap\napiVersion: v1\nmetadata:\n  name: kube-flannel-cfg\n  namespace: kube-flannel\ndata:\n  net-conf.json: |\n    {\n      \"Network\": \"10.99.0.0/16\",\n      \"Backend\": {\n        \"Type\": \"vxlan\"\n      }\n    }\n---\nkind: DaemonSet\napiVersion: apps/v1\nmetadata:\n  name: kube-flannel-ds\n  namespace: kube-flannel\n",
+    )
+    .expect("write");
+}
+
+/// A sandbox owned by a test: `recipe sandbox down` when dropped, even on panic.
+struct Sandbox {
+    name: String,
+    dir: PathBuf,
+    addrs: BTreeMap<String, String>,
+    files_url: String,
+    inv: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn up(name: &str, hosts: &[&str], serve: &Path) -> Sandbox {
+        let _ = recipe_cmd()
+            .args(["sandbox", "down", "--name", name])
+            .output();
+        let out = recipe_cmd()
+            .args(["sandbox", "up", "--name", name, "--hosts", &hosts.join(",")])
+            .arg("--serve")
+            .arg(serve)
+            .output()
+            .expect("recipe sandbox up runs");
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut sb = Sandbox {
+            name: name.to_string(),
+            dir: PathBuf::from(format!("/var/lib/recipe/sandbox/{name}")),
+            addrs: BTreeMap::new(),
+            files_url: String::new(),
+            inv: tmp.path().join("inventory.toml"),
+            _tmp: tmp,
+        };
+        assert!(
+            out.status.success(),
+            "recipe sandbox up --name {name} failed:\n{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let inv: toml::Table = toml::from_str(
+            &std::fs::read_to_string(sb.dir.join("inventory.toml")).expect("sandbox inventory"),
+        )
+        .expect("sandbox inventory is TOML");
+        for (h, v) in inv["hosts"].as_table().expect("hosts") {
+            sb.addrs
+                .insert(h.clone(), v["address"].as_str().expect("address").into());
+        }
+        sb.files_url = inv["vars"]["sandbox_files_url"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        sb
+    }
+
+    /// The sandbox's hosts, `workers` as given, and the test's variables.
+    fn write_inventory(&self, workers: &[&str], vars: &[(&str, toml::Value)]) {
+        let mut inv: toml::Table = toml::from_str(
+            &std::fs::read_to_string(self.dir.join("inventory.toml")).expect("read"),
+        )
+        .expect("toml");
+        let vt = inv
+            .entry("vars")
+            .or_insert(toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .expect("vars table");
+        for (k, v) in vars {
+            vt.insert(k.to_string(), v.clone());
+        }
+        let mut g = toml::Table::new();
+        g.insert(
+            "hosts".into(),
+            toml::Value::Array(workers.iter().map(|w| (*w).into()).collect()),
+        );
+        let mut groups = toml::Table::new();
+        groups.insert("workers".into(), toml::Value::Table(g));
+        inv.insert("groups".into(), toml::Value::Table(groups));
+        std::fs::write(&self.inv, toml::to_string(&inv).expect("toml")).expect("write");
+    }
+
+    fn ssh(&self, host: &str, cmd: &str) -> Output {
+        Command::new("ssh")
+            .args(["-F", "/dev/null", "-i"])
+            .arg(self.dir.join("id_ed25519"))
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                self.dir.join("known_hosts").display()
+            ))
+            .args([
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "ConnectTimeout=10",
+                "-l",
+                "root",
+                &self.addrs[host],
+                "--",
+                cmd,
+            ])
+            .output()
+            .expect("ssh runs")
+    }
+
+    fn ssh_ok(&self, host: &str, cmd: &str) -> String {
+        let o = self.ssh(host, cmd);
+        assert!(
+            o.status.success(),
+            "on {host}: `{cmd}` failed ({}):\n{}{}",
+            o.status,
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        match recipe_cmd()
+            .args(["sandbox", "down", "--name", &self.name])
+            .output()
+        {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!(
+                "sandbox down --name {} failed: {}{}",
+                self.name,
+                text(&o.stdout),
+                text(&o.stderr)
+            ),
+            Err(e) => eprintln!("sandbox down --name {} could not run: {e}", self.name),
+        }
+    }
+}
+
+struct Run {
+    code: i32,
+    raw: Vec<u8>,
+    /// (recipe, host, status) of every step, in order.
+    steps: Vec<(String, String, String)>,
+    changed: Vec<String>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn describe(&self) -> String {
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout, self.stderr
+        )
+    }
+}
+
+fn run_with(inv: &Path, recipe: &str, args: &[&str], json: bool) -> Run {
+    let mut c = recipe_cmd();
+    c.args(["run", recipe, "-i"]).arg(inv);
+    if json {
+        c.arg("--json");
+    }
+    let out = c.args(args).output().expect("recipe run runs");
+    let stdout = text(&out.stdout);
+    let mut steps = Vec::new();
+    let mut changed = Vec::new();
+    for line in stdout.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["event"] != "step" {
+            continue;
+        }
+        let s = |k: &str| v[k].as_str().unwrap_or("?").to_string();
+        steps.push((s("recipe"), s("host"), s("status")));
+        if v["status"] == "changed" {
+            changed.push(format!(
+                "{} {}:{} {} {}",
+                s("host"),
+                s("recipe"),
+                v["line"],
+                s("op"),
+                s("target")
+            ));
+        }
+    }
+    let mut raw = out.stdout.clone();
+    raw.extend_from_slice(&out.stderr);
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        raw,
+        steps,
+        changed,
+        stdout,
+        stderr: text(&out.stderr),
+    }
+}
+
+fn run_ok(sb: &Sandbox, recipe: &str, args: &[&str]) -> Run {
+    let r = run_with(&sb.inv, recipe, args, true);
+    assert!(
+        r.code == 0,
+        "recipe run {recipe} {args:?} failed\n{}",
+        r.describe()
+    );
+    r
+}
+
+fn assert_unchanged(r: &Run, what: &str) {
+    assert!(
+        r.changed.is_empty(),
+        "{what}: must change nothing, but these steps changed:\n  {}\n{}",
+        r.changed.join("\n  "),
+        r.describe()
+    );
+}
+
+/// The recipes in the order their first step ran, consecutive repeats folded.
+fn play_order(r: &Run) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (rec, _, _) in &r.steps {
+        if out.last() != Some(rec) {
+            out.push(rec.clone());
+        }
+    }
+    out
+}
+
+/// What a dry run must not touch on a host.
+const FINGERPRINT: &str = r#"
+dpkg-query -W -f '${Package} ${Version} ${db:Status-Abbrev}\n' | sort
+systemctl list-unit-files --no-legend --no-pager | awk '{print "unit-file", $1, $2}' | sort
+find /etc /usr /opt /var/lib /root -xdev \
+  \( -path /var/lib/systemd -o -path /var/lib/apt/lists -o -path /root/.cache \) -prune \
+  -o -printf '%p|%y|%s|%m|%u|%g|%T@|%l\n' | sort
+"#;
+
+fn fingerprints(sb: &Sandbox, hosts: &[&str]) -> BTreeMap<String, String> {
+    hosts
+        .iter()
+        .map(|h| (h.to_string(), sb.ssh_ok(h, FINGERPRINT)))
+        .collect()
+}
+
+/// Fails if any spelling of `secret` (raw, and the lines of output that may carry it) is in `raw`.
+fn assert_absent(raw: &[u8], secret: &str, what: &str, ctx: &str) {
+    let s = secret.trim();
+    assert!(s.len() >= 16, "{what} is too short to look for: {s:?}");
+    assert!(
+        !raw.windows(s.len()).any(|w| w == s.as_bytes()),
+        "{what} appears in the output of {ctx}"
+    );
+}
+
+#[test]
+fn refusals_before_any_host() {
+    // TEST-NET addresses: any attempt to connect would show as unreachable.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inv = dir.path().join("inv.toml");
+    std::fs::write(
+        &inv,
+        "[hosts.master]\naddress = \"192.0.2.10\"\n[hosts.w1]\naddress = \"192.0.2.11\"\n[groups.workers]\nhosts = [\"w1\"]\n",
+    )
+    .expect("write");
+    for (vars, want) in [
+        (
+            vec!["k8s_runtime=sycri", "k8s_version=1.26.0"],
+            "kubelet removed in 1.26",
+        ),
+        (
+            vec!["k8s_runtime=sycri", "singularity_flavor=apptainer"],
+            "Apptainer",
+        ),
+        (
+            vec!["k8s_runtime=sycri", "singularity_version=3.10.0"],
+            "Singularity 3.1.1 to 3.9.x, not 3.10.0",
+        ),
+        (
+            vec!["k8s_runtime=sycri", "singularity_version=3.0.3"],
+            "not 3.0.3",
+        ),
+        (vec!["k8s_runtime=docker"], "k8s_runtime must be"),
+        (
+            vec!["k8s_install=packages", "k8s_version=1.23.17"],
+            "needs k8s_version >= 1.24",
+        ),
+    ] {
+        let t = Instant::now();
+        let mut args = Vec::new();
+        for v in &vars {
+            args.extend(["--var", v]);
+        }
+        let r = run_with(&inv, "k8s.rhai", &args, false);
+        let all = format!("{}{}", r.stdout, r.stderr);
+        // A recipe's own refusal exits 1: the engine has no hook for a recipe to reject
+        // its variables with the usage status (2). See docs/kubernetes.md.
+        assert_eq!(r.code, 1, "{vars:?}: exit {}\n{all}", r.code);
+        assert!(all.contains(want), "{vars:?}: no {want:?} in\n{all}");
+        assert!(
+            !all.contains("unreachable") && !all.contains("192.0.2"),
+            "{vars:?}: a host was contacted:\n{all}"
+        );
+        assert!(r.steps.is_empty());
+        assert!(
+            t.elapsed().as_secs() < 5,
+            "{vars:?}: took {:?}",
+            t.elapsed()
+        );
+    }
+}
+
+#[test]
+fn cluster_with_standins() {
+    require_root();
+    let t0 = Instant::now();
+    let served = tempfile::tempdir().expect("tempdir");
+    served_files(served.path());
+    let sb = Sandbox::up("k8s", &["master", "w1", "w2", "w3", "s1"], served.path());
+    log(t0, "sandbox k8s up: master, w1, w2, w3, s1");
+    let url = sb.files_url.clone();
+    let vars: Vec<(&str, toml::Value)> = vec![
+        ("k8s_install", "binaries".into()),
+        ("k8s_version", VERSION.into()),
+        (
+            "k8s_release_url",
+            format!("{url}/v{{version}}/bin/linux/{{arch}}").into(),
+        ),
+        ("k8s_crictl_version", CRICTL.into()),
+        (
+            "k8s_crictl_url",
+            format!("{url}/crictl-v{{version}}-linux-{{arch}}.tar.gz").into(),
+        ),
+        (
+            "k8s_cni_manifest_url",
+            format!("{url}/kube-flannel.yml").into(),
+        ),
+    ];
+    sb.write_inventory(&["w1", "w2"], &vars);
+    let cluster = ["master", "w1", "w2"];
+
+    // 1. A dry run on fresh hosts changes nothing (the packages path of k8s_node too).
+    let before = fingerprints(&sb, &cluster);
+    let r = run_ok(&sb, "k8s.rhai", &["--dry-run", "--diff"]);
+    assert!(
+        !r.changed.is_empty(),
+        "a dry run on fresh hosts reports changes\n{}",
+        r.describe()
+    );
+    assert!(
+        r.stdout.lines().all(|l| !l.contains("\"dry_run\":false")),
+        "a dry-run step ran for real:\n{}",
+        r.stdout
+    );
+    run_ok(
+        &sb,
+        "k8s_node.rhai",
+        &[
+            "--group",
+            "all",
+            "--dry-run",
+            "--var",
+            "k8s_install=packages",
+        ],
+    );
+    assert_eq!(
+        before,
+        fingerprints(&sb, &cluster),
+        "a dry run changed a host"
+    );
+    log(t0, "dry runs on fresh hosts: nothing changed");
+
+    // 2. The cluster: containerd for real, Kubernetes as stand-ins.
+    let r = run_ok(&sb, "k8s.rhai", &["--diff", "-vv"]);
+    log(t0, &format!("k8s.rhai: {} steps changed", r.changed.len()));
+    assert_eq!(
+        play_order(&r),
+        [
+            "k8s_node.rhai",
+            "k8s_master.rhai",
+            "k8s_token.rhai",
+            "k8s_worker.rhai",
+            "k8s_token.rhai",
+            "k8s_cni.rhai",
+            "k8s_sample.rhai",
+            "k8s_check.rhai"
+        ],
+        "plays out of order\n{}",
+        r.describe()
+    );
+    for h in cluster {
+        // Real: containerd, its configuration, the CNI plugins from Debian.
+        sb.ssh_ok(h, "ctr --address /run/containerd/containerd.sock version");
+        sb.ssh_ok(h, "grep -q 'SystemdCgroup = true' /etc/containerd/config.toml && systemctl is-active containerd");
+        sb.ssh_ok(h, "[ \"$(readlink /opt/cni/bin/bridge)\" = /usr/lib/cni/bridge ] && CNI_COMMAND=VERSION /opt/cni/bin/bridge </dev/null | grep -q cniVersion");
+        sb.ssh_ok(h, "grep -qx 'net.ipv4.ip_forward = 1' /etc/sysctl.d/99-kubernetes.conf && grep -qx br_netfilter /etc/modules-load.d/k8s.conf");
+        sb.ssh_ok(h, "grep -q unix:///run/containerd/containerd.sock /etc/crictl.yaml && crictl version | grep -q containerd");
+        sb.ssh_ok(
+            h,
+            "systemctl is-active kubelet && systemctl is-enabled kubelet",
+        );
+        // No join secret left behind.
+        sb.ssh_ok(h, "! test -e /etc/kubernetes/recipe-join/token && ! test -e /etc/kubernetes/recipe-join/ca-hash");
+        // The pod network is kubeadm's CIDR, not the manifest's.
+        sb.ssh_ok(
+            h,
+            "grep -qx FLANNEL_NETWORK=10.244.0.0/16 /run/flannel/subnet.env",
+        );
+    }
+    let nodes = sb.ssh_ok(
+        "master",
+        "kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes --no-headers",
+    );
+    log(t0, &format!("stand-in kubectl get nodes:\n{nodes}"));
+    for n in cluster {
+        assert!(
+            nodes
+                .lines()
+                .any(|l| l.split_whitespace().take(2).eq([n, "Ready"])),
+            "{n} not Ready:\n{nodes}"
+        );
+    }
+    let joined = sb.ssh_ok("master", "cat /var/lib/kube-standin/apiserver/joined");
+    assert!(joined.contains("w1 ") && joined.contains("w2 "), "{joined}");
+    // The token(s) the run made, and the CA hash: in no output (-vv, --diff, --json).
+    let tokens = sb.ssh_ok(
+        "master",
+        "cat /var/lib/kube-standin/apiserver/token-history",
+    );
+    let live = sb.ssh_ok(
+        "master",
+        "cut -d' ' -f3- /var/lib/kube-standin/apiserver/tokens",
+    );
+    assert!(
+        !live.contains("recipe"),
+        "the join token was not revoked: {live}"
+    );
+    let hash = sb.ssh_ok("master", "openssl x509 -pubkey -in /etc/kubernetes/pki/ca.crt | openssl rsa -pubin -outform der 2>/dev/null | openssl dgst -sha256 -hex | sed 's/^.* //'");
+    for t in tokens.lines() {
+        assert_absent(&r.raw, t, "a join token", "k8s.rhai -vv --diff --json");
+    }
+    assert_absent(&r.raw, &hash, "the CA hash", "k8s.rhai -vv --diff --json");
+    log(
+        t0,
+        &format!(
+            "{} tokens and the CA hash: in no output",
+            tokens.lines().count()
+        ),
+    );
+
+    // The check's own output (notes are printed in human mode only).
+    let c = run_with(&sb.inv, "k8s_check.rhai", &["--host", "master"], false);
+    assert_eq!(c.code, 0, "{}", c.describe());
+    for w in ["w1", "w2"] {
+        assert!(
+            c.stdout.contains(&format!("recipe-hello from {w}")),
+            "{}",
+            c.describe()
+        );
+    }
+    log(t0, &format!("k8s_check.rhai:\n{}", c.stdout));
+
+    // 3. Second run: nothing changes.
+    let r = run_ok(&sb, "k8s.rhai", &[]);
+    assert_unchanged(&r, "second k8s.rhai");
+    log(t0, "second run: 0 changed");
+
+    // 4. w3 joins when added to the inventory.
+    sb.write_inventory(&["w1", "w2", "w3"], &vars);
+    let r = run_ok(&sb, "k8s.rhai", &["-vv"]);
+    log(
+        t0,
+        &format!("k8s.rhai with w3: {} steps changed", r.changed.len()),
+    );
+    assert!(
+        r.changed
+            .iter()
+            .any(|c| c.starts_with("w3 k8s_worker.rhai")),
+        "{}",
+        r.describe()
+    );
+    assert!(
+        !r.changed
+            .iter()
+            .any(|c| c.starts_with("w1 ") || c.starts_with("w2 ")),
+        "w1/w2 changed:\n  {}",
+        r.changed.join("\n  ")
+    );
+    let nodes = sb.ssh_ok(
+        "master",
+        "kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes --no-headers",
+    );
+    assert!(
+        nodes
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["w3", "Ready"])),
+        "{nodes}"
+    );
+    for t in sb
+        .ssh_ok(
+            "master",
+            "cat /var/lib/kube-standin/apiserver/token-history",
+        )
+        .lines()
+    {
+        assert_absent(&r.raw, t, "a join token", "k8s.rhai (w3) -vv --json");
+    }
+    let r = run_ok(&sb, "k8s.rhai", &[]);
+    assert_unchanged(&r, "k8s.rhai after w3 joined");
+    log(t0, "w3 joined; the next run: 0 changed");
+
+    // 5. sycri on s1: refused combinations, then a build from the (stand-in) source.
+    let sycri_vars: Vec<String> = vec![
+        format!("sycri_url={url}/singularity-cri-{{version}}.tar.gz"),
+        format!(
+            "sycri_sha256={}",
+            sha256_of(
+                &served
+                    .path()
+                    .join(format!("singularity-cri-{SYCRI}.tar.gz"))
+            )
+        ),
+        "sycri_build_packages=[\"make\"]".into(),
+        "sycri_go_packages=[]".into(),
+    ];
+    let mut args: Vec<&str> = vec!["--host", "s1"];
+    for v in &sycri_vars {
+        args.extend(["--var", v]);
+    }
+    for (bad, want) in [
+        ("k8s_version=1.27.3", "kubelet removed in 1.26"),
+        ("singularity_flavor=apptainer", "Apptainer"),
+        ("singularity_version=3.11.4", "not 3.11.4"),
+    ] {
+        let mut a = args.clone();
+        a.extend(["--var", bad]);
+        let r = run_with(&sb.inv, "sycri.rhai", &a, true);
+        assert!(
+            r.code != 0 && r.steps.is_empty(),
+            "{bad}: ran steps\n{}",
+            r.describe()
+        );
+        assert!(
+            r.stderr.contains(want) || r.stdout.contains(want),
+            "{bad}: no {want:?}\n{}",
+            r.describe()
+        );
+    }
+    // Singularity itself is singularity.rhai's job: a stand-in answers --version here.
+    let sing = std::fs::read_to_string(project().join("tests/standins/singularity")).expect("read");
+    sb.ssh_ok("s1", &format!("cat > /usr/local/bin/singularity <<'EOF'\n{sing}EOF\nchmod 0755 /usr/local/bin/singularity"));
+    let r = run_ok(&sb, "sycri.rhai", &args);
+    log(
+        t0,
+        &format!("sycri.rhai: {} steps changed", r.changed.len()),
+    );
+    sb.ssh_ok("s1", "systemctl is-active sycri && systemctl is-enabled sycri && test -S /var/run/singularity.sock");
+    sb.ssh_ok("s1", "curl -sS --http2-prior-knowledge --unix-socket /var/run/singularity.sock -o /dev/null http://localhost/");
+    sb.ssh_ok(
+        "s1",
+        "grep -qx 'streamingURL: 127.0.0.1:12345' /usr/local/etc/sycri/sycri.yaml",
+    );
+    let pid = sb.ssh_ok("s1", "systemctl show -p MainPID --value sycri");
+    let r = run_ok(&sb, "sycri.rhai", &args);
+    assert_unchanged(&r, "second sycri.rhai");
+    assert_eq!(
+        pid,
+        sb.ssh_ok("s1", "systemctl show -p MainPID --value sycri"),
+        "sycri restarted without a change"
+    );
+    let mut a = args.clone();
+    a.extend(["--var", "sycri_streaming_url=127.0.0.1:12346"]);
+    let r = run_ok(&sb, "sycri.rhai", &a);
+    assert!(
+        r.changed.iter().any(|c| c.contains("sycri.yaml")),
+        "{}",
+        r.describe()
+    );
+    assert_ne!(
+        pid,
+        sb.ssh_ok("s1", "systemctl show -p MainPID --value sycri"),
+        "sycri not restarted after its config changed"
+    );
+    log(
+        t0,
+        "sycri.rhai: built, answering, 0 changed on re-run, restarted on a config change",
+    );
+
+    // 6. The stand-in kubeadm is strict: from s1 (its CRI socket is sycri's) against the master.
+    let kubeadm = served
+        .path()
+        .join(format!("v{VERSION}/bin/linux/{}/kubeadm", k8s_arch()));
+    let body = std::fs::read_to_string(kubeadm).expect("read");
+    sb.ssh_ok(
+        "s1",
+        &format!(
+            "cat > /tmp/kubeadm <<'EOF_KUBEADM'\n{body}\nEOF_KUBEADM\nchmod 0755 /tmp/kubeadm"
+        ),
+    );
+    let sock = "--cri-socket=unix:///var/run/singularity.sock";
+    let zero = "0".repeat(64);
+    for (args, want) in [
+        (format!("--token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:{zero} {sock}"), "none of the public keys"),
+        (format!("--discovery-token-ca-cert-hash sha256:{} {sock}", hash.trim()), "bootstrapToken or file must be set"),
+        (format!("--token abcdef.0123456789abcdef {sock}"), "without caCertHashes"),
+        (format!("--token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:{} {sock}", hash.trim()), "token rejected"),
+        (format!("--token abcdef.0123456789abcdef --bogus {sock}"), "unknown flag: --bogus"),
+    ] {
+        let o = sb.ssh("s1", &format!("/tmp/kubeadm join master:6443 {args}"));
+        let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+        assert!(!o.status.success() && all.contains(want), "kubeadm join {args}: want {want:?}, got:\n{all}");
+    }
+    sb.ssh_ok("s1", "! test -e /etc/kubernetes/kubelet.conf");
+    log(t0, "stand-in kubeadm join refuses a wrong hash, a missing token or hash, an unknown token and an unknown flag");
+    log(t0, "done");
+}
