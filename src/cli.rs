@@ -1,6 +1,6 @@
 //! Command line: clap definitions, turned into plain configs, dispatched to one function per command.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 
 use crate::runner::{self, ConnConfig, RunConfig, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
@@ -8,7 +8,7 @@ use crate::runner::{self, ConnConfig, RunConfig, EXIT_FAILED, EXIT_OK, EXIT_USAG
 #[derive(Parser, Debug)]
 #[command(
     name = "recipe",
-    version,
+    version = env!("RECIPE_VERSION"),
     about = "Run editable Rhai install recipes on remote machines over SSH"
 )]
 struct Cli {
@@ -110,6 +110,17 @@ enum Cmd {
         #[arg(long, value_name = "DIR")]
         definitions: Option<PathBuf>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page recipe(1) (roff), or write every page (recipe-run(1), ...) into DIR
+    Man {
+        /// Write recipe.1 and one page per subcommand into this folder instead
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Throw-away local test hosts (systemd-nspawn)
     Sandbox {
         #[command(subcommand)]
@@ -201,7 +212,37 @@ pub fn main() -> i32 {
             conn,
         } => crate::commands::facts(host, inventory, conn.config()),
         Cmd::Doc { definitions } => crate::commands::doc(definitions),
+        Cmd::Completions { shell } => {
+            let mut out = std::io::stdout();
+            clap_complete::generate(shell, &mut command(), "recipe", &mut out);
+            EXIT_OK
+        }
+        Cmd::Man { dir } => man(dir),
         Cmd::Sandbox { action } => sandbox(action),
+    }
+}
+
+/// The clap definition of the whole command line (for completions, the man page, and the
+/// test that docs/contracts.md lists every subcommand and flag).
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+fn man(dir: Option<PathBuf>) -> i32 {
+    let res = match &dir {
+        Some(d) => clap_mangen::generate_to(command(), d),
+        None => clap_mangen::Man::new(command()).render(&mut std::io::stdout()),
+    };
+    match (res, dir) {
+        (Ok(()), Some(d)) => {
+            println!("wrote the manual pages into {}", d.display());
+            EXIT_OK
+        }
+        (Ok(()), None) => EXIT_OK,
+        (Err(e), _) => {
+            eprintln!("error: cannot write the manual page: {e}");
+            EXIT_FAILED
+        }
     }
 }
 

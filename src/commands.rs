@@ -129,6 +129,12 @@ pub fn facts(host: Option<String>, inv: Option<PathBuf>, conn: ConnConfig) -> i3
             return EXIT_USAGE;
         }
     };
+    if !conn.local {
+        if let Err(e) = crate::inventory::check_resolvable(&targets) {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    }
     let Some(t) = targets.into_iter().next() else {
         eprintln!("error: give --host NAME or --local");
         return EXIT_USAGE;
@@ -242,7 +248,7 @@ pub fn reference() -> String {
     out
 }
 
-fn short_type(t: &str) -> String {
+pub fn short_type(t: &str) -> String {
     let mut t = t.to_string();
     // `Result<T, Box<EvalAltResult>>` reads as `T` to a script writer.
     while let Some(i) = t.find("Result<") {

@@ -2,9 +2,11 @@
 
 use rhai::module_resolvers::{FileModuleResolver, ModuleResolversCollection};
 use rhai::{Dynamic, Engine, EvalAltResult, Map, Position};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::primitives;
 
@@ -51,9 +53,85 @@ pub fn module_paths(recipe_dir: &Path) -> Vec<PathBuf> {
 /// The longest string a recipe may hold (variables included), in bytes.
 pub const MAX_STRING_SIZE: usize = 16 * 1024 * 1024;
 
+/// CPU time a script may spend on its own code (its primitives' work not counted). Recipes
+/// only glue primitives together and use milliseconds; a runaway loop is stopped after this.
+pub const SCRIPT_CPU_LIMIT: Duration = Duration::from_secs(1);
+
+/// How many operations pass between two looks at the CPU clock (a system call).
+const CPU_CHECK_EVERY: u64 = 256;
+
+thread_local! {
+    /// CPU time this thread spent inside primitives (see [`native`]).
+    static NATIVE_CPU: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+}
+
+/// CPU time used by the calling thread so far.
+pub fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec it is given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+/// Runs a primitive's work; its CPU time is not counted against [`SCRIPT_CPU_LIMIT`]
+/// (diffs and checksums of big files are the primitive's cost, not a runaway script).
+pub fn native<T>(f: impl FnOnce() -> T) -> T {
+    let before = thread_cpu();
+    let out = f();
+    let spent = thread_cpu().saturating_sub(before);
+    NATIVE_CPU.with(|c| c.set(c.get() + spent));
+    out
+}
+
+/// The CPU time the script itself used on this thread: all of it less its primitives'.
+fn script_cpu() -> Duration {
+    thread_cpu().saturating_sub(NATIVE_CPU.with(Cell::get))
+}
+
+/// Stops a script at Ctrl-C, or when its own code has used [`SCRIPT_CPU_LIMIT`] of CPU:
+/// the operations limit alone lets a loop whose every step costs more (an array re-measured
+/// on each `push`) run for minutes.
+fn watch(e: &mut Engine, interrupted: Option<Arc<AtomicBool>>) {
+    let start = Mutex::new(Duration::ZERO);
+    e.on_progress(move |ops| {
+        if interrupted
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            return Some(Dynamic::from("interrupted (Ctrl-C)".to_string()));
+        }
+        if ops <= 1 {
+            if let Ok(mut s) = start.lock() {
+                *s = script_cpu();
+            }
+        } else if ops % CPU_CHECK_EVERY == 0 {
+            let began = start.lock().map(|s| *s).unwrap_or_default();
+            let used = script_cpu().saturating_sub(began);
+            if used > SCRIPT_CPU_LIMIT {
+                return Some(Dynamic::from(format!(
+                    "CPU limit: the recipe's own code ran for over {} s of CPU after {ops} operations \
+                     (a runaway loop?); recipes should leave heavy work to commands on the host (sh)",
+                    SCRIPT_CPU_LIMIT.as_secs()
+                )));
+            }
+        }
+        None
+    });
+}
+
 /// Limits that stop runaway recipes (infinite loops, deep recursion, huge strings).
 pub fn set_limits(e: &mut Engine) {
-    e.set_max_operations(20_000_000);
+    // About half a second of a tight loop; SCRIPT_CPU_LIMIT catches loops of costly steps.
+    e.set_max_operations(6_000_000);
     e.set_max_call_levels(48);
     e.set_max_expr_depths(64, 32);
     e.set_max_string_size(MAX_STRING_SIZE);
@@ -88,15 +166,7 @@ pub fn build(recipe_dir: &Path, interrupted: Option<Arc<AtomicBool>>) -> Engine 
     }
     e.set_module_resolver(res);
     register(&mut e);
-    if let Some(flag) = interrupted {
-        e.on_progress(move |_| {
-            if flag.load(Ordering::Relaxed) {
-                Some(Dynamic::from("interrupted (Ctrl-C)".to_string()))
-            } else {
-                None
-            }
-        });
-    }
+    watch(&mut e, interrupted);
     e
 }
 

@@ -4,31 +4,29 @@ use rhai::{EvalAltResult, ParseError, Position};
 use std::path::Path;
 
 /// A located error, ready to print.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Located {
+    /// What is wrong. For runtime errors ([`locate_eval`]) it ends with the source line
+    /// and a caret, from byte `excerpt_at` on, so that a one-line summary shows it too.
     pub message: String,
     pub source: Option<String>,
     pub line: usize,
     pub column: usize,
     /// Outer frames: "in function `f` called at file:line:col".
     pub notes: Vec<String>,
+    /// Further errors found at the same time (`recipe check` reports them all).
+    pub more: Vec<Located>,
+    /// Where the source excerpt starts in `message`, if it carries one.
+    pub excerpt_at: Option<u32>,
 }
 
 impl Located {
     pub fn render(&self) -> String {
-        let mut s = format!("error: {}\n", self.message);
+        let mut s = format!("error: {}\n", self.head());
         if let Some(src) = &self.source {
             if self.line > 0 {
                 s.push_str(&format!("  --> {}:{}:{}\n", src, self.line, self.column));
-                if let Some(text) = source_line(src, self.line) {
-                    let num = self.line.to_string();
-                    let pad = " ".repeat(num.len());
-                    let (text, marker) = excerpt(&text, self.column);
-                    s.push_str(&format!(
-                        "{pad} |\n{num} | {text}\n{pad} | {}^\n",
-                        " ".repeat(marker)
-                    ));
-                }
+                s.push_str(&show_line(src, self.line, self.column, ""));
             } else {
                 s.push_str(&format!("  --> {src}\n"));
             }
@@ -36,7 +34,18 @@ impl Located {
         for n in &self.notes {
             s.push_str(&format!("  = {n}\n"));
         }
+        for m in &self.more {
+            s.push_str(&m.render());
+        }
         s
+    }
+
+    /// The message without its source excerpt.
+    pub fn head(&self) -> &str {
+        match self.excerpt_at {
+            Some(i) if self.message.is_char_boundary(i as usize) => &self.message[..i as usize],
+            _ => &self.message,
+        }
     }
 
     /// `file:line:col`, for one-line summaries (recaps).
@@ -73,6 +82,21 @@ pub fn excerpt(line: &str, col: usize) -> (String, usize) {
         shown.push('…');
     }
     (shown, marker)
+}
+
+/// The source line under an error with a caret at `col`, each line prefixed by `indent`;
+/// empty when the file cannot be read.
+pub fn show_line(src: &str, line: usize, col: usize, indent: &str) -> String {
+    let Some(text) = source_line(src, line) else {
+        return String::new();
+    };
+    let num = line.to_string();
+    let pad = " ".repeat(num.len());
+    let (text, marker) = excerpt(&text, col);
+    format!(
+        "{indent}{pad} |\n{indent}{num} | {text}\n{indent}{pad} | {}^\n",
+        " ".repeat(marker)
+    )
 }
 
 fn source_line(src: &str, line: usize) -> Option<String> {
@@ -146,13 +170,46 @@ pub fn locate_eval(err: &EvalAltResult, top_source: &str) -> Located {
         EvalAltResult::ErrorRuntime(..) | EvalAltResult::ErrorParsing(..) => source,
         _ => source,
     };
+    // The README promises the source line for every recipe error: runtime ones too.
+    let mut message = bare(e);
+    let mut excerpt_at = None;
+    let shown = if line > 0 {
+        show_line(&module_path(&src, top_source), line, column, "  ")
+    } else {
+        String::new()
+    };
+    if !shown.is_empty() {
+        excerpt_at = u32::try_from(message.len()).ok();
+        message.push('\n');
+        message.push_str(shown.trim_end());
+    }
     Located {
-        message: bare(e),
+        message,
         source: Some(src),
         line,
         column,
         notes,
+        more: vec![],
+        excerpt_at,
     }
+}
+
+/// A module's source is its import name (`"broken"`): its file, looked up the way the
+/// engine does from the recipe's folder; any other source as it is.
+fn module_path(src: &str, recipe: &str) -> String {
+    if Path::new(src).is_file() {
+        return src.to_string();
+    }
+    let dir = match Path::new(recipe).parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    crate::engine::module_paths(dir)
+        .into_iter()
+        .map(|d| d.join(format!("{src}.rhai")))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| src.to_string())
 }
 
 pub fn locate_parse(err: &ParseError, source: &str) -> Located {
@@ -162,6 +219,6 @@ pub fn locate_parse(err: &ParseError, source: &str) -> Located {
         source: Some(source.to_string()),
         line,
         column,
-        notes: Vec::new(),
+        ..Default::default()
     }
 }

@@ -711,6 +711,22 @@ impl Inventory {
         }
     }
 
+    fn not_in_inventory(&self, h: &str) -> String {
+        let hint = crate::recipe::check::did_you_mean(h, self.hosts.keys().map(String::as_str))
+            .map(|n| format!(" (did you mean {n:?}?)"))
+            .unwrap_or_default();
+        let known: Vec<&str> = self.hosts.keys().map(String::as_str).collect();
+        format!(
+            "host {h:?} is not in the inventory{hint}; its hosts: {}. To reach a host outside \
+             the inventory, add it as [hosts.{h}] (with its address), or run without -i",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )
+    }
+
     fn error(&self, message: impl Into<String>) -> InventoryError {
         InventoryError::new(self.path.as_deref(), message)
     }
@@ -721,6 +737,17 @@ impl Inventory {
         groups: &[String],
         ctx: &Context,
     ) -> Result<Vec<Target>, InventoryError> {
+        // With an inventory file, a `--host` must be one of its hosts: a typo would otherwise
+        // be looked up in DNS and reported unreachable, after other hosts were touched.
+        if self.path.is_some() {
+            for h in hosts {
+                let named = self.hosts.contains_key(h)
+                    || parse_dest(h).is_ok_and(|d| self.hosts.contains_key(&d.host));
+                if !named {
+                    return Err(self.error(self.not_in_inventory(h)));
+                }
+            }
+        }
         let mut names: Vec<String> = hosts.to_vec();
         for group in groups {
             match self.group_members(group) {
@@ -920,6 +947,55 @@ impl Inventory {
         }
         None
     }
+}
+
+/// Checks that this machine can resolve the address it will connect to for each target
+/// (the outermost jump host, for a target behind one), so that a misspelt or unknown name is
+/// bad input found before any host is touched, not an unreachable host. Looked up a few at a
+/// time in parallel.
+pub fn check_resolvable(targets: &[Target]) -> Result<(), InventoryError> {
+    use std::net::ToSocketAddrs;
+    let first_hop = |t: &Target| -> (String, String, u16) {
+        let mut hop = t;
+        while let Some(j) = &hop.jump {
+            hop = j;
+        }
+        (t.name.clone(), hop.address.clone(), hop.port)
+    };
+    let hops: Vec<(String, String, u16)> = targets.iter().map(first_hop).collect();
+    let lookup = |(name, addr, port): &(String, String, u16)| -> Option<String> {
+        match (addr.as_str(), *port).to_socket_addrs() {
+            Ok(mut a) => match a.next() {
+                Some(_) => None,
+                None => Some(format!("host {name:?}: {addr} has no address")),
+            },
+            Err(e) => Some(format!(
+                "host {name:?}: cannot resolve {addr} ({e}); check the name, or give its \
+                 address (inventory `address`, or HostName in ~/.ssh/config)"
+            )),
+        }
+    };
+    let threads = 8.min(hops.len()).max(1);
+    let chunk = hops.len().div_ceil(threads).max(1);
+    let mut bad: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = hops
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().filter_map(lookup).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let more = bad.len() - 1;
+    let mut msg = bad.swap_remove(0);
+    if more > 0 {
+        msg.push_str(&format!(" (and {more} more unresolvable hosts)"));
+    }
+    Err(InventoryError::new(None, msg))
 }
 
 #[cfg(test)]
@@ -1415,8 +1491,22 @@ vars = { partition = "gpu" }
             names(&[], &["gpu", "all"]),
             vec!["w2", "bastion", "master", "w1"]
         );
-        assert_eq!(names(&["x.example", "x.example"], &[]), vec!["x.example"]);
+        assert_eq!(names(&["w1", "w1"], &[]), vec!["w1"]);
         assert!(names(&[], &[]).is_empty());
+        // A name outside an inventory file is refused (with a hint), not looked up.
+        let e = inv
+            .select_in(&["mastr".to_string()], &[], &c)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("host \"mastr\" is not in the inventory"), "{e}");
+        assert!(e.contains("did you mean \"master\"?"), "{e}");
+        assert!(e.contains("run without -i"), "{e}");
+        assert!(inv
+            .select_in(&["root@w1:2222".to_string()], &[], &c)
+            .is_ok());
+        // Without an inventory file any name is a target, as `ssh NAME` would take it.
+        let none = Inventory::empty();
+        assert!(none.select_in(&["x.example".to_string()], &[], &c).is_ok());
         let e = inv.select_in(&[], &["wokers".to_string()], &c).unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -1429,6 +1519,39 @@ vars = { partition = "gpu" }
             e.to_string(),
             "inventory error: unknown group \"g\" (known groups: all)"
         );
+    }
+
+    #[test]
+    fn unresolvable_addresses_are_found_before_connecting() {
+        let t = |name: &str, address: &str, jump: Option<Target>| Target {
+            name: name.into(),
+            address: address.into(),
+            port: 22,
+            user: "root".into(),
+            keys: vec![],
+            jump: jump.map(Box::new),
+            become_: false,
+            vars: Vars::new(),
+            groups: vec![],
+        };
+        assert!(check_resolvable(&[t("a", "127.0.0.1", None)]).is_ok());
+        let e = check_resolvable(&[
+            t("a", "127.0.0.1", None),
+            t("typo", "nosuchhost.invalid", None),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("host \"typo\": cannot resolve nosuchhost.invalid"),
+            "{e}"
+        );
+        // Behind a jump host, the jump host resolves the name: only the first hop is ours.
+        let behind = t(
+            "inner",
+            "inner.invalid",
+            Some(t("bastion", "127.0.0.1", None)),
+        );
+        assert!(check_resolvable(&[behind]).is_ok());
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use crate::errors::{locate_eval, locate_parse, Located};
 
+pub mod check;
+
 /// A loaded and compiled recipe.
 pub struct Recipe {
     pub path: PathBuf,
@@ -113,7 +115,7 @@ pub fn load(engine: &Engine, path: &Path) -> Result<Recipe, Located> {
         source: Some(shown.clone()),
         line: 0,
         column: 0,
-        notes: vec![],
+        ..Default::default()
     })?;
     let mut scope = Scope::new();
     scope.push_constant("vars", crate::engine::Vars::default());
@@ -137,7 +139,7 @@ pub fn load(engine: &Engine, path: &Path) -> Result<Recipe, Located> {
             source: Some(shown.clone()),
             line: 0,
             column: 0,
-            notes: vec![],
+            ..Default::default()
         })?;
         let docs = var_docs(&text);
         let order: Vec<String> = docs.iter().map(|(k, _)| k.clone()).collect();
@@ -152,6 +154,13 @@ pub fn load(engine: &Engine, path: &Path) -> Result<Recipe, Located> {
             let val = map.get(n.as_str()).cloned().unwrap_or(Dynamic::UNIT);
             vars.push((n, val, doc));
         }
+    }
+    // Mistakes that would fail on every host are reported now, before any host is touched.
+    let declared: Vec<String> = vars.iter().map(|(n, _, _)| n.clone()).collect();
+    let mut found = check::check(path, &text, &declared).into_iter();
+    if let Some(mut first) = found.next() {
+        first.more = found.collect();
+        return Err(first);
     }
     let name = path
         .file_name()

@@ -60,17 +60,131 @@ pub fn err_at(msg: impl Into<String>, pos: Position) -> Box<EvalAltResult> {
     Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(msg.into()), pos))
 }
 
-/// Decodes an options map into `T`, naming the unknown or mistyped option.
+/// The option keys each primitive (and `play`) accepts; `recipe check` uses the same table.
+const OPTION_KEYS: &[(&str, &[&str])] = &[
+    (
+        "sh",
+        &[
+            "creates",
+            "removes",
+            "unless",
+            "onlyif",
+            "chdir",
+            "env",
+            "timeout",
+            "ignore_errors",
+            "stdin",
+            "name",
+        ],
+    ),
+    ("wait_for", &["timeout", "interval", "name", "on"]),
+    (
+        "file",
+        &[
+            "content",
+            "src",
+            "from_host",
+            "owner",
+            "group",
+            "mode",
+            "secret",
+            "state",
+        ],
+    ),
+    ("directory", &["owner", "group", "mode", "state"]),
+    ("template", &["vars", "owner", "group", "mode", "secret"]),
+    ("download", &["sha256", "owner", "group", "mode", "timeout"]),
+    ("unpack", &["creates", "strip_components", "owner"]),
+    ("read_file", &["secret", "binary"]),
+    ("packages", &["state", "update_cache"]),
+    ("service", &["state", "enabled", "daemon_reload"]),
+    (
+        "user",
+        &[
+            "uid",
+            "group",
+            "groups",
+            "home",
+            "shell",
+            "system",
+            "create_home",
+            "comment",
+            "state",
+        ],
+    ),
+    ("group", &["gid", "system", "state"]),
+    ("play", &["hosts", "group", "ignore_errors", "vars"]),
+];
+
+/// The option keys `what` accepts, if it takes an options map.
+pub fn option_keys(what: &str) -> Option<&'static [&'static str]> {
+    OPTION_KEYS
+        .iter()
+        .find(|(n, _)| *n == what)
+        .map(|(_, k)| *k)
+}
+
+/// "file: unknown option `mdoe` (did you mean `mode`?); valid options: ...".
+pub fn unknown_option(what: &str, key: &str, valid: &[&str]) -> String {
+    let hint = crate::recipe::check::did_you_mean(key, valid.iter().copied())
+        .map(|k| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default();
+    format!(
+        "{what}: unknown option `{key}`{hint}; valid options: {}",
+        valid.join(", ")
+    )
+}
+
+/// Decodes an options map into `T`, naming the unknown or mistyped option. A bad option
+/// fails the step: a failed step event is reported before the error is returned.
 pub fn opts<T: DeserializeOwned>(
     ctx: &NativeCallContext,
     what: &str,
     m: Map,
 ) -> Result<T, Box<EvalAltResult>> {
-    rhai::serde::from_dynamic::<T>(&Dynamic::from_map(m)).map_err(|e| {
-        let msg = e.to_string();
-        let msg = msg.split(" (line").next().unwrap_or(&msg).to_string();
-        err_at(format!("{what}: bad options: {msg}"), ctx.call_position())
+    let unknown = option_keys(what).and_then(|valid| {
+        m.keys()
+            .find(|k| !valid.contains(&k.as_str()))
+            .map(|k| unknown_option(what, k, valid))
+    });
+    let res = match unknown {
+        Some(msg) => Err(msg),
+        None => rhai::serde::from_dynamic::<T>(&Dynamic::from_map(m)).map_err(|e| {
+            let msg = e.to_string();
+            let msg = msg.split(" (line").next().unwrap_or(&msg).to_string();
+            format!("{what}: bad options: {msg}")
+        }),
+    };
+    res.map_err(|msg| {
+        failed_options_step(ctx, what, &msg);
+        err_at(msg, ctx.call_position())
     })
+}
+
+/// Reports a step that failed on its options (there is no target yet: it is "(options)").
+fn failed_options_step(ctx: &NativeCallContext, op: &str, msg: &str) {
+    let Some(h) = ctx.tag().and_then(|t| t.clone().try_cast::<Arc<HostCtx>>()) else {
+        return;
+    };
+    let source = ctx
+        .call_source()
+        .filter(|s| *s != h.run.recipe_source)
+        .map(short_source);
+    h.run.reporter.step(StepEvent {
+        event: "step",
+        host: h.name.clone(),
+        recipe: h.run.recipe_name.clone(),
+        line: ctx.call_position().line().unwrap_or(0),
+        source,
+        op: op.to_string(),
+        target: "(options)".into(),
+        status: Status::Failed,
+        dry_run: h.run.dry_run,
+        ms: 0,
+        msg: Some(h.run.reporter.redactor().redact(msg)),
+        changes: Vec::new(),
+        diff: None,
+    });
 }
 
 /// Runs one step: times it, reports it, returns `#{changed, status, ...}` or a runtime error.
@@ -95,7 +209,7 @@ pub fn step(
         ));
     }
     let started = Instant::now();
-    let res = body(&h);
+    let res = crate::engine::native(|| body(&h));
     let ms = started.elapsed().as_millis() as u64;
     let mut ev = StepEvent {
         event: "step",

@@ -1,0 +1,750 @@
+//! Static checks of a recipe, done before any host is touched: unknown functions, wrong
+//! argument counts, unknown option keys, undeclared `vars.x`, and template errors.
+//!
+//! It walks Rhai's AST (the `internals` feature) of the recipe and of every module it
+//! imports. It only reports what is certain to fail when reached, so a recipe that passes
+//! is not promised to run, but one that fails here would fail on every host.
+
+use rhai::{ASTNode, Engine, Expr, Position, Stmt, AST};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::errors::Located;
+
+/// Edit distance by characters, a swap of two neighbours counting as one edit (`mdoe`).
+pub fn distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // d[i][j]: distance between a[..i] and b[..j].
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, v) in d[0].iter_mut().enumerate() {
+        *v = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The candidate closest to `word` (at most 2 edits, and fewer edits than `word` has letters).
+pub fn did_you_mean<'a>(word: &str, cands: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = 2.min(word.chars().count().saturating_sub(1));
+    cands
+        .into_iter()
+        .filter(|c| *c != word)
+        .map(|c| (distance(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, c)| (*d, c.len()))
+        .map(|(_, c)| c)
+}
+
+/// Names the engine itself handles, with any number of arguments.
+const BUILTINS: &[&str] = &[
+    "print",
+    "debug",
+    "type_of",
+    "eval",
+    "Fn",
+    "call",
+    "curry",
+    "is_shared",
+    "is_def_var",
+    "is_def_fn",
+    "this",
+];
+
+/// Functions registered outside the primitive modules: controller mode adds `play`.
+const EXTRA: &[(&str, usize)] = &[("play", 2)];
+
+/// Every function the engine knows: name -> argument counts, and printable signatures.
+struct Registered {
+    arities: HashMap<String, BTreeSet<usize>>,
+    sigs: HashMap<String, Vec<String>>,
+    /// Primitive names (the `recipe doc` reference), offered first as suggestions.
+    primitives: BTreeSet<String>,
+}
+
+fn registered() -> &'static Registered {
+    static R: OnceLock<Registered> = OnceLock::new();
+    R.get_or_init(|| {
+        let engine = crate::engine::build(Path::new("."), None);
+        let mut r = Registered {
+            arities: HashMap::new(),
+            sigs: HashMap::new(),
+            primitives: BTreeSet::new(),
+        };
+        let json: serde_json::Value = engine
+            .gen_fn_metadata_to_json(true)
+            .ok()
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or_default();
+        for f in json["functions"].as_array().into_iter().flatten() {
+            let (Some(name), Some(n)) = (f["name"].as_str(), f["numParams"].as_u64()) else {
+                continue;
+            };
+            r.arities
+                .entry(name.to_string())
+                .or_default()
+                .insert(n as usize);
+            if let Some(s) = f["signature"].as_str() {
+                r.sigs
+                    .entry(name.to_string())
+                    .or_default()
+                    .push(crate::commands::short_type(s));
+            }
+        }
+        for m in crate::engine::api_modules() {
+            let mut e = Engine::new_raw();
+            e.register_global_module(m);
+            let json: serde_json::Value = e
+                .gen_fn_metadata_to_json(false)
+                .ok()
+                .and_then(|j| serde_json::from_str(&j).ok())
+                .unwrap_or_default();
+            for f in json["functions"].as_array().into_iter().flatten() {
+                if let Some(name) = f["name"].as_str() {
+                    if !name.contains('$') {
+                        r.primitives.insert(name.to_string());
+                    }
+                }
+            }
+        }
+        for (name, n) in EXTRA {
+            r.arities.entry(name.to_string()).or_default().insert(*n);
+            r.primitives.insert(name.to_string());
+        }
+        r
+    })
+}
+
+/// What the walk saw of one call.
+struct Call {
+    name: String,
+    /// `m` in `m::f(..)`.
+    ns: Option<String>,
+    args: usize,
+    method: bool,
+    pos: Position,
+    /// Keys of a literal map given as the last argument.
+    opts: Option<Vec<(String, Position)>>,
+    /// For `template(dest, "literal", ..)`: the path and its position.
+    template: Option<(String, Position)>,
+    /// For `template`: the keys of a literal `vars:` option; `None` when it is not literal.
+    template_vars: Option<Vec<String>>,
+}
+
+/// A file's functions: name -> argument counts (private ones included).
+#[derive(Default, Clone)]
+struct FileFns {
+    all: HashMap<String, BTreeSet<usize>>,
+    public: HashMap<String, BTreeSet<usize>>,
+}
+
+fn fns_of(ast: &AST) -> FileFns {
+    let mut f = FileFns::default();
+    for d in ast.iter_functions() {
+        f.all
+            .entry(d.name.to_string())
+            .or_default()
+            .insert(d.params.len());
+        if d.access != rhai::FnAccess::Private {
+            f.public
+                .entry(d.name.to_string())
+                .or_default()
+                .insert(d.params.len());
+        }
+    }
+    f
+}
+
+/// An engine like the run's, but without the optimizer, so the AST is what was written.
+fn plain_engine(dir: &Path) -> Engine {
+    let mut e = crate::engine::build(dir, None);
+    e.set_optimization_level(rhai::OptimizationLevel::None);
+    e
+}
+
+fn map_keys(e: &Expr) -> Option<Vec<(String, Position)>> {
+    match e {
+        Expr::Map(x, _) => Some(
+            x.0.iter()
+                .map(|(id, _)| (id.name.to_string(), id.pos))
+                .collect(),
+        ),
+        Expr::DynamicConstant(d, pos) if d.is_map() => d
+            .read_lock::<rhai::Map>()
+            .map(|m| m.keys().map(|k| (k.to_string(), *pos)).collect()),
+        _ => None,
+    }
+}
+
+fn map_entry<'e>(e: &'e Expr, key: &str) -> Option<&'e Expr> {
+    match e {
+        Expr::Map(x, _) => x.0.iter().find(|(id, _)| id.name == key).map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+fn call_of(x: &rhai::FnCallExpr, pos: Position, method: bool) -> Option<Call> {
+    let name = x.name.to_string();
+    if x.is_operator_call() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        return None;
+    }
+    let ns = if x.namespace.is_empty() {
+        None
+    } else {
+        Some(x.namespace.root().to_string())
+    };
+    let last = x.args.last();
+    let opts = last.and_then(map_keys);
+    let (mut template, mut template_vars) = (None, Some(Vec::new()));
+    if name == "template" && !method && ns.is_none() && x.args.len() >= 2 {
+        if let Expr::StringConstant(s, p) = &x.args[1] {
+            template = Some((s.to_string(), *p));
+        }
+        if x.args.len() == 3 {
+            template_vars = match &x.args[2] {
+                Expr::Map(..) => match map_entry(&x.args[2], "vars") {
+                    None => Some(Vec::new()),
+                    Some(v) => map_keys(v).map(|k| k.into_iter().map(|(k, _)| k).collect()),
+                },
+                _ => None,
+            };
+        }
+    }
+    Some(Call {
+        name,
+        ns,
+        args: x.args.len(),
+        method,
+        pos,
+        opts,
+        template,
+        template_vars,
+    })
+}
+
+/// Everything one walk over a file collects.
+#[derive(Default)]
+struct Seen {
+    calls: Vec<Call>,
+    /// `import "path" as alias`: alias -> path.
+    imports: BTreeMap<String, String>,
+    /// Variable and parameter names: a call through one may be a function pointer.
+    locals: HashSet<String>,
+    /// Keys of map literals: `obj.f()` may call a function pointer held in a map.
+    map_keys: HashSet<String>,
+    /// `vars.x` / `vars["x"]` at the top level: name, position.
+    var_uses: Vec<(String, Position)>,
+    /// `vars.contains("x")`: names that are tested before use.
+    var_tests: HashSet<String>,
+}
+
+fn scan(ast: &AST) -> Seen {
+    let mut s = Seen::default();
+    for f in ast.iter_functions() {
+        s.locals.extend(f.params.iter().map(|p| p.to_string()));
+    }
+    ast.walk(&mut |path: &[ASTNode]| {
+        match path.last() {
+            Some(ASTNode::Stmt(Stmt::FnCall(x, pos))) => s.calls.extend(call_of(x, *pos, false)),
+            Some(ASTNode::Expr(Expr::FnCall(x, pos))) => s.calls.extend(call_of(x, *pos, false)),
+            Some(ASTNode::Expr(Expr::MethodCall(x, pos))) => s.calls.extend(call_of(x, *pos, true)),
+            Some(ASTNode::Stmt(Stmt::Import(x, _))) => {
+                if let Expr::StringConstant(p, _) = &x.0 {
+                    s.imports.insert(x.1.name.to_string(), p.to_string());
+                }
+            }
+            Some(ASTNode::Stmt(Stmt::Var(x, ..))) => {
+                s.locals.insert(x.0.name.to_string());
+            }
+            Some(ASTNode::Stmt(Stmt::For(x, _))) => {
+                s.locals.insert(x.0.name.to_string());
+                if let Some(i) = &x.1 {
+                    s.locals.insert(i.name.to_string());
+                }
+            }
+            Some(ASTNode::Expr(e @ (Expr::Map(..) | Expr::DynamicConstant(..)))) => {
+                for (k, _) in map_keys(e).unwrap_or_default() {
+                    s.map_keys.insert(k);
+                }
+            }
+            _ => {}
+        }
+        true
+    });
+    // `vars` is the recipe's constant only at the top level (functions cannot see it).
+    let mut path = Vec::new();
+    for stmt in ast.statements() {
+        stmt.walk(&mut path, &mut |p: &[ASTNode]| {
+            if let Some(ASTNode::Expr(e)) = p.last() {
+                var_use(e, &mut s.var_uses, &mut s.var_tests);
+            }
+            true
+        });
+        path.clear();
+    }
+    s
+}
+
+fn is_vars(e: &Expr) -> bool {
+    matches!(e, Expr::Variable(v, ..) if v.1 == "vars" && v.2.is_empty())
+}
+
+fn var_use(e: &Expr, uses: &mut Vec<(String, Position)>, tests: &mut HashSet<String>) {
+    let (x, index) = match e {
+        Expr::Dot(x, ..) => (x, false),
+        Expr::Index(x, ..) => (x, true),
+        _ => return,
+    };
+    if !is_vars(&x.lhs) {
+        return;
+    }
+    // `vars.a.b` nests as Dot(vars, Dot(a, b)): the name is the leftmost part.
+    let mut rhs = &x.rhs;
+    while let Expr::Dot(y, ..) | Expr::Index(y, ..) = rhs {
+        rhs = &y.lhs;
+    }
+    match rhs {
+        Expr::Property(p, pos) if !index => uses.push((p.2.to_string(), *pos)),
+        Expr::StringConstant(s, pos) if index => uses.push((s.to_string(), *pos)),
+        Expr::MethodCall(m, _) if m.name == "contains" => {
+            if let Some(Expr::StringConstant(s, _)) = m.args.first() {
+                tests.insert(s.to_string());
+            }
+        }
+        _ => {}
+    }
+}
+
+fn located(msg: String, source: &Path, pos: Position) -> Located {
+    Located {
+        message: msg,
+        source: Some(source.display().to_string()),
+        line: pos.line().unwrap_or(0),
+        column: pos.position().unwrap_or(0),
+        ..Default::default()
+    }
+}
+
+/// Checks a recipe (compiled by `load`) and the modules it imports; returns every finding.
+pub fn check(recipe: &Path, text: &str, declared: &[String]) -> Vec<Located> {
+    let dir = recipe
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let engine = plain_engine(&dir);
+    let mut scope = rhai::Scope::new();
+    scope.push_constant("vars", crate::engine::Vars::default());
+    let Ok(ast) = engine.compile_with_scope(&scope, text) else {
+        return Vec::new(); // `load` reports syntax errors itself
+    };
+    let mut c = Checker {
+        engine,
+        recipe_dir: dir,
+        declared: declared.to_vec(),
+        out: Vec::new(),
+        visited: HashSet::new(),
+        modules: HashMap::new(),
+    };
+    c.file(recipe, &ast, true);
+    c.out
+}
+
+struct Checker {
+    engine: Engine,
+    recipe_dir: PathBuf,
+    declared: Vec<String>,
+    out: Vec<Located>,
+    visited: HashSet<PathBuf>,
+    /// Module file -> its functions (`None`: not found or not compiled).
+    modules: HashMap<PathBuf, Option<FileFns>>,
+}
+
+impl Checker {
+    /// Where `import "name"` from `from` finds its file, as the engine's resolvers would.
+    fn module_file(&self, from: &Path, name: &str) -> Option<PathBuf> {
+        let mut dirs: Vec<PathBuf> = from.parent().map(Path::to_path_buf).into_iter().collect();
+        dirs.extend(crate::engine::module_paths(&self.recipe_dir));
+        dirs.into_iter()
+            .flat_map(|d| [d.join(format!("{name}.rhai")), d.join(name)])
+            .find(|p| p.is_file())
+    }
+
+    fn module(&mut self, file: &Path) -> Option<FileFns> {
+        if let Some(m) = self.modules.get(file) {
+            return m.clone();
+        }
+        let ast = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| self.engine.compile(&t).ok());
+        let fns = ast.as_ref().map(fns_of);
+        self.modules.insert(file.to_path_buf(), fns.clone());
+        if let Some(ast) = ast {
+            self.file(file, &ast, false);
+        }
+        fns
+    }
+
+    fn file(&mut self, file: &Path, ast: &AST, is_recipe: bool) {
+        if !self.visited.insert(file.to_path_buf()) {
+            return;
+        }
+        let own = fns_of(ast);
+        let seen = scan(ast);
+        let mut mods: HashMap<String, Option<FileFns>> = HashMap::new();
+        for (alias, name) in &seen.imports {
+            let fns = self.module_file(file, name).and_then(|p| self.module(&p));
+            mods.insert(alias.clone(), fns);
+        }
+        for call in &seen.calls {
+            self.call(file, call, &own, &seen, &mods);
+        }
+        if is_recipe {
+            for (name, pos) in &seen.var_uses {
+                if self.declared.contains(name) || seen.var_tests.contains(name) {
+                    continue;
+                }
+                let hint = did_you_mean(name, self.declared.iter().map(String::as_str))
+                    .map(|n| format!(" (did you mean `{n}`?)"))
+                    .unwrap_or_default();
+                self.out.push(located(
+                    format!(
+                        "unknown variable `vars.{name}`{hint}; declare it in fn defaults() (declared: {})",
+                        list_or_none(&self.declared)
+                    ),
+                    file,
+                    *pos,
+                ));
+            }
+        }
+    }
+
+    fn call(
+        &mut self,
+        file: &Path,
+        c: &Call,
+        own: &FileFns,
+        seen: &Seen,
+        mods: &HashMap<String, Option<FileFns>>,
+    ) {
+        if let Some(ns) = &c.ns {
+            // Only modules this file imports and that were found can be checked.
+            let Some(Some(m)) = mods.get(ns) else { return };
+            match m.public.get(&c.name) {
+                None => {
+                    let hint = did_you_mean(&c.name, m.public.keys().map(String::as_str))
+                        .map(|n| format!(" (did you mean `{ns}::{n}`?)"))
+                        .unwrap_or_default();
+                    self.out.push(located(
+                        format!(
+                            "module `{ns}` has no function `{}`{hint}; it has: {}",
+                            c.name,
+                            sorted_names(m.public.keys())
+                        ),
+                        file,
+                        c.pos,
+                    ));
+                }
+                Some(n) if !n.contains(&c.args) => self.out.push(located(
+                    format!(
+                        "`{ns}::{}` takes {} argument(s), not {}",
+                        c.name,
+                        counts(n),
+                        c.args
+                    ),
+                    file,
+                    c.pos,
+                )),
+                Some(_) => {}
+            }
+            return;
+        }
+        if BUILTINS.contains(&c.name.as_str()) {
+            return;
+        }
+        if c.method && seen.map_keys.contains(&c.name) {
+            return; // may call a function pointer stored in a map
+        }
+        if !c.method && seen.locals.contains(&c.name) {
+            return; // may call a function pointer held in a variable
+        }
+        let reg = registered();
+        let mut ok_counts: BTreeSet<usize> = BTreeSet::new();
+        // A method call passes the object as the first argument of a registered function,
+        // but as `this` (not a parameter) to a script function.
+        let reg_args = c.args + usize::from(c.method);
+        if let Some(n) = reg.arities.get(&c.name) {
+            ok_counts.extend(n.iter().map(|k| k - usize::from(c.method).min(*k)));
+        }
+        if let Some(n) = own.all.get(&c.name) {
+            ok_counts.extend(n.iter().copied());
+        }
+        let known = reg.arities.contains_key(&c.name) || own.all.contains_key(&c.name);
+        if !known {
+            let prims = reg.primitives.iter().map(String::as_str);
+            let script = own.all.keys().map(String::as_str);
+            let others = reg
+                .arities
+                .keys()
+                .map(String::as_str)
+                .filter(|n| !n.contains('$'));
+            let hint = did_you_mean(&c.name, prims.chain(script))
+                .or_else(|| did_you_mean(&c.name, others))
+                .map(|n| format!(" (did you mean `{n}`?)"))
+                .unwrap_or_default();
+            let what = if c.method { "method" } else { "function" };
+            self.out.push(located(
+                format!(
+                    "unknown {what} `{}`{hint}; `recipe doc` lists the primitives",
+                    c.name
+                ),
+                file,
+                c.pos,
+            ));
+            return;
+        }
+        let fits = reg
+            .arities
+            .get(&c.name)
+            .is_some_and(|n| n.contains(&reg_args))
+            || own.all.get(&c.name).is_some_and(|n| n.contains(&c.args));
+        if !fits {
+            let sigs = reg
+                .sigs
+                .get(&c.name)
+                .map(|s| {
+                    let mut s = s.clone();
+                    s.sort();
+                    s.dedup();
+                    s.truncate(4);
+                    format!(": {}", s.join("; "))
+                })
+                .unwrap_or_default();
+            self.out.push(located(
+                format!(
+                    "`{}` takes {} argument(s), not {}{sigs}",
+                    c.name,
+                    counts(&ok_counts),
+                    c.args
+                ),
+                file,
+                c.pos,
+            ));
+            return;
+        }
+        if !own.all.contains_key(&c.name) {
+            if let (Some(keys), Some(valid)) = (&c.opts, crate::primitives::option_keys(&c.name)) {
+                for (k, pos) in keys {
+                    if !valid.contains(&k.as_str()) {
+                        self.out.push(located(
+                            crate::primitives::unknown_option(&c.name, k, valid),
+                            file,
+                            *pos,
+                        ));
+                    }
+                }
+            }
+            if let Some((src, pos)) = &c.template {
+                self.template(file, src, *pos, c.template_vars.as_deref());
+            }
+        }
+    }
+
+    /// A template named by a literal path: it must exist, parse, and use only known names.
+    fn template(&mut self, file: &Path, src: &str, pos: Position, extra: Option<&[String]>) {
+        let path = self.recipe_dir.join(src);
+        let here = format!(
+            "named at {}:{}:{}",
+            file.display(),
+            pos.line().unwrap_or(0),
+            pos.position().unwrap_or(0)
+        );
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.out.push(located(
+                    format!(
+                        "cannot read template {} ({e}); templates are found relative to the recipe's folder",
+                        path.display()
+                    ),
+                    file,
+                    pos,
+                ));
+                return;
+            }
+        };
+        let env = template_env();
+        let shown = path.display().to_string();
+        let tmpl = match env.template_from_named_str(&shown, &text) {
+            Ok(t) => t,
+            Err(e) => {
+                let (line, column) = template_place(&e, &text);
+                let mut msg = format!("template {}", e.kind());
+                if let Some(d) = e.detail() {
+                    msg.push_str(": ");
+                    msg.push_str(d);
+                }
+                self.out.push(Located {
+                    message: msg,
+                    source: Some(shown),
+                    line,
+                    column,
+                    notes: vec![here],
+                    ..Default::default()
+                });
+                return;
+            }
+        };
+        let Some(extra) = extra else { return };
+        let mut unknown: Vec<String> = tmpl
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|v| {
+                !self.declared.contains(v)
+                    && !extra.contains(v)
+                    && env.globals().all(|(g, _)| g != v.as_str())
+                    && !guarded(&text, v)
+            })
+            .collect();
+        unknown.sort();
+        let known: Vec<String> = self.declared.iter().chain(extra).cloned().collect();
+        for v in unknown {
+            let (line, column) = first_use(&text, &v);
+            let hint = did_you_mean(&v, known.iter().map(String::as_str))
+                .map(|n| format!(" (did you mean `{n}`?)"))
+                .unwrap_or_default();
+            self.out.push(Located {
+                message: format!(
+                    "template uses undefined variable `{v}`{hint}; declare it in fn defaults() or pass it with #{{vars: #{{{v}: ...}}}}"
+                ),
+                source: Some(shown.clone()),
+                line,
+                column,
+                notes: vec![here.clone()],
+                ..Default::default()
+            });
+        }
+    }
+}
+
+/// The environment templates are rendered in (the same syntax as `template()` uses).
+fn template_env<'s>() -> minijinja::Environment<'s> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    let mut syntax = minijinja::syntax::SyntaxConfig::builder();
+    syntax.keep_trailing_newline(true).trim_blocks(true);
+    if let Ok(sc) = syntax.build() {
+        env.set_syntax(sc);
+    }
+    env
+}
+
+/// Line and column of a template error (column from its byte range, when there is one).
+fn template_place(e: &minijinja::Error, text: &str) -> (usize, usize) {
+    let line = e.line().unwrap_or(0);
+    let col = match e.range() {
+        Some(r) if r.start <= text.len() && text.is_char_boundary(r.start) => {
+            let start = text[..r.start].rfind('\n').map(|i| i + 1).unwrap_or(0);
+            text[start..r.start].chars().count() + 1
+        }
+        _ => 0,
+    };
+    (line, col)
+}
+
+/// `x is defined`, `x is not defined`, `x | default(..)`: the template copes with its absence.
+fn guarded(text: &str, v: &str) -> bool {
+    let squeezed: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    [
+        format!("{v} is defined"),
+        format!("{v} is not defined"),
+        format!("{v} is undefined"),
+        format!("{v}|default"),
+        format!("{v} | default"),
+        format!("{v}|d("),
+    ]
+    .iter()
+    .any(|p| squeezed.contains(p.as_str()))
+}
+
+/// Where a name first appears inside a `{{ }}` or `{% %}` tag: (line, column), 1-based.
+fn first_use(text: &str, name: &str) -> (usize, usize) {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut in_tag = false;
+    for (n, line) in text.lines().enumerate() {
+        let chars: Vec<(usize, char)> = line.char_indices().collect();
+        for (k, &(i, ch)) in chars.iter().enumerate() {
+            let next = chars.get(k + 1).map(|x| x.1);
+            if ch == '{' && matches!(next, Some('{') | Some('%')) {
+                in_tag = true;
+            } else if matches!(ch, '}' | '%') && next == Some('}') {
+                in_tag = false;
+            }
+            if in_tag
+                && line[i..].starts_with(name)
+                && !line[..i].ends_with(is_ident)
+                && !line[i + name.len()..].starts_with(is_ident)
+            {
+                return (n + 1, k + 1);
+            }
+        }
+    }
+    (0, 0)
+}
+
+fn counts(n: &BTreeSet<usize>) -> String {
+    let v: Vec<String> = n.iter().map(|k| k.to_string()).collect();
+    match v.len() {
+        0 => "no".into(),
+        1 => v[0].clone(),
+        _ => format!("{} or {}", v[..v.len() - 1].join(", "), v[v.len() - 1]),
+    }
+}
+
+fn sorted_names<'a>(it: impl Iterator<Item = &'a String>) -> String {
+    let mut v: Vec<&str> = it.map(String::as_str).collect();
+    v.sort();
+    v.join(", ")
+}
+
+fn list_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_count_a_swap_as_one_edit() {
+        assert_eq!(distance("mdoe", "mode"), 1);
+        assert_eq!(did_you_mean("fiel", ["fail", "file"]), Some("file"));
+        assert_eq!(did_you_mean("x", ["y"]), None);
+        assert_eq!(did_you_mean("service", ["packages"]), None);
+    }
+
+    #[test]
+    fn template_names_are_found_in_tags_only() {
+        let t = "name = x\n{% if x %}{{ name }}{% endif %}\n";
+        assert_eq!(first_use(t, "name"), (2, 14));
+        assert!(guarded("{% if a is  defined %}", "a"));
+        assert!(!guarded("{{ a }}", "a"));
+    }
+}

@@ -1,0 +1,224 @@
+//! Mistakes that fail on every host are found by `recipe check`, and by `run` before any host
+//! is touched (exit 2, file:line:col, the source line, a did-you-mean); the shipped recipes,
+//! the stdlib and the test fixtures pass. Also: runtime errors show their source line, an
+//! options map built at run time fails its step with the valid keys, runaway loops stop.
+
+mod common;
+use common::*;
+
+const BAD: &str = "tests/fixtures/bad";
+
+struct Out {
+    code: i32,
+    stdout: String,
+    text: String,
+}
+
+fn run(args: &[&str]) -> Out {
+    let out = recipe().args(args).output().expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let text = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!text.contains("panicked"), "{args:?} panicked:\n{text}");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout,
+        text,
+    }
+}
+
+fn expect(args: &[&str], code: i32, pieces: &[&str]) -> Out {
+    let o = run(args);
+    assert_eq!(o.code, code, "{args:?}:\n{}", o.text);
+    for p in pieces {
+        assert!(o.text.contains(p), "{args:?}: no {p:?} in:\n{}", o.text);
+    }
+    o
+}
+
+fn f(name: &str) -> String {
+    format!("{BAD}/{name}")
+}
+
+/// Each mistake, found by `check` and by `run` (before connecting: `--local` would run it).
+#[test]
+fn mistakes_are_found_before_any_host_is_touched() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "unknown_function.rhai",
+            &[
+                "unknown function `fiel`",
+                "did you mean `file`?",
+                "unknown_function.rhai:4:1",
+                "fiel(vars.path",
+            ],
+        ),
+        (
+            "wrong_arity.rhai",
+            &[
+                "`file` takes 2 argument(s), not 1",
+                "file(path: String, opts: Map)",
+                "wrong_arity.rhai:4:9",
+            ],
+        ),
+        (
+            "unknown_option.rhai",
+            &[
+                "file: unknown option `mdoe`",
+                "did you mean `mode`?",
+                "valid options: content, src, from_host, owner, group, mode, secret, state",
+                "unknown_option.rhai:4:",
+            ],
+        ),
+        (
+            "undeclared_var.rhai",
+            &[
+                "unknown variable `vars.mesage`",
+                "did you mean `message`?",
+                "undeclared_var.rhai:4:10",
+            ],
+        ),
+        (
+            "template_syntax.rhai",
+            &[
+                "template syntax error",
+                "bad_syntax.j2:3:",
+                "{% endfi %}",
+                "named at tests/fixtures/bad/template_syntax.rhai:4:",
+            ],
+        ),
+        (
+            "template_error.rhai",
+            &[
+                "undefined variable `not_declared_anywhere`",
+                "undefined.j2:2:",
+                "named at tests/fixtures/bad/template_error.rhai:4:",
+            ],
+        ),
+    ];
+    for (file, pieces) in cases {
+        let path = f(file);
+        expect(&["check", &path], 2, pieces);
+        let o = expect(&["run", &path, "--local", "--json"], 2, pieces);
+        assert!(o.stdout.is_empty(), "no step ran: {}", o.stdout);
+    }
+}
+
+#[test]
+fn shipped_recipes_stdlib_and_fixtures_pass() {
+    let mut files = Vec::new();
+    for dir in ["recipes", "stdlib", "tests/fixtures/recipes"] {
+        for e in std::fs::read_dir(dir).expect("dir").flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "rhai") && !p.ends_with("syntax_error.rhai") {
+                files.push(p.display().to_string());
+            }
+        }
+    }
+    files.sort();
+    for bad_but_runtime in ["module_error.rhai", "vars.rhai", "infinite_loop.rhai"] {
+        files.push(f(bad_but_runtime));
+    }
+    let args: Vec<&str> = std::iter::once("check")
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let o = run(&args);
+    assert_eq!(o.code, 0, "{}", o.text);
+    assert_eq!(o.text.matches(": ok (").count(), files.len(), "{}", o.text);
+}
+
+#[test]
+fn a_runtime_error_shows_its_source_line() {
+    expect(
+        &["run", &f("runtime_error.rhai"), "--local"],
+        1,
+        &["runtime_error.rhai:5:", "5 | let x = items[7] + 1;", "^"],
+    );
+    // Inside a module too: the module's line.
+    expect(
+        &["run", &f("module_error.rhai"), "--local"],
+        1,
+        &["broken.rhai:5:7", "5 |     n / zero"],
+    );
+}
+
+#[test]
+fn an_unknown_option_built_at_run_time_fails_its_step() {
+    let dest = tempfile::tempdir().expect("tmp");
+    let d = dest.path().join("out");
+    let dv = format!("dest={}", d.display());
+    let o = expect(
+        &[
+            "run",
+            &f("unknown_option_runtime.rhai"),
+            "--local",
+            "--json",
+            "--var",
+            &dv,
+        ],
+        1,
+        &[],
+    );
+    let ev = events(o.stdout.as_bytes());
+    let step = ev
+        .iter()
+        .find(|e| e["event"] == "step")
+        .unwrap_or_else(|| panic!("no step event: {}", o.text));
+    assert_eq!(step["status"], "failed", "{step}");
+    assert_eq!(step["op"], "file", "{step}");
+    assert_eq!(step["line"], 6, "{step}");
+    let msg = step["msg"].as_str().unwrap_or("");
+    assert!(msg.contains("unknown option `mdoe`"), "{msg}");
+    assert!(msg.contains("did you mean `mode`?"), "{msg}");
+    assert!(msg.contains("valid options: content"), "{msg}");
+    assert!(!d.exists());
+    // Without --json: a FAILED step line.
+    expect(
+        &[
+            "run",
+            &f("unknown_option_runtime.rhai"),
+            "--local",
+            "--var",
+            &dv,
+        ],
+        1,
+        &["FAILED", "unknown option `mdoe`"],
+    );
+}
+
+#[test]
+fn a_runaway_push_loop_is_stopped_by_the_cpu_limit() {
+    expect(
+        &["run", &f("runaway_push.rhai"), "--local"],
+        1,
+        &["CPU limit", "runaway_push.rhai:"],
+    );
+}
+
+#[test]
+fn a_host_missing_from_the_inventory_is_refused() {
+    expect(
+        &[
+            "run",
+            &f("vars.rhai"),
+            "-i",
+            &f("inventory_ok.toml"),
+            "--host",
+            "ab",
+        ],
+        2,
+        &[
+            "host \"ab\" is not in the inventory",
+            "did you mean \"a\"?",
+            "run without -i",
+        ],
+    );
+}
+
+#[test]
+fn facts_of_an_unresolvable_host_is_bad_input() {
+    expect(
+        &["facts", "--host", "nosuchhost.invalid"],
+        2,
+        &["cannot resolve nosuchhost.invalid"],
+    );
+}
