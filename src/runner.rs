@@ -39,13 +39,13 @@ pub struct ConnConfig {
     pub connect_timeout: u64,
 }
 
-/// Exit statuses of design.md.
+/// Exit statuses (see the README).
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 
 fn usage(msg: impl std::fmt::Display) -> i32 {
-    eprintln!("{msg}");
+    eprintln!("{}", crate::report::printable(&msg.to_string()));
     EXIT_USAGE
 }
 
@@ -276,14 +276,20 @@ pub fn run(cfg: RunConfig) -> i32 {
             Err(e) => return usage(format!("error: {e}")),
         }
     };
+    let redactor = Redactor::default();
     let mut cli = Vec::new();
     for v in &cfg.vars {
         match crate::vars::parse_cli_var(v) {
-            Ok(kv) => cli.push(kv),
+            Ok(kv) => {
+                // Known before any check, so that no message can show it.
+                if crate::vars::is_secret_name(&kv.0) {
+                    redactor.add(kv.1.as_bytes());
+                }
+                cli.push(kv)
+            }
             Err(e) => return usage(format!("error: {e}")),
         }
     }
-    let redactor = Redactor::default();
     let controller_target = this_machine("controller", &inv);
     let prepared = if controller {
         prepare(
@@ -298,7 +304,7 @@ pub fn run(cfg: RunConfig) -> i32 {
     };
     let prepared = match prepared {
         Ok(p) => p,
-        Err(e) => return usage(e),
+        Err(e) => return usage(redactor.redact(&e)),
     };
     let rt = match runtime() {
         Ok(r) => r,
@@ -327,26 +333,29 @@ pub fn run(cfg: RunConfig) -> i32 {
         reporter.start(prepared.per_host.len());
     }
     let ok = rt.block_on(async {
-        let flag = interrupted.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: stopping every host after its current step (Ctrl-C again to abort)");
-                flag.store(true, Ordering::Relaxed);
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
-            }
-        });
+        tokio::spawn(watch_signals(interrupted.clone()));
         let mut ok = true;
         if controller {
-            let vars = prepared.per_host.first().map(|(_, v)| v.clone()).unwrap_or_default();
+            let vars = prepared
+                .per_host
+                .first()
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
             let b = base.clone();
-            let (ast, dir, source) = (prepared.ast.clone(), prepared.dir.clone(), prepared.source.clone());
-            let res = tokio::task::spawn_blocking(move || crate::controller::run(b, &ast, &dir, vars, &source)).await;
+            let (ast, dir, source) = (
+                prepared.ast.clone(),
+                prepared.dir.clone(),
+                prepared.source.clone(),
+            );
+            let res = tokio::task::spawn_blocking(move || {
+                crate::controller::run(b, &ast, &dir, vars, &source)
+            })
+            .await;
             match res {
                 Ok(Ok(())) => {}
                 Ok(Err(msg)) => {
-                    eprintln!("{}", base.reporter.redactor().redact(&msg));
+                    let msg = base.reporter.redactor().redact(&msg);
+                    eprintln!("{}", crate::report::printable(&msg));
                     ok = false;
                 }
                 Err(e) => {
@@ -376,6 +385,32 @@ pub fn run(cfg: RunConfig) -> i32 {
     } else {
         EXIT_FAILED
     }
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM both stop every host after its current step, so the run
+/// ends with its recap; a second signal of either kind aborts at once (130 or 143).
+async fn watch_signals(flag: Arc<AtomicBool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        eprintln!("warning: cannot watch for Ctrl-C and SIGTERM: an interrupted run will not print its recap");
+        return;
+    };
+    let first = tokio::select! {
+        _ = int.recv() => "Ctrl-C",
+        _ = term.recv() => "SIGTERM",
+    };
+    eprintln!(
+        "\ninterrupted ({first}): stopping every host after its current step (Ctrl-C or SIGTERM again to abort)"
+    );
+    flag.store(true, Ordering::Relaxed);
+    let code = tokio::select! {
+        _ = int.recv() => 130,
+        _ = term.recv() => 143,
+    };
+    std::process::exit(code);
 }
 
 /// Runs the script for one host on the current (blocking) thread.

@@ -148,6 +148,16 @@ impl Connection {
         }
     }
 
+    /// Removes what killed runs of earlier versions left in the target's temporary folder
+    /// (see [`shell::SWEEP`]); a failure here is not the run's business.
+    pub async fn sweep_stale(&self) {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(30),
+            self.exec(shell::SWEEP, None, Some(Duration::from_secs(20))),
+        )
+        .await;
+    }
+
     /// Closes every idle worker.
     pub async fn close(&self) {
         let workers: Vec<Worker> = self
