@@ -64,10 +64,16 @@ fn is_empty_string(v: &Dynamic) -> bool {
 /// Splits `KEY=VALUE`. Errors never repeat the value: it may be a secret.
 pub fn parse_cli_var(s: &str) -> Result<(String, String), String> {
     let (k, v) = s.split_once('=').ok_or_else(|| {
-        format!(
-            "--var: expected KEY=VALUE, got {} characters without `=` (not shown: it may be a secret)",
-            s.chars().count()
-        )
+        // A bare word is a name missing its value; anything else may be a value (a secret)
+        // missing its name.
+        if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphabetic() || c == '_') {
+            format!("--var {s}: expected KEY=VALUE, like --var {s}=...")
+        } else {
+            format!(
+                "--var: expected KEY=VALUE, got {} characters without `=` (not shown: it may be a secret)",
+                s.chars().count()
+            )
+        }
     })?;
     let k = k.trim();
     if k.is_empty()
