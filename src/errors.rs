@@ -189,13 +189,39 @@ pub fn locate_eval(err: &EvalAltResult, top_source: &str) -> Located {
         EvalAltResult::ErrorRuntime(..) | EvalAltResult::ErrorParsing(..) => source,
         _ => source,
     };
+    let mut message = bare(e);
+    if let EvalAltResult::ErrorModuleNotFound(name, _) = e {
+        if let Some(why) = module_not_utf8(name, &src) {
+            message = why;
+        }
+    }
     Located {
-        message: bare(e),
+        message,
         source: Some(src),
         line,
         column,
         notes,
     }
+}
+
+/// Rhai reports a module file that is not UTF-8 as "not found": find it and say where it
+/// stops being UTF-8.
+fn module_not_utf8(name: &str, importer: &str) -> Option<String> {
+    let dir = Path::new(importer).parent().unwrap_or(Path::new("."));
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    crate::engine::module_paths(dir).into_iter().find_map(|d| {
+        let p = d.join(format!("{name}.rhai"));
+        let (line, column, byte) = first_invalid_utf8(&std::fs::read(&p).ok()?)?;
+        Some(format!(
+            "module \"{name}\" ({}:{line}:{column}) is not UTF-8: byte 0x{byte:02x} \
+             (modules are read as UTF-8; convert it, e.g. with iconv -t UTF-8)",
+            p.display()
+        ))
+    })
 }
 
 pub fn locate_parse(err: &ParseError, source: &str) -> Located {

@@ -148,10 +148,8 @@ pub fn prepare(
             m.insert(k.clone(), v.clone());
         }
         for (k, v) in &m {
-            if crate::vars::is_secret_name(k) {
-                if let Ok(s) = v.clone().into_string() {
-                    redactor.add(s.as_bytes());
-                }
+            for s in crate::vars::secret_values(k, v) {
+                redactor.add(s.as_bytes());
             }
         }
         per_host.push((t.clone(), m));

@@ -42,6 +42,30 @@ pub fn shown(name: &str, v: &Dynamic) -> String {
     v.to_string()
 }
 
+/// The values output must never show: every value of a secret-named variable (numbers
+/// too), and of secret-named keys inside maps, at any depth.
+pub fn secret_values(name: &str, v: &Dynamic) -> Vec<String> {
+    fn walk(secret: bool, v: &Dynamic, out: &mut Vec<String>) {
+        if let Some(m) = v.read_lock::<Map>() {
+            for (k, x) in m.iter() {
+                walk(secret || is_secret_name(k), x, out);
+            }
+        } else if let Some(a) = v.read_lock::<rhai::Array>() {
+            for x in a.iter() {
+                walk(secret, x, out);
+            }
+        } else if secret && !v.is_unit() {
+            let s = v.to_string();
+            if !s.is_empty() {
+                out.push(s);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(is_secret_name(name), v, &mut out);
+    out
+}
+
 /// Whether a map (or list) default has a secret-named key somewhere inside: a value given
 /// for it on the command line may spell that secret.
 fn holds_secret_names(v: &Dynamic) -> bool {
@@ -337,6 +361,24 @@ mod tests {
         assert!(!s.contains("hunter2") && s.contains("ops"), "{s}");
         assert_eq!(shown("api_token", &Dynamic::from("")), "\"\"");
         assert_eq!(shown("api_token", &Dynamic::from("x1")), HIDDEN);
+    }
+
+    #[test]
+    fn secret_values_are_found_at_any_depth() {
+        let mut inner = Map::new();
+        inner.insert("root_password".into(), Dynamic::from("pw-nested-1"));
+        inner.insert("port".into(), Dynamic::from(5432_i64));
+        let mut m = Map::new();
+        m.insert("db".into(), Dynamic::from_map(inner));
+        assert_eq!(
+            secret_values("cfg", &Dynamic::from_map(m)),
+            vec!["pw-nested-1"]
+        );
+        assert_eq!(
+            secret_values("api_token", &Dynamic::from(123456789_i64)),
+            vec!["123456789"]
+        );
+        assert!(secret_values("port", &Dynamic::from(22_i64)).is_empty());
     }
 
     #[test]

@@ -468,7 +468,8 @@ fn secret_values_are_in_no_usage_error_nor_listing() {
         dir.path(),
         "sec.rhai",
         "// Secrets.\nfn defaults() { #{ api_token: 0, db: #{ root_password: \"pw-in-default-1\", user: \"ops\" }, \
-         admin_password: \"pw-in-default-2\", empty_token: \"\" } }\n",
+         admin_password: \"pw-in-default-2\", empty_token: \"\" } }\n\
+         log(`${vars.api_token} ${vars.db.root_password} ${vars.db.user}`);\n",
     );
     let r = dir.path().join("sec.rhai").display().to_string();
     for var in [
@@ -486,6 +487,15 @@ fn secret_values_are_in_no_usage_error_nor_listing() {
         );
         assert!(out.stderr.contains("--var"), "{}", out.all());
     }
+    // A number in a secret-named variable and a secret-named key inside a map are secrets.
+    let out = run(&["run", &r, "--local", "--var", "api_token=987654321"], &[]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains(" ops"), "{}", out.all());
+    assert!(
+        !out.all().contains("987654321") && !out.all().contains("pw-in-default"),
+        "{}",
+        out.all()
+    );
     let out = run(&["list", &dir.path().display().to_string()], &[]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(!out.all().contains("pw-in-default"), "{}", out.all());
@@ -738,4 +748,53 @@ fn a_recipe_that_is_not_utf8_is_placed_at_its_first_bad_byte() {
         out.all()
     );
     assert!(out.stderr.contains("byte 0xe9"), "{}", out.all());
+    // A module is not "not found" because of its encoding.
+    std::fs::write(
+        dir.path().join("m.rhai"),
+        b"// M.\nfn f() { \"caf\xe9\" }\n",
+    )
+    .expect("write");
+    let imp = write(
+        dir.path(),
+        "imp.rhai",
+        "// I.\nimport \"m\" as m;\nlog(m::f());\n",
+    );
+    let out = run(&["run", &imp.display().to_string(), "--local"], &[]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stdout.contains(&format!(
+            "module \"m\" ({}:2:14) is not UTF-8",
+            dir.path().join("m.rhai").display()
+        )),
+        "{}",
+        out.all()
+    );
+}
+
+#[test]
+fn a_wait_for_check_that_hangs_once_is_retried() {
+    let s = Sshd::start();
+    let inv = s.inventory("w", "");
+    let flag = s.path("hung-once");
+    let recipe = write(
+        s.dir.path(),
+        "w.rhai",
+        &format!(
+            "// Wait.\nwait_for(\"[ -e {f} ] || {{ touch {f}; sleep 60; }}\", #{{timeout: 40, interval: 1}});\n",
+            f = flag.display()
+        ),
+    );
+    let out = run(
+        &[
+            "run",
+            &recipe.display().to_string(),
+            "--host",
+            "w",
+            "-i",
+            &inv.display().to_string(),
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(flag.exists());
 }

@@ -273,13 +273,17 @@ pub mod api {
                 if h.run.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
                     return Err("interrupted".into());
                 }
-                let out = h
-                    .exec_on(
-                        &target,
-                        cmd,
-                        Some(std::time::Duration::from_secs(o.interval.max(1) * 5 + 10)),
-                    )
-                    .map_err(|e| e.to_string())?;
+                let limit = std::time::Duration::from_secs(o.interval.max(1) * 5 + 10);
+                let out = match h.exec_on(&target, cmd, Some(limit)) {
+                    Ok(out) => out,
+                    // A check that hangs is a check that has not succeeded yet.
+                    Err(e @ TransportError::Timeout(_)) => crate::transport::ExecOutput {
+                        status: crate::transport::shell::TIMEOUT_STATUS,
+                        stdout: Vec::new(),
+                        stderr: e.to_string().into_bytes(),
+                    },
+                    Err(e) => return Err(e.to_string()),
+                };
                 if out.status == 0 {
                     return Ok(crate::primitives::Outcome::ok().with("stdout", out.stdout_str()));
                 }
