@@ -683,6 +683,39 @@ fn the_inventory_key_is_offered_before_a_full_agent() {
         out.all()
     );
     assert!(out.stdout.contains("ssh-agent keys"), "{}", out.all());
+
+    // An encrypted inventory key is used through the agent's copy, before the other 8.
+    let enc = s.path("enc_key");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "pass phrase", "-f"])
+        .arg(&enc)
+        .status()
+        .expect("keygen");
+    assert!(st.success());
+    let mut ak = std::fs::read_to_string(s.path("authorized_keys")).expect("ak");
+    ak.push_str(&std::fs::read_to_string(s.path("enc_key.pub")).expect("pub"));
+    std::fs::write(s.path("authorized_keys"), ak).expect("ak");
+    let askpass = write(s.dir.path(), "askpass", "#!/bin/sh\necho 'pass phrase'\n");
+    let st = Command::new("chmod").arg("755").arg(&askpass).status();
+    assert!(st.is_ok_and(|s| s.success()));
+    let st = Command::new("ssh-add")
+        .arg("-q")
+        .arg(&enc)
+        .env("SSH_AUTH_SOCK", &sock)
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("ssh-add");
+    assert!(st.success(), "ssh-add of the encrypted key");
+    let text = std::fs::read_to_string(&inv)
+        .expect("inv")
+        .replace("other_key", "enc_key");
+    std::fs::write(&inv, text).expect("inv");
+    let out = run(&args, &[("SSH_AUTH_SOCK", &sock)]);
+    assert_eq!(out.code, 0, "{}", out.all());
 }
 
 #[test]

@@ -363,15 +363,21 @@ async fn authenticate(
             Err(e) => tried.push(format!("ssh-agent (cannot list its keys: {e})")),
         }
     }
-    Err(TransportError::Auth(format!(
-        "the server refused user {user}; {}",
-        if tried.is_empty() {
-            "there was no key to offer: give one with `key =` in the inventory or load ssh-agent"
-                .to_string()
-        } else {
-            format!("tried: {}", tried.join("; "))
-        }
-    )))
+    Err(TransportError::Auth(if tried.is_empty() {
+        format!(
+            "no key to offer for user {user}: give one with `key =` in the inventory or load ssh-agent"
+        )
+    } else if offered.is_empty() {
+        format!(
+            "no key could be offered for user {user}: {}",
+            tried.join("; ")
+        )
+    } else {
+        format!(
+            "the server refused user {user}; tried: {}",
+            tried.join("; ")
+        )
+    }))
 }
 
 fn closed_during_auth(user: &str, offers: usize, tried: &[String]) -> TransportError {
