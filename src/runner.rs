@@ -352,7 +352,7 @@ pub fn run(cfg: RunConfig) -> i32 {
             match res {
                 Ok(Ok(())) => {}
                 Ok(Err(msg)) => {
-                    let msg = base.reporter.redactor().redact(&msg);
+                    let msg = base.reporter.redactor().redact(&stopped_by(&msg));
                     eprintln!("{}", crate::report::printable(&msg));
                     ok = false;
                 }
@@ -385,6 +385,17 @@ pub fn run(cfg: RunConfig) -> i32 {
     }
 }
 
+/// The signal that stopped the run, for the recap.
+static STOP_SIGNAL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// The engine says "interrupted (Ctrl-C)" for any stop: name the signal that was received.
+fn stopped_by(msg: &str) -> String {
+    match STOP_SIGNAL.get() {
+        Some(sig) => msg.replace("interrupted (Ctrl-C)", &format!("interrupted ({sig})")),
+        None => msg.to_string(),
+    }
+}
+
 /// Ctrl-C (SIGINT) and SIGTERM both stop every host after its current step, so the run
 /// ends with its recap; a second signal of either kind aborts at once (130 or 143).
 async fn watch_signals(flag: Arc<AtomicBool>) {
@@ -400,6 +411,7 @@ async fn watch_signals(flag: Arc<AtomicBool>) {
         _ = int.recv() => "Ctrl-C",
         _ = term.recv() => "SIGTERM",
     };
+    let _ = STOP_SIGNAL.set(first);
     eprintln!(
         "\ninterrupted ({first}): stopping every host after its current step (Ctrl-C or SIGTERM again to abort)"
     );
@@ -436,7 +448,7 @@ fn run_host(
         Err(err) => {
             let mut loc = crate::errors::locate_eval(&err, source);
             loc.source = loc.source.map(|s| module_file(&s, recipe_dir));
-            let mut msg = format!("{}: {}", loc.place(), loc.message);
+            let mut msg = format!("{}: {}", loc.place(), stopped_by(&loc.message));
             for n in &loc.notes {
                 msg.push_str(&format!("\n  ({n})"));
             }

@@ -392,7 +392,9 @@ fn sigterm_stops_like_ctrl_c_with_a_recap_and_leaves_nothing() {
         out.all()
     );
     assert_eq!(
-        out.stdout.matches("stdin.rhai:4:1: stopped").count(),
+        out.stdout
+            .matches("stdin.rhai:4:1: stopped: interrupted (SIGTERM)")
+            .count(),
         2,
         "{}",
         out.all()
