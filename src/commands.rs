@@ -73,14 +73,6 @@ fn import_names(ast: &rhai::AST) -> Vec<String> {
     v
 }
 
-fn show(d: &rhai::Dynamic) -> String {
-    if d.is_string() {
-        format!("{:?}", d.clone().into_string().unwrap_or_default())
-    } else {
-        d.to_string()
-    }
-}
-
 /// `recipe list`: each recipe's doc line and variables with defaults.
 pub fn list(dir: Option<PathBuf>) -> i32 {
     let dir = dir.unwrap_or_else(|| PathBuf::from("recipes"));
@@ -102,11 +94,14 @@ pub fn list(dir: Option<PathBuf>) -> i32 {
             Ok(r) => {
                 let first = r.doc.lines().next().unwrap_or("(no documentation)");
                 println!("{}  {}", r.name, first);
+                // Secret-named defaults (`*_token`, ...) are not shown: a listing is pasted
+                // into tickets and chats.
                 for (n, v, doc) in &r.vars {
+                    let v = crate::vars::shown(n, v);
                     if doc.is_empty() {
-                        println!("    {n} = {}", show(v));
+                        println!("    {n} = {v}");
                     } else {
-                        println!("    {n} = {}    # {doc}", show(v));
+                        println!("    {n} = {v}    # {doc}");
                     }
                 }
             }

@@ -20,8 +20,48 @@ pub struct Located {
     pub excerpt_at: Option<u32>,
 }
 
+/// Where a file stops being UTF-8: 1-based line, column (in characters) and the byte.
+pub fn first_invalid_utf8(bytes: &[u8]) -> Option<(usize, usize, u8)> {
+    let e = std::str::from_utf8(bytes).err()?;
+    let at = e.valid_up_to();
+    let before = &bytes[..at];
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    // The prefix is valid UTF-8 by construction.
+    let col = std::str::from_utf8(&before[line_start..]).map_or(0, |l| l.chars().count()) + 1;
+    Some((line, col, bytes.get(at).copied().unwrap_or(0)))
+}
+
 impl Located {
+    /// A file that could not be read because it is not UTF-8 gets the place of its first
+    /// invalid byte, like any other error in it.
+    fn with_encoding_place(&self) -> Option<Located> {
+        if self.line != 0 {
+            return None;
+        }
+        let src = self.source.as_ref()?;
+        let bytes = std::fs::read(src).ok()?;
+        let (line, column, byte) = first_invalid_utf8(&bytes)?;
+        Some(Located {
+            message: format!(
+                "{src} is not UTF-8: byte 0x{byte:02x} at line {line}, column {column} \
+                 (recipes are read as UTF-8; convert it, e.g. with iconv -t UTF-8)"
+            ),
+            source: Some(src.clone()),
+            line,
+            column,
+            notes: self.notes.clone(),
+            ..Default::default()
+        })
+    }
+
     pub fn render(&self) -> String {
+        if let Some(fixed) = self.with_encoding_place() {
+            return fixed.render();
+        }
         let mut s = format!("error: {}\n", self.head());
         if let Some(src) = &self.source {
             if self.line > 0 {
@@ -50,6 +90,9 @@ impl Located {
 
     /// `file:line:col`, for one-line summaries (recaps).
     pub fn place(&self) -> String {
+        if let Some(fixed) = self.with_encoding_place() {
+            return fixed.place();
+        }
         match &self.source {
             Some(s) => format!("{}:{}:{}", s, self.line, self.column),
             None => format!("line {}, column {}", self.line, self.column),
@@ -100,7 +143,8 @@ pub fn show_line(src: &str, line: usize, col: usize, indent: &str) -> String {
 }
 
 fn source_line(src: &str, line: usize) -> Option<String> {
-    let text = std::fs::read_to_string(Path::new(src)).ok()?;
+    let bytes = std::fs::read(Path::new(src)).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
     text.lines()
         .nth(line.checked_sub(1)?)
         .map(|l| l.replace('\t', " "))
@@ -172,6 +216,11 @@ pub fn locate_eval(err: &EvalAltResult, top_source: &str) -> Located {
     };
     // The README promises the source line for every recipe error: runtime ones too.
     let mut message = bare(e);
+    if let EvalAltResult::ErrorModuleNotFound(name, _) = e {
+        if let Some(why) = module_not_utf8(name, &src) {
+            message = why;
+        }
+    }
     let mut excerpt_at = None;
     let shown = if line > 0 {
         show_line(&module_path(&src, top_source), line, column, "  ")
@@ -212,6 +261,26 @@ fn module_path(src: &str, recipe: &str) -> String {
         .unwrap_or_else(|| src.to_string())
 }
 
+/// Rhai reports a module file that is not UTF-8 as "not found": find it and say where it
+/// stops being UTF-8.
+fn module_not_utf8(name: &str, importer: &str) -> Option<String> {
+    let dir = Path::new(importer).parent().unwrap_or(Path::new("."));
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    crate::engine::module_paths(dir).into_iter().find_map(|d| {
+        let p = d.join(format!("{name}.rhai"));
+        let (line, column, byte) = first_invalid_utf8(&std::fs::read(&p).ok()?)?;
+        Some(format!(
+            "module \"{name}\" ({}:{line}:{column}) is not UTF-8: byte 0x{byte:02x} \
+             (modules are read as UTF-8; convert it, e.g. with iconv -t UTF-8)",
+            p.display()
+        ))
+    })
+}
+
 pub fn locate_parse(err: &ParseError, source: &str) -> Located {
     let (line, column) = pos(err.1);
     Located {
@@ -220,5 +289,33 @@ pub fn locate_parse(err: &ParseError, source: &str) -> Located {
         line,
         column,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_utf8_file_is_placed_at_its_first_bad_byte() {
+        assert_eq!(first_invalid_utf8(b"ok\n"), None);
+        assert_eq!(
+            first_invalid_utf8(b"a\nb\xc3\xa9c\xff d\n"),
+            Some((2, 4, 0xff))
+        );
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("bad.rhai");
+        std::fs::write(&p, b"// doc\nlet x = \"caf\xe9\";\n").expect("write");
+        let e = Located {
+            message: "cannot read recipe: stream did not contain valid UTF-8".into(),
+            source: Some(p.display().to_string()),
+            line: 0,
+            column: 0,
+            notes: vec![],
+        };
+        let r = e.render();
+        assert!(r.contains(&format!("{}:2:13", p.display())), "{r}");
+        assert!(r.contains("byte 0xe9"), "{r}");
+        assert!(e.place().ends_with("bad.rhai:2:13"), "{}", e.place());
     }
 }

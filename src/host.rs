@@ -70,12 +70,12 @@ impl Hosts {
                     )));
                 }
                 let target = self.target(name).map_err(|e| e.to_string())?;
-                match ssh::connect(&target, &self.ssh).await {
-                    Ok(sp) => Ok(Arc::new(Connection::new(
-                        Box::new(sp),
-                        MAX_WORKERS,
-                        self.stats.clone(),
-                    ))),
+                match ssh::connect(&target, &self.ssh, self.inventory.path.as_deref()).await {
+                    Ok(sp) => {
+                        let c = Connection::new(Box::new(sp), MAX_WORKERS, self.stats.clone());
+                        c.sweep_stale().await;
+                        Ok(Arc::new(c))
+                    }
                     Err(e) => Err(e.to_string()),
                 }
             })

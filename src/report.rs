@@ -7,6 +7,45 @@ use std::sync::{Arc, Mutex};
 
 use crate::secrets::Redactor;
 
+/// `s` with every control character but newline and tab spelt visibly (`\x1b`, `\r`,
+/// `\u{9b}`): text from targets must not move the cursor, retitle or clear the operator's
+/// terminal. Newlines and tabs are layout and stay.
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A JSON line with DEL and the C1 controls (which serde leaves raw and some terminals obey)
+/// escaped as `\u00XX`; they can only occur inside strings, where that spelling is valid.
+fn json_c1_escaped(line: &str) -> String {
+    if !line.chars().any(|c| c.is_control()) {
+        return line.to_string();
+    }
+    line.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' {
+                format!("\\u{:04x}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -27,7 +66,7 @@ impl Status {
     }
 }
 
-/// One step on one host: the JSON event of design.md.
+/// One step on one host: one `--json` event.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepEvent {
     pub event: &'static str,
@@ -137,16 +176,29 @@ impl Reporter {
         &self.redactor
     }
 
+    /// Prints one line (or several) on stdout, whatever stderr is: the progress line lives
+    /// on stderr and is only hidden while stdout is written.
     fn out(&self, line: &str) {
-        let line = self.redactor.redact(line);
+        let mut line = self.redactor.redact(line);
+        if self.mode == Mode::Json {
+            line = json_c1_escaped(&line);
+        }
+        let write = || {
+            let mut so = std::io::stdout().lock();
+            let _ = writeln!(so, "{line}");
+            let _ = so.flush();
+        };
         let bar = self.inner.lock().ok().and_then(|i| i.bar.clone());
         match bar {
-            Some(b) if self.mode == Mode::Human => b.println(line),
-            _ => {
-                let mut so = std::io::stdout().lock();
-                let _ = writeln!(so, "{line}");
-            }
+            Some(b) => b.suspend(write),
+            None => write(),
         }
+    }
+
+    /// Text from a target or a recipe, ready for a terminal: secrets replaced first (a
+    /// secret may hold control bytes), then control characters escaped.
+    fn safe(&self, s: &str) -> String {
+        printable(&self.redactor.redact(s))
     }
 
     fn paint(&self, s: &str, code: &str) -> String {
@@ -194,23 +246,27 @@ impl Reporter {
                 };
                 let mut line = format!(
                     "{:<10} {:<22} {} {} {}",
-                    ev.host, place, ev.op, ev.target, status
+                    self.safe(&ev.host),
+                    self.safe(&place),
+                    self.safe(&ev.op),
+                    self.safe(&ev.target),
+                    status
                 );
                 if self.verbose > 0 {
                     line.push_str(&format!(" ({} ms)", ev.ms));
                 }
                 for c in &ev.changes {
-                    line.push_str(&format!("\n{:<10}   - {}", "", c));
+                    line.push_str(&format!("\n{:<10}   - {}", "", self.safe(c)));
                 }
                 if let Some(m) = &ev.msg {
-                    for l in m.lines() {
+                    for l in self.safe(m).lines() {
                         line.push_str(&format!("\n{:<10}   {}", "", l));
                     }
                 }
                 if self.show_diff {
                     if let Some(d) = &ev.diff {
                         line.push('\n');
-                        line.push_str(d.trim_end());
+                        line.push_str(self.safe(d).trim_end());
                     }
                 }
                 self.out(&line);
@@ -222,8 +278,9 @@ impl Reporter {
     pub fn note(&self, host: &str, msg: &str) {
         if self.mode == Mode::Human && !self.quiet {
             // Every line carries the host, so interleaved output stays readable.
-            let lines: Vec<String> = msg
-                .trim_end_matches('\n')
+            let host = self.safe(host);
+            let lines: Vec<String> = self
+                .safe(msg.trim_end_matches('\n'))
                 .lines()
                 .map(|l| format!("{host:<10} {l}"))
                 .collect();
@@ -263,10 +320,7 @@ impl Reporter {
     /// Prints the recaps (JSON events or a table) and returns whether all succeeded.
     pub fn finish(&self) -> bool {
         let (recaps, bar) = match self.inner.lock() {
-            Ok(i) => (
-                i.recaps.values().cloned().collect::<Vec<_>>(),
-                i.bar.clone(),
-            ),
+            Ok(mut i) => (i.recaps.values().cloned().collect::<Vec<_>>(), i.bar.take()),
             Err(_) => return false,
         };
         if let Some(b) = bar {
@@ -297,20 +351,50 @@ impl Reporter {
                     };
                     t.push_str(&format!(
                         "{:<12} ok={:<4} changed={:<4} failed={:<3} skipped={:<3} {}\n",
-                        r.host, r.ok, r.changed, r.failed, r.skipped, state
+                        self.safe(&r.host),
+                        r.ok,
+                        r.changed,
+                        r.failed,
+                        r.skipped,
+                        state
                     ));
                     if let Some(m) = &r.msg {
-                        for l in m.lines() {
+                        for l in self.safe(m).lines() {
                             t.push_str(&format!("{:<12}   {}\n", "", l));
                         }
                     }
                     if let Some(s) = &r.stopped_at {
-                        t.push_str(&format!("{:<12}   stopped at {}\n", "", s));
+                        t.push_str(&format!("{:<12}   stopped at {}\n", "", self.safe(s)));
                     }
                 }
                 self.out(t.trim_end());
             }
         }
         ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_spelt_out_but_layout_stays() {
+        assert_eq!(printable("a\tb\nc"), "a\tb\nc");
+        assert_eq!(
+            printable("\x1b]0;title\x07\x1b[2J"),
+            "\\x1b]0;title\\x07\\x1b[2J"
+        );
+        assert_eq!(printable("cr\rdel\x7f"), "cr\\rdel\\x7f");
+        assert_eq!(printable("csi\u{9b}2J é✓"), "csi\\u{9b}2J é✓");
+    }
+
+    #[test]
+    fn json_lines_carry_no_raw_c1_controls() {
+        let line = serde_json::to_string(&"a\u{9b}2J\u{7f}\x1b").unwrap_or_default();
+        let escaped = super::json_c1_escaped(&line);
+        assert!(!escaped.chars().any(|c| c.is_control()), "{escaped}");
+        let back: String = serde_json::from_str(&escaped).unwrap_or_default();
+        assert_eq!(back, "a\u{9b}2J\u{7f}\x1b");
     }
 }

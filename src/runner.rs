@@ -39,13 +39,13 @@ pub struct ConnConfig {
     pub connect_timeout: u64,
 }
 
-/// Exit statuses of design.md.
+/// Exit statuses (see the README).
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 
 fn usage(msg: impl std::fmt::Display) -> i32 {
-    eprintln!("{msg}");
+    eprintln!("{}", crate::report::printable(&msg.to_string()));
     EXIT_USAGE
 }
 
@@ -148,10 +148,8 @@ pub fn prepare(
             m.insert(k.clone(), v.clone());
         }
         for (k, v) in &m {
-            if crate::vars::is_secret_name(k) {
-                if let Ok(s) = v.clone().into_string() {
-                    redactor.add(s.as_bytes());
-                }
+            for s in crate::vars::secret_values(k, v) {
+                redactor.add(s.as_bytes());
             }
         }
         per_host.push((t.clone(), m));
@@ -276,14 +274,20 @@ pub fn run(cfg: RunConfig) -> i32 {
             Err(e) => return usage(format!("error: {e}")),
         }
     };
+    let redactor = Redactor::default();
     let mut cli = Vec::new();
     for v in &cfg.vars {
         match crate::vars::parse_cli_var(v) {
-            Ok(kv) => cli.push(kv),
+            Ok(kv) => {
+                // Known before any check, so that no message can show it.
+                if crate::vars::is_secret_name(&kv.0) {
+                    redactor.add(kv.1.as_bytes());
+                }
+                cli.push(kv)
+            }
             Err(e) => return usage(format!("error: {e}")),
         }
     }
-    let redactor = Redactor::default();
     let controller_target = this_machine("controller", &inv);
     let prepared = if controller {
         prepare(
@@ -298,7 +302,7 @@ pub fn run(cfg: RunConfig) -> i32 {
     };
     let prepared = match prepared {
         Ok(p) => p,
-        Err(e) => return usage(e),
+        Err(e) => return usage(redactor.redact(&e)),
     };
     let rt = match runtime() {
         Ok(r) => r,
@@ -327,26 +331,29 @@ pub fn run(cfg: RunConfig) -> i32 {
         reporter.start(prepared.per_host.len());
     }
     let ok = rt.block_on(async {
-        let flag = interrupted.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: stopping every host after its current step (Ctrl-C again to abort)");
-                flag.store(true, Ordering::Relaxed);
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
-            }
-        });
+        tokio::spawn(watch_signals(interrupted.clone()));
         let mut ok = true;
         if controller {
-            let vars = prepared.per_host.first().map(|(_, v)| v.clone()).unwrap_or_default();
+            let vars = prepared
+                .per_host
+                .first()
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
             let b = base.clone();
-            let (ast, dir, source) = (prepared.ast.clone(), prepared.dir.clone(), prepared.source.clone());
-            let res = tokio::task::spawn_blocking(move || crate::controller::run(b, &ast, &dir, vars, &source)).await;
+            let (ast, dir, source) = (
+                prepared.ast.clone(),
+                prepared.dir.clone(),
+                prepared.source.clone(),
+            );
+            let res = tokio::task::spawn_blocking(move || {
+                crate::controller::run(b, &ast, &dir, vars, &source)
+            })
+            .await;
             match res {
                 Ok(Ok(())) => {}
                 Ok(Err(msg)) => {
-                    eprintln!("{}", base.reporter.redactor().redact(&msg));
+                    let msg = base.reporter.redactor().redact(&stopped_by(&msg));
+                    eprintln!("{}", crate::report::printable(&msg));
                     ok = false;
                 }
                 Err(e) => {
@@ -378,6 +385,44 @@ pub fn run(cfg: RunConfig) -> i32 {
     }
 }
 
+/// The signal that stopped the run, for the recap.
+static STOP_SIGNAL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// The engine says "interrupted (Ctrl-C)" for any stop: name the signal that was received.
+fn stopped_by(msg: &str) -> String {
+    match STOP_SIGNAL.get() {
+        Some(sig) => msg.replace("interrupted (Ctrl-C)", &format!("interrupted ({sig})")),
+        None => msg.to_string(),
+    }
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM both stop every host after its current step, so the run
+/// ends with its recap; a second signal of either kind aborts at once (130 or 143).
+async fn watch_signals(flag: Arc<AtomicBool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        eprintln!("warning: cannot watch for Ctrl-C and SIGTERM: an interrupted run will not print its recap");
+        return;
+    };
+    let first = tokio::select! {
+        _ = int.recv() => "Ctrl-C",
+        _ = term.recv() => "SIGTERM",
+    };
+    let _ = STOP_SIGNAL.set(first);
+    eprintln!(
+        "\ninterrupted ({first}): stopping every host after its current step (Ctrl-C or SIGTERM again to abort)"
+    );
+    flag.store(true, Ordering::Relaxed);
+    let code = tokio::select! {
+        _ = int.recv() => 130,
+        _ = term.recv() => 143,
+    };
+    std::process::exit(code);
+}
+
 /// Runs the script for one host on the current (blocking) thread.
 fn run_host(
     ctx: Arc<HostCtx>,
@@ -403,7 +448,7 @@ fn run_host(
         Err(err) => {
             let mut loc = crate::errors::locate_eval(&err, source);
             loc.source = loc.source.map(|s| module_file(&s, recipe_dir));
-            let mut msg = format!("{}: {}", loc.place(), loc.message);
+            let mut msg = format!("{}: {}", loc.place(), stopped_by(&loc.message));
             for n in &loc.notes {
                 msg.push_str(&format!("\n  ({n})"));
             }

@@ -16,18 +16,96 @@ pub fn is_secret_name(name: &str) -> bool {
         || n == "token"
 }
 
-/// Splits `KEY=VALUE`.
+/// What output shows for a secret-named variable's value (its name is enough to find it).
+pub const HIDDEN: &str = "<secret: hidden>";
+
+/// `v` as messages and `recipe list` show it: strings quoted, and the value of a
+/// secret-named variable (or of a secret-named key inside a map) replaced by [`HIDDEN`].
+pub fn shown(name: &str, v: &Dynamic) -> String {
+    if is_secret_name(name) && !v.is_unit() && !is_empty_string(v) {
+        return HIDDEN.to_string();
+    }
+    if let Some(m) = v.read_lock::<Map>() {
+        let items: Vec<String> = m
+            .iter()
+            .map(|(k, x)| format!("{:?}: {}", k.as_str(), shown(k, x)))
+            .collect();
+        return format!("#{{{}}}", items.join(", "));
+    }
+    if let Some(a) = v.read_lock::<rhai::Array>() {
+        let items: Vec<String> = a.iter().map(|x| shown("", x)).collect();
+        return format!("[{}]", items.join(", "));
+    }
+    if v.is_string() {
+        return format!("{:?}", v.clone().into_string().unwrap_or_default());
+    }
+    v.to_string()
+}
+
+/// The values output must never show: every value of a secret-named variable (numbers
+/// too), and of secret-named keys inside maps, at any depth.
+pub fn secret_values(name: &str, v: &Dynamic) -> Vec<String> {
+    fn walk(secret: bool, v: &Dynamic, out: &mut Vec<String>) {
+        if let Some(m) = v.read_lock::<Map>() {
+            for (k, x) in m.iter() {
+                walk(secret || is_secret_name(k), x, out);
+            }
+        } else if let Some(a) = v.read_lock::<rhai::Array>() {
+            for x in a.iter() {
+                walk(secret, x, out);
+            }
+        } else if secret && !v.is_unit() {
+            let s = v.to_string();
+            if !s.is_empty() {
+                out.push(s);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(is_secret_name(name), v, &mut out);
+    out
+}
+
+/// Whether a map (or list) default has a secret-named key somewhere inside: a value given
+/// for it on the command line may spell that secret.
+fn holds_secret_names(v: &Dynamic) -> bool {
+    if let Some(m) = v.read_lock::<Map>() {
+        return m
+            .iter()
+            .any(|(k, x)| is_secret_name(k) || holds_secret_names(x));
+    }
+    if let Some(a) = v.read_lock::<rhai::Array>() {
+        return a.iter().any(holds_secret_names);
+    }
+    false
+}
+
+fn is_empty_string(v: &Dynamic) -> bool {
+    v.read_lock::<rhai::ImmutableString>()
+        .is_some_and(|s| s.is_empty())
+}
+
+/// Splits `KEY=VALUE`. Errors never repeat the value: it may be a secret.
 pub fn parse_cli_var(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("--var {s:?}: expected KEY=VALUE"))?;
+    let (k, v) = s.split_once('=').ok_or_else(|| {
+        // A bare word is a name missing its value; anything else may be a value (a secret)
+        // missing its name.
+        if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphabetic() || c == '_') {
+            format!("--var {s}: expected KEY=VALUE, like --var {s}=...")
+        } else {
+            format!(
+                "--var: expected KEY=VALUE, got {} characters without `=` (not shown: it may be a secret)",
+                s.chars().count()
+            )
+        }
+    })?;
     let k = k.trim();
     if k.is_empty()
         || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         || k.starts_with(|c: char| c.is_ascii_digit())
     {
         return Err(format!(
-            "--var {s:?}: {k:?} is not a variable name (letters, digits, _)"
+            "--var {k:?}=...: {k:?} is not a variable name (letters, digits, _)"
         ));
     }
     Ok((k.to_string(), v.to_string()))
@@ -55,8 +133,15 @@ fn kind(d: &Dynamic) -> &'static str {
 
 /// Converts a command-line string to the type of the default.
 pub fn from_cli(name: &str, default: &Dynamic, raw: &str) -> Result<Dynamic, String> {
-    let bad =
-        |what: &str| format!("--var {name}={raw}: expected {what} (the default is {default})");
+    let value = if is_secret_name(name) || holds_secret_names(default) {
+        HIDDEN.to_string()
+    } else {
+        raw.to_string()
+    };
+    let default_shown = shown(name, default);
+    let bad = |what: &str| {
+        format!("--var {name}={value}: expected {what} (the default is {default_shown})")
+    };
     if default.is_int() {
         return raw
             .trim()
@@ -117,8 +202,9 @@ pub fn from_inventory(
     let ok = kind(&d) == kind(default) || (default.is_float() && d.is_int()) || default.is_unit();
     if !ok {
         return Err(format!(
-            "inventory variable {name} for host {host} is a {}, but the recipe's default ({default}) is a {}",
+            "inventory variable {name} for host {host} is a {}, but the recipe's default ({}) is a {}",
             kind(&d),
+            shown(name, default),
             kind(default)
         ));
     }
@@ -246,6 +332,53 @@ mod tests {
     fn close_names() {
         assert!(close("munge_uid", "munge_iud"));
         assert!(!close("munge_uid", "slurm_conf"));
+    }
+
+    #[test]
+    fn secret_values_are_never_in_messages() {
+        let e = from_cli("api_token", &Dynamic::from(1_i64), "S3CRET-VALUE").unwrap_err();
+        assert!(!e.contains("S3CRET"), "{e}");
+        let mut d = Map::new();
+        d.insert("root_password".into(), Dynamic::from("old-pass-1"));
+        let e = from_cli(
+            "db",
+            &Dynamic::from_map(d),
+            "{root_password = \"new-pass-2\"",
+        )
+        .unwrap_err();
+        assert!(
+            !e.contains("old-pass-1") && !e.contains("new-pass-2"),
+            "{e}"
+        );
+        let e = parse_cli_var("S3CRET-VALUE").unwrap_err();
+        assert!(!e.contains("S3CRET"), "{e}");
+        let e = parse_cli_var("bad key=S3CRET-VALUE").unwrap_err();
+        assert!(!e.contains("S3CRET"), "{e}");
+        let mut m = Map::new();
+        m.insert("admin_password".into(), Dynamic::from("hunter2-x"));
+        m.insert("user".into(), Dynamic::from("ops"));
+        let s = shown("db", &Dynamic::from_map(m));
+        assert!(!s.contains("hunter2") && s.contains("ops"), "{s}");
+        assert_eq!(shown("api_token", &Dynamic::from("")), "\"\"");
+        assert_eq!(shown("api_token", &Dynamic::from("x1")), HIDDEN);
+    }
+
+    #[test]
+    fn secret_values_are_found_at_any_depth() {
+        let mut inner = Map::new();
+        inner.insert("root_password".into(), Dynamic::from("pw-nested-1"));
+        inner.insert("port".into(), Dynamic::from(5432_i64));
+        let mut m = Map::new();
+        m.insert("db".into(), Dynamic::from_map(inner));
+        assert_eq!(
+            secret_values("cfg", &Dynamic::from_map(m)),
+            vec!["pw-nested-1"]
+        );
+        assert_eq!(
+            secret_values("api_token", &Dynamic::from(123456789_i64)),
+            vec!["123456789"]
+        );
+        assert!(secret_values("port", &Dynamic::from(22_i64)).is_empty());
     }
 
     #[test]

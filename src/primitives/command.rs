@@ -2,6 +2,8 @@
 
 use rhai::plugin::*;
 
+use crate::transport::TransportError;
+
 /// Options of `sh`.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,9 +95,16 @@ fn do_sh(ctx: &NativeCallContext, cmd: &str, o: ShOpts) -> Result<Dynamic, Box<E
         super::no_nul("command", cmd)?;
         let script = run_script(cmd, &o, h.run.dry_run);
         let timeout = o.timeout.map(std::time::Duration::from_secs);
-        let out = h
-            .exec(&script, o.stdin.as_deref().map(str::as_bytes), timeout)
-            .map_err(|e| e.to_string())?;
+        let out = match h.exec(&script, o.stdin.as_deref().map(str::as_bytes), timeout) {
+            Ok(out) => out,
+            // A time limit is one more way to fail: `ignore_errors` covers it too.
+            Err(e @ TransportError::Timeout(_)) if o.ignore_errors => {
+                let mut res = super::Outcome::ok();
+                res.change(format!("run: {label} (stopped: {e})"));
+                return Ok(timed_out(res, &e));
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         let stdout = out.stdout_str();
         if stdout.starts_with(SKIP) {
             return Ok(super::Outcome::ok()
@@ -127,10 +136,33 @@ fn do_probe(
     timeout: Option<u64>,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
     let h = super::host_ctx(ctx)?;
-    let out = h
-        .exec(cmd, None, timeout.map(std::time::Duration::from_secs))
-        .map_err(|e| super::err_at(format!("probe {cmd:?}: {e}"), ctx.call_position()))?;
-    Ok(probe_result(&out))
+    match h.exec(cmd, None, timeout.map(std::time::Duration::from_secs)) {
+        Ok(out) => Ok(probe_result(&out)),
+        // A probe answers a question; "it did not answer in time" is a `false`, not a failure.
+        Err(e @ TransportError::Timeout(_)) => {
+            let mut m = rhai::Map::new();
+            m.insert("ok".into(), false.into());
+            Ok(Dynamic::from_map(
+                timed_out(super::Outcome::ok(), &e)
+                    .result
+                    .into_iter()
+                    .chain(m)
+                    .collect(),
+            ))
+        }
+        Err(e) => Err(super::err_at(
+            format!("probe {cmd:?}: {e}"),
+            ctx.call_position(),
+        )),
+    }
+}
+
+/// The result of a command stopped by its time limit: `rc` is 124 as with `timeout(1)`.
+fn timed_out(res: super::Outcome, e: &TransportError) -> super::Outcome {
+    res.with("rc", crate::transport::shell::TIMEOUT_STATUS as i64)
+        .with("stdout", "")
+        .with("stderr", e.to_string())
+        .with("timed_out", true)
 }
 
 /// `#{ok, rc, stdout, stderr}` of a read-only command.
@@ -241,13 +273,17 @@ pub mod api {
                 if h.run.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
                     return Err("interrupted".into());
                 }
-                let out = h
-                    .exec_on(
-                        &target,
-                        cmd,
-                        Some(std::time::Duration::from_secs(o.interval.max(1) * 5 + 10)),
-                    )
-                    .map_err(|e| e.to_string())?;
+                let limit = std::time::Duration::from_secs(o.interval.max(1) * 5 + 10);
+                let out = match h.exec_on(&target, cmd, Some(limit)) {
+                    Ok(out) => out,
+                    // A check that hangs is a check that has not succeeded yet.
+                    Err(e @ TransportError::Timeout(_)) => crate::transport::ExecOutput {
+                        status: crate::transport::shell::TIMEOUT_STATUS,
+                        stdout: Vec::new(),
+                        stderr: e.to_string().into_bytes(),
+                    },
+                    Err(e) => return Err(e.to_string()),
+                };
                 if out.status == 0 {
                     return Ok(crate::primitives::Outcome::ok().with("stdout", out.stdout_str()));
                 }

@@ -189,6 +189,16 @@ impl Connection {
         self.spawner.stream(cmd, input, output, timeout).await
     }
 
+    /// Removes what killed runs of earlier versions left in the target's temporary folder
+    /// (see [`shell::SWEEP`]); a failure here is not the run's business.
+    pub async fn sweep_stale(&self) {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(30),
+            self.exec(shell::SWEEP, None, Some(Duration::from_secs(20))),
+        )
+        .await;
+    }
+
     /// Closes every idle worker.
     pub async fn close(&self) {
         let workers: Vec<Worker> = self

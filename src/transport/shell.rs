@@ -14,35 +14,58 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::{ExecOutput, TransportError};
 
 /// POSIX sh prelude sent once per worker (`@MARKER@` is replaced by a random marker).
-/// Each command costs the worker one fork (a subshell that `eval`s it), or `timeout` plus
-/// `/bin/sh -c` when it has a time limit. Stdin, when given, is decoded into a private
-/// 0700 folder, where stderr is collected too.
+/// Nothing a command carries touches the target's disk: its stdin is decoded from the frame
+/// (held in the shell's memory) into a pipe, and its stderr is collected by a command
+/// substitution (a pipe) while its stdout goes straight to the channel (fd 3). So nothing
+/// needs cleaning up when the shell is killed. Each command costs the worker two forks (the
+/// substitution and a subshell that `eval`s it), or `timeout` plus `/bin/sh -c` when it has
+/// a time limit.
 pub const PRELUDE: &str = r#"set +e
 umask 077
-__d=$(mktemp -d "${TMPDIR:-/tmp}/.recipe.XXXXXXXX") || { echo "__RCP_FAIL cannot create a temporary folder"; exit 97; }
-trap 'rm -rf "$__d"' EXIT HUP TERM
 __m=@MARKER@
+__x() {
+  if [ "$1" -gt 0 ] && command -v timeout >/dev/null 2>&1; then
+    (umask 022; exec timeout -k 5 "$1" /bin/sh -c "$2")
+  else
+    (__c=$2; set --; umask 022; eval "$__c")
+  fi
+}
 __rcp() {
   # A line cut short by a lost connection lacks the end marker: never run part of a frame.
   [ "$4" = . ] || { printf '\n%s 98\n\n%s\n' "$__m" "$__m"; return; }
-  __i=/dev/null
-  if [ "$3" != - ]; then
-    base64 -d > "$__d/i" <<__RCP_H
-$3
-__RCP_H
-    __i="$__d/i"
-  fi
-  if [ "$1" -gt 0 ] && command -v timeout >/dev/null 2>&1; then
-    (umask 022; exec timeout -k 5 "$1" /bin/sh -c "$2") < "$__i" 2> "$__d/e"
-  else
-    (__c=$2; set --; umask 022; eval "$__c") < "$__i" 2> "$__d/e"
-  fi
-  __s=$?
-  printf '\n%s %s\n' "$__m" "$__s"
-  if [ -s "$__d/e" ]; then cat "$__d/e"; fi
-  printf '\n%s\n' "$__m"
+  # The trailing x keeps the trailing newlines of stderr, which $(...) would strip.
+  { __e=$(
+      if [ "$3" = - ]; then
+        __x "$1" "$2" </dev/null 2>&1 >&3 3>&-
+      else
+        printf '%s\n' "$3" | base64 -d 2>/dev/null | __x "$1" "$2" 2>&1 >&3 3>&-
+      fi
+      __s=$?
+      printf x
+      exit $__s
+    ); __s=$?; } 3>&1
+  printf '\n%s %s\n%s\n%s\n' "$__m" "$__s" "${__e%x}" "$__m"
+  __e=
 }
 printf '__RCP_READY %s\n' "$(id -u)"
+"#;
+
+/// Removes the private folders (`.recipe.XXXXXXXX` holding a command's stdin `i` and stderr
+/// `e`) that versions before streaming stdin left behind when their shell was killed: they
+/// may hold secrets. Run once per connection. Only folders of dead runs go: owned by this
+/// user, holding nothing else, untouched for 5 minutes (a live worker rewrites `e` at each
+/// command) and with no file open in them (a running command keeps `e` open).
+pub const SWEEP: &str = r#"[ -d /proc/self/fd ] || exit 0
+for d in "${TMPDIR:-/tmp}"/.recipe.????????; do
+  [ -d "$d" ] && [ ! -L "$d" ] && [ -O "$d" ] || continue
+  for f in "$d"/* "$d"/.[!.]*; do
+    case "${f##*/}" in i|e|'*'|'.[!.]*') ;; *) continue 2 ;; esac
+  done
+  [ -z "$(find "$d" -maxdepth 1 -mmin -5 2>/dev/null)" ] || continue
+  ! ls -l /proc/[0-9]*/fd/ 2>/dev/null | grep -qF -- "$d/" || continue
+  rm -rf -- "$d"
+done
+exit 0
 "#;
 
 /// A started worker: a byte pipe to a shell that has run the prelude.
@@ -77,6 +100,8 @@ fn rand_u128() -> u128 {
 
 /// Exit status a remote `timeout` uses when it had to stop the command.
 pub const TIMEOUT_STATUS: i32 = 124;
+/// Exit status of a remote `timeout` that had to kill the command (128 + SIGKILL).
+pub const TIMEOUT_KILLED_STATUS: i32 = 137;
 
 impl Worker {
     /// Sends the prelude and waits for the ready line; whatever the shell
@@ -190,9 +215,17 @@ impl Worker {
             stdout,
             stderr,
         };
-        if secs > 0 && out.status == TIMEOUT_STATUS && started.elapsed().as_secs() >= secs {
+        // `timeout` exits 124 after SIGTERM, or 137 when the command ignored SIGTERM and
+        // needed the SIGKILL that follows 5 s later.
+        let stopped = out.status == TIMEOUT_STATUS || out.status == TIMEOUT_KILLED_STATUS;
+        if secs > 0 && stopped && started.elapsed().as_secs() >= secs {
             return Err(TransportError::Timeout(format!(
-                "command did not finish within {secs}s and was stopped"
+                "command did not finish within {secs}s and was stopped{}",
+                if out.status == TIMEOUT_KILLED_STATUS {
+                    " (it ignored SIGTERM and was killed 5 s later)"
+                } else {
+                    ""
+                }
             )));
         }
         Ok(out)

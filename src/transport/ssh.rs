@@ -1,6 +1,6 @@
 //! SSH transport on russh: one authenticated connection per host, workers on its channels.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -121,6 +121,7 @@ fn config() -> Arc<client::Config> {
 pub fn connect<'a>(
     target: &'a Target,
     opts: &'a SshOptions,
+    inventory: Option<&'a Path>,
 ) -> std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<SshSpawner, TransportError>> + Send + 'a>,
 > {
@@ -156,7 +157,7 @@ pub fn connect<'a>(
                 (s, None)
             }
             Some(j) => {
-                let jump = Arc::new(connect(j, opts).await.map_err(|e| {
+                let jump = Arc::new(connect(j, opts, inventory).await.map_err(|e| {
                     TransportError::Unreachable(format!("jump host {}: {e}", j.name))
                 })?);
                 let ch = jump
@@ -195,7 +196,7 @@ pub fn connect<'a>(
             }
             Ok(Ok(h)) => h,
         };
-        authenticate(&mut handle, target).await?;
+        authenticate(&mut handle, target, inventory).await?;
         Ok(SshSpawner {
             handle: Arc::new(handle),
             _jump: jump,
@@ -222,69 +223,169 @@ async fn rsa_hash(
     }
 }
 
-async fn authenticate(handle: &mut Handle<Client>, target: &Target) -> Result<(), TransportError> {
+/// Tries the inventory's keys first (an encrypted one through the agent's copy of it), then
+/// the agent's other keys, like OpenSSH with IdentitiesOnly: a server stops listening after
+/// MaxAuthTries (6) offers, so a full agent must not hide the key that was asked for. A
+/// failure says what was offered and why each key was not used.
+async fn authenticate(
+    handle: &mut Handle<Client>,
+    target: &Target,
+    inventory: Option<&Path>,
+) -> Result<(), TransportError> {
     let user = target.user.clone();
-    let mut tried = Vec::new();
-    if std::env::var_os("SSH_AUTH_SOCK").is_some() {
-        if let Ok(mut agent) = AgentClient::connect_env().await {
-            if let Ok(ids) = agent.request_identities().await {
-                for id in ids {
-                    let AgentIdentity::PublicKey { key, .. } = id else {
-                        continue;
-                    };
-                    let hash = rsa_hash(handle, key.algorithm()).await;
-                    if let Ok(r) = handle
-                        .authenticate_publickey_with(user.clone(), key, hash, &mut agent)
-                        .await
-                    {
-                        if r.success() {
-                            return Ok(());
-                        }
-                    }
-                }
-                tried.push("ssh-agent".to_string());
+    let mut tried: Vec<String> = Vec::new();
+    let mut offered: Vec<russh::keys::PublicKey> = Vec::new();
+    let mut agent = match std::env::var_os("SSH_AUTH_SOCK") {
+        Some(_) => match AgentClient::connect_env().await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tried.push(format!("ssh-agent (cannot connect: {e})"));
+                None
             }
-        }
-    }
+        },
+        None => None,
+    };
+    let origin = match inventory {
+        Some(p) => format!("`key =` of host {} in {}", target.name, p.display()),
+        None => format!("the key of host {}", target.name),
+    };
     for path in &target.keys {
         if !path.exists() {
+            tried.push(format!(
+                "{} (missing: no such file; it is {origin})",
+                path.display()
+            ));
             continue;
         }
-        let key = match load_secret_key(path, None) {
-            Ok(k) => k,
+        match load_secret_key(path, None) {
+            Ok(key) => {
+                let public = key.public_key().clone();
+                let hash = rsa_hash(handle, key.algorithm()).await;
+                let r = handle
+                    .authenticate_publickey(
+                        user.clone(),
+                        PrivateKeyWithHashAlg::new(Arc::new(key), hash),
+                    )
+                    .await;
+                offered.push(public);
+                match r {
+                    Ok(r) if r.success() => return Ok(()),
+                    Ok(_) => tried.push(format!("{} (refused)", path.display())),
+                    Err(e) => tried.push(format!("{} (error: {e})", path.display())),
+                }
+            }
             Err(russh::keys::Error::KeyIsEncrypted) => {
-                tried.push(format!(
-                    "{} (encrypted: load it into ssh-agent)",
-                    path.display()
-                ));
-                continue;
+                // The agent may hold it unlocked: offer the agent's copy now, first.
+                let public = russh::keys::PrivateKey::read_openssh_file(path)
+                    .map(|k| k.public_key().clone())
+                    .ok()
+                    .or_else(|| {
+                        russh::keys::load_public_key(format!("{}.pub", path.display())).ok()
+                    });
+                let Some(public) = public else {
+                    tried.push(format!(
+                        "{} (encrypted, and its public key is unreadable)",
+                        path.display()
+                    ));
+                    continue;
+                };
+                let in_agent = match agent.as_mut() {
+                    Some(a) => a
+                        .request_identities()
+                        .await
+                        .map(|ids| {
+                            ids.iter().any(|id| {
+                                matches!(id, AgentIdentity::PublicKey { key, .. } if key.key_data() == public.key_data())
+                            })
+                        })
+                        .unwrap_or(false),
+                    None => false,
+                };
+                let Some(a) = agent.as_mut().filter(|_| in_agent) else {
+                    tried.push(format!(
+                        "{} (encrypted and not in ssh-agent: load it with ssh-add)",
+                        path.display()
+                    ));
+                    continue;
+                };
+                let hash = rsa_hash(handle, public.algorithm()).await;
+                let r = handle
+                    .authenticate_publickey_with(user.clone(), public.clone(), hash, a)
+                    .await;
+                offered.push(public);
+                match r {
+                    Ok(r) if r.success() => return Ok(()),
+                    Ok(_) => tried.push(format!("{} (through ssh-agent: refused)", path.display())),
+                    Err(e) => tried.push(format!("{} (through ssh-agent: {e})", path.display())),
+                }
             }
-            Err(e) => {
-                tried.push(format!("{} (unreadable: {e})", path.display()));
-                continue;
-            }
-        };
-        let hash = rsa_hash(handle, key.algorithm()).await;
-        let r = handle
-            .authenticate_publickey(
-                user.clone(),
-                PrivateKeyWithHashAlg::new(Arc::new(key), hash),
-            )
-            .await
-            .map_err(|e| TransportError::Lost(format!("during authentication: {e}")))?;
-        if r.success() {
-            return Ok(());
+            Err(e) => tried.push(format!("{} (unreadable: {e})", path.display())),
         }
-        tried.push(path.display().to_string());
+        if handle.is_closed() {
+            return Err(closed_during_auth(&user, offered.len(), &tried));
+        }
     }
-    Err(TransportError::Auth(format!(
-        "the server refused user {user} with {}",
-        if tried.is_empty() {
-            "no key at all (give one with `key =` in the inventory or load ssh-agent)".to_string()
-        } else {
-            tried.join(", ")
+    if let Some(a) = agent.as_mut() {
+        match a.request_identities().await {
+            Ok(ids) => {
+                let mut refused = Vec::new();
+                for id in ids {
+                    let AgentIdentity::PublicKey { key, comment } = id else {
+                        continue;
+                    };
+                    if offered.iter().any(|k| k.key_data() == key.key_data()) {
+                        continue;
+                    }
+                    let name = if comment.is_empty() {
+                        key.fingerprint(Default::default()).to_string()
+                    } else {
+                        comment.clone()
+                    };
+                    let hash = rsa_hash(handle, key.algorithm()).await;
+                    let r = handle
+                        .authenticate_publickey_with(user.clone(), key.clone(), hash, a)
+                        .await;
+                    offered.push(key);
+                    match r {
+                        Ok(r) if r.success() => return Ok(()),
+                        Ok(_) => refused.push(name),
+                        Err(e) => refused.push(format!("{name}: {e}")),
+                    }
+                    if handle.is_closed() {
+                        tried.push(format!("ssh-agent keys {}", refused.join(", ")));
+                        return Err(closed_during_auth(&user, offered.len(), &tried));
+                    }
+                }
+                if !refused.is_empty() {
+                    tried.push(format!("ssh-agent keys {} (refused)", refused.join(", ")));
+                }
+            }
+            Err(e) => tried.push(format!("ssh-agent (cannot list its keys: {e})")),
         }
-    )))
+    }
+    Err(TransportError::Auth(if tried.is_empty() {
+        format!(
+            "no key to offer for user {user}: give one with `key =` in the inventory or load ssh-agent"
+        )
+    } else if offered.is_empty() {
+        format!(
+            "no key could be offered for user {user}: {}",
+            tried.join("; ")
+        )
+    } else {
+        format!(
+            "the server refused user {user}; tried: {}",
+            tried.join("; ")
+        )
+    }))
+}
+
+fn closed_during_auth(user: &str, offers: usize, tried: &[String]) -> TransportError {
+    TransportError::Auth(format!(
+        "the server closed the connection after {offers} refused keys for user {user} \
+         (its MaxAuthTries?); tried: {}. Give the right key with `key =` in the inventory",
+        tried.join("; ")
+    ))
 }
 
 impl SshSpawner {
