@@ -55,9 +55,9 @@ DEPLOY = os.path.join(BENCH, "pyinfra", "munge.py")
 ANSIBLE_PIN = "ansible-core==2.19.14"
 PYINFRA_PIN = "pyinfra==3.10.0"
 TOOLS = ("recipe", "ansible", "pyinfra")
-SCALE_PREFIX = "127.0.2."      # scale hosts: 127.0.2.1 .. 127.0.2.N, one sshd
+SCALE_NET = "127.2"            # scale hosts: 127.2.0.1 .. 127.2.3.232 for 1,000, one sshd configuration
 SCALE_BASE = "/tmp/recipe-bench"   # each scale host works under SCALE_BASE/<tool>/hN
-SHELL_PREFIX = "127.0.3."      # the same sshd, but sessions get root's real HOME (~/.bashrc)
+SHELL_NET = "127.3"            # the same sshd, but sessions get root's real HOME (~/.bashrc)
 SANDBOX = "bench"
 SANDBOX_HOSTS = ["b1", "b2", "b3"]
 SANDBOX_PACKAGES = "python3,python3-apt"   # Ansible's modules need Python (and python3-apt for apt)
@@ -65,6 +65,8 @@ SANDBOX_PACKAGES = "python3,python3-apt"   # Ansible's modules need Python (and 
 SCALE_PACKAGES = ["openssh-server", "openssh-client", "coreutils"]
 CHANGED_FILE = "/etc/default/munge"
 ANSIBLE_SCALE_MAX = 10     # Ansible's scale runs stop here (see case_scale)
+PYINFRA_SCALE_MAX = 100    # and pyinfra's here
+DEFAULT_KEX_FLOOR_MAX = 250   # the post-quantum floor costs ~0.2 s of CPU a connection: not beyond this
 DRIFT = 'OPTIONS="--changed-by-hand"\n'
 CGROUP_ROOT = "/sys/fs/cgroup/cpuacct/recipe-bench"
 RECIPE_BINS = {}   # "recipe@LABEL" -> binary, from --recipe-bin LABEL=PATH
@@ -247,10 +249,17 @@ def measure(cmd, env=None, out_path=None, cleanup=None, timeout=900):
 # Tools
 
 
-def venv_setup(quick):
-    """bench/.venv-ansible and bench/.venv-pyinfra, from PyPI."""
+def scale_addr(i, net=SCALE_NET):
+    """The loopback address of scale host i (1-based): 254 hosts per /24, as many /24s as needed."""
+    return f"{net}.{(i - 1) // 254}.{(i - 1) % 254 + 1}"
+
+
+def venv_setup(tools):
+    """bench/.venv-ansible and bench/.venv-pyinfra, from PyPI (for the tools that run)."""
     py = os.environ.get("PYTHON", sys.executable)
     for name, pin, exe in (("ansible", ANSIBLE_PIN, "ansible-playbook"), ("pyinfra", PYINFRA_PIN, "pyinfra")):
+        if name not in tools:
+            continue
         venv = os.path.join(BENCH, f".venv-{name}")
         marker = os.path.join(venv, ".bench-pin")
         if os.path.exists(marker) and open(marker).read().strip() == pin:
@@ -502,8 +511,8 @@ class LocalSshd:
             f.write(pub)
         self.nmax = nmax
         self.shell_hosts = with_shell_hosts
-        addrs = [f"{SCALE_PREFIX}{i}" for i in range(1, nmax + 1)] + \
-                [f"{SHELL_PREFIX}{i}" for i in range(1, with_shell_hosts + 1)]
+        addrs = [scale_addr(i) for i in range(1, nmax + 1)] + \
+                [scale_addr(i, SHELL_NET) for i in range(1, with_shell_hosts + 1)]
         self.port = self.free_port(addrs)
         common = [
             f"HostKey {self.hostkey}",
@@ -521,10 +530,10 @@ class LocalSshd:
             "MaxSessions 20",
             "LogLevel VERBOSE",
             "Subsystem sftp internal-sftp",
-            # Sessions on 127.0.2.x get an empty HOME: root's ~/.bashrc here runs `pyenv init`
-            # (~100 ms a channel), which would charge every tool per channel opened. 127.0.3.x
+            # Sessions on SCALE_NET get an empty HOME: root's ~/.bashrc here runs `pyenv init`
+            # (~100 ms a channel), which would charge every tool per channel opened. SHELL_NET
             # keeps root's real HOME to show that effect.
-            f"Match LocalAddress {SCALE_PREFIX}*",
+            f"Match LocalAddress {SCALE_NET}.*",
             f"    SetEnv HOME={self.dir}/home",
         ]
         self.cg = CG.new("sshd") if CG and CG.ok else None
@@ -557,7 +566,7 @@ class LocalSshd:
         with open(self.known_hosts, "w") as f:
             for a in addrs:
                 f.write(f"[{a}]:{self.port} {hk}\n")
-        log(f"local sshd ({len(self.procs)} listeners) on {SCALE_PREFIX}1-{nmax} port {self.port}")
+        log(f"local sshd ({len(self.procs)} listeners) on {scale_addr(1)}-{scale_addr(nmax)} port {self.port}")
 
     @staticmethod
     def free_port(addrs):
@@ -613,9 +622,9 @@ class LocalSshd:
                 time.sleep(0.1)
             Cgroups.remove(self.cg)
 
-    def hosts(self, n, prefix=SCALE_PREFIX, base_root=None):
+    def hosts(self, n, net=SCALE_NET, base_root=None):
         base_root = base_root or SCALE_BASE
-        return [(f"h{i}", f"{prefix}{i}", self.port, self.key, {"base": f"{base_root}/h{i}"})
+        return [(f"h{i}", scale_addr(i, net), self.port, self.key, {"base": f"{base_root}/h{i}"})
                 for i in range(1, n + 1)]
 
 
@@ -825,7 +834,10 @@ def case_scale(b, sizes, reps, tools, shell_hosts):
         def sizes_of(t):
             # Ansible runs Python on the target for every task: on 2 shared cores 100 such hosts
             # take minutes per run, so it is measured at the smallest size only.
-            return [n for n in sizes if t != "ansible" or n <= max(sizes[0], ANSIBLE_SCALE_MAX)]
+            # pyinfra holds a Python greenlet and a paramiko connection per host; past 100 hosts
+            # a run takes long enough that the sweep would be mostly pyinfra.
+            cap = {"ansible": ANSIBLE_SCALE_MAX, "pyinfra": PYINFRA_SCALE_MAX}.get(t.split("@")[0])
+            return [n for n in sizes if cap is None or n <= max(sizes[0], cap)]
 
         # Converge every tool's folders once (not timed): what follows is the idempotent check.
         for t in tools:
@@ -833,10 +845,11 @@ def case_scale(b, sizes, reps, tools, shell_hosts):
             r = b.run("converge", Tool(t), per_tool_inv[(t, n)], n, sshd=sshd)
             if r["problem"]:
                 raise SystemExit(f"bench: {t} could not converge the scale hosts: {r['problem']}")
-        addrs = {n: [f"{SCALE_PREFIX}{i}" for i in range(1, n + 1)] for n in sizes}
+        addrs = {n: [scale_addr(i) for i in range(1, n + 1)] for n in sizes}
         b.floor(addrs[min(sizes)], sshd, sshd.key, "warmup", case="warmup")
         for n in sizes:
-            order = list(FLOORS) + [t for t in tools if n in sizes_of(t)]
+            floors = [f for f in FLOORS if f != "floor" or n <= max(sizes[0], DEFAULT_KEX_FLOOR_MAX)]
+            order = floors + [t for t in tools if n in sizes_of(t)]
             for rep in range(reps):
                 for t in order:
                     if t in FLOORS:
@@ -849,11 +862,11 @@ def case_scale(b, sizes, reps, tools, shell_hosts):
             common_shell = dict(common)
             invs = {}
             for t in tools:
-                hosts = sshd.hosts(shell_hosts, prefix=SHELL_PREFIX, base_root=f"{SCALE_BASE}/{t}")
+                hosts = sshd.hosts(shell_hosts, net=SHELL_NET, base_root=f"{SCALE_BASE}/{t}")
                 invs[t] = write_inventories(os.path.join(WORK, f"shell-{t}"), hosts, common_shell)
             for rep in range(reps):
                 for kind in FLOORS:
-                    b.floor([f"{SHELL_PREFIX}{i}" for i in range(1, shell_hosts + 1)], sshd, sshd.key,
+                    b.floor([scale_addr(i, SHELL_NET) for i in range(1, shell_hosts + 1)], sshd, sshd.key,
                             "shell", case="shell", kind=kind)
                 for t in tools:
                     if t == "ansible" and rep > 0:
@@ -1038,7 +1051,7 @@ def render(res):
     if sizes:
         L.append("#### Case 2: the idempotent check against N hosts on one local sshd")
         L.append("")
-        L.append(f"`{SCALE_PREFIX}1`..`{SCALE_PREFIX}N` served by one sshd configuration, each host under its "
+        L.append(f"`{scale_addr(1)}`.. (254 addresses per /24, as many /24s as needed) served by one sshd configuration, each host under its "
                  f"own folder (`{SCALE_BASE}/<tool>/hN`); the file-only variant of the step (3 packages checked read-only, 2 folders, the "
                  f"key, the options file). {cfg.get('scale_reps')} run(s) of each, interleaved. The floors are N "
                  "`ssh HOST true` started at once with OpenSSH's client: with its default key exchange "
@@ -1239,7 +1252,7 @@ def main():
            "scale_reps": args.reps or (1 if args.quick else 3), "shell_hosts": 0 if args.quick else 10, "tools": tools}
     os.makedirs(WORK, exist_ok=True)
     shutil.rmtree(os.path.join(WORK, "runs"), ignore_errors=True)
-    venv_setup(args.quick)
+    venv_setup(tools)
     build_recipe()
     key = os.path.join(WORK, "id_ed25519")
     if not os.path.exists(key):

@@ -24,8 +24,13 @@ pub struct Hosts {
     pub stats: Arc<Stats>,
     pub local: bool,
     conns: Mutex<HashMap<String, Slot>>,
+    /// Hosts another host has reached through the controller (`from_host`, `host(..)`):
+    /// their connections stay open for the run, since others are likely to need them again.
+    reached: Mutex<std::collections::HashSet<String>>,
     facts: Mutex<HashMap<String, rhai::Map>>,
     pub targets: Mutex<HashMap<String, Target>>,
+    /// Connections closed by [`Hosts::release`] (for the count of connections opened).
+    released: std::sync::atomic::AtomicUsize,
 }
 
 impl Hosts {
@@ -36,8 +41,10 @@ impl Hosts {
             stats: Arc::new(Stats::default()),
             local,
             conns: Mutex::new(HashMap::new()),
+            reached: Mutex::new(std::collections::HashSet::new()),
             facts: Mutex::new(HashMap::new()),
             targets: Mutex::new(HashMap::new()),
+            released: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -89,6 +96,45 @@ impl Hosts {
         }
     }
 
+    /// The connection to `name` for another host's step: kept open until the run ends.
+    pub async fn reach(&self, name: &str) -> Result<Arc<Connection>, TransportError> {
+        if let Ok(mut r) = self.reached.lock() {
+            r.insert(name.to_string());
+        }
+        self.connection(name).await
+    }
+
+    /// Ends `name`'s connection once its own run is over, so that a finished host holds no
+    /// socket, buffers or session task: memory follows `--forks`, not the host count. Kept
+    /// when other hosts reach it or still hold it (a copy in flight).
+    pub async fn release(&self, name: &str) {
+        if self
+            .reached
+            .lock()
+            .map(|r| r.contains(name))
+            .unwrap_or(true)
+        {
+            return;
+        }
+        let conn = {
+            let Ok(mut c) = self.conns.lock() else { return };
+            let free = c.get(name).is_some_and(|s| {
+                Arc::strong_count(s) == 1
+                    && matches!(s.get(), Some(Ok(conn)) if Arc::strong_count(conn) == 1)
+            });
+            if !free {
+                return;
+            }
+            c.remove(name)
+                .and_then(|s| s.get().and_then(|r| r.as_ref().ok().cloned()))
+        };
+        if let Some(conn) = conn {
+            conn.close().await;
+            self.released
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// Connections opened successfully so far.
     pub fn connection_count(&self) -> usize {
         self.conns
@@ -99,6 +145,7 @@ impl Hosts {
                     .count()
             })
             .unwrap_or(0)
+            + self.released.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn cached_facts(&self, name: &str) -> Option<rhai::Map> {
@@ -203,10 +250,7 @@ impl HostCtx {
         src_cmd: &str,
         dst_cmd: &str,
     ) -> Result<(ExecOutput, ExecOutput), TransportError> {
-        let src = self
-            .run
-            .rt
-            .block_on(Box::pin(self.run.hosts.connection(host)))?;
+        let src = self.run.rt.block_on(Box::pin(self.run.hosts.reach(host)))?;
         let (remote, limit) = self.remote_limit(None);
         let fut = Box::pin(crate::transport::pipe(
             &src, src_cmd, &self.conn, dst_cmd, remote,
@@ -238,10 +282,7 @@ impl HostCtx {
         if host == self.name {
             return self.exec(cmd, None, timeout);
         }
-        let conn = self
-            .run
-            .rt
-            .block_on(Box::pin(self.run.hosts.connection(host)))?;
+        let conn = self.run.rt.block_on(Box::pin(self.run.hosts.reach(host)))?;
         self.exec_via(&conn, cmd, None, self.remote_limit(timeout))
     }
 }

@@ -196,65 +196,94 @@ pub async fn execute(base: &Base, p: Prepared) -> Vec<String> {
             m.insert(t.name.clone(), t.clone());
         }
     }
+    // A host gets its task, thread, engine and connection only when a fork is free: one
+    // waiting for its turn is just its variables in the list.
     let sem = Arc::new(tokio::sync::Semaphore::new(base.forks.max(1)));
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut failed = Vec::new();
+    let reap = |r: Result<Option<String>, tokio::task::JoinError>, failed: &mut Vec<String>| {
+        if let Ok(Some(n)) = r {
+            failed.push(n);
+        }
+    };
+    let order: std::collections::HashMap<String, usize> = p
+        .per_host
+        .iter()
+        .enumerate()
+        .map(|(i, (t, _))| (t.name.clone(), i))
+        .collect();
     for (t, vars) in p.per_host {
-        let sem = sem.clone();
+        let Ok(permit) = sem.clone().acquire_owned().await else {
+            failed.push(t.name.clone());
+            continue;
+        };
+        while let Some(r) = tasks.try_join_next() {
+            reap(r, &mut failed);
+        }
         let shared = shared.clone();
         let ast = p.ast.clone();
         let source = p.source.clone();
         let recipe_dir = p.dir.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(Box::pin(async move {
+            let _permit = permit;
             let name = t.name.clone();
-            let Ok(_permit) = sem.acquire_owned().await else {
-                return Some(name);
-            };
-            let rep = shared.reporter.clone();
-            if shared.interrupted.load(Ordering::Relaxed) {
-                rep.finish_host(&name, false, Some("not started: interrupted".into()), None);
-                return Some(name);
-            }
-            let conn = match shared.hosts.connection(&name).await {
-                Ok(c) => c,
-                Err(e) => {
-                    rep.finish_host(&name, true, Some(format!("{name}: {e}")), None);
-                    return Some(name);
-                }
-            };
-            let ctx = Arc::new(HostCtx {
-                name: name.clone(),
-                conn,
-                run: shared.clone(),
-                vars: vars.clone(),
-                last_step: Mutex::new(None),
-            });
-            let res = tokio::task::spawn_blocking(move || {
-                run_host(ctx, &ast, &recipe_dir, vars, &source)
-            })
-            .await;
-            match res {
-                Ok(Ok(())) => {
-                    rep.finish_host(&name, false, None, None);
-                    None
-                }
-                Ok(Err((msg, at))) => {
-                    rep.finish_host(&name, false, Some(msg), at);
-                    Some(name)
-                }
-                Err(e) => {
-                    rep.finish_host(&name, false, Some(format!("internal error: {e}")), None);
-                    Some(name)
-                }
-            }
+            let failed = run_one(&shared, name.clone(), vars, ast, recipe_dir, source).await;
+            shared.hosts.release(&name).await;
+            failed.then_some(name)
         }));
     }
-    let mut failed = Vec::new();
-    for t in tasks {
-        if let Ok(Some(n)) = t.await {
-            failed.push(n);
+    while let Some(r) = tasks.join_next().await {
+        reap(r, &mut failed);
+    }
+    // Hosts end in any order; report them in the order they were given.
+    failed.sort_by_key(|n| order.get(n).copied().unwrap_or(usize::MAX));
+    failed
+}
+
+/// Connects to one host and runs the recipe there; reports its end. True when it failed.
+async fn run_one(
+    shared: &Arc<RunShared>,
+    name: String,
+    vars: rhai::Map,
+    ast: Arc<rhai::AST>,
+    recipe_dir: PathBuf,
+    source: String,
+) -> bool {
+    let rep = shared.reporter.clone();
+    if shared.interrupted.load(Ordering::Relaxed) {
+        rep.finish_host(&name, false, Some("not started: interrupted".into()), None);
+        return true;
+    }
+    let conn = match shared.hosts.connection(&name).await {
+        Ok(c) => c,
+        Err(e) => {
+            rep.finish_host(&name, true, Some(format!("{name}: {e}")), None);
+            return true;
+        }
+    };
+    let ctx = Arc::new(HostCtx {
+        name: name.clone(),
+        conn,
+        run: shared.clone(),
+        vars: vars.clone(),
+        last_step: Mutex::new(None),
+    });
+    let res =
+        tokio::task::spawn_blocking(move || run_host(ctx, &ast, &recipe_dir, vars, &source)).await;
+    match res {
+        Ok(Ok(())) => {
+            rep.finish_host(&name, false, None, None);
+            false
+        }
+        Ok(Err((msg, at))) => {
+            rep.finish_host(&name, false, Some(msg), at);
+            true
+        }
+        Err(e) => {
+            rep.finish_host(&name, false, Some(format!("internal error: {e}")), None);
+            true
         }
     }
-    failed
 }
 
 pub fn run(cfg: RunConfig) -> i32 {

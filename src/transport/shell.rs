@@ -68,6 +68,9 @@ done
 exit 0
 "#;
 
+/// Bytes asked of the channel per read (SSH packets carry at most 32 KiB).
+const READ_CHUNK: usize = 32 * 1024;
+
 /// A started worker: a byte pipe to a shell that has run the prelude.
 pub struct Worker {
     reader: Box<dyn AsyncRead + Send + Unpin>,
@@ -241,18 +244,22 @@ impl Worker {
                 let rest = self.buf.split_off(at + delim.len());
                 let mut found = std::mem::replace(&mut self.buf, rest);
                 found.truncate(at);
+                if found.capacity() > 2 * found.len() + 4096 {
+                    found.shrink_to_fit();
+                }
                 return Ok(found);
             }
             from = self.buf.len().saturating_sub(delim.len());
-            let mut chunk = [0u8; 64 * 1024];
-            let n = self.reader.read(&mut chunk).await?;
+            // Straight into the buffer: a 64 KiB array here would live in every future that
+            // waits for a command (one per running host), 64 KiB each.
+            self.buf.reserve(READ_CHUNK);
+            let n = self.reader.read_buf(&mut self.buf).await?;
             if n == 0 {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "connection closed",
                 ));
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 
