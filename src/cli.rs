@@ -82,6 +82,15 @@ enum Cmd {
         /// Default time limit of one command, in seconds
         #[arg(long, default_value_t = 3600, value_name = "SECS")]
         timeout: u64,
+        /// Run node-local on the selected hosts through Slurm (srun from --login), not over SSH to each
+        #[arg(long, value_name = "slurm[:PARTITION]", requires = "login")]
+        via: Option<String>,
+        /// With --via: the login or master node (an inventory host) the controller connects to
+        #[arg(long, value_name = "HOST", requires = "via")]
+        login: Option<String>,
+        /// A task of --via slurm: the file of per-node hosts and variables
+        #[arg(long, value_name = "FILE", hide = true)]
+        slurm_node: Option<PathBuf>,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -188,22 +197,36 @@ pub fn main() -> i32 {
             verbose,
             quiet,
             timeout,
+            via,
+            login,
+            slurm_node,
             conn,
-        } => runner::run(RunConfig {
-            recipe,
-            hosts,
-            groups,
-            inventory,
-            vars,
-            dry_run,
-            diff,
-            forks,
-            json,
-            verbose,
-            quiet,
-            conn: conn.config(),
-            timeout,
-        }),
+        } => {
+            let cfg = RunConfig {
+                recipe,
+                hosts,
+                groups,
+                inventory,
+                vars,
+                dry_run,
+                diff,
+                forks,
+                json,
+                verbose,
+                quiet,
+                conn: conn.config(),
+                timeout,
+                slurm_node,
+            };
+            match via.as_deref().map(crate::via::Via::parse) {
+                None => runner::run(cfg),
+                Some(Ok(v)) => crate::via::run(cfg, v, login),
+                Some(Err(e)) => {
+                    eprintln!("error: {e}");
+                    EXIT_USAGE
+                }
+            }
+        }
         Cmd::Check { recipes } => crate::commands::check(&recipes),
         Cmd::List { dir } => crate::commands::list(dir),
         Cmd::Facts {

@@ -23,6 +23,8 @@ pub struct Hosts {
     pub ssh: SshOptions,
     pub stats: Arc<Stats>,
     pub local: bool,
+    /// A node-local run (`--via slurm`) stands for this one host and can reach no other.
+    pub only: Option<String>,
     conns: Mutex<HashMap<String, Slot>>,
     /// Hosts another host has reached through the controller (`from_host`, `host(..)`):
     /// their connections stay open for the run, since others are likely to need them again.
@@ -40,6 +42,7 @@ impl Hosts {
             ssh,
             stats: Arc::new(Stats::default()),
             local,
+            only: None,
             conns: Mutex::new(HashMap::new()),
             reached: Mutex::new(std::collections::HashSet::new()),
             facts: Mutex::new(HashMap::new()),
@@ -69,6 +72,12 @@ impl Hosts {
         };
         let res = slot
             .get_or_init(|| async {
+                if let Some(me) = self.only.as_deref().filter(|me| *me != name) {
+                    return Err(format!(
+                        "{name}: a node-local run (--via slurm) on {me} cannot reach other hosts; \
+                         run recipes that read from other hosts over SSH instead"
+                    ));
+                }
                 if self.local || name == "local" {
                     return Ok(Arc::new(Connection::new(
                         Box::new(LocalSpawner),

@@ -17,6 +17,7 @@ pub mod secrets;
 pub mod ssh_config;
 pub mod transport;
 pub mod vars;
+pub mod via;
 
 #[cfg(test)]
 mod fuzz_tests;

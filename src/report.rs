@@ -46,7 +46,7 @@ fn json_c1_escaped(line: &str) -> String {
         .collect()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Ok,
@@ -286,6 +286,18 @@ impl Reporter {
                 .collect();
             self.out(&lines.join("\n"));
         }
+    }
+
+    /// Whether `host` has ended (has a recap with an outcome) already.
+    pub fn has_recap(&self, host: &str) -> bool {
+        self.inner
+            .lock()
+            .map(|i| {
+                i.recaps.get(host).is_some_and(|r| {
+                    r.unreachable || r.msg.is_some() || r.ok + r.changed + r.failed + r.skipped > 0
+                })
+            })
+            .unwrap_or(false)
     }
 
     /// Ends a host: unreachable or failed hosts carry a message.

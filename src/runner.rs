@@ -28,6 +28,8 @@ pub struct RunConfig {
     pub quiet: bool,
     pub conn: ConnConfig,
     pub timeout: u64,
+    /// Node side of `--via slurm`: the file of per-node hosts and variables.
+    pub slurm_node: Option<PathBuf>,
 }
 
 /// Connection settings shared by every command that connects.
@@ -286,9 +288,40 @@ async fn run_one(
     }
 }
 
+/// Parses `--var KEY=VALUE`s; secret-named values go to the redactor at once.
+pub fn cli_vars(vars: &[String], redactor: &Redactor) -> Result<Vec<(String, String)>, String> {
+    let mut cli = Vec::new();
+    for v in vars {
+        let kv = crate::vars::parse_cli_var(v).map_err(|e| format!("error: {e}"))?;
+        // Known before any check, so that no message can show it.
+        if crate::vars::is_secret_name(&kv.0) {
+            redactor.add(kv.1.as_bytes());
+        }
+        cli.push(kv);
+    }
+    Ok(cli)
+}
+
 pub fn run(cfg: RunConfig) -> i32 {
-    let controller = cfg.hosts.is_empty() && cfg.groups.is_empty() && !cfg.conn.local;
-    let (inv, targets) = if controller {
+    let controller = cfg.hosts.is_empty()
+        && cfg.groups.is_empty()
+        && !cfg.conn.local
+        && cfg.slurm_node.is_none();
+    let node = match &cfg.slurm_node {
+        Some(f) => match crate::via::node_entry(f) {
+            Ok(e) => Some(e),
+            Err(e) => return usage(format!("error: {e}")),
+        },
+        None => None,
+    };
+    let (inv, targets) = if let Some(e) = &node {
+        // A task of `--via slurm`: this machine, as the inventory host it stands for, with
+        // the variables the controller computed for that host.
+        let inv = Inventory::empty();
+        let mut t = this_machine(&e.host, &inv);
+        t.vars = e.vars.clone();
+        (inv, vec![t])
+    } else if controller {
         match &cfg.inventory {
             Some(p) => match inventory::load(p) {
                 Ok(i) => (i, Vec::new()),
@@ -304,19 +337,10 @@ pub fn run(cfg: RunConfig) -> i32 {
         }
     };
     let redactor = Redactor::default();
-    let mut cli = Vec::new();
-    for v in &cfg.vars {
-        match crate::vars::parse_cli_var(v) {
-            Ok(kv) => {
-                // Known before any check, so that no message can show it.
-                if crate::vars::is_secret_name(&kv.0) {
-                    redactor.add(kv.1.as_bytes());
-                }
-                cli.push(kv)
-            }
-            Err(e) => return usage(format!("error: {e}")),
-        }
-    }
+    let cli = match cli_vars(&cfg.vars, &redactor) {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
     let controller_target = this_machine("controller", &inv);
     let prepared = if controller {
         prepare(
@@ -340,11 +364,13 @@ pub fn run(cfg: RunConfig) -> i32 {
     let mode = if cfg.json { Mode::Json } else { Mode::Human };
     let mut reporter = Reporter::new(mode, cfg.verbose, cfg.quiet, cfg.diff, redactor);
     reporter.dry_run = cfg.dry_run;
-    let hosts = Arc::new(Hosts::new(
+    let mut hosts = Hosts::new(
         Arc::new(inv.clone()),
         ssh_options(&inv, &cfg.conn),
-        cfg.conn.local,
-    ));
+        cfg.conn.local || node.is_some(),
+    );
+    hosts.only = node.as_ref().map(|e| e.host.clone());
+    let hosts = Arc::new(hosts);
     let interrupted = Arc::new(AtomicBool::new(false));
     let base = Base {
         dry_run: cfg.dry_run,
