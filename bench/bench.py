@@ -339,8 +339,10 @@ class Tool:
 
     def command(self, inv, nhosts, dry):
         if self.kind == "recipe":
+            # 1,000 handshakes at once on 2 shared cores can take longer than the default 15 s
+            # connect timeout; the floor's OpenSSH clients wait without limit, so recipe may too.
             c = [self.bin, "run", RECIPE_FILE, "-i", inv["recipe"], "--group", "all",
-                 "--forks", str(max(nhosts, 1)), "--json"]
+                 "--forks", str(max(nhosts, 1)), "--json", "--connect-timeout", "300"]
             return c + (["--dry-run"] if dry else [])
         if self.kind == "ansible":
             c = [os.path.join(BENCH, ".venv-ansible", "bin", "ansible-playbook"), "-i", inv["ansible"],
