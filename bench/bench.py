@@ -1063,7 +1063,7 @@ def render(res):
                  "so its sshd CPU is mostly the target's work.")
         L.append("")
         hdr = ["hosts", "tool", "wall min / median", "× floor (curve25519)", "× floor (default)",
-               "sessions / host", "round trips / host", "controller CPU", "peak RSS", "sshd CPU"]
+               "sessions / host", "round trips / host", "controller CPU", "peak RSS", "RSS / host", "sshd CPU"]
         L.append("| " + " | ".join(hdr) + " |")
         L.append("|" + "---|" * len(hdr))
         for n in sizes:
@@ -1077,27 +1077,48 @@ def render(res):
                 rt = (f"{e['round_trips_per_host']:.0f} ({e['steps_per_host']:.0f} steps)"
                       if "round_trips_per_host" in e else "–")
                 rss = fmt_mb(e["rss_med"])
+                per = "–"
                 if t == "ansible" or t.startswith("floor"):
                     rss += f" (all: {fmt_mb(e['tree_rss_med'])})"
+                else:
+                    per = f"{e['rss_med'] * 1024 / n:.0f} KB"
                 L.append(f"| {n} | {tool_label(t)} | {fmt_s(e['wall_min'])} / **{fmt_s(e['wall_med'])}** | {rc} | "
-                         f"{rd} | {ses} | {rt} | {fmt_s(e['cpu_med'])} | {rss} | {fmt_s(e.get('server_cpu_med'))} |")
+                         f"{rd} | {ses} | {rt} | {fmt_s(e['cpu_med'])} | {rss} | {per} | {fmt_s(e.get('server_cpu_med'))} |")
         L.append("")
+        conv = [(k.split("|")[1], int(k.split("|")[2]), e) for k, e in s.items() if k.startswith("converge|")]
+        if conv:
+            L.append("The first converge of the same hosts (one run each, before the timed checks: it creates "
+                     "the folders and files, so it writes and diffs more than the check):")
+            L.append("")
+            L.append("| hosts | tool | wall | controller CPU | peak RSS | RSS / host |")
+            L.append("|---|---|---|---|---|---|")
+            for t, n, e in sorted(conv, key=lambda x: (x[1], tool_order([x[0]]))):
+                L.append(f"| {n} | {tool_label(t)} | {fmt_s(e['wall_med'])} | {fmt_s(e['cpu_med'])} | "
+                         f"{fmt_mb(e['rss_max'])} | {e['rss_max'] * 1024 / n:.0f} KB |")
+            L.append("")
         nmax = max(sizes)
         for t in [x for x in tools_of("scale", nmax) if x.startswith("recipe")]:
             r, fc = get("scale", t, nmax), get("scale", "floor-c25519", nmax)
             sfx = "" if t == "recipe" else f" [{tool_label(t)}]"
+            # The goals of issue 13 at 1,000 hosts; the earlier ones below that.
+            big = nmax >= 1000
+            ratio, mem = (1.25, 200) if big else (1.5, 100)
             if r and fc:
-                goals.append((f"at {nmax} hosts, idempotent check ≤ 1.5 × the bare-connection floor{sfx}",
+                goals.append((f"at {nmax} hosts, idempotent check ≤ {ratio} × the bare-connection floor{sfx}",
                               f"{fmt_s(r['wall_med'])} vs {fmt_s(fc['wall_med'])} (curve25519 floor): "
-                              f"{r['wall_med'] / fc['wall_med']:.2f} ×", r["wall_med"] <= 1.5 * fc["wall_med"]))
+                              f"{r['wall_med'] / fc['wall_med']:.2f} ×", r["wall_med"] <= ratio * fc["wall_med"]))
             if r and "round_trips_per_host" in r and not any(g[0].startswith("≤ 1 round trip") for g in goals):
                 ok = r["round_trips_per_host"] <= r["steps_per_host"] and r["channels_per_host"] <= 1
                 goals.append((f"≤ 1 round trip per unchanged step, no new channel per step ({nmax} hosts)",
                               f"{r['round_trips_per_host']:.0f} round trips for {r['steps_per_host']:.0f} steps, "
                               f"{r['channels_per_host']:.0f} channel per host", ok))
             if r:
-                goals.append((f"controller peak RSS < 100 MB at {nmax} hosts{sfx}",
-                              f"{r['rss_max']:.0f} MB (largest of {r['n']} runs)", r["rss_max"] < 100))
+                goals.append((f"controller peak RSS < {mem} MB at {nmax} hosts{sfx}",
+                              f"{r['rss_max']:.0f} MB (largest of {r['n']} runs)", r["rss_max"] < mem))
+            c = get("converge", t, nmax)
+            if c and big:
+                goals.append((f"controller peak RSS < {mem} MB at {nmax} hosts, first converge{sfx}",
+                              f"{c['rss_max']:.0f} MB", c["rss_max"] < mem))
         n0 = min(sizes)
         r0, p0, a0 = (get("scale", t, n0) for t in ("recipe", "pyinfra", "ansible"))
         if r0 and p0 and not any("pyinfra's time" in g[0] for g in goals):
@@ -1141,8 +1162,8 @@ def render(res):
     return "\n".join(L)
 
 
-def write_svg(res, path):
-    """A small line chart of case 2: median wall time against the number of hosts."""
+def write_svg(res, path, metric="wall_med", ylabel="idempotent check, median wall (s)"):
+    """A small line chart of case 2: a median (wall time, peak RSS) against the number of hosts."""
     s = res["summary"]
     sizes = sorted({int(k.split("|")[2]) for k in s if k.startswith("scale|")})
     if len(sizes) < 2:
@@ -1150,8 +1171,8 @@ def write_svg(res, path):
     series = {}
     for k, e in s.items():
         case, tool, n = k.split("|")
-        if case == "scale":
-            series.setdefault(tool, []).append((int(n), e["wall_med"]))
+        if case == "scale" and (metric == "wall_med" or not tool.startswith("floor")):
+            series.setdefault(tool, []).append((int(n), e[metric]))
     # A tool measured at one size only (Ansible) would flatten everything else: left out.
     series = {t: pts for t, pts in series.items() if len(pts) > 1}
     W, H, ml, mr, mt, mb = 720, 400, 60, 250, 20, 45
@@ -1166,10 +1187,10 @@ def write_svg(res, path):
            f'<line x1="{ml}" y1="{mt}" x2="{ml}" y2="{H - mb}" stroke="black"/>',
            f'<text x="{(ml + W - mr) / 2}" y="{H - 8}" text-anchor="middle">hosts (one local sshd)</text>',
            f'<text x="14" y="{(mt + H - mb) / 2}" transform="rotate(-90 14 {(mt + H - mb) / 2})" '
-           f'text-anchor="middle">idempotent check, median wall (s)</text>']
+           f'text-anchor="middle">{ylabel}</text>']
     for n in sizes:
         out.append(f'<text x="{X(n):.0f}" y="{H - mb + 16}" text-anchor="middle">{n}</text>')
-    step = 1 if ymax < 8 else 2 if ymax < 20 else 5 if ymax < 50 else 20
+    step = 1 if ymax < 8 else 2 if ymax < 20 else 5 if ymax < 50 else 20 if ymax < 200 else 100
     v = 0
     while v <= ymax:
         out.append(f'<text x="{ml - 6}" y="{Y(v) + 4:.0f}" text-anchor="end">{v}</text>')
@@ -1193,18 +1214,27 @@ def write_svg(res, path):
     return True
 
 
-BEGIN, END = "<!-- BEGIN GENERATED by bench/bench.py -->", "<!-- END GENERATED -->"
+MARKERS = ("<!-- BEGIN GENERATED by bench/bench.py -->", "<!-- END GENERATED -->")
 
 
-def write_doc(res, doc=DOC):
+def write_doc(res, doc=DOC, section=None):
+    """Rewrites the generated part of `doc`; with `section`, its own part (and charts) instead,
+    so that a scale-only run sits beside the full comparison."""
     gen = render(res)
-    svg = os.path.join(os.path.dirname(os.path.abspath(doc)), SVG_NAME) if doc != DOC else SVG
+    name = f"{section}.svg" if section else SVG_NAME
+    svg = os.path.join(os.path.dirname(os.path.abspath(doc)), name) if doc != DOC else os.path.join(BENCH, "results", name)
+    BEGIN, END = MARKERS
+    if section:
+        BEGIN, END = BEGIN.replace(" -->", f" ({section}) -->"), END.replace(" -->", f" ({section}) -->")
+    rss_svg = svg[:-len(".svg")] + "-rss.svg"
     if write_svg(res, svg):
         link = os.path.relpath(svg, os.path.dirname(os.path.abspath(doc)))
+        charts = f"![median wall time against hosts]({link})\n\n"
+        if write_svg(res, rss_svg, "rss_med", "controller peak RSS, median (MB)"):
+            charts += f"![controller peak RSS against hosts]({os.path.relpath(rss_svg, os.path.dirname(os.path.abspath(doc)))})\n\n"
         gen = gen.replace("#### Case 2: the idempotent check against N hosts on one local sshd\n",
-                          "#### Case 2: the idempotent check against N hosts on one local sshd\n\n"
-                          f"![median wall time against hosts]({link})\n\n"
-                          "(Tools measured at one size only, Ansible, are left out of the chart.)\n", 1)
+                          "#### Case 2: the idempotent check against N hosts on one local sshd\n\n" + charts +
+                          "(Tools measured at one size only, Ansible, are left out of the charts.)\n", 1)
     text = open(doc).read() if os.path.exists(doc) else f"# Performance\n\n{BEGIN}\n{END}\n"
     if BEGIN not in text:
         text += f"\n{BEGIN}\n{END}\n"
@@ -1230,13 +1260,15 @@ def main():
     ap.add_argument("--report-only", action="store_true", help="re-render docs/performance.md from the results file")
     ap.add_argument("--results", default=RESULTS, help="where the raw results go")
     ap.add_argument("--doc", default=DOC, help="the Markdown file whose generated part is rewritten")
+    ap.add_argument("--section", default=None,
+                    help="write into the generated part named SECTION (added at the end if missing), not the main one")
     ap.add_argument("--reps", type=int, default=None, help="repetitions of each scale run (default 3, 1 with --quick)")
     args = ap.parse_args()
 
     if args.report_only:
         res = json.load(open(args.results))
         res["summary"] = summarize(res["runs"])
-        write_doc(res, args.doc)
+        write_doc(res, args.doc, args.section)
         return
     if os.geteuid() != 0:
         raise SystemExit("bench: run as root (sandbox hosts, a private sshd on loopback)")
@@ -1294,7 +1326,7 @@ def main():
     os.makedirs(os.path.dirname(args.results), exist_ok=True)
     with open(args.results, "w") as f:
         json.dump(res, f, indent=1)
-    write_doc(res, args.doc)
+    write_doc(res, args.doc, args.section)
     log(f"done in {res['seconds'] / 60:.1f} min")
 
 
