@@ -176,6 +176,9 @@ pub struct Base {
     pub timeout: Duration,
     pub interrupted: Arc<AtomicBool>,
     pub forks: usize,
+    /// Controller mode: the next `play()` is likely to need the same hosts, so a host's
+    /// connection stays open when its part ends (else it is closed, to free its memory).
+    pub keep_connections: bool,
 }
 
 /// Runs a prepared recipe on its targets, `forks` at a time; returns the names of the
@@ -226,11 +229,14 @@ pub async fn execute(base: &Base, p: Prepared) -> Vec<String> {
         let ast = p.ast.clone();
         let source = p.source.clone();
         let recipe_dir = p.dir.clone();
+        let keep = base.keep_connections;
         tasks.spawn(Box::pin(async move {
             let _permit = permit;
             let name = t.name.clone();
             let failed = run_one(&shared, name.clone(), vars, ast, recipe_dir, source).await;
-            shared.hosts.release(&name).await;
+            if !keep {
+                shared.hosts.release(&name).await;
+            }
             failed.then_some(name)
         }));
     }
@@ -381,6 +387,7 @@ pub fn run(cfg: RunConfig) -> i32 {
         timeout: Duration::from_secs(cfg.timeout.max(1)),
         interrupted: interrupted.clone(),
         forks: cfg.forks,
+        keep_connections: controller,
     };
     if !controller {
         reporter.start(prepared.per_host.len());
