@@ -304,6 +304,19 @@ pub fn run(cfg: RunConfig) -> i32 {
         Ok(p) => p,
         Err(e) => return usage(redactor.redact(&e)),
     };
+    // A `--host` whose name does not resolve is a typo, not an outage: refuse it before any
+    // connection. Group members are left to the run (one stale DNS entry must not stop a
+    // thousand hosts) and reported unreachable there.
+    if !controller && !cfg.conn.local {
+        let named: Vec<Target> = targets
+            .iter()
+            .filter(|t| cfg.hosts.contains(&t.name))
+            .cloned()
+            .collect();
+        if let Err(e) = inventory::check_resolvable(&named) {
+            return usage(format!("error: {e}"));
+        }
+    }
     let rt = match runtime() {
         Ok(r) => r,
         Err(e) => return usage(format!("error: {e}")),

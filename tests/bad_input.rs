@@ -118,8 +118,9 @@ fn bad_inventories_exit_2_with_file_line_and_column() {
 }
 
 #[test]
-fn an_unknown_host_is_unreachable_and_named() {
-    // Not in any inventory: resolved like `ssh NAME`, and the name does not resolve.
+fn an_unresolvable_host_is_bad_input_found_before_connecting() {
+    // Not in any inventory: resolved like `ssh NAME`, and the name does not resolve: a typo,
+    // refused (exit 2) before any connection.
     let o = expect(
         &[
             "run",
@@ -129,8 +130,8 @@ fn an_unknown_host_is_unreachable_and_named() {
             "--connect-timeout",
             "5",
         ],
-        1,
-        &["nosuchhost.invalid", "unreachable"],
+        2,
+        &["nosuchhost.invalid", "cannot resolve"],
     );
     assert!(!o.text.contains("error: internal"), "{}", o.text);
 }

@@ -501,6 +501,8 @@ pub struct TemplateOpts {
 pub fn render(name: &str, text: &str, ctx: &serde_json::Value) -> Result<String, String> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    // Configuration files are not HTML: `x.yaml.j2` or `x.json.j2` must not be escaped.
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     let mut syntax = minijinja::syntax::SyntaxConfig::builder();
     syntax.keep_trailing_newline(true).trim_blocks(true);
     if let Ok(sc) = syntax.build() {
@@ -602,7 +604,12 @@ fn do_download(
     super::step(ctx, "download", dest, |h| {
         super::no_nul("url", url)?;
         super::no_nul("path", dest)?;
-        let want = o.sha256.as_ref().map(|s| s.trim().to_ascii_lowercase());
+        // "" is "not checked", the convention of every `*_sha256` recipe variable.
+        let want = o
+            .sha256
+            .as_ref()
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty());
         if let Some(w) = &want {
             if w.len() != 64 || !w.chars().all(|c| c.is_ascii_hexdigit()) {
                 return Err(format!("sha256 {w:?} is not 64 hex digits"));
@@ -825,7 +832,8 @@ pub mod api {
 
     /// Renders a Jinja template (minijinja; a file beside the recipe) with the recipe's
     /// variables plus `vars` (a map) and ensures `dest` holds the result, like `file`.
-    /// Undefined variables are errors naming the template and line.
+    /// Undefined variables are errors naming the template and line. Nothing is
+    /// auto-escaped, whatever the file name (`x.yaml.j2`, `x.json.j2` render as written).
     /// Options: `vars`, `owner`, `group`, `mode`, `secret`.
     ///
     /// ```rhai
@@ -852,7 +860,7 @@ pub mod api {
     }
 
     /// Downloads a URL on the target (curl or wget) unless `dest` already exists (with
-    /// the given `sha256`, if one is given). Options: `sha256`, `owner`, `group`, `mode`, `timeout`.
+    /// the given `sha256`, if one is given; `""` is not checked). Options: `sha256`, `owner`, `group`, `mode`, `timeout`.
     ///
     /// ```rhai
     /// download(vars.slurm_url, "/usr/local/src/slurm.tar.gz", #{sha256: vars.slurm_sha256});
@@ -958,6 +966,18 @@ mod tests {
         let cat = s.find("cat >").unwrap_or(0);
         assert!(chmod < cat, "{s}");
         assert!(s.contains("'/etc/my file'"), "{s}");
+    }
+
+    #[test]
+    fn templates_are_not_html_escaped_whatever_their_name() {
+        let ctx = serde_json::json!({"s": "it's <\"q\"> & co"});
+        for name in ["x.yaml.j2", "x.json.j2", "x.html", "x.j2"] {
+            assert_eq!(
+                render(name, "a: {{ s }}", &ctx).unwrap(),
+                "a: it's <\"q\"> & co",
+                "{name}"
+            );
+        }
     }
 
     #[test]
