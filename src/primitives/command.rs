@@ -202,7 +202,8 @@ pub mod api {
     /// Options: `creates` (skip if this path exists), `removes` (skip unless it exists),
     /// `unless` (skip if this command succeeds), `onlyif` (run only if it succeeds),
     /// `chdir`, `env` (map), `timeout` (seconds), `ignore_errors`, `stdin` (string), `name` (label).
-    /// Returns `#{changed, rc, stdout, stderr}`; a non-zero exit is a failure unless `ignore_errors`.
+    /// Returns `#{changed, rc, stdout, stderr}` (plus `timed_out: true`, rc 124, when it ran out
+    /// of time); a non-zero exit or a timeout is a failure unless `ignore_errors`.
     /// In a dry run the guard is checked and the command is only reported.
     ///
     /// ```rhai
@@ -224,7 +225,8 @@ pub mod api {
         do_sh(&ctx, cmd, ShOpts::default())
     }
 
-    /// Runs a read-only command and returns `#{ok, rc, stdout, stderr}`. Runs in dry runs
+    /// Runs a read-only command and returns `#{ok, rc, stdout, stderr, timed_out}` (a timeout
+    /// is `ok: false`, rc 124). Runs in dry runs
     /// too and is not a step: use it only for commands that change nothing.
     ///
     /// ```rhai
