@@ -98,7 +98,11 @@ fn do_sh(ctx: &NativeCallContext, cmd: &str, o: ShOpts) -> Result<Dynamic, Box<E
         super::no_nul("command", cmd)?;
         let script = run_script(cmd, &o, h.run.dry_run);
         let timeout = o.timeout.map(std::time::Duration::from_secs);
-        let out = match h.exec(&script, o.stdin.as_deref().map(str::as_bytes), timeout) {
+        let stdin = o
+            .stdin
+            .as_deref()
+            .and_then(|s| super::stdin_bytes(s.as_bytes()));
+        let out = match h.exec(&script, stdin, timeout) {
             Ok(out) => out,
             // A time limit is one more way to fail: `ignore_errors` covers it too.
             Err(e @ TransportError::Timeout(_)) if o.ignore_errors => {

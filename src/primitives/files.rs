@@ -302,7 +302,7 @@ pub fn ensure_content(h: &HostCtx, path: &str, payload: &Payload, attrs: &Attrs)
         true,
         Some((payload.bytes.len(), new_sum.as_str())),
     );
-    apply(h, &script, Some(&payload.bytes))?;
+    apply(h, &script, super::stdin_bytes(&payload.bytes))?;
     Ok(out)
 }
 
@@ -1170,6 +1170,37 @@ mod decisions {
             e.contains("is a regular file, not a directory") && e.contains("file(\"/x\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_empty_file_is_written() {
+        use crate::transport::Spawner;
+        let d = tempfile::tempdir().expect("tempdir");
+        let path = d.path().join("empty");
+        let path = path.to_string_lossy();
+        let script = write_script_checked(
+            &path,
+            &Attrs::default(),
+            true,
+            Some((0, sha256_hex(b"").as_str())),
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut w = crate::transport::local::LocalSpawner
+                .spawn()
+                .await
+                .expect("worker");
+            // An empty payload sent as is was refused by the worker ("exit status 98").
+            let out = w
+                .run(&script, crate::primitives::stdin_bytes(b""), None)
+                .await
+                .expect("run");
+            assert_eq!(out.status, 0, "{}", out.stderr_str());
+        });
+        assert_eq!(std::fs::read(&*path).expect("written"), b"");
     }
 
     #[test]

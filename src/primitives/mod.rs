@@ -358,6 +358,12 @@ pub fn apply(
     Ok(out)
 }
 
+/// Bytes for a command's stdin; empty ones go as no stdin (`/dev/null`, the same bytes): the
+/// worker's frame of an empty payload lacks a field and is refused (exit status 98).
+pub fn stdin_bytes(b: &[u8]) -> Option<&[u8]> {
+    (!b.is_empty()).then_some(b)
+}
+
 /// What a planned change is: human lines for the report and the commands that make it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Plan {
