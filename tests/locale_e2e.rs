@@ -6,7 +6,8 @@
 //! `/srv/x exists and is a ディレクトリ, not a directory`: checks parsed `stat %F`, which is
 //! translated. Here four hosts of one sandbox get `LANG=en_US.UTF-8`, `ja_JP.UTF-8`,
 //! `de_DE.UTF-8` and `zh_CN.UTF-8`; the test first proves that a command over ssh really
-//! prints translated words there (`stat -c %F /` is ディレクトリ, Verzeichnis, 目录), then runs
+//! prints translated words there (`ls` errors; on Debian 12 `stat -c %F /` too: ディレクトリ,
+//! Verzeichnis, 目录), then runs
 //! one recipe that calls every primitive on all of them:
 //!
 //! - the first run changes the same steps on every host, with the same change lines;
@@ -386,14 +387,21 @@ fn every_primitive_twice_on_japanese_german_chinese_and_english_hosts() {
     });
     log(t0, "locales generated, LANG set, fixtures made");
 
-    // The premise: a command over ssh prints translated words on these hosts.
+    // The premise: a command over ssh prints translated words on these hosts. Debian 13's
+    // coreutils prints `stat %F` in English even in Japanese, so there only the messages count.
+    let mut ssh_kind = BTreeMap::new();
     for (h, lang, kind) in HOSTS {
         let got = sb.ssh_ok(h, "echo \"$LANG\"; stat -c %F /");
-        assert_eq!(
-            got,
-            format!("{lang}\n{kind}\n"),
-            "{h}: the login locale is not in effect"
-        );
+        let (got_lang, got_kind) = got.split_once('\n').unwrap_or_default();
+        assert_eq!(got_lang, *lang, "{h}: the login locale is not in effect");
+        if release == "bookworm" || release == "12" {
+            assert_eq!(
+                got_kind,
+                format!("{kind}\n"),
+                "{h}: stat %F is not translated"
+            );
+        }
+        ssh_kind.insert(h.to_string(), got_kind.trim().to_string());
     }
     let english = sb.ssh(HOSTS[0].0, "ls /nonexistent-h4");
     for (h, ..) in &HOSTS[1..] {
@@ -410,8 +418,7 @@ fn every_primitive_twice_on_japanese_german_chinese_and_english_hosts() {
     assert_same_as_english(&first, "first");
     for (h, ..) in HOSTS {
         assert_eq!(
-            first[*h].login_kind,
-            HOSTS.iter().find(|x| x.0 == *h).map(|x| x.2).unwrap_or(""),
+            first[*h].login_kind, ssh_kind[*h],
             "{h}: the recipe's own connection does not have the login locale"
         );
     }
