@@ -807,8 +807,9 @@ fn containers_on_debian13() {
     assert!(sb
         .ssh_ok("w1", "cat /etc/os-release")
         .contains("VERSION_CODENAME=trixie"));
+    // The jobs' output is printed as notes: stderr, beside --json's events on stdout.
     assert!(
-        r.stdout.contains("VERSION_CODENAME=bookworm"),
+        r.stderr.contains("VERSION_CODENAME=bookworm"),
         "{}",
         r.describe()
     );
