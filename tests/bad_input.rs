@@ -282,3 +282,30 @@ fn hundred_megabyte_inputs_get_short_errors() {
         &["big.toml:2:100000012", "\" junk"],
     );
 }
+
+#[test]
+fn a_recipes_validate_refuses_before_any_host_with_exit_2() {
+    let r = f("validate.rhai");
+    // Every reason at once, with the recipe's imports in effect; the host is never contacted.
+    let o = expect(
+        &[
+            "run",
+            &r,
+            "--host",
+            "nosuchhost.invalid",
+            "--var",
+            "workers=0",
+            "--var",
+            "mode=slow",
+        ],
+        2,
+        &[
+            "refuses to run",
+            "workers must be at least 1, not 0",
+            "'slow' is not a mode",
+        ],
+    );
+    assert!(!o.text.contains("unreachable"), "{}", o.text);
+    // Good values pass validation and the recipe runs.
+    expect(&["run", &r, "--local"], 0, &["ran"]);
+}

@@ -434,9 +434,8 @@ fn refusals_before_any_host() {
         }
         let r = run_with(&inv, "k8s.rhai", &args, false);
         let all = format!("{}{}", r.stdout, r.stderr);
-        // A recipe's own refusal exits 1: the engine has no hook for a recipe to reject
-        // its variables with the usage status (2). See docs/kubernetes.md.
-        assert_eq!(r.code, 1, "{vars:?}: exit {}\n{all}", r.code);
+        // The recipe's `fn validate` refuses them as bad usage (2), before any connection.
+        assert_eq!(r.code, 2, "{vars:?}: exit {}\n{all}", r.code);
         assert!(all.contains(want), "{vars:?}: no {want:?} in\n{all}");
         assert!(
             !all.contains("unreachable") && !all.contains("192.0.2"),
