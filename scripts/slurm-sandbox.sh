@@ -31,7 +31,6 @@ ln -f "$src" "$files/" 2>/dev/null || cp -f "$src" "$files/"
 tarball=$(basename "$src")
 version=${tarball#slurm-wlm_}
 version=${version%%.orig.tar.*}
-extra=""
 if [ "$release" = trixie ]; then
     echo "fetching Apptainer's release package (Debian unstable; cached)" >&2
     deb=$(scripts/fetch-apptainer-deb.sh)
@@ -44,16 +43,29 @@ fi
 inv=/var/lib/recipe/sandbox/$name/inventory.toml
 url=$(sed -n 's/^sandbox_files_url *= *"\(.*\)"/\1/p' "$inv")
 proxy=$(sed -n 's/^sandbox_proxy *= *"\(.*\)"/\1/p' "$inv")
+# The site's settings go into the inventory's [vars], as on a real site: every recipe that
+# cluster.rhai plays reads them from there.
+site=/var/lib/recipe/sandbox/$name/site.toml
+{
+    echo "# The sandbox's inventory plus this cluster's settings (scripts/slurm-sandbox.sh)."
+    sed -n '1,/^\[vars\]/p' "$inv"
+    echo "slurm_install = \"$mode\""
+    echo "slurm_version = \"$version\""
+    echo "slurm_url = \"$url/slurm-wlm_{version}.orig.tar.gz\""
+    echo "slurm_proctrack_type = \"proctrack/linuxproc\"   # containers cannot use the cgroup plugins"
+    echo "slurm_task_plugin = \"task/none\""
+    if [ "$release" = trixie ]; then
+        echo "singularity = true"
+        echo "singularity_install = \"package_url\""
+        echo "singularity_version = \"$app_version\""
+        echo "singularity_package_url = \"$url/apptainer_{version}_{arch}.deb\""
+        echo "singularity_package_sha256 = \"$app_sha\""
+        echo "container_build_proxy = \"$proxy\""
+    fi
+    sed -n '/^\[vars\]/,$p' "$inv" | sed 1d
+} > "$site"
+echo "site inventory: $site" >&2
 if [ "$mode" = source ]; then
     echo "building Slurm $version from source on the master (about 5 minutes on 2 cores); each step prints a line when it ends" >&2
 fi
-if [ "$release" = trixie ]; then
-    set -- --var singularity=true --var singularity_install=package_url \
-        --var "singularity_version=$app_version" \
-        --var "singularity_package_url=$url/apptainer_{version}_{arch}.deb" \
-        --var "singularity_package_sha256=$app_sha" \
-        --var "container_build_proxy=$proxy" "$@"
-fi
-exec "$RECIPE" run cluster.rhai -i "$inv" --var "slurm_install=$mode" \
-    --var "slurm_url=$url/slurm-wlm_{version}.orig.tar.gz" --var "slurm_version=$version" \
-    --var slurm_proctrack_type=proctrack/linuxproc --var slurm_task_plugin=task/none "$@"
+exec "$RECIPE" run cluster.rhai -i "$site" "$@"

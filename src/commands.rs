@@ -76,24 +76,36 @@ fn import_names(ast: &rhai::AST) -> Vec<String> {
 /// `recipe list`: each recipe's doc line and variables with defaults.
 pub fn list(dir: Option<PathBuf>) -> i32 {
     let dir = dir.unwrap_or_else(|| PathBuf::from("recipes"));
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd
+    let rhai_files = |d: &std::path::Path| -> std::io::Result<Vec<PathBuf>> {
+        Ok(std::fs::read_dir(d)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
-            .collect(),
+            .collect())
+    };
+    let mut files: Vec<PathBuf> = match rhai_files(&dir) {
+        Ok(v) => v,
         Err(e) => {
             eprintln!("error: cannot read {}: {e}", dir.display());
             return EXIT_USAGE;
         }
     };
+    // Recipes one folder down too (recipes/samples/).
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for sub in rd.filter_map(|e| e.ok().map(|e| e.path())) {
+            if sub.is_dir() {
+                files.extend(rhai_files(&sub).unwrap_or_default());
+            }
+        }
+    }
     files.sort();
-    let engine = crate::engine::build(&dir, None);
     let mut status = EXIT_OK;
     for f in files {
+        let here = f.parent().unwrap_or(&dir);
+        let engine = crate::engine::build(here, None);
+        let name = f.strip_prefix(&dir).unwrap_or(&f).display().to_string();
         match crate::recipe::load(&engine, &f) {
             Ok(r) => {
-                let first = r.doc.lines().next().unwrap_or("(no documentation)");
-                println!("{}  {}", r.name, first);
+                println!("{name}  {}", summary(&r.doc));
                 // Secret-named defaults (`*_token`, ...) are not shown: a listing is pasted
                 // into tickets and chats.
                 for (n, v, doc) in &r.vars {
@@ -112,6 +124,36 @@ pub fn list(dir: Option<PathBuf>) -> i32 {
         }
     }
     status
+}
+
+/// The first sentence of a recipe's documentation, whatever the line wrapping; the whole
+/// first paragraph when no sentence ends in it.
+pub fn summary(doc: &str) -> String {
+    // Indented lines are usage examples (`  recipe run ...`): not part of the prose.
+    let para: Vec<&str> = doc
+        .lines()
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with("  "))
+        .map(str::trim)
+        .collect();
+    if para.is_empty() {
+        return "(no documentation)".into();
+    }
+    let text = para.join(" ");
+    let chars: Vec<char> = text.chars().collect();
+    for (i, c) in chars.iter().enumerate() {
+        if *c != '.' {
+            continue;
+        }
+        match chars.get(i + 1) {
+            None => return text,
+            // "e.g." and "1.3" are not the end of a sentence; ". Next" is.
+            Some(' ') if chars.get(i + 2).is_some_and(|n| n.is_uppercase()) => {
+                return chars[..=i].iter().collect();
+            }
+            _ => {}
+        }
+    }
+    text
 }
 
 /// `recipe facts`: one host's facts as JSON.
@@ -289,5 +331,31 @@ pub fn doc(definitions: Option<PathBuf>) -> i32 {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary;
+
+    #[test]
+    fn summary_is_the_first_sentence_across_wrapped_lines() {
+        assert_eq!(
+            summary("Installs MUNGE and makes sure it\nruns on every node. Then checks it.\nMore."),
+            "Installs MUNGE and makes sure it runs on every node."
+        );
+        assert_eq!(
+            summary("Slurm (seed 1.1, e.g. source). Next."),
+            "Slurm (seed 1.1, e.g. source)."
+        );
+        assert_eq!(
+            summary("No full stop\nhere\n\nSecond paragraph."),
+            "No full stop here"
+        );
+        assert_eq!(summary(""), "(no documentation)");
+        assert_eq!(
+            summary("Does a thing on the master\n  recipe run x.rhai --host m"),
+            "Does a thing on the master"
+        );
     }
 }

@@ -312,8 +312,7 @@ mod tests {
             line: 0,
             column: 0,
             notes: vec![],
-            more: vec![],
-            excerpt_at: None,
+            ..Default::default()
         };
         let r = e.render();
         assert!(r.contains(&format!("{}:2:13", p.display())), "{r}");

@@ -118,7 +118,9 @@ pub fn load(engine: &Engine, path: &Path) -> Result<Recipe, Located> {
         ..Default::default()
     })?;
     let mut scope = Scope::new();
-    scope.push_constant("vars", crate::engine::Vars::default());
+    // A variable, not a constant: the optimizer would inline a constant's (empty) value
+    // wherever `vars` is passed as a whole, e.g. `f(vars)`.
+    scope.push("vars", crate::engine::Vars::default());
     let mut ast = engine
         .compile_with_scope(&scope, &text)
         .map_err(|e| locate_parse(&e, &shown))?;

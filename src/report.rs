@@ -276,15 +276,21 @@ impl Reporter {
 
     /// A note from a recipe (`log(..)`), shown at -v or always in human mode.
     pub fn note(&self, host: &str, msg: &str) {
-        if self.mode == Mode::Human && !self.quiet {
-            // Every line carries the host, so interleaved output stays readable.
-            let host = self.safe(host);
-            let lines: Vec<String> = self
-                .safe(msg.trim_end_matches('\n'))
-                .lines()
-                .map(|l| format!("{host:<10} {l}"))
-                .collect();
+        if self.quiet {
+            return;
+        }
+        // Every line carries the host, so interleaved output stays readable.
+        let host = self.safe(host);
+        let lines: Vec<String> = self
+            .safe(msg.trim_end_matches('\n'))
+            .lines()
+            .map(|l| format!("{host:<10} {l}"))
+            .collect();
+        if self.mode == Mode::Human {
             self.out(&lines.join("\n"));
+        } else {
+            // stdout is JSON events only: notes go to stderr, as for humans watching.
+            eprintln!("{}", lines.join("\n"));
         }
     }
 

@@ -156,6 +156,7 @@ pub fn prepare(
         }
         per_host.push((t.clone(), m));
     }
+    validate(&meta_engine, &rec, &per_host)?;
     Ok(Prepared {
         name: rec.name.clone(),
         source: path.display().to_string(),
@@ -163,6 +164,81 @@ pub fn prepare(
         ast: Arc::new(rec.ast),
         per_host,
     })
+}
+
+/// Calls the recipe's `fn validate(v)`, if it has one, with each distinct set of host
+/// variables: combinations that cannot work are refused before any host is touched. It
+/// returns `()`, `""` or `[]` when all is well, else a message or a list of them. The
+/// recipe's imports are in effect (the rest of the script does not run).
+fn validate(
+    engine: &rhai::Engine,
+    rec: &crate::recipe::Recipe,
+    per_host: &[(Target, rhai::Map)],
+) -> Result<(), String> {
+    let has = rec
+        .ast
+        .iter_functions()
+        .any(|f| f.name == "validate" && f.params.len() == 1);
+    if !has {
+        return Ok(());
+    }
+    let imports: Vec<rhai::Stmt> = rec
+        .ast
+        .statements()
+        .iter()
+        .filter(|s| matches!(s, rhai::Stmt::Import(..)))
+        .cloned()
+        .collect();
+    let mut only_imports = rhai::AST::new(imports, rec.ast.shared_lib().clone());
+    if let Some(src) = rec.ast.source() {
+        only_imports.set_source(src);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (t, m) in per_host {
+        if !seen.insert(format!("{m:?}")) {
+            continue;
+        }
+        let opts = rhai::CallFnOptions::new().eval_ast(true).rewind_scope(true);
+        let mut scope = rhai::Scope::new();
+        let got: rhai::Dynamic = engine
+            .call_fn_with_options(
+                opts,
+                &mut scope,
+                &only_imports,
+                "validate",
+                (Vars(m.clone()),),
+            )
+            .map_err(|e| {
+                crate::errors::locate_eval(&e, &rec.path.display().to_string()).render()
+            })?;
+        let mut msgs: Vec<String> = Vec::new();
+        if got.is_unit() {
+        } else if let Some(a) = got.clone().try_cast::<rhai::Array>() {
+            msgs.extend(a.into_iter().map(|x| x.to_string()));
+        } else if got.is_string() {
+            msgs.push(got.to_string());
+        } else {
+            return Err(format!(
+                "error: {}: fn validate must return (), a message or a list of messages, not {}",
+                rec.name,
+                got.type_name()
+            ));
+        }
+        msgs.retain(|m| !m.trim().is_empty());
+        if !msgs.is_empty() {
+            let whose = if per_host.len() > 1 {
+                format!(" (variables of host {})", t.name)
+            } else {
+                String::new()
+            };
+            return Err(format!(
+                "error: {} refuses to run{whose}: {}\n  change these variables; no host was touched",
+                rec.name,
+                msgs.join("; ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What a run shares with everything it starts (plays included).
@@ -363,6 +439,19 @@ pub fn run(cfg: RunConfig) -> i32 {
         Ok(p) => p,
         Err(e) => return usage(redactor.redact(&e)),
     };
+    // A `--host` whose name does not resolve is a typo, not an outage: refuse it before any
+    // connection. Group members are left to the run (one stale DNS entry must not stop a
+    // thousand hosts) and reported unreachable there.
+    if !controller && !cfg.conn.local {
+        let named: Vec<Target> = targets
+            .iter()
+            .filter(|t| cfg.hosts.contains(&t.name))
+            .cloned()
+            .collect();
+        if let Err(e) = inventory::check_resolvable(&named) {
+            return usage(format!("error: {e}"));
+        }
+    }
     let rt = match runtime() {
         Ok(r) => r,
         Err(e) => return usage(format!("error: {e}")),

@@ -118,8 +118,9 @@ fn bad_inventories_exit_2_with_file_line_and_column() {
 }
 
 #[test]
-fn an_unknown_host_is_unreachable_and_named() {
-    // Not in any inventory: resolved like `ssh NAME`, and the name does not resolve.
+fn an_unresolvable_host_is_bad_input_found_before_connecting() {
+    // Not in any inventory: resolved like `ssh NAME`, and the name does not resolve: a typo,
+    // refused (exit 2) before any connection.
     let o = expect(
         &[
             "run",
@@ -129,8 +130,8 @@ fn an_unknown_host_is_unreachable_and_named() {
             "--connect-timeout",
             "5",
         ],
-        1,
-        &["nosuchhost.invalid", "unreachable"],
+        2,
+        &["nosuchhost.invalid", "cannot resolve"],
     );
     assert!(!o.text.contains("error: internal"), "{}", o.text);
 }
@@ -280,4 +281,31 @@ fn hundred_megabyte_inputs_get_short_errors() {
         2,
         &["big.toml:2:100000012", "\" junk"],
     );
+}
+
+#[test]
+fn a_recipes_validate_refuses_before_any_host_with_exit_2() {
+    let r = f("validate.rhai");
+    // Every reason at once, with the recipe's imports in effect; the host is never contacted.
+    let o = expect(
+        &[
+            "run",
+            &r,
+            "--host",
+            "nosuchhost.invalid",
+            "--var",
+            "workers=0",
+            "--var",
+            "mode=slow",
+        ],
+        2,
+        &[
+            "refuses to run",
+            "workers must be at least 1, not 0",
+            "'slow' is not a mode",
+        ],
+    );
+    assert!(!o.text.contains("unreachable"), "{}", o.text);
+    // Good values pass validation and the recipe runs.
+    expect(&["run", &r, "--local"], 0, &["ran"]);
 }

@@ -434,9 +434,8 @@ fn refusals_before_any_host() {
         }
         let r = run_with(&inv, "k8s.rhai", &args, false);
         let all = format!("{}{}", r.stdout, r.stderr);
-        // A recipe's own refusal exits 1: the engine has no hook for a recipe to reject
-        // its variables with the usage status (2). See docs/kubernetes.md.
-        assert_eq!(r.code, 1, "{vars:?}: exit {}\n{all}", r.code);
+        // The recipe's `fn validate` refuses them as bad usage (2), before any connection.
+        assert_eq!(r.code, 2, "{vars:?}: exit {}\n{all}", r.code);
         assert!(all.contains(want), "{vars:?}: no {want:?} in\n{all}");
         assert!(
             !all.contains("unreachable") && !all.contains("192.0.2"),
@@ -605,6 +604,41 @@ fn cluster_with_standins() {
     let r = run_ok(&sb, "k8s.rhai", &[]);
     assert_unchanged(&r, "second k8s.rhai");
     log(t0, "second run: 0 changed");
+
+    // cluster.rhai with kubernetes = true plays the same Kubernetes recipes: on this cluster
+    // they find nothing to change. (Its Slurm half is only planned here: a dry run.)
+    let r = run_ok(
+        &sb,
+        "cluster.rhai",
+        &[
+            "--dry-run",
+            "--var",
+            "kubernetes=true",
+            "--var",
+            "check=false",
+            "--var",
+            "slurm_install=packages",
+        ],
+    );
+    let k8s_changed: Vec<&String> = r
+        .changed
+        .iter()
+        .filter(|c| c.contains(" k8s_") || c.contains(" sycri"))
+        .collect();
+    assert!(
+        k8s_changed.is_empty(),
+        "cluster.rhai's Kubernetes half would change: {k8s_changed:#?}\n{}",
+        r.describe()
+    );
+    assert!(
+        r.stderr.contains("play k8s_node.rhai") && r.stderr.contains("play k8s_cni.rhai"),
+        "cluster.rhai did not play the Kubernetes recipes:\n{}",
+        r.describe()
+    );
+    log(
+        t0,
+        "cluster.rhai --var kubernetes=true: its Kubernetes half changes nothing",
+    );
 
     // 4. w3 joins when added to the inventory.
     sb.write_inventory(&["w1", "w2", "w3"], &vars);

@@ -182,6 +182,8 @@ fn sandbox_up_run_reach_down() {
     let st = text(&st.stdout);
     assert!(st.contains(&master) && st.contains(&w1), "{st}");
     assert!(st.matches("running").count() >= 2, "{st}");
+    // Each host's release, read from the host itself (the default release is Debian 12).
+    assert!(st.matches("Debian 12 (bookworm)").count() >= 2, "{st}");
 
     // The engine's example recipe on both hosts through the generated inventory.
     let run = recipe()

@@ -46,14 +46,17 @@ pub fn guard_script(o: &ShOpts) -> String {
         .as_ref()
         .map(|d| format!("cd {} 2>/dev/null && ", quote(d)))
         .unwrap_or_default();
+    // Guards are checks: they run in the C locale (see `C_LOCALE`) so that one that greps a
+    // tool's message decides the same on every host; the command keeps the login's locale.
+    let c = super::C_LOCALE.trim_end();
     if let Some(u) = &o.unless {
         g.push_str(&format!(
-            "if ({cd}{u}) </dev/null >/dev/null 2>&1; then echo {SKIP}; exit 0; fi\n"
+            "if ({c}; {cd}{u}) </dev/null >/dev/null 2>&1; then echo {SKIP}; exit 0; fi\n"
         ));
     }
     if let Some(u) = &o.onlyif {
         g.push_str(&format!(
-            "if ! ({cd}{u}) </dev/null >/dev/null 2>&1; then echo {SKIP}; exit 0; fi\n"
+            "if ! ({c}; {cd}{u}) </dev/null >/dev/null 2>&1; then echo {SKIP}; exit 0; fi\n"
         ));
     }
     g
@@ -95,7 +98,11 @@ fn do_sh(ctx: &NativeCallContext, cmd: &str, o: ShOpts) -> Result<Dynamic, Box<E
         super::no_nul("command", cmd)?;
         let script = run_script(cmd, &o, h.run.dry_run);
         let timeout = o.timeout.map(std::time::Duration::from_secs);
-        let out = match h.exec(&script, o.stdin.as_deref().map(str::as_bytes), timeout) {
+        let stdin = o
+            .stdin
+            .as_deref()
+            .and_then(|s| super::stdin_bytes(s.as_bytes()));
+        let out = match h.exec(&script, stdin, timeout) {
             Ok(out) => out,
             // A time limit is one more way to fail: `ignore_errors` covers it too.
             Err(e @ TransportError::Timeout(_)) if o.ignore_errors => {
@@ -136,7 +143,11 @@ fn do_probe(
     timeout: Option<u64>,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
     let h = super::host_ctx(ctx)?;
-    match h.exec(cmd, None, timeout.map(std::time::Duration::from_secs)) {
+    match h.exec(
+        &super::in_c_locale(cmd),
+        None,
+        timeout.map(std::time::Duration::from_secs),
+    ) {
         Ok(out) => Ok(probe_result(&out)),
         // A probe answers a question; "it did not answer in time" is a `false`, not a failure.
         Err(e @ TransportError::Timeout(_)) => {
@@ -202,7 +213,10 @@ pub mod api {
     /// Options: `creates` (skip if this path exists), `removes` (skip unless it exists),
     /// `unless` (skip if this command succeeds), `onlyif` (run only if it succeeds),
     /// `chdir`, `env` (map), `timeout` (seconds), `ignore_errors`, `stdin` (string), `name` (label).
-    /// Returns `#{changed, rc, stdout, stderr}`; a non-zero exit is a failure unless `ignore_errors`.
+    /// The guards run with `LC_ALL=C`, like every check; the command itself runs with the
+    /// login's locale.
+    /// Returns `#{changed, rc, stdout, stderr}` (plus `timed_out: true`, rc 124, when it ran out
+    /// of time); a non-zero exit or a timeout is a failure unless `ignore_errors`.
     /// In a dry run the guard is checked and the command is only reported.
     ///
     /// ```rhai
@@ -224,8 +238,11 @@ pub mod api {
         do_sh(&ctx, cmd, ShOpts::default())
     }
 
-    /// Runs a read-only command and returns `#{ok, rc, stdout, stderr}`. Runs in dry runs
-    /// too and is not a step: use it only for commands that change nothing.
+    /// Runs a read-only command and returns `#{ok, rc, stdout, stderr, timed_out}` (a timeout
+    /// is `ok: false`, rc 124). Runs in dry runs
+    /// too and is not a step: use it only for commands that change nothing. It runs with
+    /// `LC_ALL=C`, like every check, so its output is the same on every host whatever the
+    /// login's locale.
     ///
     /// ```rhai
     /// let v = probe("slurmd -V");
@@ -248,7 +265,8 @@ pub mod api {
 
     /// Repeats a read-only command until it succeeds; fails after `timeout` seconds
     /// (default 60) with its last output. Options: `timeout`, `interval` (default 2),
-    /// `name`, `on` (run the check on another inventory host). Skipped in a dry run.
+    /// `name`, `on` (run the check on another inventory host). Skipped in a dry run. The
+    /// command runs with `LC_ALL=C`, like `probe`.
     ///
     /// ```rhai
     /// wait_for("sinfo -h -n w1 -o %t | grep -qx idle", #{on: "master", timeout: 120});
@@ -274,16 +292,17 @@ pub mod api {
                     return Err("interrupted".into());
                 }
                 let limit = std::time::Duration::from_secs(o.interval.max(1) * 5 + 10);
-                let out = match h.exec_on(&target, cmd, Some(limit)) {
-                    Ok(out) => out,
-                    // A check that hangs is a check that has not succeeded yet.
-                    Err(e @ TransportError::Timeout(_)) => crate::transport::ExecOutput {
-                        status: crate::transport::shell::TIMEOUT_STATUS,
-                        stdout: Vec::new(),
-                        stderr: e.to_string().into_bytes(),
-                    },
-                    Err(e) => return Err(e.to_string()),
-                };
+                let out =
+                    match h.exec_on(&target, &crate::primitives::in_c_locale(cmd), Some(limit)) {
+                        Ok(out) => out,
+                        // A check that hangs is a check that has not succeeded yet.
+                        Err(e @ TransportError::Timeout(_)) => crate::transport::ExecOutput {
+                            status: crate::transport::shell::TIMEOUT_STATUS,
+                            stdout: Vec::new(),
+                            stderr: e.to_string().into_bytes(),
+                        },
+                        Err(e) => return Err(e.to_string()),
+                    };
                 if out.status == 0 {
                     return Ok(crate::primitives::Outcome::ok().with("stdout", out.stdout_str()));
                 }

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use crate::host::HostCtx;
 
-/// One shell command printing `key=value` lines; lscpu when present, /proc otherwise.
+/// One shell command printing `key=value` lines; lscpu when present, /proc otherwise. It runs
+/// in the C locale like every check (lscpu's labels are translated).
 pub const FACTS_CMD: &str = r#"
 . /etc/os-release 2>/dev/null
 echo "os_id=${ID:-unknown}"
@@ -71,7 +72,11 @@ pub fn of(h: &HostCtx, host: &str) -> Result<rhai::Map, String> {
         return Ok(f);
     }
     let out = h
-        .exec_on(host, FACTS_CMD, Some(std::time::Duration::from_secs(60)))
+        .exec_on(
+            host,
+            &crate::primitives::in_c_locale(FACTS_CMD),
+            Some(std::time::Duration::from_secs(60)),
+        )
         .map_err(|e| format!("facts of {host}: {e}"))?;
     let mut f = parse(&out.stdout_str());
     f.insert("name".into(), host.to_string().into());

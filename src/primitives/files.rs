@@ -4,7 +4,10 @@
 use rhai::plugin::*;
 use std::path::PathBuf;
 
-use super::{apply, attr_fixes, check, parse_stat, Attrs, Outcome, StepResult, STAT_FMT};
+use super::{
+    apply, attr_fixes, check, in_c_locale, parse_stat, Attrs, FileKind, Outcome, Plan, StatInfo,
+    StepResult, STAT_FMT,
+};
 use crate::host::HostCtx;
 use crate::secrets::{describe_bytes, sha256_hex, Secret};
 use crate::transport::quote;
@@ -19,8 +22,18 @@ pub struct FileOpts {
     pub attrs: Attrs,
     #[serde(default)]
     pub secret: bool,
-    pub state: Option<String>,
+    pub state: Option<FileState>,
 }
+
+choice!(
+    /// `state` of `file` ("file" is an old spelling of "present").
+    FileState, "state", ["present" => Present, "absent" => Absent], aliases ["file" => Present]
+);
+
+choice!(
+    /// `state` of `directory` ("directory" is an old spelling of "present").
+    DirState, "state", ["present" => Present, "absent" => Absent], aliases ["directory" => Present]
+);
 
 /// Content going to a file, and whether it must stay hidden.
 pub struct Payload {
@@ -57,6 +70,95 @@ fn probe_file(h: &HostCtx, path: &str) -> Result<Option<(super::StatInfo, String
             Ok(Some((st, sum)))
         }
     }
+}
+
+/// The attribute fixes that bring `st` to `attrs`, as a plan.
+pub fn attr_plan(path: &str, st: &StatInfo, attrs: &Attrs) -> Plan {
+    let (cmds, changes) = attr_fixes(&quote(path), st, attrs);
+    Plan { changes, cmds }
+}
+
+/// What to do about a path that must be a regular file with content `new_sum`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ContentPlan {
+    /// The content is right; the plan fixes owner, group or mode (empty: nothing to do).
+    Keep(Plan),
+    /// Write the content: a new file, or a rewrite of an existing one.
+    Write { create: bool },
+}
+
+/// The decision of `file`, `template` and `download`: from what is there (stat and sha256,
+/// `None`: nothing) to what to do.
+pub fn plan_content(
+    path: &str,
+    cur: Option<&(StatInfo, String)>,
+    new_sum: &str,
+    attrs: &Attrs,
+) -> Result<ContentPlan, String> {
+    match cur {
+        None => Ok(ContentPlan::Write { create: true }),
+        Some((st, _)) if st.kind != FileKind::Regular => Err(format!(
+            "{path} exists and is a {}, not a file: remove it first or choose another path",
+            st.kind_name()
+        )),
+        Some((st, sum)) if sum == new_sum => Ok(ContentPlan::Keep(attr_plan(path, st, attrs))),
+        Some(_) => Ok(ContentPlan::Write { create: false }),
+    }
+}
+
+/// The decision of `directory` (present): create it, fix its attributes, or refuse.
+pub fn plan_directory(path: &str, cur: Option<&StatInfo>, attrs: &Attrs) -> Result<Plan, String> {
+    let q = quote(path);
+    match cur {
+        None => {
+            let mut cmd = format!("mkdir -p -- {q}");
+            // u32::MAX: a mode that never matches, so a wanted mode is always set.
+            let fresh = StatInfo {
+                kind: FileKind::Directory,
+                owner: String::new(),
+                group: String::new(),
+                mode: u32::MAX,
+                size: 0,
+            };
+            for c in attr_fixes(&q, &fresh, attrs).0 {
+                cmd.push_str(" && ");
+                cmd.push_str(&c);
+            }
+            let mut p = Plan::default();
+            p.add(format!("create {path}/"), cmd);
+            Ok(p)
+        }
+        Some(st) if st.kind != FileKind::Directory => Err(format!(
+            "{path} exists and is a {}, not a directory: remove it first or choose another path",
+            st.kind_name()
+        )),
+        Some(st) => Ok(attr_plan(path, st, attrs)),
+    }
+}
+
+/// The decision of `state: "absent"` for a file (`dir` false) or a directory.
+pub fn plan_remove(path: &str, cur: Option<&StatInfo>, dir: bool) -> Result<Plan, String> {
+    let mut p = Plan::default();
+    let Some(st) = cur else {
+        return Ok(p);
+    };
+    let is_dir = st.kind == FileKind::Directory;
+    if dir && !is_dir {
+        return Err(format!(
+            "{path} is a {}, not a directory: remove it with file({path:?}, #{{state: \"absent\"}})",
+            st.kind_name()
+        ));
+    }
+    if !dir && is_dir {
+        return Err(format!(
+            "{path} is a directory, not a file: remove it with directory({path:?}, #{{state: \"absent\"}})"
+        ));
+    }
+    p.add(
+        format!("remove {path}"),
+        format!("rm -rf -- {}", quote(path)),
+    );
+    Ok(p)
 }
 
 fn is_text(b: &[u8]) -> bool {
@@ -161,21 +263,9 @@ pub fn ensure_content(h: &HostCtx, path: &str, payload: &Payload, attrs: &Attrs)
     let mut out = Outcome::ok()
         .with("path", path.to_string())
         .with("sha256", new_sum.clone());
-    match &cur {
-        Some((st, _)) if st.kind != "regular file" && st.kind != "regular empty file" => {
-            return Err(format!("{path} exists and is a {}, not a file", st.kind));
-        }
-        Some((st, sum)) if *sum == new_sum => {
-            let (cmds, what) = attr_fixes(&quote(path), st, attrs);
-            if !cmds.is_empty() {
-                for w in what {
-                    out.change(w);
-                }
-                apply(h, &cmds.join(" && "), None)?;
-            }
-            return Ok(out);
-        }
-        _ => {}
+    if let ContentPlan::Keep(fix) = plan_content(path, cur.as_ref(), &new_sum, attrs)? {
+        fix.apply_to(h, &mut out)?;
+        return Ok(out);
     }
     let show = h.run.diff || h.run.reporter.verbose > 1;
     if show {
@@ -212,20 +302,14 @@ pub fn ensure_content(h: &HostCtx, path: &str, payload: &Payload, attrs: &Attrs)
         true,
         Some((payload.bytes.len(), new_sum.as_str())),
     );
-    apply(h, &script, Some(&payload.bytes))?;
+    apply(h, &script, super::stdin_bytes(&payload.bytes))?;
     Ok(out)
 }
 
 fn remove_path(h: &HostCtx, path: &str, dir: bool) -> StepResult {
-    let st = probe_file(h, path)?;
+    let cur = probe_file(h, path)?;
     let mut out = Outcome::ok();
-    if let Some((s, _)) = st {
-        if dir != (s.kind == "directory") {
-            return Err(format!("{path} is a {}", s.kind));
-        }
-        out.change(format!("remove {path}"));
-        apply(h, &format!("rm -rf -- {}", quote(path)), None)?;
-    }
+    plan_remove(path, cur.as_ref().map(|(st, _)| st), dir)?.apply_to(h, &mut out)?;
     Ok(out)
 }
 
@@ -280,7 +364,7 @@ fn stream_from_host(
     let out = h
         .exec_on(
             host,
-            &format!("stat -L -c %s -- {qs} && sha256sum < {qs}"),
+            &in_c_locale(&format!("stat -L -c %s -- {qs} && sha256sum < {qs}")),
             None,
         )
         .map_err(|e| format!("{host}: {e}"))?;
@@ -304,21 +388,9 @@ fn stream_from_host(
     let mut res = Outcome::ok()
         .with("path", path.to_string())
         .with("sha256", sum.clone());
-    match &cur {
-        Some((st, _)) if st.kind != "regular file" && st.kind != "regular empty file" => {
-            return Err(format!("{path} exists and is a {}, not a file", st.kind));
-        }
-        Some((st, cur_sum)) if *cur_sum == sum => {
-            let (cmds, what) = attr_fixes(&quote(path), st, attrs);
-            for w in what {
-                res.change(w);
-            }
-            if !cmds.is_empty() {
-                apply(h, &cmds.join(" && "), None)?;
-            }
-            return Ok(Some(res));
-        }
-        _ => {}
+    if let ContentPlan::Keep(fix) = plan_content(path, cur.as_ref(), &sum, attrs)? {
+        fix.apply_to(h, &mut res)?;
+        return Ok(Some(res));
     }
     if h.run.diff || h.run.reporter.verbose > 1 {
         let old = cur
@@ -338,7 +410,11 @@ fn stream_from_host(
     }
     let script = write_script_checked(path, attrs, true, Some((size as usize, sum.as_str())));
     let (src_out, dst_out) = h
-        .pipe_from(host, &format!("cat -- {qs}"), &script)
+        .pipe_from(
+            host,
+            &in_c_locale(&format!("cat -- {qs}")),
+            &in_c_locale(&script),
+        )
         .map_err(|e| format!("copying {src} from {host}: {e}"))?;
     if dst_out.status != 0 {
         return Err(super::failure_text(&dst_out));
@@ -356,7 +432,7 @@ fn stream_from_host(
 pub fn remote_read(h: &HostCtx, host: &str, path: &str) -> Result<Vec<u8>, String> {
     super::no_nul("path", path)?;
     let out = h
-        .exec_on(host, &format!("cat -- {}", quote(path)), None)
+        .exec_on(host, &in_c_locale(&format!("cat -- {}", quote(path))), None)
         .map_err(|e| format!("{host}: {e}"))?;
     if out.status != 0 {
         return Err(format!(
@@ -375,14 +451,8 @@ fn do_file(
     let content = m.remove("content");
     let o: FileOpts = super::opts(ctx, "file", m)?;
     super::step(ctx, "file", path, |h| {
-        match o.state.as_deref() {
-            Some("absent") => return remove_path(h, path, false),
-            None | Some("present") | Some("file") => {}
-            Some(s) => {
-                return Err(format!(
-                    "state must be \"present\" or \"absent\", not {s:?}"
-                ))
-            }
+        if o.state == Some(FileState::Absent) {
+            return remove_path(h, path, false);
         }
         let mut payload = match (content, &o.src, &o.from_host) {
             (Some(c), None, None) => content_of(c)?,
@@ -403,16 +473,11 @@ fn do_file(
             }
             (None, None, None) => {
                 // Only attributes: the file must exist.
-                let st = probe_file(h, path)?
-                    .ok_or_else(|| format!("{path} does not exist (give content or src)"))?;
-                let (cmds, what) = attr_fixes(&quote(path), &st.0, &o.attrs);
+                let st = probe_file(h, path)?.ok_or_else(|| {
+                    format!("{path} does not exist: give `content` or `src` to create it")
+                })?;
                 let mut out = Outcome::ok();
-                for w in what {
-                    out.change(w);
-                }
-                if !cmds.is_empty() {
-                    apply(h, &cmds.join(" && "), None)?;
-                }
+                attr_plan(path, &st.0, &o.attrs).apply_to(h, &mut out)?;
                 return Ok(out);
             }
             _ => return Err("give one of content, src, or src with from_host".into()),
@@ -428,7 +493,7 @@ fn do_file(
 pub struct DirOpts {
     #[serde(flatten)]
     pub attrs: Attrs,
-    pub state: Option<String>,
+    pub state: Option<DirState>,
 }
 
 fn do_directory(
@@ -438,51 +503,12 @@ fn do_directory(
 ) -> Result<Dynamic, Box<EvalAltResult>> {
     super::step(ctx, "directory", path, |h| {
         super::no_nul("path", path)?;
-        match o.state.as_deref() {
-            Some("absent") => return remove_path(h, path, true),
-            None | Some("present") | Some("directory") => {}
-            Some(s) => {
-                return Err(format!(
-                    "state must be \"present\" or \"absent\", not {s:?}"
-                ))
-            }
+        if o.state == Some(DirState::Absent) {
+            return remove_path(h, path, true);
         }
-        let q = quote(path);
+        let cur = probe_file(h, path)?;
         let mut out = Outcome::ok();
-        match probe_file(h, path)? {
-            None => {
-                out.change(format!("create {path}/"));
-                let mut cmd = format!("mkdir -p -- {q}");
-                let fresh = super::StatInfo {
-                    kind: "directory".into(),
-                    owner: String::new(),
-                    group: String::new(),
-                    mode: u32::MAX,
-                    size: 0,
-                };
-                let (cmds, _) = attr_fixes(&q, &fresh, &o.attrs);
-                for c in cmds {
-                    cmd.push_str(" && ");
-                    cmd.push_str(&c);
-                }
-                apply(h, &cmd, None)?;
-            }
-            Some((st, _)) if st.kind != "directory" => {
-                return Err(format!(
-                    "{path} exists and is a {}, not a directory",
-                    st.kind
-                ))
-            }
-            Some((st, _)) => {
-                let (cmds, what) = attr_fixes(&q, &st, &o.attrs);
-                for w in what {
-                    out.change(w);
-                }
-                if !cmds.is_empty() {
-                    apply(h, &cmds.join(" && "), None)?;
-                }
-            }
-        }
+        plan_directory(path, cur.as_ref().map(|(st, _)| st), &o.attrs)?.apply_to(h, &mut out)?;
         Ok(out.with("path", path.to_string()))
     })
 }
@@ -501,6 +527,8 @@ pub struct TemplateOpts {
 pub fn render(name: &str, text: &str, ctx: &serde_json::Value) -> Result<String, String> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    // Configuration files are not HTML: `x.yaml.j2` or `x.json.j2` must not be escaped.
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     let mut syntax = minijinja::syntax::SyntaxConfig::builder();
     syntax.keep_trailing_newline(true).trim_blocks(true);
     if let Ok(sc) = syntax.build() {
@@ -602,24 +630,28 @@ fn do_download(
     super::step(ctx, "download", dest, |h| {
         super::no_nul("url", url)?;
         super::no_nul("path", dest)?;
-        let want = o.sha256.as_ref().map(|s| s.trim().to_ascii_lowercase());
+        // "" is "not checked", the convention of every `*_sha256` recipe variable.
+        let want = o
+            .sha256
+            .as_ref()
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty());
         if let Some(w) = &want {
             if w.len() != 64 || !w.chars().all(|c| c.is_ascii_hexdigit()) {
                 return Err(format!("sha256 {w:?} is not 64 hex digits"));
             }
         }
         let mut out = Outcome::ok().with("path", dest.to_string());
-        if let Some((st, sum)) = probe_file(h, dest)? {
-            if want.as_ref().is_none_or(|w| *w == sum) {
-                let (cmds, what) = attr_fixes(&quote(dest), &st, &o.attrs);
-                for w in what {
-                    out.change(w);
-                }
-                if !cmds.is_empty() {
-                    apply(h, &cmds.join(" && "), None)?;
-                }
-                return Ok(out.with("sha256", sum));
-            }
+        let cur = probe_file(h, dest)?;
+        // Without a sha256 any regular file at `dest` is the download.
+        let keep_sum = match (&cur, &want) {
+            (Some((_, sum)), None) => sum.clone(),
+            (_, Some(w)) => w.clone(),
+            (None, None) => String::new(),
+        };
+        if let ContentPlan::Keep(fix) = plan_content(dest, cur.as_ref(), &keep_sum, &o.attrs)? {
+            fix.apply_to(h, &mut out)?;
+            return Ok(out.with("sha256", keep_sum));
         }
         out.change(format!("download {url}"));
         let (u, d) = (quote(url), quote(dest));
@@ -637,8 +669,8 @@ fn do_download(
         s.push_str("chmod 0644 \"$t\"\n");
         let (cmds, _) = attr_fixes(
             "\"$t\"",
-            &super::StatInfo {
-                kind: String::new(),
+            &StatInfo {
+                kind: FileKind::Regular,
                 owner: String::new(),
                 group: String::new(),
                 mode: 0o644,
@@ -654,7 +686,7 @@ fn do_download(
         if !h.run.dry_run {
             let r = h
                 .exec(
-                    &s,
+                    &in_c_locale(&s),
                     None,
                     Some(std::time::Duration::from_secs(o.timeout.unwrap_or(1800))),
                 )
@@ -756,8 +788,20 @@ pub fn stat_value(
     let who = host.map(str::to_string).unwrap_or_else(|| h.name.clone());
     let q = quote(path);
     let out = h
-        .exec_on(&who, &format!("if [ -e {q} ] || [ -L {q} ]; then stat -c '{STAT_FMT}' -- {q}; else echo absent; fi"), None)
+        .exec_on(
+            &who,
+            &in_c_locale(&format!(
+                "if [ -e {q} ] || [ -L {q} ]; then stat -c '{STAT_FMT}' -- {q}; else echo absent; fi"
+            )),
+            None,
+        )
         .map_err(|e| super::err_at(format!("stat {path}: {e}"), ctx.call_position()))?;
+    if out.status != 0 {
+        return Err(super::err_at(
+            format!("stat {path} on {who}: {}", super::failure_text(&out)),
+            ctx.call_position(),
+        ));
+    }
     let text = out.stdout_str();
     if text.trim() == "absent" {
         return Ok(Dynamic::UNIT);
@@ -769,7 +813,7 @@ pub fn stat_value(
         )
     })?;
     let mut m = rhai::Map::new();
-    m.insert("kind".into(), st.kind.into());
+    m.insert("kind".into(), st.kind_name().into());
     m.insert("owner".into(), st.owner.into());
     m.insert("group".into(), st.group.into());
     m.insert("mode".into(), format!("{:04o}", st.mode).into());
@@ -785,7 +829,8 @@ pub mod api {
     /// (string, blob or secret), `src` (a file beside the recipe, on the controller) or
     /// `src` + `from_host` (a file of another inventory host, copied through the controller).
     /// Options: `owner`, `group`, `mode` ("0644"), `secret` (never shown: size and
-    /// sha256 only), `state` ("present" | "absent"). Written atomically (temporary file
+    /// sha256 only), `state` ("present" | "absent"; any other value is an error before the
+    /// host is touched). Written atomically (temporary file
     /// with the final owner and mode, then renamed). Returns `#{changed, path, sha256}`.
     ///
     /// ```rhai
@@ -802,7 +847,8 @@ pub mod api {
     }
 
     /// Ensures a directory exists (parents too) with owner, group and mode.
-    /// Options: `owner`, `group`, `mode`, `state` ("present" | "absent").
+    /// Options: `owner`, `group`, `mode`, `state` ("present" | "absent"; any other value is
+    /// an error before the host is touched). A path that exists and is not a directory is an error.
     ///
     /// ```rhai
     /// directory("/var/spool/slurmctld", #{owner: "slurm", group: "slurm", mode: "0755"});
@@ -825,7 +871,8 @@ pub mod api {
 
     /// Renders a Jinja template (minijinja; a file beside the recipe) with the recipe's
     /// variables plus `vars` (a map) and ensures `dest` holds the result, like `file`.
-    /// Undefined variables are errors naming the template and line.
+    /// Undefined variables are errors naming the template and line. Nothing is
+    /// auto-escaped, whatever the file name (`x.yaml.j2`, `x.json.j2` render as written).
     /// Options: `vars`, `owner`, `group`, `mode`, `secret`.
     ///
     /// ```rhai
@@ -852,7 +899,7 @@ pub mod api {
     }
 
     /// Downloads a URL on the target (curl or wget) unless `dest` already exists (with
-    /// the given `sha256`, if one is given). Options: `sha256`, `owner`, `group`, `mode`, `timeout`.
+    /// the given `sha256`, if one is given; `""` is not checked). Options: `sha256`, `owner`, `group`, `mode`, `timeout`.
     ///
     /// ```rhai
     /// download(vars.slurm_url, "/usr/local/src/slurm.tar.gz", #{sha256: vars.slurm_sha256});
@@ -913,7 +960,11 @@ pub mod api {
         read_value(&ctx, None, path, o)
     }
 
-    /// `#{kind, owner, group, mode, size}` of a path on the target, or `()` if it does not exist.
+    /// `#{kind, owner, group, mode, size}` of a path on the target (not following a symbolic
+    /// link), or `()` if it does not exist. `kind` is one of "regular file", "regular empty
+    /// file", "directory", "symbolic link", "fifo", "socket", "character special file",
+    /// "block special file", the same words on every host whatever its locale; `mode` is
+    /// octal like "0644".
     #[rhai_fn(name = "stat", return_raw)]
     pub fn stat(ctx: NativeCallContext, path: &str) -> Result<Dynamic, Box<EvalAltResult>> {
         stat_value(&ctx, None, path)
@@ -961,8 +1012,213 @@ mod tests {
     }
 
     #[test]
+    fn templates_are_not_html_escaped_whatever_their_name() {
+        let ctx = serde_json::json!({"s": "it's <\"q\"> & co"});
+        for name in ["x.yaml.j2", "x.json.j2", "x.html", "x.j2"] {
+            assert_eq!(
+                render(name, "a: {{ s }}", &ctx).unwrap(),
+                "a: it's <\"q\"> & co",
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
     fn template_undefined_is_error_with_line() {
         let e = render("t.j2", "a\n{{ nope }}\n", &serde_json::json!({})).unwrap_err();
         assert!(e.contains("t.j2:2"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod decisions {
+    use super::*;
+    use crate::primitives::Mode;
+
+    fn st(kind: FileKind, owner: &str, mode: u32, size: u64) -> StatInfo {
+        StatInfo {
+            kind,
+            owner: owner.into(),
+            group: owner.into(),
+            mode,
+            size,
+        }
+    }
+
+    fn attrs(owner: Option<&str>, mode: Option<u32>) -> Attrs {
+        Attrs {
+            owner: owner.map(str::to_string),
+            group: None,
+            mode: mode.map(Mode),
+        }
+    }
+
+    #[test]
+    fn file_content_table() {
+        let a = attrs(Some("munge"), Some(0o400));
+        let file = |sum: &str, owner: &str, mode: u32| {
+            (st(FileKind::Regular, owner, mode, 3), sum.to_string())
+        };
+        // Absent: create. Other content: rewrite. Same content and attributes: nothing.
+        assert_eq!(
+            plan_content("/k", None, "aa", &a),
+            Ok(ContentPlan::Write { create: true })
+        );
+        assert_eq!(
+            plan_content("/k", Some(&file("bb", "munge", 0o400)), "aa", &a),
+            Ok(ContentPlan::Write { create: false })
+        );
+        assert_eq!(
+            plan_content("/k", Some(&file("aa", "munge", 0o400)), "aa", &a),
+            Ok(ContentPlan::Keep(Plan::default()))
+        );
+        // Same content, other owner and mode: only those change.
+        let Ok(ContentPlan::Keep(p)) =
+            plan_content("/k", Some(&file("aa", "root", 0o644)), "aa", &a)
+        else {
+            panic!("expected attribute fixes");
+        };
+        assert_eq!(p.changes, ["owner root -> munge", "mode 0644 -> 0400"]);
+        assert_eq!(p.cmds, ["chown -h munge /k", "chmod 0400 /k"]);
+        // No attributes asked: whatever they are is fine.
+        assert_eq!(
+            plan_content(
+                "/k",
+                Some(&file("aa", "root", 0o644)),
+                "aa",
+                &Attrs::default()
+            ),
+            Ok(ContentPlan::Keep(Plan::default()))
+        );
+        // An empty file is a regular file.
+        let empty = (st(FileKind::Regular, "root", 0o644, 0), "e3".to_string());
+        assert_eq!(
+            plan_content("/k", Some(&empty), "e3", &Attrs::default()),
+            Ok(ContentPlan::Keep(Plan::default()))
+        );
+        // Not a regular file: refused, in English words whatever the host's locale.
+        for (kind, word) in [
+            (FileKind::Directory, "directory"),
+            (FileKind::Symlink, "symbolic link"),
+            (FileKind::Fifo, "fifo"),
+        ] {
+            let cur = (st(kind, "root", 0o755, 0), "-".to_string());
+            let e = plan_content("/k", Some(&cur), "aa", &a).unwrap_err();
+            assert_eq!(
+                e,
+                format!(
+                    "/k exists and is a {word}, not a file: remove it first or choose another path"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn directory_table() {
+        let a = attrs(Some("slurm"), Some(0o755));
+        let p = plan_directory("/srv/x", None, &a).unwrap();
+        assert_eq!(p.changes, ["create /srv/x/"]);
+        assert_eq!(
+            p.cmds,
+            ["mkdir -p -- /srv/x && chown -h slurm /srv/x && chmod 0755 /srv/x"]
+        );
+        let p = plan_directory("/srv/x", None, &Attrs::default()).unwrap();
+        assert_eq!(p.cmds, ["mkdir -p -- /srv/x"]);
+        // Exists as wanted: nothing (the bug: a Japanese `stat %F` made this an error).
+        let d = st(FileKind::Directory, "slurm", 0o755, 4096);
+        assert_eq!(plan_directory("/srv/x", Some(&d), &a), Ok(Plan::default()));
+        assert_eq!(
+            plan_directory("/srv/x", Some(&d), &Attrs::default()),
+            Ok(Plan::default())
+        );
+        let d = st(FileKind::Directory, "root", 0o700, 4096);
+        let p = plan_directory("/srv/x", Some(&d), &a).unwrap();
+        assert_eq!(p.changes, ["owner root -> slurm", "mode 0700 -> 0755"]);
+        let f = st(FileKind::Regular, "root", 0o644, 0);
+        assert_eq!(
+            plan_directory("/srv/x", Some(&f), &a).unwrap_err(),
+            "/srv/x exists and is a regular empty file, not a directory: remove it first or choose another path"
+        );
+    }
+
+    #[test]
+    fn absent_table() {
+        let d = st(FileKind::Directory, "root", 0o755, 4096);
+        let f = st(FileKind::Regular, "root", 0o644, 3);
+        let l = st(FileKind::Symlink, "root", 0o777, 3);
+        assert_eq!(plan_remove("/x", None, true), Ok(Plan::default()));
+        assert_eq!(plan_remove("/x", None, false), Ok(Plan::default()));
+        assert_eq!(
+            plan_remove("/x", Some(&d), true).unwrap().cmds,
+            ["rm -rf -- /x"]
+        );
+        assert_eq!(
+            plan_remove("/x", Some(&f), false).unwrap().changes,
+            ["remove /x"]
+        );
+        assert_eq!(
+            plan_remove("/x", Some(&l), false).unwrap().cmds,
+            ["rm -rf -- /x"]
+        );
+        let e = plan_remove("/x", Some(&d), false).unwrap_err();
+        assert!(
+            e.contains("is a directory, not a file") && e.contains("directory(\"/x\""),
+            "{e}"
+        );
+        let e = plan_remove("/x", Some(&f), true).unwrap_err();
+        assert!(
+            e.contains("is a regular file, not a directory") && e.contains("file(\"/x\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_empty_file_is_written() {
+        use crate::transport::Spawner;
+        let d = tempfile::tempdir().expect("tempdir");
+        let path = d.path().join("empty");
+        let path = path.to_string_lossy();
+        let script = write_script_checked(
+            &path,
+            &Attrs::default(),
+            true,
+            Some((0, sha256_hex(b"").as_str())),
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut w = crate::transport::local::LocalSpawner
+                .spawn()
+                .await
+                .expect("worker");
+            // An empty payload sent as is was refused by the worker ("exit status 98").
+            let out = w
+                .run(&script, crate::primitives::stdin_bytes(b""), None)
+                .await
+                .expect("run");
+            assert_eq!(out.status, 0, "{}", out.stderr_str());
+        });
+        assert_eq!(std::fs::read(&*path).expect("written"), b"");
+    }
+
+    #[test]
+    fn file_and_directory_states_are_checked_when_read() {
+        let o: Result<FileOpts, _> = rhai::serde::from_dynamic(&rhai::Dynamic::from_map(
+            [("state".into(), rhai::Dynamic::from("abesnt".to_string()))]
+                .into_iter()
+                .collect(),
+        ));
+        let e = o.unwrap_err().to_string();
+        assert!(
+            e.contains("state \"abesnt\" is not one of \"present\", \"absent\""),
+            "{e}"
+        );
+        // The old spellings still read as "present".
+        assert_eq!(FileState::parse("file"), Ok(FileState::Present));
+        assert_eq!(DirState::parse("directory"), Ok(DirState::Present));
+        assert!(DirState::parse("file").is_err());
+        assert!(FileState::parse("directory").is_err());
     }
 }

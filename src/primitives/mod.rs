@@ -1,5 +1,37 @@
 //! The primitives recipes call: each checks, decides, applies only what differs, and reports a step.
 
+/// An option whose value is one word of a fixed list: a typo fails when the options are read,
+/// before anything is checked or changed on a host. Aliases are accepted but not listed.
+macro_rules! choice {
+    ($(#[$m:meta])* $name:ident, $field:literal,
+     [$($word:literal => $var:ident),+ $(,)?]
+     $(, aliases [$($alias:literal => $avar:ident),* $(,)?])?) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name { $($var),+ }
+        impl $name {
+            /// The documented values.
+            pub const WORDS: &'static [&'static str] = &[$($word),+];
+            pub fn parse(s: &str) -> Result<Self, String> {
+                match s {
+                    $($word => Ok($name::$var),)+
+                    $($($alias => Ok($name::$avar),)*)?
+                    _ => Err($crate::primitives::bad_choice($field, s, Self::WORDS)),
+                }
+            }
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$var => $word),+ }
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as serde::Deserialize>::deserialize(d)?;
+                $name::parse(&s).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 pub mod command;
 pub mod facts;
 pub mod files;
@@ -151,7 +183,12 @@ pub fn opts<T: DeserializeOwned>(
         Some(msg) => Err(msg),
         None => rhai::serde::from_dynamic::<T>(&Dynamic::from_map(m)).map_err(|e| {
             let msg = e.to_string();
-            let msg = msg.split(" (line").next().unwrap_or(&msg).to_string();
+            let msg = msg.split(" (line").next().unwrap_or(&msg);
+            // Rhai files our own messages (a bad `state`, a bad `mode`) as syntax errors.
+            let msg = msg
+                .strip_prefix("Syntax error: ")
+                .unwrap_or(msg)
+                .to_string();
             format!("{what}: bad options: {msg}")
         }),
     };
@@ -285,13 +322,25 @@ pub fn short_source(s: &str) -> String {
     }
 }
 
-/// Runs a read-only check command; any transport error or odd status is a step failure.
+/// Prepended to every command a primitive runs. Sites log in with their own locale
+/// (`LANG=ja_JP.UTF-8` from /etc/default/locale through PAM), and translated tools would
+/// otherwise print words the checks cannot read, and errors nobody else can. Each command runs
+/// in a subshell of the worker, so the export ends with the command.
+pub const C_LOCALE: &str = "LC_ALL=C; export LC_ALL\n";
+
+/// `cmd` run in the C locale (see [`C_LOCALE`]).
+pub fn in_c_locale(cmd: &str) -> String {
+    format!("{C_LOCALE}{cmd}")
+}
+
+/// Runs a read-only check command in the C locale; any transport error is a step failure.
 pub fn check(h: &HostCtx, cmd: &str) -> Result<crate::transport::ExecOutput, String> {
-    h.exec_bounded(cmd, std::time::Duration::from_secs(120))
+    h.exec_bounded(&in_c_locale(cmd), std::time::Duration::from_secs(120))
         .map_err(|e| e.to_string())
 }
 
-/// Runs a changing command: never in a dry run. Non-zero status is an error with stderr.
+/// Runs a changing command in the C locale: never in a dry run. Non-zero status is an error
+/// with stderr.
 pub fn apply(
     h: &HostCtx,
     cmd: &str,
@@ -300,12 +349,65 @@ pub fn apply(
     if h.run.dry_run {
         return Ok(Default::default());
     }
-    let out = h.exec(cmd, stdin, None).map_err(|e| e.to_string())?;
+    let out = h
+        .exec(&in_c_locale(cmd), stdin, None)
+        .map_err(|e| e.to_string())?;
     if out.status != 0 {
         return Err(failure_text(&out));
     }
     Ok(out)
 }
+
+/// Bytes for a command's stdin; empty ones go as no stdin (`/dev/null`, the same bytes): the
+/// worker's frame of an empty payload lacks a field and is refused (exit status 98).
+pub fn stdin_bytes(b: &[u8]) -> Option<&[u8]> {
+    (!b.is_empty()).then_some(b)
+}
+
+/// What a planned change is: human lines for the report and the commands that make it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub changes: Vec<String>,
+    pub cmds: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.cmds.is_empty()
+    }
+    pub fn add(&mut self, what: impl Into<String>, cmd: impl Into<String>) {
+        self.changes.push(what.into());
+        self.cmds.push(cmd.into());
+    }
+    /// Reports the changes in `out` and runs the commands as one (nothing in a dry run).
+    pub fn apply_to(&self, h: &HostCtx, out: &mut Outcome) -> Result<(), String> {
+        for w in &self.changes {
+            out.change(w.clone());
+        }
+        if !self.cmds.is_empty() {
+            apply(h, &self.cmds.join(" && "), None)?;
+        }
+        Ok(())
+    }
+}
+
+/// `state "abesnt" is not one of "present", "absent" (did you mean "absent"?)`.
+pub fn bad_choice(field: &str, got: &str, words: &[&str]) -> String {
+    let hint = crate::recipe::check::did_you_mean(got, words.iter().copied())
+        .map(|w| format!(" (did you mean {w:?}?)"))
+        .unwrap_or_default();
+    let list = words
+        .iter()
+        .map(|w| format!("{w:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("{field} {got:?} is not one of {list}{hint}")
+}
+
+choice!(
+    /// `state` of file, directory, packages, user and group.
+    Presence, "state", ["present" => Present, "absent" => Absent]
+);
 
 /// "exit status 2: <last lines of stderr or stdout>".
 pub fn failure_text(out: &crate::transport::ExecOutput) -> String {
@@ -378,31 +480,83 @@ pub struct Attrs {
     pub mode: Option<Mode>,
 }
 
+/// The type of a path, from the file-type bits of its mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Regular,
+    Directory,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+    Other,
+}
+
+impl FileKind {
+    /// From the `st_mode` bits (`S_IFMT`).
+    pub fn from_mode(raw: u32) -> FileKind {
+        match raw & 0o170000 {
+            0o100000 => FileKind::Regular,
+            0o040000 => FileKind::Directory,
+            0o120000 => FileKind::Symlink,
+            0o010000 => FileKind::Fifo,
+            0o140000 => FileKind::Socket,
+            0o020000 => FileKind::CharDevice,
+            0o060000 => FileKind::BlockDevice,
+            _ => FileKind::Other,
+        }
+    }
+}
+
 /// What `stat` says about a path: kind, owner, group, mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatInfo {
-    pub kind: String,
+    pub kind: FileKind,
     pub owner: String,
     pub group: String,
+    /// Permission bits only (`0o7777`).
     pub mode: u32,
     pub size: u64,
 }
 
-/// The `stat` format all checks use: `kind|owner|group|octal mode|size`.
-pub const STAT_FMT: &str = "%F|%U|%G|%a|%s";
+impl StatInfo {
+    /// The `kind` recipes see from `stat()`: the words English GNU `stat -c %F` prints, so
+    /// recipes written against earlier versions keep working, on every host whatever its
+    /// locale.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            FileKind::Regular if self.size == 0 => "regular empty file",
+            FileKind::Regular => "regular file",
+            FileKind::Directory => "directory",
+            FileKind::Symlink => "symbolic link",
+            FileKind::Fifo => "fifo",
+            FileKind::Socket => "socket",
+            FileKind::CharDevice => "character special file",
+            FileKind::BlockDevice => "block special file",
+            FileKind::Other => "weird file",
+        }
+    }
+}
+
+/// The `stat` format all checks use: `raw mode in hex|owner|group|size`. The raw mode, not
+/// `%F`: `%F` names the type in the login's language ("ディレクトリ").
+pub const STAT_FMT: &str = "%f|%U|%G|%s";
 
 pub fn parse_stat(line: &str) -> Option<StatInfo> {
     let mut p = line.trim().split('|');
-    let kind = p.next()?.to_string();
+    let raw = u32::from_str_radix(p.next()?, 16).ok()?;
     let owner = p.next()?.to_string();
     let group = p.next()?.to_string();
-    let mode = u32::from_str_radix(p.next()?, 8).ok()?;
     let size = p.next()?.parse().ok()?;
+    if p.next().is_some() {
+        return None;
+    }
     Some(StatInfo {
-        kind,
+        kind: FileKind::from_mode(raw),
         owner,
         group,
-        mode,
+        mode: raw & 0o7777,
         size,
     })
 }
@@ -445,4 +599,116 @@ pub fn group_array(inv: &crate::inventory::Inventory, group: &str) -> rhai::Arra
         .into_iter()
         .map(Dynamic::from)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(line: &str) -> StatInfo {
+        parse_stat(line).unwrap_or_else(|| panic!("cannot parse {line:?}"))
+    }
+
+    #[test]
+    fn stat_kind_comes_from_the_mode_bits() {
+        // What `stat -c '%f|%U|%G|%s'` prints (GNU coreutils), whatever the locale.
+        let cases = [
+            ("41ed|root|root|4096", "directory", 0o755),
+            ("81a4|root|root|12", "regular file", 0o644),
+            ("8180|munge|munge|0", "regular empty file", 0o600),
+            ("a1ff|root|root|7", "symbolic link", 0o777),
+            ("11a4|root|root|0", "fifo", 0o644),
+            ("c1ed|root|root|0", "socket", 0o755),
+            ("21b6|root|root|0", "character special file", 0o666),
+            ("61b0|root|disk|0", "block special file", 0o660),
+            ("89ed|root|root|10", "regular file", 0o4755),
+            ("43ff|root|root|4096", "directory", 0o1777),
+        ];
+        for (line, kind, mode) in cases {
+            let s = st(line);
+            assert_eq!(s.kind_name(), kind, "{line}");
+            assert_eq!(s.mode, mode, "{line}");
+        }
+        let s = st("81a4|UNKNOWN|UNKNOWN|3\n");
+        assert_eq!(
+            (s.owner.as_str(), s.group.as_str(), s.size),
+            ("UNKNOWN", "UNKNOWN", 3)
+        );
+    }
+
+    #[test]
+    fn stat_words_are_never_parsed() {
+        // The `%F` format of earlier versions, in English and in Japanese: not a mode.
+        assert_eq!(parse_stat("directory|root|root|755|4096"), None);
+        assert_eq!(parse_stat("ディレクトリ|root|root|755|4096"), None);
+        assert_eq!(parse_stat(""), None);
+        assert_eq!(parse_stat("41ed|root|root"), None);
+    }
+
+    #[test]
+    fn the_real_stat_agrees() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path();
+        std::fs::write(p.join("f"), b"abc").expect("write");
+        std::fs::write(p.join("e"), b"").expect("write");
+        std::os::unix::fs::symlink("f", p.join("l")).expect("symlink");
+        let cases = [
+            (p.to_path_buf(), "directory"),
+            (p.join("f"), "regular file"),
+            (p.join("e"), "regular empty file"),
+            (p.join("l"), "symbolic link"),
+        ];
+        for (path, kind) in cases {
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(in_c_locale(&format!(
+                    "stat -c '{STAT_FMT}' -- {}",
+                    crate::transport::quote(&path.to_string_lossy())
+                )))
+                .output()
+                .expect("stat runs");
+            let line = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(st(&line).kind_name(), kind, "{}: {line}", path.display());
+        }
+    }
+
+    #[test]
+    fn checks_run_in_the_c_locale_whatever_the_login_has() {
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(in_c_locale("printf '%s|%s' \"$LC_ALL\" \"$LANG\""))
+            .env("LANG", "ja_JP.UTF-8")
+            .env("LC_ALL", "de_DE.UTF-8")
+            .env("LANGUAGE", "zh_CN")
+            .output()
+            .expect("sh runs");
+        // LC_ALL=C wins over LANG, and gettext ignores LANGUAGE in the C locale.
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "C|ja_JP.UTF-8");
+    }
+
+    #[test]
+    fn a_misspelt_choice_names_the_allowed_words() {
+        assert_eq!(Presence::parse("absent"), Ok(Presence::Absent));
+        let e = Presence::parse("abesnt").unwrap_err();
+        assert_eq!(
+            e,
+            "state \"abesnt\" is not one of \"present\", \"absent\" (did you mean \"absent\"?)"
+        );
+        let e = Presence::parse("Present").unwrap_err();
+        assert!(e.contains("did you mean \"present\"?"), "{e}");
+        // Through serde, the way options maps are read.
+        let m: Map = [("state".into(), Dynamic::from("gone".to_string()))]
+            .into_iter()
+            .collect();
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct O {
+            state: Option<Presence>,
+        }
+        let e = rhai::serde::from_dynamic::<O>(&Dynamic::from_map(m)).unwrap_err();
+        assert!(
+            e.to_string().contains("state \"gone\" is not one of"),
+            "{e}"
+        );
+    }
 }

@@ -2,49 +2,75 @@
 
 use rhai::plugin::*;
 
-use super::{apply, check, Outcome};
-use crate::host::HostCtx;
+use super::{check, Outcome, Plan, Presence};
 use crate::transport::quote;
 
 /// Options of `packages`.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PkgOpts {
-    pub state: Option<String>,
+    pub state: Option<Presence>,
     #[serde(default)]
     pub update_cache: bool,
 }
 
-/// Which manager the target has, and which of `names` are installed: one round trip.
-fn query(h: &HostCtx, names: &[String]) -> Result<(String, Vec<String>, bool), String> {
+/// What the target's package manager says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PkgFacts {
+    /// "apt", "dnf" or "yum".
+    pub mgr: String,
+    /// Of the names asked about, those installed.
+    pub installed: Vec<String>,
+    /// Whether apt has package lists (a fresh host has none: `apt-get update` first).
+    pub has_lists: bool,
+}
+
+/// One round trip: the manager, then `NAME STATUS` lines. dpkg's `db:Status-Abbrev` and the
+/// fixed `ii` printed for what rpm finds are codes, not words: no locale changes them (rpm's
+/// "package x is not installed", which is translated, is filtered out).
+fn query_cmd(names: &[String]) -> String {
     let list = names.iter().map(|n| quote(n)).collect::<Vec<_>>().join(" ");
-    let cmd = format!(
+    format!(
         "if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then echo apt; \
          ls /var/lib/apt/lists/ 2>/dev/null | grep -q '_Packages' && echo lists || echo nolists; \
          dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}}\\n' {list} 2>/dev/null; \
          elif command -v dnf >/dev/null 2>&1; then echo dnf; echo lists; rpm -q --qf '%{{NAME}} ii\\n' {list} 2>/dev/null | grep ' ii$'; \
          elif command -v yum >/dev/null 2>&1; then echo yum; echo lists; rpm -q --qf '%{{NAME}} ii\\n' {list} 2>/dev/null | grep ' ii$'; \
          else echo none; fi; true"
-    );
-    let out = check(h, &cmd)?;
-    let text = out.stdout_str();
+    )
+}
+
+/// Reads the output of [`query_cmd`].
+pub fn parse_query(text: &str) -> Result<PkgFacts, String> {
     let mut lines = text.lines();
     let mgr = lines.next().unwrap_or("none").trim().to_string();
-    if mgr == "none" {
-        return Err("no supported package manager (apt-get, dnf, yum) on the target".into());
+    if !matches!(mgr.as_str(), "apt" | "dnf" | "yum") {
+        return Err(
+            "no supported package manager on the target (apt-get with dpkg-query, dnf or yum): \
+             install one, or install the packages with sh()"
+                .into(),
+        );
     }
     let has_lists = lines.next().map(|l| l.trim() == "lists").unwrap_or(false);
     let mut installed = Vec::new();
     for l in lines {
         let mut p = l.split_whitespace();
         if let (Some(name), Some(st)) = (p.next(), p.next()) {
+            // Wanted "install" or "hold", and the package is "installed".
             if st.starts_with("ii") || st.starts_with("hi") {
                 // dpkg prints arch-qualified names for multi-arch packages.
-                installed.push(name.split(':').next().unwrap_or(name).to_string());
+                let name = name.split(':').next().unwrap_or(name).to_string();
+                if !installed.contains(&name) {
+                    installed.push(name);
+                }
             }
         }
     }
-    Ok((mgr, installed, has_lists))
+    Ok(PkgFacts {
+        mgr,
+        installed,
+        has_lists,
+    })
 }
 
 fn apt_install(pkgs: &str, update: bool) -> String {
@@ -56,6 +82,43 @@ fn apt_install(pkgs: &str, update: bool) -> String {
         // Stale lists are the usual reason for "Unable to locate": refresh once and retry.
         format!("{base} install --no-install-recommends {pkgs} || {{ {upd} && {base} install --no-install-recommends {pkgs}; }}")
     }
+}
+
+/// The decision table of `packages`: the packages to install (or remove) and the one command
+/// that does it. An empty plan: nothing to do.
+pub fn plan_packages(
+    names: &[String],
+    f: &PkgFacts,
+    state: Presence,
+    update_cache: bool,
+) -> (Vec<String>, Plan) {
+    let absent = state == Presence::Absent;
+    let mut todo: Vec<String> = Vec::new();
+    for n in names {
+        if f.installed.contains(n) == absent && !todo.contains(n) {
+            todo.push(n.clone());
+        }
+    }
+    let mut p = Plan::default();
+    if todo.is_empty() {
+        return (todo, p);
+    }
+    let list = todo.iter().map(|n| quote(n)).collect::<Vec<_>>().join(" ");
+    let what = format!(
+        "{} {}",
+        if absent { "remove" } else { "install" },
+        todo.join(" ")
+    );
+    let cmd = match (f.mgr.as_str(), absent) {
+        ("apt", false) => apt_install(&list, update_cache || !f.has_lists),
+        ("apt", true) => format!(
+            "DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300 remove {list}"
+        ),
+        (m, false) => format!("{m} -y install {list}"),
+        (m, true) => format!("{m} -y remove {list}"),
+    };
+    p.add(what, cmd);
+    (todo, p)
 }
 
 fn do_packages(
@@ -74,47 +137,13 @@ fn do_packages(
                 return Err(format!("bad package name {n:?}"));
             }
         }
-        let (mgr, installed, has_lists) = query(h, &names)?;
-        let absent = matches!(o.state.as_deref(), Some("absent"));
-        match o.state.as_deref() {
-            None | Some("present") | Some("absent") => {}
-            Some(s) => {
-                return Err(format!(
-                    "state must be \"present\" or \"absent\", not {s:?}"
-                ))
-            }
-        }
-        let todo: Vec<String> = names
-            .iter()
-            .filter(|n| installed.contains(n) == absent)
-            .cloned()
-            .collect();
+        let facts = parse_query(&check(h, &query_cmd(&names))?.stdout_str())?;
+        let state = o.state.unwrap_or(Presence::Present);
+        let (todo, plan) = plan_packages(&names, &facts, state, o.update_cache);
         let mut out = Outcome::ok();
         let arr: rhai::Array = todo.iter().map(|s| Dynamic::from(s.clone())).collect();
         out.result.insert("packages".into(), arr.into());
-        if todo.is_empty() {
-            return Ok(out);
-        }
-        let list = todo.iter().map(|n| quote(n)).collect::<Vec<_>>().join(" ");
-        let cmd = match (mgr.as_str(), absent) {
-            ("apt", false) => {
-                out.change(format!("install {}", todo.join(" ")));
-                apt_install(&list, o.update_cache || !has_lists)
-            }
-            ("apt", true) => {
-                out.change(format!("remove {}", todo.join(" ")));
-                format!("DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300 remove {list}")
-            }
-            (m, false) => {
-                out.change(format!("install {}", todo.join(" ")));
-                format!("{m} -y install {list}")
-            }
-            (m, true) => {
-                out.change(format!("remove {}", todo.join(" ")));
-                format!("{m} -y remove {list}")
-            }
-        };
-        apply(h, &cmd, None)?;
+        plan.apply_to(h, &mut out)?;
         Ok(out)
     })
 }
@@ -126,7 +155,8 @@ pub mod api {
     /// Ensures packages are installed (or, with `state: "absent"`, removed) with the
     /// target's package manager (apt; dnf or yum on Red Hat-like hosts). Checks all of
     /// them in one query; installs only the missing ones, in one transaction.
-    /// Options: `state` ("present" | "absent"), `update_cache` (refresh lists first).
+    /// Options: `state` ("present" | "absent"; any other value is an error before the host
+    /// is touched), `update_cache` (refresh lists first).
     /// Returns `#{changed, packages}` (the packages installed or removed).
     ///
     /// ```rhai
@@ -169,4 +199,87 @@ pub fn strings(ctx: &NativeCallContext, a: rhai::Array) -> Result<Vec<String>, B
                 })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn reads_dpkg_and_rpm_answers() {
+        // dpkg: installed, held, removed with its config left, unpacked only, multi-arch.
+        let f = parse_query(
+            "apt\nlists\nmunge ii \nslurmd hi \nold rc \nhalf iU \nlibc6:amd64 ii \nlibc6:i386 ii \n",
+        )
+        .unwrap();
+        assert_eq!(f.mgr, "apt");
+        assert!(f.has_lists);
+        assert_eq!(f.installed, names(&["munge", "slurmd", "libc6"]));
+        let f = parse_query("apt\nnolists\n").unwrap();
+        assert!(!f.has_lists && f.installed.is_empty());
+        let f = parse_query("dnf\nlists\nmunge ii\n").unwrap();
+        assert_eq!(
+            (f.mgr.as_str(), f.installed.clone()),
+            ("dnf", names(&["munge"]))
+        );
+        let e = parse_query("none\n").unwrap_err();
+        assert!(e.contains("no supported package manager"), "{e}");
+    }
+
+    #[test]
+    fn install_and_remove_table() {
+        let apt = PkgFacts {
+            mgr: "apt".into(),
+            installed: names(&["munge"]),
+            has_lists: true,
+        };
+        let want = names(&["munge", "libmunge2", "munge"]);
+        // Present: only the missing ones, once, in one transaction.
+        let (todo, p) = plan_packages(&want, &apt, Presence::Present, false);
+        assert_eq!(todo, names(&["libmunge2"]));
+        assert_eq!(p.changes, ["install libmunge2"]);
+        assert_eq!(p.cmds.len(), 1);
+        assert!(
+            p.cmds[0].contains("install --no-install-recommends libmunge2 ||"),
+            "{}",
+            p.cmds[0]
+        );
+        // Absent: only the installed ones.
+        let (todo, p) = plan_packages(&want, &apt, Presence::Absent, false);
+        assert_eq!(todo, names(&["munge"]));
+        assert!(p.cmds[0].ends_with("remove munge"), "{}", p.cmds[0]);
+        // Nothing to do.
+        let (todo, p) = plan_packages(&names(&["munge"]), &apt, Presence::Present, false);
+        assert!(todo.is_empty() && p.is_empty());
+        // No lists yet, or asked: update first.
+        let fresh = PkgFacts {
+            has_lists: false,
+            ..apt.clone()
+        };
+        let (_, p) = plan_packages(&names(&["tree"]), &fresh, Presence::Present, false);
+        assert!(
+            p.cmds[0].starts_with("apt-get -q -o DPkg::Lock::Timeout=300 update && "),
+            "{}",
+            p.cmds[0]
+        );
+        let (_, p) = plan_packages(&names(&["tree"]), &apt, Presence::Present, true);
+        assert!(
+            p.cmds[0].starts_with("apt-get -q -o DPkg::Lock::Timeout=300 update && "),
+            "{}",
+            p.cmds[0]
+        );
+        // dnf and yum.
+        let dnf = PkgFacts {
+            mgr: "dnf".into(),
+            ..apt.clone()
+        };
+        let (_, p) = plan_packages(&names(&["tree"]), &dnf, Presence::Present, false);
+        assert_eq!(p.cmds, ["dnf -y install tree"]);
+        let (_, p) = plan_packages(&names(&["munge"]), &dnf, Presence::Absent, false);
+        assert_eq!(p.cmds, ["dnf -y remove munge"]);
+    }
 }

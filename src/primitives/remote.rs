@@ -84,7 +84,7 @@ pub mod api {
         Ok(!stat_value(&ctx, Some(&h.name), path)?.is_unit())
     }
 
-    /// Runs a read-only command on that host: `#{ok, rc, stdout, stderr}`.
+    /// Runs a read-only command on that host with `LC_ALL=C`: `#{ok, rc, stdout, stderr}`.
     #[rhai_fn(name = "probe", return_raw)]
     pub fn probe_of(
         ctx: NativeCallContext,
@@ -92,9 +92,11 @@ pub mod api {
         cmd: &str,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
         let me = crate::primitives::host_ctx(&ctx)?;
-        let out = me.exec_on(&h.name, cmd, None).map_err(|e| {
-            crate::primitives::err_at(format!("{}: {e}", h.name), ctx.call_position())
-        })?;
+        let out = me
+            .exec_on(&h.name, &crate::primitives::in_c_locale(cmd), None)
+            .map_err(|e| {
+                crate::primitives::err_at(format!("{}: {e}", h.name), ctx.call_position())
+            })?;
         Ok(crate::primitives::command::probe_result(&out))
     }
 

@@ -2,17 +2,113 @@
 
 use rhai::plugin::*;
 
-use super::{apply, check, Outcome};
+use super::{apply, check, Outcome, Plan};
 use crate::transport::quote;
+
+choice!(
+    /// `state` of `service`.
+    ServiceState, "state",
+    ["started" => Started, "stopped" => Stopped, "restarted" => Restarted, "reloaded" => Reloaded]
+);
 
 /// Options of `service`.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceOpts {
-    pub state: Option<String>,
+    pub state: Option<ServiceState>,
     pub enabled: Option<bool>,
     #[serde(default)]
     pub daemon_reload: bool,
+}
+
+/// What systemd says about a unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitFacts {
+    /// `ActiveState`: active, inactive, failed, activating, deactivating, reloading, ...
+    pub active: String,
+    /// `systemctl is-enabled` (enabled, disabled, static, masked, ...; it also knows SysV
+    /// scripts), else `UnitFileState`; "not-found" when the unit does not exist.
+    pub enabled: String,
+}
+
+/// One round trip, no words a locale translates: `systemctl show` prints `Key=value`
+/// properties, and `is-enabled` prints fixed state names (systemd never translates them).
+fn unit_query(q: &str) -> String {
+    format!(
+        "systemctl show -p LoadState -p ActiveState -p UnitFileState -- {q} || exit $?\n\
+         printf 'IsEnabled=%s\\n' \"$(systemctl is-enabled -- {q} 2>/dev/null)\""
+    )
+}
+
+/// Reads the `Key=value` lines of [`unit_query`].
+pub fn parse_unit(text: &str) -> UnitFacts {
+    let mut load = "";
+    let mut active = "";
+    let mut file_state = "";
+    let mut is_enabled = "";
+    for l in text.lines() {
+        match l.split_once('=') {
+            Some(("LoadState", v)) => load = v.trim(),
+            Some(("ActiveState", v)) => active = v.trim(),
+            Some(("UnitFileState", v)) => file_state = v.trim(),
+            Some(("IsEnabled", v)) => is_enabled = v.trim(),
+            _ => {}
+        }
+    }
+    let enabled = if !is_enabled.is_empty() {
+        is_enabled
+    } else if !file_state.is_empty() {
+        file_state
+    } else if load == "not-found" {
+        "not-found"
+    } else {
+        "unknown"
+    };
+    UnitFacts {
+        active: if active.is_empty() { "unknown" } else { active }.to_string(),
+        enabled: enabled.to_string(),
+    }
+}
+
+/// The decision table of `service`: from the unit's state and the options to the changes and
+/// the `systemctl` commands that make them (enablement first, then the state).
+pub fn plan_service(name: &str, u: &UnitFacts, o: &ServiceOpts) -> Plan {
+    let q = quote(name);
+    let is_active = matches!(u.active.as_str(), "active" | "activating" | "reloading");
+    let is_enabled = matches!(
+        u.enabled.as_str(),
+        "enabled" | "enabled-runtime" | "static" | "alias" | "indirect" | "generated"
+    );
+    let mut p = Plan::default();
+    match o.enabled {
+        Some(true) if !is_enabled => p.add(
+            format!("enable {name} (was {})", u.enabled),
+            format!("systemctl enable -q -- {q}"),
+        ),
+        Some(false) if u.enabled == "enabled" => p.add(
+            format!("disable {name}"),
+            format!("systemctl disable -q -- {q}"),
+        ),
+        _ => {}
+    }
+    let verb = match o.state {
+        None => None,
+        Some(ServiceState::Started) => (!is_active).then_some("start"),
+        Some(ServiceState::Stopped) => is_active.then_some("stop"),
+        Some(ServiceState::Restarted) => Some(if is_active { "restart" } else { "start" }),
+        Some(ServiceState::Reloaded) => Some(if is_active {
+            "reload-or-restart"
+        } else {
+            "start"
+        }),
+    };
+    if let Some(v) = verb {
+        p.add(
+            format!("{v} {name} (was {})", u.active),
+            format!("systemctl {v} -- {q}"),
+        );
+    }
+    p
 }
 
 fn do_service(
@@ -23,70 +119,32 @@ fn do_service(
     super::step(ctx, "service", name, |h| {
         super::no_nul("service", name)?;
         let q = quote(name);
-        let st = check(h, &format!("systemctl is-active -- {q} 2>/dev/null; systemctl is-enabled -- {q} 2>/dev/null; true"))?;
-        let text = st.stdout_str();
-        let mut l = text.lines();
-        let active = l.next().unwrap_or("unknown").trim().to_string();
-        let enabled = l.next().unwrap_or("not-found").trim().to_string();
-        let is_active = active == "active" || active == "activating" || active == "reloading";
-        let is_enabled = matches!(
-            enabled.as_str(),
-            "enabled" | "enabled-runtime" | "static" | "alias" | "indirect" | "generated"
-        );
+        if o.daemon_reload && !h.run.dry_run {
+            // Before the query: a unit file written by an earlier step must be seen as it is.
+            apply(h, "systemctl daemon-reload", None)?;
+        }
+        let st = check(h, &unit_query(&q))?;
+        if st.status != 0 {
+            return Err(format!(
+                "cannot read the state of {name} with systemctl (is this host running systemd?): {}",
+                super::failure_text(&st)
+            ));
+        }
+        let u = parse_unit(&st.stdout_str());
         let mut out = Outcome::ok()
-            .with("active", active.clone())
-            .with("enabled", enabled.clone());
-        let mut cmds: Vec<String> = Vec::new();
-        if o.daemon_reload {
-            cmds.push("systemctl daemon-reload".into());
-        }
-        let mut changed = false;
-        match o.enabled {
-            Some(true) if !is_enabled => {
-                out.change(format!("enable {name} (was {enabled})"));
-                cmds.push(format!("systemctl enable -q -- {q}"));
-                changed = true;
-            }
-            Some(false) if enabled == "enabled" => {
-                out.change(format!("disable {name}"));
-                cmds.push(format!("systemctl disable -q -- {q}"));
-                changed = true;
-            }
-            _ => {}
-        }
-        let verb = match o.state.as_deref() {
-            None => None,
-            Some("started") if !is_active => Some("start"),
-            Some("started") => None,
-            Some("stopped") if is_active => Some("stop"),
-            Some("stopped") => None,
-            Some("restarted") => Some(if is_active { "restart" } else { "start" }),
-            Some("reloaded") => Some(if is_active {
-                "reload-or-restart"
-            } else {
-                "start"
-            }),
-            Some(s) => {
-                return Err(format!(
-                    "state must be started, stopped, restarted or reloaded, not {s:?}"
-                ))
-            }
-        };
-        if let Some(v) = verb {
-            out.change(format!("{v} {name} (was {active})"));
-            cmds.push(format!("systemctl {v} -- {q}"));
-            changed = true;
-        }
-        if !changed {
-            if o.daemon_reload && !h.run.dry_run {
-                apply(h, "systemctl daemon-reload", None)?;
-            }
+            .with("active", u.active.clone())
+            .with("enabled", u.enabled.clone());
+        let plan = plan_service(name, &u, &o);
+        if plan.is_empty() {
             return Ok(out);
         }
-        let mut script = cmds.join(" && ");
+        for c in &plan.changes {
+            out.change(c.clone());
+        }
+        let mut script = plan.cmds.join(" && ");
         if matches!(
-            o.state.as_deref(),
-            Some("started" | "restarted" | "reloaded")
+            o.state,
+            Some(ServiceState::Started | ServiceState::Restarted | ServiceState::Reloaded)
         ) {
             // A unit that dies right after start is a failure; show why.
             script = format!(
@@ -103,8 +161,10 @@ pub mod api {
     use super::*;
 
     /// Ensures a systemd service's state and boot-time enablement. Options: `state`
-    /// ("started" | "stopped" | "restarted" | "reloaded"; restarted/reloaded always act),
-    /// `enabled` (bool), `daemon_reload` (run `systemctl daemon-reload` first).
+    /// ("started" | "stopped" | "restarted" | "reloaded"; restarted/reloaded always act; any
+    /// other value is an error before the host is touched), `enabled` (bool), `daemon_reload`
+    /// (run `systemctl daemon-reload` before looking at the unit). Returns `#{changed, active,
+    /// enabled}` with systemd's own state names (`ActiveState`, `systemctl is-enabled`).
     /// A unit that fails to start is a failure showing its status and journal tail.
     ///
     /// ```rhai
@@ -130,5 +190,132 @@ pub mod api {
             apply(h, "systemctl daemon-reload", None)?;
             Ok(out)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(active: &str, enabled: &str) -> UnitFacts {
+        UnitFacts {
+            active: active.into(),
+            enabled: enabled.into(),
+        }
+    }
+
+    fn opts(state: Option<ServiceState>, enabled: Option<bool>) -> ServiceOpts {
+        ServiceOpts {
+            state,
+            enabled,
+            daemon_reload: false,
+        }
+    }
+
+    #[test]
+    fn reads_systemctl_properties() {
+        let u = parse_unit(
+            "LoadState=loaded\nActiveState=active\nUnitFileState=enabled\nIsEnabled=enabled\n",
+        );
+        assert_eq!(u, unit("active", "enabled"));
+        // A SysV script: is-enabled knows better than UnitFileState ("generated").
+        let u = parse_unit(
+            "LoadState=loaded\nActiveState=inactive\nUnitFileState=generated\nIsEnabled=disabled\n",
+        );
+        assert_eq!(u, unit("inactive", "disabled"));
+        let u =
+            parse_unit("LoadState=not-found\nActiveState=inactive\nUnitFileState=\nIsEnabled=\n");
+        assert_eq!(u, unit("inactive", "not-found"));
+        // Whatever order systemctl prints them in.
+        let u =
+            parse_unit("IsEnabled=\nUnitFileState=masked\nActiveState=failed\nLoadState=masked\n");
+        assert_eq!(u, unit("failed", "masked"));
+        assert_eq!(parse_unit(""), unit("unknown", "unknown"));
+    }
+
+    #[test]
+    fn state_table() {
+        use ServiceState::*;
+        // (active state, wanted state) -> systemctl verb, or none.
+        let cases = [
+            ("inactive", Started, Some("start")),
+            ("failed", Started, Some("start")),
+            ("active", Started, None),
+            ("activating", Started, None),
+            ("reloading", Started, None),
+            ("active", Stopped, Some("stop")),
+            ("activating", Stopped, Some("stop")),
+            ("inactive", Stopped, None),
+            ("failed", Stopped, None),
+            ("active", Restarted, Some("restart")),
+            ("inactive", Restarted, Some("start")),
+            ("active", Reloaded, Some("reload-or-restart")),
+            ("inactive", Reloaded, Some("start")),
+        ];
+        for (active, want, verb) in cases {
+            let p = plan_service("munge", &unit(active, "enabled"), &opts(Some(want), None));
+            let expect: Vec<String> = verb
+                .map(|v| format!("systemctl {v} -- munge"))
+                .into_iter()
+                .collect();
+            assert_eq!(p.cmds, expect, "{active} + {}", want.as_str());
+            if let Some(v) = verb {
+                assert_eq!(p.changes, [format!("{v} munge (was {active})")]);
+            }
+        }
+        assert!(plan_service("munge", &unit("active", "enabled"), &opts(None, None)).is_empty());
+    }
+
+    #[test]
+    fn enablement_table() {
+        // (is-enabled, wanted) -> command, or none.
+        let cases = [
+            ("disabled", true, Some("enable")),
+            ("not-found", true, Some("enable")),
+            ("masked", true, Some("enable")),
+            ("enabled", true, None),
+            ("static", true, None),
+            ("indirect", true, None),
+            ("generated", true, None),
+            ("alias", true, None),
+            ("enabled-runtime", true, None),
+            ("enabled", false, Some("disable")),
+            ("disabled", false, None),
+            ("static", false, None),
+            ("not-found", false, None),
+        ];
+        for (enabled, want, verb) in cases {
+            let p = plan_service("munge", &unit("active", enabled), &opts(None, Some(want)));
+            let expect: Vec<String> = verb
+                .map(|v| format!("systemctl {v} -q -- munge"))
+                .into_iter()
+                .collect();
+            assert_eq!(p.cmds, expect, "{enabled} + {want}");
+        }
+        // Both at once: enable, then start.
+        let p = plan_service(
+            "munge",
+            &unit("inactive", "disabled"),
+            &opts(Some(ServiceState::Started), Some(true)),
+        );
+        assert_eq!(
+            p.cmds,
+            ["systemctl enable -q -- munge", "systemctl start -- munge"]
+        );
+        assert_eq!(
+            p.changes,
+            ["enable munge (was disabled)", "start munge (was inactive)"]
+        );
+    }
+
+    #[test]
+    fn a_misspelt_state_is_refused_with_the_allowed_ones() {
+        let e = ServiceState::parse("started ").unwrap_err();
+        assert!(
+            e.contains("\"started\", \"stopped\", \"restarted\", \"reloaded\""),
+            "{e}"
+        );
+        let e = ServiceState::parse("restart").unwrap_err();
+        assert!(e.contains("did you mean \"restarted\"?"), "{e}");
     }
 }

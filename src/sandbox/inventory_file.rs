@@ -1,4 +1,4 @@
-//! The inventory file a sandbox writes (the TOML format of design.md) for `recipe run -i`.
+//! The inventory file a sandbox writes (the TOML format of docs/contracts.md) for `recipe run -i`.
 
 use std::net::Ipv4Addr;
 use std::path::Path;

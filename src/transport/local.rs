@@ -35,49 +35,6 @@ impl Spawner for LocalSpawner {
         })
     }
 
-    fn oneshot<'a>(
-        &'a self,
-        cmd: &'a str,
-        stdin: &'a [u8],
-        timeout: Option<Duration>,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>,
-    > {
-        Box::pin(async move {
-            let mut child = tokio::process::Command::new("/bin/sh")
-                .arg("-c")
-                .arg(cmd)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| TransportError::Unreachable(format!("cannot start /bin/sh: {e}")))?;
-            let mut input = child.stdin.take();
-            let data = stdin.to_vec();
-            let feed = tokio::spawn(async move {
-                if let Some(i) = input.as_mut() {
-                    let _ = i.write_all(&data).await;
-                    let _ = i.shutdown().await;
-                }
-            });
-            let wait = child.wait_with_output();
-            let out = match timeout {
-                Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| {
-                    TransportError::Timeout(format!("no result within {}s", t.as_secs()))
-                })?,
-                None => wait.await,
-            }
-            .map_err(|e| TransportError::Lost(e.to_string()))?;
-            let _ = feed.await;
-            Ok(ExecOutput {
-                status: out.status.code().unwrap_or(128),
-                stdout: out.stdout,
-                stderr: out.stderr,
-            })
-        })
-    }
-
     fn stream<'a>(
         &'a self,
         cmd: &'a str,

@@ -69,7 +69,21 @@ pub trait Spawner: Send + Sync {
         timeout: Option<Duration>,
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>,
-    >;
+    > {
+        Box::pin(async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(PIPE_DEPTH);
+            // The sender goes out of scope when all is sent: the command sees the end.
+            let feed = async move {
+                for chunk in stdin.chunks(64 * 1024) {
+                    if tx.send(chunk.to_vec()).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            let (_, res) = tokio::join!(feed, self.stream(cmd, Some(rx), None, timeout));
+            res
+        })
+    }
     /// Runs one command on a channel of its own with bounded buffers: stdin comes chunk by
     /// chunk from `input` (none: empty), stdout goes chunk by chunk to `output` (none: it is
     /// collected). Host-to-host copies use it so that no file is ever held whole here.

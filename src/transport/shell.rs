@@ -187,8 +187,10 @@ impl Worker {
         // a syntax error, and the end marker below is missing anyway).
         let mut line = format!("__rcp {secs} {} ", super::quote(cmd));
         match stdin {
-            Some(data) => line.push_str(&b64.encode(data)),
-            None => line.push('-'),
+            // An empty payload is an empty stdin, which `-` (no stdin) already is; an empty
+            // base64 field would vanish from the frame and leave it short.
+            Some(data) if !data.is_empty() => line.push_str(&b64.encode(data)),
+            _ => line.push('-'),
         }
         // The end marker: the shell runs an incomplete last line when its input ends.
         line.push_str(" .\n");
@@ -306,6 +308,9 @@ mod tests {
             assert_eq!(echo.stdout, data);
             let empty = w.run("true", None, None).await.expect("run");
             assert!(empty.stdout.is_empty() && empty.stderr.is_empty() && empty.status == 0);
+            // An empty stdin is a stdin with nothing in it, not a short frame.
+            let none = w.run("wc -c", Some(b""), None).await.expect("run");
+            assert_eq!((none.status, none.stdout_str().trim()), (0, "0"));
         });
     }
 

@@ -429,96 +429,6 @@ impl Spawner for SshSpawner {
         })
     }
 
-    fn oneshot<'a>(
-        &'a self,
-        cmd: &'a str,
-        stdin: &'a [u8],
-        timeout: Option<Duration>,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>,
-    > {
-        Box::pin(async move {
-            let mut ch = self
-                .handle
-                .channel_open_session()
-                .await
-                .map_err(|e| TransportError::Lost(format!("cannot open a channel: {e}")))?;
-            let wrapped = if self.become_ {
-                format!("sudo -n /bin/sh -c {}", quote(cmd))
-            } else {
-                format!("/bin/sh -c {}", quote(cmd))
-            };
-            ch.exec(true, wrapped)
-                .await
-                .map_err(|e| TransportError::Lost(e.to_string()))?;
-            let work = async {
-                let send = async {
-                    ch.data_bytes(stdin.to_vec()).await?;
-                    ch.eof().await
-                };
-                // A send waiting for window space never hears that the connection died:
-                // watch the session too.
-                let closed = async {
-                    while !self.handle.is_closed() {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                };
-                tokio::select! {
-                    r = send => r.map_err(|e| TransportError::Lost(e.to_string()))?,
-                    _ = closed => {
-                        return Err(TransportError::Lost(
-                            "connection closed during the transfer".into(),
-                        ))
-                    }
-                }
-                let mut out = ExecOutput {
-                    status: -1,
-                    ..Default::default()
-                };
-                let mut ended = false;
-                while let Some(msg) = ch.wait().await {
-                    match msg {
-                        ChannelMsg::Data { data } => out.stdout.extend_from_slice(&data),
-                        ChannelMsg::ExtendedData { data, ext: 1 } => {
-                            out.stderr.extend_from_slice(&data)
-                        }
-                        ChannelMsg::ExitStatus { exit_status } => {
-                            out.status = exit_status as i32;
-                            ended = true;
-                        }
-                        ChannelMsg::ExitSignal { signal_name, .. } => {
-                            ended = true;
-                            out.status = 128;
-                            out.stderr.extend_from_slice(
-                                format!("killed by signal {signal_name:?}").as_bytes(),
-                            );
-                        }
-                        ChannelMsg::Close => break,
-                        _ => {}
-                    }
-                }
-                if !ended {
-                    // The channel or the connection went away before the command ended.
-                    return Err(TransportError::Lost(
-                        "connection closed before the command finished".into(),
-                    ));
-                }
-                Ok(out)
-            };
-            let res = match timeout {
-                Some(t) => tokio::time::timeout(t, work).await.unwrap_or_else(|_| {
-                    Err(TransportError::Timeout(format!(
-                        "no result within {}s",
-                        t.as_secs()
-                    )))
-                }),
-                None => work.await,
-            };
-            let _ = ch.close().await;
-            res
-        })
-    }
-
     fn stream<'a>(
         &'a self,
         cmd: &'a str,
@@ -618,7 +528,7 @@ impl Spawner for SshSpawner {
                     _ = closed => Err(TransportError::Lost("connection closed during the transfer".into())),
                 }
             };
-            match timeout {
+            let res = match timeout {
                 Some(t) => tokio::time::timeout(t, guarded).await.unwrap_or_else(|_| {
                     Err(TransportError::Timeout(format!(
                         "no result within {}s",
@@ -626,7 +536,9 @@ impl Spawner for SshSpawner {
                     )))
                 }),
                 None => guarded.await,
-            }
+            };
+            let _ = wr.close().await;
+            res
         })
     }
 

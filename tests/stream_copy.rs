@@ -1,0 +1,153 @@
+//! Host-to-host copies of big files (`file(dest, #{from_host, src})`) stream through the
+//! controller in bounded chunks: the content arrives whole and checked, a second run changes
+//! nothing, and the controller never holds the file (its peak resident memory, VmHWM, stays
+//! far below the file's size).
+
+mod common;
+use common::Sshd;
+
+fn sha(p: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(p)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Runs the copy and watches the process's peak resident memory (VmHWM, reset at exec).
+fn run_watched(recipe: &std::path::Path, inv: &std::path::Path) -> (std::process::Output, usize) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_recipe"))
+        .arg("run")
+        .arg(recipe)
+        .arg("-i")
+        .arg(inv)
+        .args(["--host", "b", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0usize;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let status = loop {
+        if let Ok(st) = std::fs::read_to_string(&status_file) {
+            if let Some(kib) = st
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+            {
+                peak_kib = peak_kib.max(kib);
+            }
+        }
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "the copy hangs");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_end(&mut stdout);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_end(&mut stderr);
+    }
+    (
+        std::process::Output {
+            status,
+            stdout,
+            stderr,
+        },
+        peak_kib / 1024,
+    )
+}
+
+#[test]
+fn a_big_file_streams_host_to_host_and_is_never_held_whole() {
+    let sshd = Sshd::start();
+    // Two inventory hosts on the same sshd: "a" holds the file, "b" gets it.
+    let inv = sshd.inventory("a", "");
+    let text = std::fs::read_to_string(&inv).expect("inventory");
+    let block = text
+        .split("[hosts.a]")
+        .nth(1)
+        .expect("host block")
+        .to_string();
+    std::fs::write(&inv, format!("{text}\n[hosts.b]{block}")).expect("inventory");
+
+    // 96 MiB that does not compress: a hash chain.
+    const MIB: usize = 1024 * 1024;
+    let src = sshd.path("big.bin");
+    let mut data = Vec::with_capacity(96 * MIB);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while data.len() < 96 * MIB {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(&src, &data).expect("write source");
+    drop(data);
+    let dst = sshd.path("copy.bin");
+    let recipe = sshd.path("copy.rhai");
+    std::fs::write(
+        &recipe,
+        format!(
+            "// Copies a big file from a to b.\nfile({:?}, #{{from_host: \"a\", src: {:?}, mode: \"0640\"}});\n",
+            dst.display().to_string(),
+            src.display().to_string()
+        ),
+    )
+    .expect("recipe");
+
+    let run = || {
+        common::recipe()
+            .arg("run")
+            .arg(&recipe)
+            .arg("-i")
+            .arg(&inv)
+            .args(["--host", "b", "--json"])
+            .output()
+            .expect("runs")
+    };
+    let (out, peak_mib) = run_watched(&recipe, &inv);
+    let ev = common::events(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let step = ev
+        .iter()
+        .find(|e| e["event"] == "step" && e["op"] == "file")
+        .expect("a file step");
+    assert_eq!(step["status"], "changed", "{step}");
+    assert!(step.to_string().contains("streamed from a"), "{step}");
+    assert_eq!(sha(&dst), sha(&src), "the copy differs");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&dst).expect("copy").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+
+    // The recipe process's peak memory stayed far below the file's size.
+    assert!(
+        peak_mib < 64,
+        "the controller peaked at {peak_mib} MiB copying a 96 MiB file: it held it whole"
+    );
+
+    // Second run: already the same content, nothing to do.
+    let out = run();
+    assert!(out.status.success());
+    let ev = common::events(&out.stdout);
+    let step = ev
+        .iter()
+        .find(|e| e["event"] == "step" && e["op"] == "file")
+        .expect("a file step");
+    assert_eq!(step["status"], "ok", "{step}");
+}
