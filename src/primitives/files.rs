@@ -388,10 +388,13 @@ fn stream_from_host(
     let mut res = Outcome::ok()
         .with("path", path.to_string())
         .with("sha256", sum.clone());
-    if let ContentPlan::Keep(fix) = plan_content(path, cur.as_ref(), &sum, attrs)? {
-        fix.apply_to(h, &mut res)?;
-        return Ok(Some(res));
-    }
+    let create = match plan_content(path, cur.as_ref(), &sum, attrs)? {
+        ContentPlan::Keep(fix) => {
+            fix.apply_to(h, &mut res)?;
+            return Ok(Some(res));
+        }
+        ContentPlan::Write { create } => create,
+    };
     if h.run.diff || h.run.reporter.verbose > 1 {
         let old = cur
             .as_ref()
@@ -403,7 +406,7 @@ fn stream_from_host(
     }
     res.change(format!(
         "{} {path} ({size} bytes, streamed from {host}:{src})",
-        if cur.is_some() { "rewrite" } else { "create" }
+        if create { "create" } else { "rewrite" }
     ));
     if h.run.dry_run {
         return Ok(Some(res));
