@@ -3,7 +3,9 @@
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 
-use crate::runner::{self, ConnConfig, RunConfig, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use crate::commands::run::RunConfig;
+use crate::errors::{failed, Error, EXIT_OK, EXIT_USAGE};
+use crate::host::ConnConfig;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -183,7 +185,20 @@ pub fn main() -> i32 {
         }
     };
     init_tracing(&cli.cmd);
-    match cli.cmd {
+    match dispatch(cli.cmd) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            if let Some(text) = e.render() {
+                eprint!("{}", crate::report::printable(&text));
+            }
+            e.code()
+        }
+    }
+}
+
+/// Runs one command.
+fn dispatch(cmd: Cmd) -> Result<(), Error> {
+    match cmd {
         Cmd::Run {
             recipe,
             hosts,
@@ -218,13 +233,10 @@ pub fn main() -> i32 {
                 timeout,
                 slurm_node,
             };
-            match via.as_deref().map(crate::via::Via::parse) {
-                None => runner::run(cfg),
-                Some(Ok(v)) => crate::via::run(cfg, v, login),
-                Some(Err(e)) => {
-                    eprintln!("error: {e}");
-                    EXIT_USAGE
-                }
+            match via.as_deref().map(crate::commands::via::Via::parse) {
+                None => crate::commands::run::run(cfg),
+                Some(Ok(v)) => crate::commands::via::run(cfg, v, login),
+                Some(Err(e)) => Err(crate::errors::usage(e)),
             }
         }
         Cmd::Check { recipes } => crate::commands::check(&recipes),
@@ -238,7 +250,7 @@ pub fn main() -> i32 {
         Cmd::Completions { shell } => {
             let mut out = std::io::stdout();
             clap_complete::generate(shell, &mut command(), "recipe", &mut out);
-            EXIT_OK
+            Ok(())
         }
         Cmd::Man { dir } => man(dir),
         Cmd::Sandbox { action } => sandbox(action),
@@ -251,7 +263,7 @@ pub fn command() -> clap::Command {
     Cli::command()
 }
 
-fn man(dir: Option<PathBuf>) -> i32 {
+fn man(dir: Option<PathBuf>) -> Result<(), Error> {
     let res = match &dir {
         Some(d) => clap_mangen::generate_to(command(), d),
         None => clap_mangen::Man::new(command()).render(&mut std::io::stdout()),
@@ -259,17 +271,14 @@ fn man(dir: Option<PathBuf>) -> i32 {
     match (res, dir) {
         (Ok(()), Some(d)) => {
             println!("wrote the manual pages into {}", d.display());
-            EXIT_OK
+            Ok(())
         }
-        (Ok(()), None) => EXIT_OK,
-        (Err(e), _) => {
-            eprintln!("error: cannot write the manual page: {e}");
-            EXIT_FAILED
-        }
+        (Ok(()), None) => Ok(()),
+        (Err(e), _) => Err(failed(format!("cannot write the manual page: {e}"))),
     }
 }
 
-fn sandbox(action: SandboxCmd) -> i32 {
+fn sandbox(action: SandboxCmd) -> Result<(), Error> {
     let res = match action {
         SandboxCmd::Up {
             hosts,
@@ -291,13 +300,7 @@ fn sandbox(action: SandboxCmd) -> i32 {
         }
         SandboxCmd::ServeFiles { dir, addr } => crate::sandbox::serve_files(&dir, addr),
     };
-    match res {
-        Ok(()) => EXIT_OK,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            EXIT_FAILED
-        }
-    }
+    res.map_err(|e| failed(format!("{e:#}")))
 }
 
 fn parse_release(s: &str) -> Result<crate::sandbox::Release, String> {

@@ -1,18 +1,18 @@
 //! Controller mode: a recipe run without hosts runs once here and orchestrates others with `play()`.
 
 use rhai::{Dynamic, EvalAltResult, Map, NativeCallContext};
-use std::path::Path;
 use std::sync::Arc;
 
 use crate::engine::{self, Vars};
-use crate::runner::{self, Base};
+use crate::errors::{failed, Error};
+use crate::run::{self, Prepared, Run};
 
-/// What `play()` needs: the run's shared state.
+/// What `play()` needs: the run.
 #[derive(Clone)]
-pub struct ControllerCtx {
-    pub base: Base,
+struct ControllerCtx {
+    run: Run,
     /// The controller recipe's folder: played recipes are looked up there first.
-    pub dir: std::path::PathBuf,
+    dir: std::path::PathBuf,
 }
 
 /// Options of `play`.
@@ -45,7 +45,8 @@ fn play(
     };
     let o: PlayOpts = rhai::serde::from_dynamic(&Dynamic::from_map(opts))
         .map_err(|e| err(format!("play: bad options: {e}")))?;
-    let inv = &c.base.hosts.inventory;
+    let ctx_run = &c.run.ctx;
+    let inv = &ctx_run.hosts.inventory;
     let groups: Vec<String> = o.group.into_iter().collect();
     if o.hosts.is_empty() && groups.is_empty() {
         return Err(err("play: give `hosts` or `group`".into()));
@@ -59,20 +60,23 @@ fn play(
     } else {
         recipe.to_string()
     };
-    let prepared = runner::prepare(
+    let prepared = run::prepare(
         &recipe_path,
         &targets,
         &[],
         &extra,
-        c.base.reporter.redactor(),
+        ctx_run.reporter.redactor(),
     )
-    .map_err(|e| err(format!("play {recipe}:\n{e}")))?;
+    .map_err(|e| {
+        let text = e.render().unwrap_or_default();
+        err(format!("play {recipe}:\n{}", text.trim_end()))
+    })?;
     let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
-    c.base.reporter.note(
+    ctx_run.reporter.note(
         "controller",
         &format!("play {recipe} on {}", names.join(", ")),
     );
-    let failed = c.base.rt.block_on(runner::execute(&c.base, prepared));
+    let failed = ctx_run.rt.block_on(c.run.execute(prepared));
     if !failed.is_empty() && !o.ignore_errors {
         return Err(err(format!(
             "play {recipe}: failed on {}",
@@ -109,30 +113,35 @@ fn group_hosts(ctx: NativeCallContext, group: &str) -> Result<rhai::Array, Box<E
             ))
         })?;
     Ok(crate::primitives::group_array(
-        &c.base.hosts.inventory,
+        &c.run.ctx.hosts.inventory,
         group,
     ))
 }
 
-/// Runs a controller recipe on this (blocking) thread.
-pub fn run(base: Base, ast: &rhai::AST, dir: &Path, vars: Map, source: &str) -> Result<(), String> {
-    let mut e = engine::build(dir, Some(base.interrupted.clone()));
+/// Runs a controller recipe on this (blocking) thread; a recipe that stops is a failure
+/// (exit 1) with its place.
+pub fn run(r: Run, p: Prepared) -> Result<(), Error> {
+    let mut e = engine::build(&p.dir, Some(r.ctx.interrupted.clone()));
+    let rep = r.ctx.reporter.clone();
     let ctx = Arc::new(ControllerCtx {
-        base: base.clone(),
-        dir: dir.to_path_buf(),
+        run: r,
+        dir: p.dir.clone(),
     });
     e.set_default_tag(Dynamic::from(ctx));
     e.register_fn("play", play);
     e.register_fn("play", play1);
     e.register_fn("group_hosts", group_hosts);
-    let rep = base.reporter.clone();
-    e.register_fn("log", move |m: &str| rep.note("controller", m));
-    let rep = base.reporter.clone();
+    let r2 = rep.clone();
+    e.register_fn("log", move |m: &str| r2.note("controller", m));
     e.on_print(move |s| rep.note("controller", s));
+    let vars = p
+        .per_host
+        .into_iter()
+        .next()
+        .map(|(_, v)| v)
+        .unwrap_or_default();
     let mut scope = rhai::Scope::new();
     scope.push_constant("vars", Vars(vars));
-    e.run_ast_with_scope(&mut scope, ast).map_err(|err| {
-        let loc = crate::errors::locate_eval(&err, source);
-        loc.render()
-    })
+    e.run_ast_with_scope(&mut scope, &p.ast)
+        .map_err(|err| failed(crate::errors::locate_eval(&err, &p.source).render()))
 }

@@ -1,7 +1,77 @@
-//! Rendering of recipe errors: message, `--> file:line:col`, the source line and a caret.
+//! The one error type of a command, its exit status, and how recipe errors are shown
+//! (message, `--> file:line:col`, the source line and a caret).
 
 use rhai::{EvalAltResult, ParseError, Position};
 use std::path::Path;
+
+/// Exit statuses (docs/contracts.md): decided here, by [`Error::code`], and nowhere else.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+/// Why a command did not succeed.
+#[derive(Debug)]
+pub enum Error {
+    /// Bad input found before any host was touched: command line, inventory, variables, a
+    /// recipe's `validate` (exit 2).
+    Usage(String),
+    /// A recipe or template that does not compile, with its place (exit 2).
+    Recipe(Located),
+    /// Errors already printed one by one (`recipe check` of several recipes): exit 2.
+    Reported,
+    /// Some hosts failed or were unreachable; the recap said which (exit 1).
+    HostsFailed,
+    /// The command got going and then failed: a controller recipe stopped, a file could
+    /// not be written here, the runtime could not start (exit 1).
+    Failed(String),
+}
+
+impl Error {
+    /// The process's exit status for this error.
+    pub fn code(&self) -> i32 {
+        match self {
+            Error::Usage(_) | Error::Recipe(_) | Error::Reported => EXIT_USAGE,
+            Error::HostsFailed | Error::Failed(_) => EXIT_FAILED,
+        }
+    }
+
+    /// What to print on stderr (nothing when it was reported already). Every message gets its
+    /// `error: ` here, once.
+    pub fn render(&self) -> Option<String> {
+        let line = |m: &str| {
+            let m = m.strip_prefix("error: ").unwrap_or(m);
+            format!("error: {}\n", m.trim_end())
+        };
+        match self {
+            Error::Usage(m) | Error::Failed(m) => Some(line(m)),
+            Error::Recipe(l) => Some(l.render()),
+            Error::Reported | Error::HostsFailed => None,
+        }
+    }
+
+    /// The same error with `f` applied to its text (secrets replaced before it is shown).
+    pub fn map_text(self, f: impl Fn(&str) -> String) -> Error {
+        match self {
+            Error::Usage(m) => Error::Usage(f(&m)),
+            Error::Failed(m) => Error::Failed(f(&m)),
+            Error::Recipe(l) => Error::Recipe(Located {
+                message: f(&l.message),
+                ..l
+            }),
+            e => e,
+        }
+    }
+}
+
+/// Shorthand for a usage error (exit 2).
+pub fn usage(m: impl std::fmt::Display) -> Error {
+    Error::Usage(m.to_string())
+}
+
+/// Shorthand for a failure after the command got going (exit 1).
+pub fn failed(m: impl std::fmt::Display) -> Error {
+    Error::Failed(m.to_string())
+}
 
 /// A located error, ready to print.
 #[derive(Debug, Clone, Default)]

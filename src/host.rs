@@ -1,16 +1,12 @@
-//! Per-run host registry (connections opened on demand, facts cached) and the per-host context primitives use.
+//! Per-run host registry: one connection per host, opened on demand and shared; facts cached.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crate::inventory::{Inventory, Target};
-use crate::report::Reporter;
 use crate::transport::local::LocalSpawner;
 use crate::transport::ssh::{self, SshOptions};
-use crate::transport::{Connection, ExecOutput, Stats, TransportError};
+use crate::transport::{Connection, Stats, TransportError};
 
 /// Channels per connection: under OpenSSH's default MaxSessions (10), leaving room.
 const MAX_WORKERS: usize = 6;
@@ -30,13 +26,30 @@ pub struct Hosts {
     /// their connections stay open for the run, since others are likely to need them again.
     reached: Mutex<std::collections::HashSet<String>>,
     facts: Mutex<HashMap<String, rhai::Map>>,
-    pub targets: Mutex<HashMap<String, Target>>,
     /// Connections closed by [`Hosts::release`] (for the count of connections opened).
     released: std::sync::atomic::AtomicUsize,
 }
 
+/// Connection settings shared by every command that connects, free of clap types.
+#[derive(Debug, Clone, Default)]
+pub struct ConnConfig {
+    pub known_hosts: Option<std::path::PathBuf>,
+    pub accept_new: bool,
+    pub local: bool,
+    pub connect_timeout: u64,
+}
+
 impl Hosts {
-    pub fn new(inventory: Arc<Inventory>, ssh: SshOptions, local: bool) -> Hosts {
+    /// The hosts of `inventory`, reached as `conn` says (`local`: every host is this machine).
+    pub fn new(inventory: Arc<Inventory>, conn: &ConnConfig, local: bool) -> Hosts {
+        let ssh = SshOptions {
+            known_hosts: conn
+                .known_hosts
+                .clone()
+                .unwrap_or_else(|| inventory.known_hosts_path()),
+            accept_new: conn.accept_new,
+            connect_timeout: std::time::Duration::from_secs(conn.connect_timeout.max(1)),
+        };
         Hosts {
             inventory,
             ssh,
@@ -46,23 +59,25 @@ impl Hosts {
             conns: Mutex::new(HashMap::new()),
             reached: Mutex::new(std::collections::HashSet::new()),
             facts: Mutex::new(HashMap::new()),
-            targets: Mutex::new(HashMap::new()),
             released: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
-    /// The target for `name`: one of this run's, else the inventory's, else `ssh NAME`.
-    pub fn target(&self, name: &str) -> Result<Target, TransportError> {
-        if let Some(t) = self.targets.lock().ok().and_then(|t| t.get(name).cloned()) {
-            return Ok(t);
-        }
-        self.inventory
-            .target(name)
-            .map_err(|e| TransportError::Unreachable(format!("{name}: {e}")))
+    /// The connection to `t`, opened on first use and shared afterwards.
+    pub async fn connection(&self, t: &Target) -> Result<Arc<Connection>, TransportError> {
+        self.open(&t.name, Some(t)).await
     }
 
-    /// The connection to `name`, opened on first use and shared afterwards.
-    pub async fn connection(&self, name: &str) -> Result<Arc<Connection>, TransportError> {
+    /// The connection to `name` (an inventory host, else `ssh NAME`), by name.
+    pub async fn connection_to(&self, name: &str) -> Result<Arc<Connection>, TransportError> {
+        self.open(name, None).await
+    }
+
+    async fn open(
+        &self,
+        name: &str,
+        given: Option<&Target>,
+    ) -> Result<Arc<Connection>, TransportError> {
         let slot = {
             let mut c = self
                 .conns
@@ -85,7 +100,13 @@ impl Hosts {
                         self.stats.clone(),
                     )));
                 }
-                let target = self.target(name).map_err(|e| e.to_string())?;
+                let target = match given {
+                    Some(t) => t.clone(),
+                    None => self
+                        .inventory
+                        .target(name)
+                        .map_err(|e| format!("{name}: {e}"))?,
+                };
                 match ssh::connect(&target, &self.ssh, self.inventory.path.as_deref()).await {
                     Ok(sp) => {
                         let c = Connection::new(Box::new(sp), MAX_WORKERS, self.stats.clone());
@@ -110,7 +131,7 @@ impl Hosts {
         if let Ok(mut r) = self.reached.lock() {
             r.insert(name.to_string());
         }
-        self.connection(name).await
+        self.connection_to(name).await
     }
 
     /// Ends `name`'s connection once its own run is over, so that a finished host holds no
@@ -179,119 +200,5 @@ impl Hosts {
                 c.close().await;
             }
         }
-    }
-}
-
-/// What every host of a run shares.
-pub struct RunShared {
-    pub recipe_name: String,
-    /// The recipe's path as given to the AST (`ctx.call_source()` of top-level calls).
-    pub recipe_source: String,
-    pub recipe_dir: PathBuf,
-    pub dry_run: bool,
-    pub diff: bool,
-    pub reporter: Reporter,
-    pub hosts: Arc<Hosts>,
-    pub rt: tokio::runtime::Handle,
-    pub default_timeout: Duration,
-    pub interrupted: Arc<AtomicBool>,
-}
-
-/// One host's view while its recipe runs; reached from primitives through the engine tag.
-pub struct HostCtx {
-    pub name: String,
-    pub conn: Arc<Connection>,
-    pub run: Arc<RunShared>,
-    pub vars: rhai::Map,
-    pub last_step: Mutex<Option<String>>,
-}
-
-impl HostCtx {
-    /// Runs a command on this host (blocking: primitives run on the host's own thread).
-    /// The target stops the command after `timeout`, or the run's `--timeout`
-    /// (`timeout(1)`), so a command the controller gives up on does not live on.
-    pub fn exec(
-        &self,
-        cmd: &str,
-        stdin: Option<&[u8]>,
-        timeout: Option<Duration>,
-    ) -> Result<ExecOutput, TransportError> {
-        self.exec_via(&self.conn, cmd, stdin, self.remote_limit(timeout))
-    }
-
-    /// A read-only command that must answer within `limit` (no remote `timeout` process).
-    pub fn exec_bounded(&self, cmd: &str, limit: Duration) -> Result<ExecOutput, TransportError> {
-        self.exec_via(&self.conn, cmd, None, (None, limit))
-    }
-
-    /// The target's limit (`timeout:` or `--timeout`) and the controller's, 15 s later.
-    fn remote_limit(&self, timeout: Option<Duration>) -> (Option<Duration>, Duration) {
-        let t = timeout.unwrap_or(self.run.default_timeout);
-        (Some(t), t + Duration::from_secs(15))
-    }
-
-    /// Runs `cmd` on `conn`: `remote` is stopped on the target, `limit` bounds the wait here.
-    fn exec_via(
-        &self,
-        conn: &Connection,
-        cmd: &str,
-        stdin: Option<&[u8]>,
-        (remote, limit): (Option<Duration>, Duration),
-    ) -> Result<ExecOutput, TransportError> {
-        // Boxed: the future (channel open, worker start, framing) would otherwise live on
-        // this host's thread stack, one large copy per concurrently running host.
-        let fut = Box::pin(conn.exec(cmd, stdin, remote));
-        self.run.rt.block_on(async {
-            tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
-                Err(TransportError::Timeout(format!(
-                    "no answer within {}s",
-                    limit.as_secs()
-                )))
-            })
-        })
-    }
-
-    /// Pipes `src_cmd`'s output on `host` into `dst_cmd` on this host, streamed through the
-    /// controller in bounded chunks. Returns (source, destination) results.
-    pub fn pipe_from(
-        &self,
-        host: &str,
-        src_cmd: &str,
-        dst_cmd: &str,
-    ) -> Result<(ExecOutput, ExecOutput), TransportError> {
-        let src = self.run.rt.block_on(Box::pin(self.run.hosts.reach(host)))?;
-        let (remote, limit) = self.remote_limit(None);
-        let fut = Box::pin(crate::transport::pipe(
-            &src, src_cmd, &self.conn, dst_cmd, remote,
-        ));
-        let (a, b) = self.run.rt.block_on(async {
-            tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
-                let e = || {
-                    Err(TransportError::Timeout(format!(
-                        "no answer within {}s",
-                        limit.as_secs()
-                    )))
-                };
-                (e(), e())
-            })
-        });
-        // The destination's own failure says most (no folder, disk full); then the source's.
-        let b = b?;
-        let a = a?;
-        Ok((a, b))
-    }
-
-    /// Runs a command on another inventory host, through the controller.
-    pub fn exec_on(
-        &self,
-        host: &str,
-        cmd: &str,
-        timeout: Option<Duration>,
-    ) -> Result<ExecOutput, TransportError> {
-        if host == self.name {
-            return self.exec(cmd, None, timeout);
-        }
-        let conn = self.run.rt.block_on(Box::pin(self.run.hosts.reach(host)))?;
-        self.exec_via(&conn, cmd, None, self.remote_limit(timeout))
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod context;
 pub mod controller;
 pub mod engine;
 pub mod errors;
@@ -11,13 +12,12 @@ pub mod known_hosts;
 pub mod primitives;
 pub mod recipe;
 pub mod report;
-pub mod runner;
+pub mod run;
 pub mod sandbox;
 pub mod secrets;
 pub mod ssh_config;
 pub mod transport;
 pub mod vars;
-pub mod via;
 
 #[cfg(test)]
 mod fuzz_tests;

@@ -123,8 +123,6 @@ pub struct Reporter {
     pub verbose: u8,
     pub quiet: bool,
     pub show_diff: bool,
-    /// Set for dry runs: the recap says that nothing was changed.
-    pub dry_run: bool,
     color: bool,
     redactor: Redactor,
     inner: Arc<Mutex<Inner>>,
@@ -145,7 +143,6 @@ impl Reporter {
             verbose,
             quiet,
             show_diff,
-            dry_run: false,
             color,
             redactor,
             inner: Arc::new(Mutex::new(Inner {
@@ -174,6 +171,11 @@ impl Reporter {
 
     pub fn redactor(&self) -> &Redactor {
         &self.redactor
+    }
+
+    /// Whether steps should compute the diff of what they change (`--diff` or `-vv`).
+    pub fn wants_diff(&self) -> bool {
+        self.show_diff || self.verbose > 1
     }
 
     /// Prints one line (or several) on stdout, whatever stderr is: the progress line lives
@@ -335,8 +337,9 @@ impl Reporter {
         }
     }
 
-    /// Prints the recaps (JSON events or a table) and returns whether all succeeded.
-    pub fn finish(&self) -> bool {
+    /// Prints the recaps (JSON events or a table) and returns whether all succeeded. After a
+    /// dry run the table says that nothing was changed.
+    pub fn finish(&self, dry_run: bool) -> bool {
         let (recaps, bar) = match self.inner.lock() {
             Ok(mut i) => (i.recaps.values().cloned().collect::<Vec<_>>(), i.bar.take()),
             Err(_) => return false,
@@ -354,7 +357,7 @@ impl Reporter {
                 }
             }
             Mode::Human => {
-                let mut t = String::from(if self.dry_run {
+                let mut t = String::from(if dry_run {
                     "\nRECAP (dry run: nothing was changed; \"changed\" counts what would change)\n"
                 } else {
                     "\nRECAP\n"
@@ -381,7 +384,9 @@ impl Reporter {
                             t.push_str(&format!("{:<12}   {}\n", "", l));
                         }
                     }
-                    if let Some(s) = &r.stopped_at {
+                    // A failed step's message starts with its place already.
+                    let said = |s: &str| r.msg.as_deref().is_some_and(|m| m.contains(s));
+                    if let Some(s) = r.stopped_at.as_ref().filter(|s| !said(s)) {
                         t.push_str(&format!("{:<12}   stopped at {}\n", "", self.safe(s)));
                     }
                 }

@@ -3,7 +3,7 @@
 use rhai::plugin::*;
 use std::collections::BTreeMap;
 
-use crate::host::HostCtx;
+use crate::context::HostCtx;
 
 /// One shell command printing `key=value` lines; lscpu when present, /proc otherwise. It runs
 /// in the C locale like every check (lscpu's labels are translated).

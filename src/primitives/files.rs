@@ -8,7 +8,7 @@ use super::{
     apply, attr_fixes, check, in_c_locale, parse_stat, Attrs, FileKind, Outcome, Plan, StatInfo,
     StepResult, STAT_FMT,
 };
-use crate::host::HostCtx;
+use crate::context::HostCtx;
 use crate::secrets::{describe_bytes, sha256_hex, Secret};
 use crate::transport::quote;
 
@@ -267,7 +267,7 @@ pub fn ensure_content(h: &HostCtx, path: &str, payload: &Payload, attrs: &Attrs)
         fix.apply_to(h, &mut out)?;
         return Ok(out);
     }
-    let show = h.run.diff || h.run.reporter.verbose > 1;
+    let show = h.run.reporter.wants_diff();
     if show {
         // Secrets never travel back for a diff; big files are summarized. Content that holds
         // a secret (a template with a token) is summarized too: its old version may hold an
@@ -342,7 +342,7 @@ fn content_of(v: Dynamic) -> Result<Payload, String> {
 
 /// Reads a controller file relative to the recipe's folder.
 pub fn controller_file(h: &HostCtx, src: &str) -> Result<(PathBuf, Vec<u8>), String> {
-    let p = h.run.recipe_dir.join(src);
+    let p = h.recipe.dir.join(src);
     std::fs::read(&p)
         .map(|b| (p.clone(), b))
         .map_err(|e| format!("cannot read {} on the controller: {e}", p.display()))
@@ -395,7 +395,7 @@ fn stream_from_host(
         }
         ContentPlan::Write { create } => create,
     };
-    if h.run.diff || h.run.reporter.verbose > 1 {
+    if h.run.reporter.wants_diff() {
         let old = cur
             .as_ref()
             .map(|(st, _)| format!("{} bytes", st.size))

@@ -45,7 +45,7 @@ use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::host::HostCtx;
+use crate::context::HostCtx;
 use crate::report::{Status, StepEvent};
 
 /// What a primitive found and did.
@@ -205,12 +205,12 @@ fn failed_options_step(ctx: &NativeCallContext, op: &str, msg: &str) {
     };
     let source = ctx
         .call_source()
-        .filter(|s| *s != h.run.recipe_source)
+        .filter(|s| *s != h.recipe.source)
         .map(short_source);
     h.run.reporter.step(StepEvent {
         event: "step",
         host: h.name.clone(),
-        recipe: h.run.recipe_name.clone(),
+        recipe: h.recipe.name.clone(),
         line: ctx.call_position().line().unwrap_or(0),
         source,
         op: op.to_string(),
@@ -236,22 +236,15 @@ pub fn step(
     let line = pos.line().unwrap_or(0);
     let source = ctx
         .call_source()
-        .filter(|s| *s != h.run.recipe_source)
+        .filter(|s| *s != h.recipe.source)
         .map(short_source);
-    if let Ok(mut l) = h.last_step.lock() {
-        *l = Some(format!(
-            "{}:{} ({op} {target})",
-            source.clone().unwrap_or_else(|| h.run.recipe_name.clone()),
-            line
-        ));
-    }
     let started = Instant::now();
     let res = crate::engine::native(|| body(&h));
     let ms = started.elapsed().as_millis() as u64;
     let mut ev = StepEvent {
         event: "step",
         host: h.name.clone(),
-        recipe: h.run.recipe_name.clone(),
+        recipe: h.recipe.name.clone(),
         line,
         source,
         op: op.to_string(),

@@ -13,10 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::run::RunConfig;
+use crate::errors::{usage, Error};
 use crate::host::Hosts;
 use crate::inventory::Target;
-use crate::report::{Mode, Reporter, Status, StepEvent};
-use crate::runner::{self, RunConfig, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use crate::report::{Reporter, Status, StepEvent};
+use crate::run;
 use crate::secrets::Redactor;
 use crate::transport::{quote, Connection};
 
@@ -135,41 +137,28 @@ struct NodeRecap {
 }
 
 /// Runs `cfg.recipe` on the selected hosts through Slurm, from the login node `login`.
-pub fn run(cfg: RunConfig, via: Via, login: Option<String>) -> i32 {
-    let usage = |m: String| {
-        eprintln!("{}", crate::report::printable(&m));
-        EXIT_USAGE
-    };
+pub fn run(cfg: RunConfig, via: Via, login: Option<String>) -> Result<(), Error> {
     let Some(login) = login else {
-        return usage("error: --via slurm needs --login HOST: the login or master node (an inventory host) the controller connects to and runs srun on".into());
+        return Err(usage("--via slurm needs --login HOST: the login or master node (an inventory host) the controller connects to and runs srun on"));
     };
     if cfg.inventory.is_none() || (cfg.hosts.is_empty() && cfg.groups.is_empty()) {
-        return usage("error: --via slurm needs -i INVENTORY and the nodes to run on (--host NAME or --group NAME)".into());
+        return Err(usage(
+            "--via slurm needs -i INVENTORY and the nodes to run on (--host NAME or --group NAME)",
+        ));
     }
     if cfg.conn.local {
-        return usage(
-            "error: --via slurm and --local do not go together: --local runs on this machine"
-                .into(),
-        );
+        return Err(usage(
+            "--via slurm and --local do not go together: --local runs on this machine",
+        ));
     }
-    let (inv, targets) = match runner::targets(&cfg.inventory, &cfg.hosts, &cfg.groups, false) {
-        Ok(x) => x,
-        Err(e) => return usage(format!("error: {e}")),
-    };
-    let login_target = match inv.target(&login) {
-        Ok(t) => t,
-        Err(e) => return usage(format!("error: --login {login}: {e}")),
-    };
+    let (inv, targets) = run::targets(&cfg.inventory, &cfg.hosts, &cfg.groups, false)?;
+    inv.target(&login)
+        .map_err(|e| usage(format!("--login {login}: {e}")))?;
     let redactor = Redactor::default();
-    let cli = match runner::cli_vars(&cfg.vars, &redactor) {
-        Ok(c) => c,
-        Err(e) => return usage(e),
-    };
-    let prepared = match runner::prepare(&cfg.recipe, &targets, &cli, &rhai::Map::new(), &redactor)
-    {
-        Ok(p) => p,
-        Err(e) => return usage(redactor.redact(&e)),
-    };
+    let hide = |e: Error| e.map_text(|t| redactor.redact(t));
+    let cli = run::cli_vars(&cfg.vars, &redactor).map_err(hide)?;
+    let prepared =
+        run::prepare(&cfg.recipe, &targets, &cli, &rhai::Map::new(), &redactor).map_err(hide)?;
     // Slurm node name -> inventory host, and the node file.
     let mut nodes = NodeFile {
         nodes: BTreeMap::new(),
@@ -178,21 +167,18 @@ pub fn run(cfg: RunConfig, via: Via, login: Option<String>) -> i32 {
     for (t, vars) in &prepared.per_host {
         let node = slurm_name(t);
         if let Some(other) = host_of.get(&node) {
-            return usage(format!(
-                "error: hosts {other} and {} both stand for Slurm node {node}: give each a distinct `{NODE_VAR}` variable",
+            return Err(usage(format!(
+                "hosts {other} and {} both stand for Slurm node {node}: give each a distinct `{NODE_VAR}` variable",
                 t.name
-            ));
+            )));
         }
         let json: serde_json::Value =
-            match rhai::serde::from_dynamic(&rhai::Dynamic::from_map(vars.clone())) {
-                Ok(v) => v,
-                Err(e) => {
-                    return usage(format!(
-                        "error: variables of {}: cannot be sent to the node: {e}",
-                        t.name
-                    ))
-                }
-            };
+            rhai::serde::from_dynamic(&rhai::Dynamic::from_map(vars.clone())).map_err(|e| {
+                usage(format!(
+                    "variables of {}: cannot be sent to the node: {e}",
+                    t.name
+                ))
+            })?;
         let vars = match json {
             serde_json::Value::Object(m) => m.into_iter().collect(),
             _ => BTreeMap::new(),
@@ -206,29 +192,14 @@ pub fn run(cfg: RunConfig, via: Via, login: Option<String>) -> i32 {
             },
         );
     }
-    let files = match bundle_files(&prepared.dir) {
-        Ok(f) => f,
-        Err(e) => return usage(format!("error: {e}")),
-    };
+    let files = bundle_files(&prepared.dir).map_err(usage)?;
     let recipe_file = match Path::new(&prepared.source).file_name() {
         Some(f) => f.to_string_lossy().into_owned(),
-        None => return usage(format!("error: {}: not a recipe file", prepared.source)),
+        None => return Err(usage(format!("{}: not a recipe file", prepared.source))),
     };
-    let rt = match runner::runtime() {
-        Ok(r) => r,
-        Err(e) => return usage(format!("error: {e}")),
-    };
-    let mode = if cfg.json { Mode::Json } else { Mode::Human };
-    let mut reporter = Reporter::new(mode, cfg.verbose, cfg.quiet, cfg.diff, redactor);
-    reporter.dry_run = cfg.dry_run;
-    let hosts = Hosts::new(
-        Arc::new(inv.clone()),
-        runner::ssh_options(&inv, &cfg.conn),
-        false,
-    );
-    if let Ok(mut m) = hosts.targets.lock() {
-        m.insert(login.clone(), login_target);
-    }
+    let rt = run::runtime()?;
+    let reporter = cfg.reporter(redactor);
+    let hosts = Hosts::new(Arc::new(inv), &cfg.conn, false);
     reporter.start(prepared.per_host.len());
     let job = Job {
         cfg: &cfg,
@@ -241,7 +212,7 @@ pub fn run(cfg: RunConfig, via: Via, login: Option<String>) -> i32 {
         reporter: &reporter,
     };
     let res = rt.block_on(async {
-        let conn = match hosts.connection(&login).await {
+        let conn = match hosts.connection_to(&login).await {
             Ok(c) => c,
             Err(e) => return Err(format!("login node {login}: {e}")),
         };
@@ -258,10 +229,10 @@ pub fn run(cfg: RunConfig, via: Via, login: Option<String>) -> i32 {
             }
         }
     }
-    if reporter.finish() {
-        EXIT_OK
+    if reporter.finish(cfg.dry_run) {
+        Ok(())
     } else {
-        EXIT_FAILED
+        Err(Error::HostsFailed)
     }
 }
 

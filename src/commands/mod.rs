@@ -1,17 +1,22 @@
-//! The commands that do not run recipes on hosts: check, list, facts, doc.
+//! The commands of the CLI, free of clap types: `run` (and its `--via` form) in their own
+//! files; check, list, facts and doc here.
+
+pub mod run;
+pub mod via;
 
 use std::path::{Path, PathBuf};
 
-use crate::runner::{self, ConnConfig, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use crate::errors::{failed, usage, Error};
+use crate::host::ConnConfig;
 
 /// `recipe check`: compile each recipe and evaluate its declarations; exit 2 on any error.
-pub fn check(recipes: &[String]) -> i32 {
+pub fn check(recipes: &[String]) -> Result<(), Error> {
     let mut bad = 0;
     for r in recipes {
         let path = match crate::recipe::resolve(r) {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("error: {e}");
+                eprint!("{}", usage(e).render().unwrap_or_default());
                 bad += 1;
                 continue;
             }
@@ -53,9 +58,9 @@ pub fn check(recipes: &[String]) -> i32 {
         }
     }
     if bad > 0 {
-        EXIT_USAGE
+        Err(Error::Reported)
     } else {
-        EXIT_OK
+        Ok(())
     }
 }
 
@@ -74,7 +79,7 @@ fn import_names(ast: &rhai::AST) -> Vec<String> {
 }
 
 /// `recipe list`: each recipe's doc line and variables with defaults.
-pub fn list(dir: Option<PathBuf>) -> i32 {
+pub fn list(dir: Option<PathBuf>) -> Result<(), Error> {
     let dir = dir.unwrap_or_else(|| PathBuf::from("recipes"));
     let rhai_files = |d: &std::path::Path| -> std::io::Result<Vec<PathBuf>> {
         Ok(std::fs::read_dir(d)?
@@ -84,10 +89,7 @@ pub fn list(dir: Option<PathBuf>) -> i32 {
     };
     let mut files: Vec<PathBuf> = match rhai_files(&dir) {
         Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", dir.display());
-            return EXIT_USAGE;
-        }
+        Err(e) => return Err(usage(format!("cannot read {}: {e}", dir.display()))),
     };
     // Recipes one folder down too (recipes/samples/).
     if let Ok(rd) = std::fs::read_dir(&dir) {
@@ -98,7 +100,7 @@ pub fn list(dir: Option<PathBuf>) -> i32 {
         }
     }
     files.sort();
-    let mut status = EXIT_OK;
+    let mut status = Ok(());
     for f in files {
         let here = f.parent().unwrap_or(&dir);
         let engine = crate::engine::build(here, None);
@@ -119,7 +121,7 @@ pub fn list(dir: Option<PathBuf>) -> i32 {
             }
             Err(e) => {
                 eprint!("{}", e.render());
-                status = EXIT_USAGE;
+                status = Err(Error::Reported);
             }
         }
     }
@@ -157,42 +159,20 @@ pub fn summary(doc: &str) -> String {
 }
 
 /// `recipe facts`: one host's facts as JSON.
-pub fn facts(host: Option<String>, inv: Option<PathBuf>, conn: ConnConfig) -> i32 {
+pub fn facts(host: Option<String>, inv: Option<PathBuf>, conn: ConnConfig) -> Result<(), Error> {
     let hosts: Vec<String> = host.into_iter().collect();
-    let (inv, targets) = match runner::targets(&inv, &hosts, &[], conn.local) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
+    let (inv, targets) = crate::run::targets(&inv, &hosts, &[], conn.local)?;
     if !conn.local {
-        if let Err(e) = crate::inventory::check_resolvable(&targets) {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
+        crate::inventory::check_resolvable(&targets).map_err(usage)?;
     }
-    let Some(t) = targets.into_iter().next() else {
-        eprintln!("error: give --host NAME or --local");
-        return EXIT_USAGE;
-    };
-    let rt = match runner::runtime() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
-    };
-    let hosts = crate::host::Hosts::new(
-        std::sync::Arc::new(inv.clone()),
-        runner::ssh_options(&inv, &conn),
-        conn.local,
-    );
-    if let Ok(mut m) = hosts.targets.lock() {
-        m.insert(t.name.clone(), t.clone());
-    }
+    let t = targets
+        .into_iter()
+        .next()
+        .ok_or_else(|| usage("give --host NAME or --local"))?;
+    let rt = crate::run::runtime()?;
+    let hosts = crate::host::Hosts::new(std::sync::Arc::new(inv), &conn, conn.local);
     let res = rt.block_on(async {
-        let c = hosts.connection(&t.name).await?;
+        let c = hosts.connection(&t).await?;
         let out = c
             .exec(
                 crate::primitives::facts::FACTS_CMD,
@@ -203,23 +183,16 @@ pub fn facts(host: Option<String>, inv: Option<PathBuf>, conn: ConnConfig) -> i3
         c.close().await;
         out
     });
-    match res {
-        Ok(out) => {
-            let mut m = crate::primitives::facts::parse(&out.stdout_str());
-            m.insert("name".into(), t.name.clone().into());
-            let json: serde_json::Value =
-                rhai::serde::from_dynamic(&rhai::Dynamic::from_map(m)).unwrap_or_default();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json).unwrap_or_default()
-            );
-            EXIT_OK
-        }
-        Err(e) => {
-            eprintln!("error: {}: {e}", t.name);
-            EXIT_FAILED
-        }
-    }
+    let out = res.map_err(|e| failed(format!("{}: {e}", t.name)))?;
+    let mut m = crate::primitives::facts::parse(&out.stdout_str());
+    m.insert("name".into(), t.name.clone().into());
+    let json: serde_json::Value =
+        rhai::serde::from_dynamic(&rhai::Dynamic::from_map(m)).unwrap_or_default();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json).unwrap_or_default()
+    );
+    Ok(())
 }
 
 /// The Markdown reference of every primitive, from the doc comments of the registered functions.
@@ -305,11 +278,11 @@ pub fn short_type(t: &str) -> String {
 }
 
 /// `recipe doc`: print the reference, or write definition files.
-pub fn doc(definitions: Option<PathBuf>) -> i32 {
+pub fn doc(definitions: Option<PathBuf>) -> Result<(), Error> {
     match definitions {
         None => {
             print!("{}", reference());
-            EXIT_OK
+            Ok(())
         }
         Some(dir) => {
             let engine = crate::engine::build(Path::new("."), None);
@@ -320,15 +293,12 @@ pub fn doc(definitions: Option<PathBuf>) -> i32 {
             {
                 Ok(()) => {
                     println!("wrote Rhai definitions into {}", dir.display());
-                    EXIT_OK
+                    Ok(())
                 }
-                Err(e) => {
-                    eprintln!(
-                        "error: cannot write definitions into {}: {e}",
-                        dir.display()
-                    );
-                    EXIT_FAILED
-                }
+                Err(e) => Err(failed(format!(
+                    "cannot write definitions into {}: {e}",
+                    dir.display()
+                ))),
             }
         }
     }

@@ -1,0 +1,130 @@
+//! What the primitives see of a run: its flags, reporter and hosts, and the host they run for.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::host::Hosts;
+use crate::report::Reporter;
+use crate::transport::{Connection, ExecOutput, TransportError};
+
+/// What every host of a run shares, plays included: set once when the run starts.
+pub struct RunCtx {
+    /// `--dry-run`: check and report, change nothing.
+    pub dry_run: bool,
+    /// `--timeout`: the limit of a command that names none.
+    pub timeout: Duration,
+    pub reporter: Reporter,
+    pub hosts: Arc<Hosts>,
+    pub rt: tokio::runtime::Handle,
+    /// Set by Ctrl-C or SIGTERM: hosts stop after their current step.
+    pub interrupted: Arc<AtomicBool>,
+}
+
+/// The recipe a host runs.
+pub struct RecipeInfo {
+    pub name: String,
+    /// The recipe's path as given to the AST (`ctx.call_source()` of top-level calls).
+    pub source: String,
+    pub dir: PathBuf,
+}
+
+/// One host's view while its recipe runs; reached from primitives through the engine tag.
+pub struct HostCtx {
+    pub name: String,
+    pub conn: Arc<Connection>,
+    pub run: Arc<RunCtx>,
+    pub recipe: Arc<RecipeInfo>,
+    pub vars: rhai::Map,
+}
+
+impl HostCtx {
+    /// Runs a command on this host (blocking: primitives run on the host's own thread).
+    /// The target stops the command after `timeout`, or the run's `--timeout`
+    /// (`timeout(1)`), so a command the controller gives up on does not live on.
+    pub fn exec(
+        &self,
+        cmd: &str,
+        stdin: Option<&[u8]>,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, TransportError> {
+        self.exec_via(&self.conn, cmd, stdin, self.remote_limit(timeout))
+    }
+
+    /// A read-only command that must answer within `limit` (no remote `timeout` process).
+    pub fn exec_bounded(&self, cmd: &str, limit: Duration) -> Result<ExecOutput, TransportError> {
+        self.exec_via(&self.conn, cmd, None, (None, limit))
+    }
+
+    /// The target's limit (`timeout:` or `--timeout`) and the controller's, 15 s later.
+    fn remote_limit(&self, timeout: Option<Duration>) -> (Option<Duration>, Duration) {
+        let t = timeout.unwrap_or(self.run.timeout);
+        (Some(t), t + Duration::from_secs(15))
+    }
+
+    /// Runs `cmd` on `conn`: `remote` is stopped on the target, `limit` bounds the wait here.
+    fn exec_via(
+        &self,
+        conn: &Connection,
+        cmd: &str,
+        stdin: Option<&[u8]>,
+        (remote, limit): (Option<Duration>, Duration),
+    ) -> Result<ExecOutput, TransportError> {
+        // Boxed: the future (channel open, worker start, framing) would otherwise live on
+        // this host's thread stack, one large copy per concurrently running host.
+        let fut = Box::pin(conn.exec(cmd, stdin, remote));
+        self.run.rt.block_on(async {
+            tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+                Err(TransportError::Timeout(format!(
+                    "no answer within {}s",
+                    limit.as_secs()
+                )))
+            })
+        })
+    }
+
+    /// Pipes `src_cmd`'s output on `host` into `dst_cmd` on this host, streamed through the
+    /// controller in bounded chunks. Returns (source, destination) results.
+    pub fn pipe_from(
+        &self,
+        host: &str,
+        src_cmd: &str,
+        dst_cmd: &str,
+    ) -> Result<(ExecOutput, ExecOutput), TransportError> {
+        let src = self.run.rt.block_on(Box::pin(self.run.hosts.reach(host)))?;
+        let (remote, limit) = self.remote_limit(None);
+        let fut = Box::pin(crate::transport::pipe(
+            &src, src_cmd, &self.conn, dst_cmd, remote,
+        ));
+        let (a, b) = self.run.rt.block_on(async {
+            tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+                let e = || {
+                    Err(TransportError::Timeout(format!(
+                        "no answer within {}s",
+                        limit.as_secs()
+                    )))
+                };
+                (e(), e())
+            })
+        });
+        // The destination's own failure says most (no folder, disk full); then the source's.
+        let b = b?;
+        let a = a?;
+        Ok((a, b))
+    }
+
+    /// Runs a command on another inventory host, through the controller.
+    pub fn exec_on(
+        &self,
+        host: &str,
+        cmd: &str,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, TransportError> {
+        if host == self.name {
+            return self.exec(cmd, None, timeout);
+        }
+        let conn = self.run.rt.block_on(Box::pin(self.run.hosts.reach(host)))?;
+        self.exec_via(&conn, cmd, None, self.remote_limit(timeout))
+    }
+}
