@@ -1,23 +1,27 @@
 //! recipe: run editable Rhai install recipes on remote machines over SSH.
+//!
+//! The binary is the interface (docs/contracts.md); the library exposes only the command
+//! line and the sandbox, which the integration tests drive. Read top-down: cli → commands →
+//! run / controller → engine → primitives (fact, plan, apply) → context / host → transport.
 
 pub mod cli;
-pub mod commands;
-pub mod context;
-pub mod controller;
-pub mod engine;
-pub mod errors;
-pub mod host;
-pub mod inventory;
-pub mod known_hosts;
-pub mod primitives;
-pub mod recipe;
-pub mod report;
-pub mod run;
+mod commands;
+mod context;
+mod controller;
+mod engine;
+mod errors;
+mod host;
+mod inventory;
+mod known_hosts;
+mod primitives;
+mod recipe;
+mod report;
+mod run;
 pub mod sandbox;
-pub mod secrets;
-pub mod ssh_config;
-pub mod transport;
-pub mod vars;
+mod secrets;
+mod ssh_config;
+mod transport;
+mod vars;
 
 #[cfg(test)]
 mod fuzz_tests;

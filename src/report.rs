@@ -55,17 +55,6 @@ pub enum Status {
     Skipped,
 }
 
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Changed => "changed",
-            Status::Failed => "failed",
-            Status::Skipped => "skipped",
-        }
-    }
-}
-
 /// One step on one host: one `--json` event.
 #[derive(Debug, Clone, Serialize)]
 pub struct StepEvent {

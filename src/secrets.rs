@@ -104,10 +104,6 @@ impl Redactor {
             .any(|(n, _)| !n.is_empty() && bytes.windows(n.len()).any(|w| w == n.as_slice()))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.needles.read().map(|n| n.is_empty()).unwrap_or(true)
-    }
-
     /// Replaces every known secret in `text`.
     pub fn redact(&self, text: &str) -> String {
         let Ok(needles) = self.needles.read() else {

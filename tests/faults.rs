@@ -744,245 +744,6 @@ fn a_full_disk_fails_the_write_and_keeps_the_old_file() {
 // ---------------------------------------------------------------------------------------
 // The write and command protocols, checked step by step on this machine.
 
-/// Runs the atomic-write script with wrappers around chmod/chown/chgrp/cat/mv that record
-/// the temporary file's mode and owner before and after each of them: the temporary file
-/// must never grant more than the requested mode, nor belong to anyone but root or the
-/// requested owner, at any point where it could be opened.
-#[test]
-fn the_temporary_file_is_never_wider_than_requested() {
-    if !is_root() {
-        eprintln!("skipped: chown needs root");
-        return;
-    }
-    use recipe::primitives::files::write_script;
-    use recipe::primitives::{Attrs, Mode};
-    let tmp = tempfile::tempdir().expect("tmp");
-    let bin = tmp.path().join("bin");
-    let target_dir = tmp.path().join("t");
-    std::fs::create_dir_all(&bin).expect("bin");
-    std::fs::create_dir_all(&target_dir).expect("t");
-    let log = tmp.path().join("log");
-    for cmd in ["chmod", "chown", "chgrp", "cat", "mv"] {
-        let real = ["/bin", "/usr/bin"]
-            .iter()
-            .map(|d| format!("{d}/{cmd}"))
-            .find(|p| Path::new(p).exists())
-            .expect("coreutils");
-        let w = format!(
-            "#!/bin/sh\nfor f in {d}/.recipe.*; do [ -e \"$f\" ] && stat -c '{cmd}-before %a %U %G %s' \"$f\" >> {log}; done\n\
-             {real} \"$@\"; s=$?\nfor f in {d}/.recipe.*; do [ -e \"$f\" ] && stat -c '{cmd}-after %a %U %G %s' \"$f\" >> {log}; done\nexit $s\n",
-            d = target_dir.display(),
-            log = log.display(),
-        );
-        let p = bin.join(cmd);
-        std::fs::write(&p, w).expect("wrapper");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
-    let target = target_dir.join("key file");
-    let cases: Vec<(&str, Attrs, Option<&[u8]>)> = vec![
-        (
-            "new 0400 nobody:nogroup",
-            Attrs {
-                owner: Some("nobody".into()),
-                group: Some("nogroup".into()),
-                mode: Some(Mode(0o400)),
-            },
-            None,
-        ),
-        (
-            "existing 0644 file rewritten as 0600",
-            Attrs {
-                owner: None,
-                group: None,
-                mode: Some(Mode(0o600)),
-            },
-            Some(b"old"),
-        ),
-        (
-            "existing file, owner only",
-            Attrs {
-                owner: Some("nobody".into()),
-                group: None,
-                mode: Some(Mode(0o440)),
-            },
-            Some(b"old"),
-        ),
-    ];
-    for (what, attrs, existing) in cases {
-        std::fs::remove_file(&target).ok();
-        std::fs::remove_file(&log).ok();
-        if let Some(b) = existing {
-            std::fs::write(&target, b).expect("old");
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644))
-                .expect("chmod");
-        }
-        let script = write_script(target.to_str().expect("utf8"), &attrs, true);
-        let mut child = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(&script)
-            .env(
-                "PATH",
-                format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display()),
-            )
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("sh");
-        {
-            use std::io::Write;
-            let mut i = child.stdin.take().expect("stdin");
-            i.write_all(b"secret content").expect("write");
-        }
-        assert!(child.wait().expect("wait").success(), "{what}");
-        let want = attrs.mode.map(|m| m.0).unwrap_or(0o644);
-        let owner = attrs.owner.clone().unwrap_or_else(|| "root".into());
-        let seen = std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(!seen.is_empty(), "{what}: nothing recorded");
-        for l in seen.lines() {
-            let f: Vec<&str> = l.split(' ').collect();
-            let mode = u32::from_str_radix(f[1], 8).expect("mode");
-            // Group and other bits beyond the requested ones would let someone open the
-            // file now and read the content later, through the open descriptor.
-            assert_eq!(
-                mode & 0o077 & !want,
-                0,
-                "{what}: temporary file at {l} (wanted {want:o})\n{seen}"
-            );
-            assert!(
-                f[2] == "root" || f[2] == owner,
-                "{what}: temporary file owned by {} ({l})",
-                f[2]
-            );
-            if f[0] == "cat-after" || f[0] == "mv-before" {
-                assert_eq!(mode, want, "{what}: {l}");
-                assert_eq!(f[2], owner, "{what}: {l}");
-            }
-        }
-        assert_eq!(std::fs::read(&target).expect("written"), b"secret content");
-    }
-}
-
-/// Records what a worker sends to its shell, and passes it on.
-struct Tee {
-    inner: tokio::process::ChildStdin,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-}
-
-impl tokio::io::AsyncWrite for Tee {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let std::task::Poll::Ready(Ok(n)) = &r {
-            if let Ok(mut v) = self.seen.lock() {
-                v.extend_from_slice(&buf[..*n]);
-            }
-        }
-        r
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// A command line cut short by a lost connection must never run, not even in part: a shell
-/// runs an incomplete last line when its input ends, and a base64 argument cut at a multiple
-/// of 4 still decodes (to a prefix of the command, or of its stdin). The frame a real worker
-/// sends is recorded, then replayed to fresh shells cut at many points.
-#[test]
-fn a_truncated_command_frame_is_never_run() {
-    use base64::Engine as _;
-    use recipe::transport::shell::Worker;
-    let tmp = tempfile::tempdir().expect("tmp");
-    let marker = tmp.path().join("ran");
-    // Any prefix of the command past its first line leaves a trace, as does any run of it
-    // without its whole stdin.
-    let cmd = format!("echo started > '{m}'\ncat > '{m}'\n", m = marker.display());
-    let payload = b"complete payload of the command, 48 bytes long!!".to_vec();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (prelude_len, out) = rt.block_on(async {
-        let mut child = tokio::process::Command::new("/bin/sh")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("sh");
-        let tee = Tee {
-            inner: child.stdin.take().expect("stdin"),
-            seen: seen.clone(),
-        };
-        let reader = child.stdout.take().expect("stdout");
-        let mut w = Worker::start(Box::new(reader), Box::new(tee), Duration::from_secs(10))
-            .await
-            .expect("worker starts");
-        let prelude_len = seen.lock().map(|v| v.len()).unwrap_or(0);
-        let out = w.run(&cmd, Some(&payload), None).await.expect("runs");
-        w.close().await;
-        (prelude_len, out)
-    });
-    assert_eq!(out.status, 0);
-    assert_eq!(
-        std::fs::read(&marker).expect("the full frame runs"),
-        payload
-    );
-    let all = seen.lock().expect("seen").clone();
-    let prelude = &all[..prelude_len];
-    let frame = text(&all[prelude_len..]);
-    // The frame ends with its end marker (" .\n"); the quoted command holds newlines.
-    let frame = frame.trim_start_matches('\n');
-    let frame = frame[..frame.find(" .\n").map_or(frame.len(), |i| i + 3)].to_string();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let (qcmd, s64) = (recipe::transport::quote(&cmd), b64.encode(&payload));
-    let cpos = frame.find(&qcmd).expect("the command is in the frame");
-    let spos = frame.find(&s64).expect("stdin is in the frame");
-    // Cuts at every byte of the (shell-quoted) command, inside stdin at each multiple of 4
-    // (valid base64), and right after the last argument.
-    let mut cuts: Vec<usize> = (1..qcmd.len()).map(|k| cpos + k).collect();
-    cuts.push(cpos + qcmd.len());
-    cuts.extend((4..=s64.len()).step_by(4).map(|k| spos + k));
-    cuts.push(spos + s64.len());
-    for cut_at in cuts {
-        std::fs::remove_file(&marker).ok();
-        let mut child = Command::new("/bin/sh")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sh");
-        {
-            use std::io::Write;
-            let mut i = child.stdin.take().expect("stdin");
-            i.write_all(prelude).expect("prelude");
-            // No newline, then end of input: what a cut connection looks like.
-            i.write_all(&frame.as_bytes()[..cut_at]).expect("line");
-        }
-        let _ = child.wait();
-        assert!(
-            !marker.exists(),
-            "a frame cut at {cut_at} of {} ran: {:?}",
-            frame.len(),
-            std::fs::read(&marker).map(|b| text(&b)).unwrap_or_default()
-        );
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Sandbox hosts (systemd-nspawn): one boot for every test that needs a real machine.
 
@@ -1052,21 +813,40 @@ fn sandbox_ssh(info: &recipe::sandbox::SandboxInfo, addr: &str, cmd: &str) -> St
 }
 
 /// Variables a shipped recipe needs to run on the sandbox: the first host is the master.
+/// The recipe's declarations are read from `recipe list` (name = default).
 fn sandbox_vars(recipe: &Path, master: &str) -> Vec<String> {
     let dir = recipe.parent().unwrap_or(Path::new("."));
-    let engine = recipe::engine::build(dir, None);
-    let Ok(r) = recipe::recipe::load(&engine, recipe) else {
-        return Vec::new();
-    };
+    let file = recipe
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let out = common::recipe()
+        .arg("list")
+        .arg(dir)
+        .output()
+        .expect("recipe list runs");
+    let listing = text(&out.stdout);
     let mut v = Vec::new();
-    for (name, default, _) in &r.vars {
+    let mut mine = false;
+    for l in listing.lines() {
+        if !l.starts_with(' ') {
+            mine = l.split_whitespace().next() == Some(file.as_str());
+            continue;
+        }
+        let Some((name, default)) = l.trim().split_once(" = ") else {
+            continue;
+        };
+        if !mine {
+            continue;
+        }
+        let is_string = default.starts_with('"');
         if name == "master" || name.ends_with("_build_host") {
             v.push(format!("{name}={master}"));
         }
-        if name == "slurm_proctrack_type" && default.is_string() {
+        if name == "slurm_proctrack_type" && is_string {
             v.push(format!("{name}=proctrack/linuxproc"));
         }
-        if name == "slurm_task_plugin" && default.is_string() {
+        if name == "slurm_task_plugin" && is_string {
             v.push(format!("{name}=task/none"));
         }
     }

@@ -200,12 +200,8 @@ pub fn content_diff(path: &str, old: Option<&[u8]>, new: &[u8], secret: bool) ->
 }
 
 /// The atomic write: a temporary file in the target folder gets its final owner and
-/// mode while still empty, then the content, then is renamed over the target.
-pub fn write_script(path: &str, attrs: &Attrs, keep_existing: bool) -> String {
-    write_script_checked(path, attrs, keep_existing, None)
-}
-
-/// [`write_script`] that also checks the size and sha256 of what arrived before the rename:
+/// mode while still empty, then the content, then is renamed over the target. With
+/// `expect`, it also checks the size and sha256 of what arrived before the rename:
 /// a connection cut mid-transfer ends `cat` early, and a partial file must never replace
 /// the target. The mode is set first (never wider than the final one: a reader that opens
 /// the empty file early keeps its descriptor), then the owner, then the mode again (chown
@@ -543,12 +539,7 @@ pub fn render(name: &str, text: &str, ctx: &serde_json::Value) -> Result<String,
     t.render(minijinja::value::Serde(ctx)).map_err(err)
 }
 
-/// "templates/x.j2:12: undefined value (in ...)" with the template's own excerpt.
-pub fn template_error(e: &minijinja::Error) -> String {
-    template_error_in(e, None)
-}
-
-/// Like [`template_error`], with the column when the template text is at hand.
+/// A template error with its line, and the column when the template text is at hand.
 pub fn template_error_in(e: &minijinja::Error, text: Option<&str>) -> String {
     let col = match (e.range(), text) {
         (Some(r), Some(t)) if r.start <= t.len() => {
@@ -999,7 +990,7 @@ mod tests {
 
     #[test]
     fn write_script_sets_mode_before_content() {
-        let s = write_script(
+        let s = write_script_checked(
             "/etc/my file",
             &Attrs {
                 owner: Some("munge".into()),
@@ -1007,6 +998,7 @@ mod tests {
                 mode: Some(super::super::Mode(0o400)),
             },
             true,
+            None,
         );
         let chmod = s.find("chmod 0400").unwrap_or(usize::MAX);
         let cat = s.find("cat >").unwrap_or(0);

@@ -19,6 +19,7 @@ macro_rules! choice {
                     _ => Err($crate::primitives::bad_choice($field, s, Self::WORDS)),
                 }
             }
+            #[allow(dead_code)] // not every choice is printed back
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$var => $word),+ }
             }
@@ -39,6 +40,8 @@ pub mod packages;
 pub mod remote;
 pub mod services;
 pub mod users;
+#[cfg(test)]
+mod write_tests;
 
 use rhai::{Dynamic, EvalAltResult, Map, NativeCallContext, Position};
 use serde::de::DeserializeOwned;

@@ -256,6 +256,9 @@ pub fn quote(s: &str) -> String {
 }
 
 #[cfg(test)]
+mod frame_tests;
+
+#[cfg(test)]
 mod tests {
     use super::quote;
     use proptest::prelude::*;
