@@ -2,12 +2,13 @@
 
 use rhai::module_resolvers::{FileModuleResolver, ModuleResolversCollection};
 use rhai::{Dynamic, Engine, EvalAltResult, Map, Position};
-use std::cell::Cell;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::cpu::script_cpu;
+use crate::modules::module_paths;
 use crate::primitives;
 
 /// The recipe's variables as seen by the script: `vars.name`; an unknown name is an error,
@@ -34,22 +35,6 @@ fn vars_get(v: &mut Vars, key: &str) -> Result<Dynamic, Box<EvalAltResult>> {
     })
 }
 
-/// Where `import "name"` looks: the recipe's folder, the `stdlib/` beside it or beside
-/// its parent (recipes/samples/x.rhai finds the project's stdlib), `./stdlib`, and
-/// `$RECIPE_STDLIB`.
-pub fn module_paths(recipe_dir: &Path) -> Vec<PathBuf> {
-    let mut v = vec![
-        recipe_dir.to_path_buf(),
-        recipe_dir.join("../stdlib"),
-        recipe_dir.join("../../stdlib"),
-        PathBuf::from("stdlib"),
-    ];
-    if let Some(p) = std::env::var_os("RECIPE_STDLIB") {
-        v.insert(0, PathBuf::from(p));
-    }
-    v.into_iter().filter(|p| p.is_dir()).collect()
-}
-
 /// The longest string a recipe may hold (variables included), in bytes.
 pub const MAX_STRING_SIZE: usize = 16 * 1024 * 1024;
 
@@ -59,43 +44,6 @@ pub const SCRIPT_CPU_LIMIT: Duration = Duration::from_secs(1);
 
 /// How many operations pass between two looks at the CPU clock (a system call).
 const CPU_CHECK_EVERY: u64 = 256;
-
-thread_local! {
-    /// CPU time this thread spent inside primitives (see [`native`]).
-    static NATIVE_CPU: Cell<Duration> = const { Cell::new(Duration::ZERO) };
-}
-
-/// CPU time used by the calling thread so far.
-pub fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the timespec it is given.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(
-        ts.tv_sec.max(0) as u64,
-        ts.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
-}
-
-/// Runs a primitive's work; its CPU time is not counted against [`SCRIPT_CPU_LIMIT`]
-/// (diffs and checksums of big files are the primitive's cost, not a runaway script).
-pub fn native<T>(f: impl FnOnce() -> T) -> T {
-    let before = thread_cpu();
-    let out = f();
-    let spent = thread_cpu().saturating_sub(before);
-    NATIVE_CPU.with(|c| c.set(c.get() + spent));
-    out
-}
-
-/// The CPU time the script itself used on this thread: all of it less its primitives'.
-fn script_cpu() -> Duration {
-    thread_cpu().saturating_sub(NATIVE_CPU.with(Cell::get))
-}
 
 /// Stops a script at Ctrl-C, or when its own code has used [`SCRIPT_CPU_LIMIT`] of CPU:
 /// the operations limit alone lets a loop whose every step costs more (an array re-measured
@@ -202,6 +150,27 @@ fn build_api_modules() -> Vec<rhai::Shared<rhai::Module>> {
         rhai::exported_module!(primitives::facts::api).into(),
         rhai::exported_module!(primitives::remote::api).into(),
     ]
+}
+
+/// A registered function's Rust signature as a script writer reads it (`Result<T, ..>` as
+/// `T`, `&str` as `String`).
+pub fn short_type(t: &str) -> String {
+    let mut t = t.to_string();
+    // `Result<T, Box<EvalAltResult>>` reads as `T` to a script writer.
+    while let Some(i) = t.find("Result<") {
+        let Some(j) = t[i..].find(", Box<EvalAltResult>>") else {
+            break;
+        };
+        let inner = t[i + 7..i + j].to_string();
+        t = format!("{}{}{}", &t[..i], inner, &t[i + j + 21..]);
+    }
+    t.replace("&str", "String")
+        .replace("&mut ", "")
+        .replace("i64", "int")
+        .replace("crate::secrets::Secret", "Secret")
+        .replace("HostRef", "Host")
+        .replace("get$", "property .")
+        .replace("rhai::", "")
 }
 
 #[cfg(test)]

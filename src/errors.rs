@@ -323,7 +323,7 @@ fn module_path(src: &str, recipe: &str) -> String {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    crate::engine::module_paths(dir)
+    crate::modules::module_paths(dir)
         .into_iter()
         .map(|d| d.join(format!("{src}.rhai")))
         .find(|p| p.is_file())
@@ -340,7 +340,7 @@ fn module_not_utf8(name: &str, importer: &str) -> Option<String> {
     } else {
         dir
     };
-    crate::engine::module_paths(dir).into_iter().find_map(|d| {
+    crate::modules::module_paths(dir).into_iter().find_map(|d| {
         let p = d.join(format!("{name}.rhai"));
         let (line, column, byte) = first_invalid_utf8(&std::fs::read(&p).ok()?)?;
         Some(format!(
@@ -365,6 +365,44 @@ pub fn locate_parse(err: &ParseError, source: &str) -> Located {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_variant_decides_the_exit_status_and_error_is_said_once() {
+        let cases = [
+            (usage("error: no hosts"), 2, Some("error: no hosts\n")),
+            (usage("bad --var"), 2, Some("error: bad --var\n")),
+            (Error::Reported, 2, None),
+            (Error::HostsFailed, 1, None),
+            (
+                failed("cannot write x\n"),
+                1,
+                Some("error: cannot write x\n"),
+            ),
+        ];
+        for (e, code, shown) in cases {
+            assert_eq!(e.code(), code, "{e:?}");
+            assert_eq!(e.render().as_deref(), shown, "{e:?}");
+        }
+        let l = Located {
+            message: "syntax error: x".into(),
+            source: Some("r.rhai".into()),
+            line: 3,
+            column: 2,
+            ..Default::default()
+        };
+        let e = Error::Recipe(l);
+        assert_eq!(e.code(), 2);
+        let r = e.render().unwrap_or_default();
+        assert!(
+            r.starts_with("error: syntax error: x\n  --> r.rhai:3:2"),
+            "{r}"
+        );
+        let hidden = usage("token abc123 refused").map_text(|t| t.replace("abc123", "***"));
+        assert_eq!(
+            hidden.render().as_deref(),
+            Some("error: token *** refused\n")
+        );
+    }
 
     #[test]
     fn a_non_utf8_file_is_placed_at_its_first_bad_byte() {

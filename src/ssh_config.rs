@@ -314,7 +314,7 @@ fn from_ssh_g(name: &str, got: &SshG, baseline: Option<&SshG>) -> ResolvedHost {
         None => {
             fallback = SshG {
                 hostname: Some(name.to_lowercase()),
-                user: Some(crate::inventory::current_user()),
+                user: Some(crate::local_user::current_user()),
                 port: Some("22".into()),
                 identity_files: OPENSSH_DEFAULT_IDENTITIES
                     .iter()
@@ -369,7 +369,7 @@ struct Tokens<'a> {
 
 impl Tokens<'_> {
     fn expand(&self, raw: &str) -> PathBuf {
-        let home = crate::inventory::home_dir();
+        let home = crate::local_user::home_dir();
         let home_str = home
             .as_ref()
             .map(|h| h.to_string_lossy().into_owned())
@@ -384,7 +384,7 @@ impl Tokens<'_> {
             match chars.next() {
                 Some('%') => out.push('%'),
                 Some('d') => out.push_str(&home_str),
-                Some('u') => out.push_str(&crate::inventory::current_user()),
+                Some('u') => out.push_str(&crate::local_user::current_user()),
                 Some('h') => out.push_str(self.host),
                 Some('r') => out.push_str(self.remote_user),
                 Some('p') => out.push_str(self.port),
@@ -397,7 +397,7 @@ impl Tokens<'_> {
                 None => out.push('%'),
             }
         }
-        crate::inventory::expand_tilde(&out, home.as_deref())
+        crate::local_user::expand_tilde(&out, home.as_deref())
     }
 }
 
@@ -409,7 +409,7 @@ pub(crate) fn resolve_with_crate(
     use ssh2_config::{ParseRule, SshConfig};
     let path = match config {
         Some(p) => p.to_path_buf(),
-        None => crate::inventory::home_dir()
+        None => crate::local_user::home_dir()
             .ok_or("no home directory")?
             .join(".ssh")
             .join("config"),
@@ -417,7 +417,7 @@ pub(crate) fn resolve_with_crate(
     let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut reader = std::io::BufReader::new(file);
     let mut parser = SshConfig::default();
-    if let Some(home) = crate::inventory::home_dir() {
+    if let Some(home) = crate::local_user::home_dir() {
         parser = parser.home_dir(home);
     }
     let parsed = parser
@@ -427,7 +427,7 @@ pub(crate) fn resolve_with_crate(
         )
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let params = parsed.query(name);
-    let home = crate::inventory::home_dir();
+    let home = crate::local_user::home_dir();
     let proxy_jump = params
         .proxy_jump
         .map(|hops| hops.join(","))
@@ -440,7 +440,7 @@ pub(crate) fn resolve_with_crate(
             .identity_file
             .unwrap_or_default()
             .iter()
-            .map(|p| crate::inventory::expand_tilde(&p.to_string_lossy(), home.as_deref()))
+            .map(|p| crate::local_user::expand_tilde(&p.to_string_lossy(), home.as_deref()))
             .collect(),
         proxy_jump,
     })
@@ -478,7 +478,7 @@ Host bastion
 ";
 
     fn home() -> PathBuf {
-        crate::inventory::home_dir().unwrap_or_default()
+        crate::local_user::home_dir().unwrap_or_default()
     }
 
     fn ssh_available() -> bool {

@@ -1,6 +1,7 @@
 //! The commands of the CLI, free of clap types: `run` (and its `--via` form) in their own
 //! files; check, list, facts and doc here.
 
+mod node;
 pub mod run;
 pub mod via;
 
@@ -252,29 +253,14 @@ pub fn reference() -> String {
             .collect();
         fns.sort();
         for (sig, doc) in fns {
-            out.push_str(&format!("### `{}`\n\n{}\n\n", short_type(&sig), doc.trim()));
+            out.push_str(&format!(
+                "### `{}`\n\n{}\n\n",
+                crate::engine::short_type(&sig),
+                doc.trim()
+            ));
         }
     }
     out
-}
-
-pub fn short_type(t: &str) -> String {
-    let mut t = t.to_string();
-    // `Result<T, Box<EvalAltResult>>` reads as `T` to a script writer.
-    while let Some(i) = t.find("Result<") {
-        let Some(j) = t[i..].find(", Box<EvalAltResult>>") else {
-            break;
-        };
-        let inner = t[i + 7..i + j].to_string();
-        t = format!("{}{}{}", &t[..i], inner, &t[i + j + 21..]);
-    }
-    t.replace("&str", "String")
-        .replace("&mut ", "")
-        .replace("i64", "int")
-        .replace("crate::secrets::Secret", "Secret")
-        .replace("HostRef", "Host")
-        .replace("get$", "property .")
-        .replace("rhai::", "")
 }
 
 /// `recipe doc`: print the reference, or write definition files.

@@ -53,7 +53,7 @@ enum RunsOn {
 
 pub fn run(cfg: RunConfig) -> Result<(), Error> {
     let node = match &cfg.slurm_node {
-        Some(f) => Some(crate::commands::via::node_entry(f).map_err(usage)?),
+        Some(f) => Some(super::node::node_entry(f).map_err(usage)?),
         None => None,
     };
     let mode = match &node {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::node::{NodeEntry, NodeFile};
 use super::run::RunConfig;
 use crate::errors::{usage, Error};
 use crate::host::Hosts;
@@ -64,37 +65,6 @@ impl Via {
             }),
         }
     }
-}
-
-/// What a node-local run reads from `--slurm-node FILE`: per Slurm node name, the inventory
-/// host it stands for and that host's final variables.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct NodeFile {
-    pub nodes: BTreeMap<String, NodeEntry>,
-}
-
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct NodeEntry {
-    pub host: String,
-    pub vars: crate::inventory::Vars,
-}
-
-/// The node side: which host this Slurm node stands for, from `SLURMD_NODENAME`.
-pub fn node_entry(file: &Path) -> Result<NodeEntry, String> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| format!("cannot read the node file {}: {e}", file.display()))?;
-    let mut f: NodeFile = serde_json::from_str(&text)
-        .map_err(|e| format!("{}: not a node file: {e}", file.display()))?;
-    let me = std::env::var("SLURMD_NODENAME").map_err(|_| {
-        "SLURMD_NODENAME is not set: --slurm-node is for tasks that srun started (recipe run --via slurm)"
-            .to_string()
-    })?;
-    f.nodes.remove(&me).ok_or_else(|| {
-        format!(
-            "Slurm node {me} is not in {}: it was not among the nodes the controller chose",
-            file.display()
-        )
-    })
 }
 
 /// A Slurm node's state as `sinfo` shows it, and whether a task can start there now.
@@ -253,7 +223,7 @@ fn bundle_files(recipe_dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
     walk(recipe_dir, "recipes", &mut out, &mut total)?;
     let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let here = canon(recipe_dir);
-    if let Some(lib) = crate::engine::module_paths(recipe_dir)
+    if let Some(lib) = crate::modules::module_paths(recipe_dir)
         .into_iter()
         .find(|p| canon(p) != here)
     {

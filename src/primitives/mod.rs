@@ -161,7 +161,7 @@ pub fn option_keys(what: &str) -> Option<&'static [&'static str]> {
 
 /// "file: unknown option `mdoe` (did you mean `mode`?); valid options: ...".
 pub fn unknown_option(what: &str, key: &str, valid: &[&str]) -> String {
-    let hint = crate::recipe::check::did_you_mean(key, valid.iter().copied())
+    let hint = crate::hints::did_you_mean(key, valid.iter().copied())
         .map(|k| format!(" (did you mean `{k}`?)"))
         .unwrap_or_default();
     format!(
@@ -242,7 +242,7 @@ pub fn step(
         .filter(|s| *s != h.recipe.source)
         .map(short_source);
     let started = Instant::now();
-    let res = crate::engine::native(|| body(&h));
+    let res = crate::cpu::native(|| body(&h));
     let ms = started.elapsed().as_millis() as u64;
     let mut ev = StepEvent {
         event: "step",
@@ -389,7 +389,7 @@ impl Plan {
 
 /// `state "abesnt" is not one of "present", "absent" (did you mean "absent"?)`.
 pub fn bad_choice(field: &str, got: &str, words: &[&str]) -> String {
-    let hint = crate::recipe::check::did_you_mean(got, words.iter().copied())
+    let hint = crate::hints::did_you_mean(got, words.iter().copied())
         .map(|w| format!(" (did you mean {w:?}?)"))
         .unwrap_or_default();
     let list = words

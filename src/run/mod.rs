@@ -191,7 +191,7 @@ pub fn module_file(src: &str, recipe_dir: &Path) -> String {
     if Path::new(src).is_file() {
         return src.to_string();
     }
-    for dir in engine::module_paths(recipe_dir) {
+    for dir in crate::modules::module_paths(recipe_dir) {
         let p: PathBuf = dir.join(format!("{src}.rhai"));
         if p.is_file() {
             return p.display().to_string();

@@ -41,7 +41,7 @@ pub fn this_machine(name: &str, inv: &Inventory) -> Target {
         name: name.into(),
         address: name.into(),
         port: 0,
-        user: inventory::current_user(),
+        user: crate::local_user::current_user(),
         keys: vec![],
         jump: None,
         become_: false,
