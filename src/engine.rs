@@ -1,4 +1,4 @@
-//! The Rhai engine recipes run in: limits, module paths, registered primitives, and variables.
+//! The Rhai engine recipes run in: limits, the module resolver, registered primitives, and variables.
 
 use rhai::module_resolvers::{FileModuleResolver, ModuleResolversCollection};
 use rhai::{Dynamic, Engine, EvalAltResult, Map, Position};
