@@ -140,6 +140,19 @@ pub fn api_modules() -> Vec<rhai::Shared<rhai::Module>> {
     MODS.get_or_init(build_api_modules).clone()
 }
 
+/// The metadata (names, signatures, doc comments) of the functions one API module registers,
+/// as Rhai's JSON (`{"functions": [...]}`); empty when it cannot be made.
+pub fn module_metadata(m: rhai::Shared<rhai::Module>) -> serde_json::Value {
+    let mut e = Engine::new_raw();
+    e.register_type_with_name::<primitives::remote::HostRef>("Host");
+    e.register_type_with_name::<crate::secrets::Secret>("Secret");
+    e.register_global_module(m);
+    e.gen_fn_metadata_to_json(false)
+        .ok()
+        .and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default()
+}
+
 fn build_api_modules() -> Vec<rhai::Shared<rhai::Module>> {
     vec![
         rhai::exported_module!(primitives::command::api).into(),

@@ -215,15 +215,7 @@ pub fn reference() -> String {
     );
     for (m, (title, _)) in crate::engine::api_modules().into_iter().zip(titles) {
         out.push_str(&format!("## {title}\n\n"));
-        let mut e = rhai::Engine::new_raw();
-        e.register_type_with_name::<crate::primitives::remote::HostRef>("Host");
-        e.register_type_with_name::<crate::secrets::Secret>("Secret");
-        e.register_global_module(m);
-        let json: serde_json::Value = e
-            .gen_fn_metadata_to_json(false)
-            .ok()
-            .and_then(|j| serde_json::from_str(&j).ok())
-            .unwrap_or_default();
+        let json = crate::engine::module_metadata(m);
         let mut fns: Vec<(String, String)> = json["functions"]
             .as_array()
             .cloned()

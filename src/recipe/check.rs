@@ -69,13 +69,7 @@ fn registered() -> &'static Registered {
             }
         }
         for m in crate::engine::api_modules() {
-            let mut e = Engine::new_raw();
-            e.register_global_module(m);
-            let json: serde_json::Value = e
-                .gen_fn_metadata_to_json(false)
-                .ok()
-                .and_then(|j| serde_json::from_str(&j).ok())
-                .unwrap_or_default();
+            let json = crate::engine::module_metadata(m);
             for f in json["functions"].as_array().into_iter().flatten() {
                 if let Some(name) = f["name"].as_str() {
                     if !name.contains('$') {
