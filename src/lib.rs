@@ -9,6 +9,7 @@ pub mod errors;
 pub mod host;
 pub mod inventory;
 pub mod known_hosts;
+pub mod planned;
 pub mod primitives;
 pub mod recipe;
 pub mod report;
