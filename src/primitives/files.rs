@@ -997,10 +997,7 @@ pub fn read_value(
                 &h.name,
                 &format!(
                     "read_file {who}:{path} at {}:{}: {}; read as empty",
-                    ctx.call_source()
-                        .filter(|s| *s != h.recipe.source)
-                        .map(super::short_source)
-                        .unwrap_or_else(|| h.recipe.name.clone()),
+                    super::call_file(ctx, &h).unwrap_or_else(|| h.recipe.name.clone()),
                     ctx.call_position().line().unwrap_or(0),
                     pf.depends(&who, path)
                 ),

@@ -353,10 +353,7 @@ fn failed_options_step(ctx: &NativeCallContext, op: &str, msg: &str) {
     let Some(h) = ctx.tag().and_then(|t| t.clone().try_cast::<Arc<HostCtx>>()) else {
         return;
     };
-    let source = ctx
-        .call_source()
-        .filter(|s| *s != h.recipe.source)
-        .map(short_source);
+    let source = call_file(ctx, &h);
     h.run.reporter.step(StepEvent {
         event: "step",
         host: h.name.clone(),
@@ -398,10 +395,7 @@ pub fn step_after<'a>(
     let h = host_ctx(ctx)?;
     let pos = ctx.call_position();
     let line = pos.line().unwrap_or(0);
-    let source = ctx
-        .call_source()
-        .filter(|s| *s != h.recipe.source)
-        .map(short_source);
+    let source = call_file(ctx, &h);
     let at = format!("{}:{line}", source.as_deref().unwrap_or(&h.recipe.name));
     let started = Instant::now();
     let res = crate::engine::native(|| {
@@ -629,6 +623,38 @@ fn run_guarded(h: &HostCtx, g: &Guarded, out: &mut Outcome) -> Result<bool, Stri
 /// holds the result).
 pub fn planned_file(h: &HostCtx, host: &str, path: &str) -> Option<PlannedFile> {
     h.run.planned.file(host, path)
+}
+
+/// The file of the call when it is not the recipe: `stdlib/x.rhai` for a step inside a
+/// module's function (Rhai names the module by its import name, `x`: the file is found
+/// where `import` found it, once per module and folder).
+pub fn call_file(ctx: &NativeCallContext, h: &HostCtx) -> Option<String> {
+    type Cache = std::sync::Mutex<std::collections::HashMap<(std::path::PathBuf, String), String>>;
+    static FILES: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let src = ctx.call_source().filter(|s| *s != h.recipe.source)?;
+    let key = (h.recipe.dir.clone(), src.to_string());
+    let files = FILES.get_or_init(Default::default);
+    if let Some(f) = files.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return Some(f);
+    }
+    let path = std::path::Path::new(src);
+    let found = if path.is_file() {
+        Some(path.to_path_buf())
+    } else {
+        crate::engine::module_paths(&h.recipe.dir)
+            .into_iter()
+            .map(|d| d.join(format!("{src}.rhai")))
+            .find(|p| p.is_file())
+    };
+    let f = short_source(
+        &found
+            .map(|p| p.display().to_string())
+            .unwrap_or(src.to_string()),
+    );
+    if let Ok(mut m) = files.lock() {
+        m.insert(key, f.clone());
+    }
+    Some(f)
 }
 
 /// `stdlib/x.rhai` rather than an absolute path, for output.
