@@ -624,10 +624,14 @@ fn do_file(
                         return Ok(r);
                     }
                 }
+                let planned_secret = matches!(
+                    super::planned_file(h, host, src).map(|pf| pf.content),
+                    Some(PlannedContent::Bytes { secret: true, .. })
+                );
                 match read_remote(h, host, src)? {
                     Remote::Bytes(b) => Payload {
                         bytes: Arc::new(b),
-                        secret: false,
+                        secret: planned_secret,
                     },
                     Remote::Pending(pf) => {
                         super::no_nul("path", path)?;
@@ -1225,7 +1229,10 @@ pub mod api {
         do_unpack(&ctx, archive, dest, o)
     }
 
-    /// Reads a text file of the target. Not a step; runs in dry runs.
+    /// Reads a text file of the target. Not a step; runs in dry runs. In a dry run, a file an
+    /// earlier step of the run plans to write (on any host, `host(..).read_file` too) reads as
+    /// its planned content; when that content cannot be known yet (a key a command makes, a
+    /// download) it reads as empty and a note says what it depends on.
     #[rhai_fn(name = "read_file", return_raw)]
     pub fn read_file(ctx: NativeCallContext, path: &str) -> Result<Dynamic, Box<EvalAltResult>> {
         read_value(&ctx, None, path, ReadOpts::default())
@@ -1253,7 +1260,9 @@ pub mod api {
         stat_value(&ctx, None, path)
     }
 
-    /// Whether a path exists on the target.
+    /// Whether a path exists on the target (in a dry run: or an earlier step of the run plans
+    /// to make it; `stat` then shows the planned kind, size and attributes, with `planned`
+    /// naming the step's `file:line`).
     #[rhai_fn(name = "exists", return_raw)]
     pub fn exists(ctx: NativeCallContext, path: &str) -> Result<bool, Box<EvalAltResult>> {
         Ok(!stat_value(&ctx, None, path)?.is_unit())
