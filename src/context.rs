@@ -20,6 +20,7 @@ pub struct RunCtx {
     pub rt: tokio::runtime::Handle,
     /// Set by Ctrl-C or SIGTERM: hosts stop after their current step.
     pub interrupted: Arc<AtomicBool>,
+    pub planned: crate::planned::Planned,
 }
 
 /// The recipe a host runs.

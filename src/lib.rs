@@ -17,6 +17,7 @@ mod inventory;
 mod known_hosts;
 mod local_user;
 mod modules;
+mod planned;
 mod primitives;
 mod recipe;
 mod report;

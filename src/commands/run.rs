@@ -112,6 +112,7 @@ pub fn run(cfg: RunConfig) -> Result<(), Error> {
             hosts: Arc::new(hosts),
             rt: rt.handle().clone(),
             interrupted: Arc::new(AtomicBool::new(false)),
+            planned: Default::default(),
         }),
         forks: cfg.forks,
         keep_connections: matches!(mode, RunsOn::Controller),

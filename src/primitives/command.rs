@@ -23,7 +23,7 @@ pub struct ShOpts {
     pub name: Option<String>,
 }
 
-const SKIP: &str = "__RCP_GUARD_SKIP__";
+use super::GUARD_SKIP as SKIP;
 
 /// The guard part of a `sh` script: prints the marker and exits when the command need not run.
 pub fn guard_script(o: &ShOpts) -> String {
@@ -62,14 +62,10 @@ pub fn guard_script(o: &ShOpts) -> String {
     g
 }
 
-/// The full script: guard, then the command in its folder and environment.
-pub fn run_script(cmd: &str, o: &ShOpts, dry_run: bool) -> String {
+/// What runs after the guard: the environment, the folder, the command.
+pub fn command_script(cmd: &str, o: &ShOpts) -> String {
     use crate::transport::quote;
-    let mut s = guard_script(o);
-    if dry_run {
-        s.push_str("exit 0\n");
-        return s;
-    }
+    let mut s = String::new();
     for (k, v) in &o.env {
         s.push_str(&format!("export {}={}\n", k, quote(v)));
     }
@@ -79,6 +75,33 @@ pub fn run_script(cmd: &str, o: &ShOpts, dry_run: bool) -> String {
     s.push_str(cmd);
     s.push('\n');
     s
+}
+
+/// The plan of `sh`: a guarded command (the guard is its probe), or an error for options no
+/// shell can take. `creates` makes it idempotent: the same command creating the same path,
+/// planned twice on a host, is one change; `creates` is a file the run then plans.
+pub fn plan_sh(cmd: &str, o: &ShOpts) -> Result<super::Guarded, String> {
+    super::no_nul("command", cmd)?;
+    for k in o.env.keys() {
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("bad environment variable name {k:?}"));
+        }
+    }
+    Ok(super::Guarded {
+        guard: guard_script(o),
+        command: command_script(cmd, o),
+        stdin: o
+            .stdin
+            .as_deref()
+            .and_then(|s| super::stdin_bytes(s.as_bytes()))
+            .map(<[u8]>::to_vec),
+        timeout: o.timeout.map(std::time::Duration::from_secs),
+        ignore_errors: o.ignore_errors,
+        change: match &o.name {
+            Some(n) => format!("run: {n}"),
+            None => format!("run: {}", cmd.trim()),
+        },
+    })
 }
 
 fn do_sh(ctx: &NativeCallContext, cmd: &str, o: ShOpts) -> Result<Dynamic, Box<EvalAltResult>> {
@@ -94,46 +117,16 @@ fn do_sh(ctx: &NativeCallContext, cmd: &str, o: ShOpts) -> Result<Dynamic, Box<E
         .name
         .clone()
         .unwrap_or_else(|| cmd.lines().next().unwrap_or("").to_string());
-    super::step(ctx, "sh", &label, |h| {
-        super::no_nul("command", cmd)?;
-        let script = run_script(cmd, &o, h.run.dry_run);
-        let timeout = o.timeout.map(std::time::Duration::from_secs);
-        let stdin = o
-            .stdin
-            .as_deref()
-            .and_then(|s| super::stdin_bytes(s.as_bytes()));
-        let out = match h.exec(&script, stdin, timeout) {
-            Ok(out) => out,
-            // A time limit is one more way to fail: `ignore_errors` covers it too.
-            Err(e @ TransportError::Timeout(_)) if o.ignore_errors => {
-                let mut res = super::Outcome::ok();
-                res.change(format!("run: {label} (stopped: {e})"));
-                return Ok(timed_out(res, &e));
-            }
-            Err(e) => return Err(e.to_string()),
-        };
-        let stdout = out.stdout_str();
-        if stdout.starts_with(SKIP) {
-            return Ok(super::Outcome::ok()
-                .with("rc", 0_i64)
-                .with("stdout", "")
-                .with("stderr", ""));
+    super::step(ctx, "sh", &label, |_| {
+        let g = plan_sh(cmd, &o)?;
+        let mut plan = super::StepPlan::guarded(g);
+        if let Some(c) = &o.creates {
+            plan = plan.same_as(format!("{cmd}\0{c}")).writes(
+                c,
+                crate::planned::PlannedFile::new(crate::planned::PlannedContent::Unknown, ""),
+            );
         }
-        let mut res = super::Outcome::ok();
-        res.change(match &o.name {
-            Some(n) => format!("run: {n}"),
-            None => format!("run: {}", cmd.trim()),
-        });
-        if h.run.dry_run {
-            return Ok(res.with("rc", 0_i64).with("stdout", "").with("stderr", ""));
-        }
-        if out.status != 0 && !o.ignore_errors {
-            return Err(super::failure_text(&out));
-        }
-        Ok(res
-            .with("rc", out.status as i64)
-            .with("stdout", stdout)
-            .with("stderr", out.stderr_str()))
+        Ok(plan)
     })
 }
 
@@ -151,15 +144,9 @@ fn do_probe(
         Ok(out) => Ok(probe_result(&out)),
         // A probe answers a question; "it did not answer in time" is a `false`, not a failure.
         Err(e @ TransportError::Timeout(_)) => {
-            let mut m = rhai::Map::new();
+            let mut m = timed_out(&e);
             m.insert("ok".into(), false.into());
-            Ok(Dynamic::from_map(
-                timed_out(super::Outcome::ok(), &e)
-                    .result
-                    .into_iter()
-                    .chain(m)
-                    .collect(),
-            ))
+            Ok(Dynamic::from_map(m))
         }
         Err(e) => Err(super::err_at(
             format!("probe {cmd:?}: {e}"),
@@ -169,11 +156,16 @@ fn do_probe(
 }
 
 /// The result of a command stopped by its time limit: `rc` is 124 as with `timeout(1)`.
-fn timed_out(res: super::Outcome, e: &TransportError) -> super::Outcome {
-    res.with("rc", crate::transport::shell::TIMEOUT_STATUS as i64)
-        .with("stdout", "")
-        .with("stderr", e.to_string())
-        .with("timed_out", true)
+fn timed_out(e: &TransportError) -> rhai::Map {
+    let mut m = rhai::Map::new();
+    m.insert(
+        "rc".into(),
+        (crate::transport::shell::TIMEOUT_STATUS as i64).into(),
+    );
+    m.insert("stdout".into(), "".into());
+    m.insert("stderr".into(), e.to_string().into());
+    m.insert("timed_out".into(), true.into());
+    m
 }
 
 /// `#{ok, rc, stdout, stderr}` of a read-only command.
@@ -279,43 +271,47 @@ pub mod api {
     ) -> Result<Dynamic, Box<EvalAltResult>> {
         let o: WaitOpts = crate::primitives::opts(&ctx, "wait_for", opts)?;
         let label = o.name.clone().unwrap_or_else(|| cmd.to_string());
-        crate::primitives::step(&ctx, "wait_for", &label, |h| {
-            if h.run.dry_run {
-                let mut r = crate::primitives::Outcome::ok();
-                r.skipped = true;
-                return Ok(r);
-            }
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(o.timeout);
-            let target = o.on.clone().unwrap_or_else(|| h.name.clone());
-            loop {
-                if h.run.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
-                    return Err("interrupted".into());
-                }
-                let limit = std::time::Duration::from_secs(o.interval.max(1) * 5 + 10);
-                let out =
-                    match h.exec_on(&target, &crate::primitives::in_c_locale(cmd), Some(limit)) {
-                        Ok(out) => out,
-                        // A check that hangs is a check that has not succeeded yet.
-                        Err(e @ TransportError::Timeout(_)) => crate::transport::ExecOutput {
-                            status: crate::transport::shell::TIMEOUT_STATUS,
-                            stdout: Vec::new(),
-                            stderr: e.to_string().into_bytes(),
-                        },
-                        Err(e) => return Err(e.to_string()),
-                    };
-                if out.status == 0 {
-                    return Ok(crate::primitives::Outcome::ok().with("stdout", out.stdout_str()));
-                }
-                if std::time::Instant::now() >= deadline {
-                    return Err(format!(
-                        "still failing after {}s on {target}; last {}",
-                        o.timeout,
-                        crate::primitives::failure_text(&out)
-                    ));
-                }
-                std::thread::sleep(std::time::Duration::from_secs(o.interval.max(1)));
-            }
+        crate::primitives::step(&ctx, "wait_for", &label, |_| {
+            // A wait changes nothing and needs what earlier steps did: a dry run skips it.
+            Ok(crate::primitives::StepPlan::work(true, move |h| {
+                wait(h, cmd, &o)
+            }))
         })
+    }
+}
+
+/// Repeats `cmd` until it succeeds or `o.timeout` passes.
+fn wait(h: &crate::context::HostCtx, cmd: &str, o: &WaitOpts) -> Result<rhai::Map, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(o.timeout);
+    let target = o.on.clone().unwrap_or_else(|| h.name.clone());
+    loop {
+        if h.run.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err("interrupted".into());
+        }
+        let limit = std::time::Duration::from_secs(o.interval.max(1) * 5 + 10);
+        let out = match h.exec_on(&target, &crate::primitives::in_c_locale(cmd), Some(limit)) {
+            Ok(out) => out,
+            // A check that hangs is a check that has not succeeded yet.
+            Err(e @ TransportError::Timeout(_)) => crate::transport::ExecOutput {
+                status: crate::transport::shell::TIMEOUT_STATUS,
+                stdout: Vec::new(),
+                stderr: e.to_string().into_bytes(),
+            },
+            Err(e) => return Err(e.to_string()),
+        };
+        if out.status == 0 {
+            let mut m = rhai::Map::new();
+            m.insert("stdout".into(), out.stdout_str().into());
+            return Ok(m);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "still failing after {}s on {target}; last {}",
+                o.timeout,
+                crate::primitives::failure_text(&out)
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_secs(o.interval.max(1)));
     }
 }
 
@@ -333,13 +329,80 @@ mod tests {
         assert!(g.contains(&crate::transport::quote("/tmp/a b'c")), "{g}");
     }
 
+    fn sh(cmd: &str, o: &ShOpts) -> crate::primitives::Guarded {
+        plan_sh(cmd, o).expect("a plan")
+    }
+
     #[test]
-    fn dry_run_script_stops_after_guard() {
+    fn the_guard_is_the_probe_and_never_runs_the_command() {
+        // What a dry run sends: the guard alone.
         let o = ShOpts {
             unless: Some("test -f /x".into()),
+            creates: Some("/opt/done".into()),
             ..Default::default()
         };
-        let s = run_script("rm -rf /", &o, true);
-        assert!(!s.contains("rm -rf"), "{s}");
+        let g = sh("rm -rf /", &o);
+        assert!(!g.guard.contains("rm -rf"), "{}", g.guard);
+        assert!(g.guard.contains("if [ -e /opt/done ]"), "{}", g.guard);
+        assert!(g.guard.contains("test -f /x"), "{}", g.guard);
+        assert_eq!(g.command, "rm -rf /\n");
+        assert_eq!(g.change, "run: rm -rf /");
+        // Without guards there is no probe: it always runs.
+        let g = sh("make", &ShOpts::default());
+        assert_eq!(g.guard, "");
+    }
+
+    #[test]
+    fn sh_table() {
+        // Environment and folder come before the command; guards keep the C locale.
+        let mut env = std::collections::BTreeMap::new();
+        env.insert("A_B".to_string(), "x y".to_string());
+        let o = ShOpts {
+            chdir: Some("/src".into()),
+            env,
+            onlyif: Some("true".into()),
+            timeout: Some(5),
+            ignore_errors: true,
+            stdin: Some(String::new()),
+            name: Some("build".into()),
+            ..Default::default()
+        };
+        let g = sh("make\nmake install", &o);
+        assert_eq!(
+            g.command,
+            "export A_B='x y'\ncd /src || exit 1\nmake\nmake install\n"
+        );
+        assert!(
+            g.guard
+                .starts_with("if ! (LC_ALL=C; export LC_ALL; cd /src 2>/dev/null && true)"),
+            "{}",
+            g.guard
+        );
+        assert_eq!(g.change, "run: build");
+        assert_eq!(g.timeout, Some(std::time::Duration::from_secs(5)));
+        assert!(g.ignore_errors);
+        // An empty stdin goes as no stdin.
+        assert_eq!(g.stdin, None);
+        let o = ShOpts {
+            stdin: Some("key".into()),
+            removes: Some("/tmp/x".into()),
+            ..Default::default()
+        };
+        let g = sh("cat", &o);
+        assert_eq!(g.stdin.as_deref(), Some(&b"key"[..]));
+        assert!(g.guard.contains("if [ ! -e /tmp/x ]"), "{}", g.guard);
+        // Refused before anything runs.
+        let mut env = std::collections::BTreeMap::new();
+        env.insert("A-B".to_string(), "x".to_string());
+        let e = plan_sh(
+            "true",
+            &ShOpts {
+                env,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.contains("bad environment variable name"), "{e}");
+        assert!(plan_sh("a\0b", &ShOpts::default()).is_err());
     }
 }

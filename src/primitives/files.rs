@@ -5,12 +5,14 @@ use rhai::plugin::*;
 use std::path::PathBuf;
 
 use super::{
-    apply, attr_fixes, check, in_c_locale, parse_stat, Attrs, FileKind, Outcome, Plan, StatInfo,
+    attr_fixes, check, in_c_locale, parse_stat, Attrs, FileKind, Plan, StatInfo, StepPlan,
     StepResult, STAT_FMT,
 };
 use crate::context::HostCtx;
+use crate::planned::{PlannedContent, PlannedFile};
 use crate::secrets::{describe_bytes, sha256_hex, Secret};
 use crate::transport::quote;
+use std::sync::Arc;
 
 /// Options of `file` (besides `content`, taken out first).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -37,7 +39,7 @@ choice!(
 
 /// Content going to a file, and whether it must stay hidden.
 pub struct Payload {
-    pub bytes: Vec<u8>,
+    pub bytes: Arc<Vec<u8>>,
     pub secret: bool,
 }
 
@@ -248,28 +250,78 @@ pub fn write_script_checked(
     s
 }
 
-/// Makes `path` hold `payload` with `attrs`: the shared core of file and template.
-pub fn ensure_content(h: &HostCtx, path: &str, payload: &Payload, attrs: &Attrs) -> StepResult {
+/// The plan that makes `path` hold `payload` with `attrs`, from what is there (`cur`): the
+/// shared core of file and template. `old` reads the current content for a diff.
+pub fn content_step<'a>(
+    path: &str,
+    cur: Option<&(StatInfo, String)>,
+    payload: &Payload,
+    attrs: &Attrs,
+    diff: Option<String>,
+) -> StepResult<'a> {
+    let new_sum = sha256_hex(&payload.bytes);
+    let identity = format!("{new_sum} {attrs:?}");
+    let planned = PlannedFile {
+        owner: attrs.owner.clone(),
+        group: attrs.group.clone(),
+        mode: attrs.mode.map(|m| m.0),
+        ..PlannedFile::new(
+            PlannedContent::Bytes {
+                bytes: payload.bytes.clone(),
+                secret: payload.secret,
+            },
+            "",
+        )
+    };
+    let plan = match plan_content(path, cur, &new_sum, attrs)? {
+        ContentPlan::Keep(fix) => StepPlan::from(fix),
+        ContentPlan::Write { create } => {
+            let script = write_script_checked(
+                path,
+                attrs,
+                true,
+                Some((payload.bytes.len(), new_sum.as_str())),
+            );
+            let what = if create { "create" } else { "rewrite" };
+            let mut p = StepPlan::script(
+                vec![format!("{what} {path} ({} bytes)", payload.bytes.len())],
+                script,
+                Some(payload.bytes.clone()),
+                None,
+            );
+            p.diff = diff;
+            p
+        }
+    };
+    Ok(plan
+        .with("path", path.to_string())
+        .with("sha256", new_sum)
+        .same_as(identity)
+        .writes(path, planned))
+}
+
+/// Probes `path` and plans its content: file and template.
+pub fn ensure_content<'a>(
+    h: &HostCtx,
+    path: &str,
+    payload: &Payload,
+    attrs: &Attrs,
+) -> StepResult<'a> {
     super::no_nul("path", path)?;
     if payload.secret {
         h.run.reporter.redactor().add(&payload.bytes);
     }
-    let new_sum = sha256_hex(&payload.bytes);
     let cur = probe_file(h, path)?;
-    let mut out = Outcome::ok()
-        .with("path", path.to_string())
-        .with("sha256", new_sum.clone());
-    if let ContentPlan::Keep(fix) = plan_content(path, cur.as_ref(), &new_sum, attrs)? {
-        fix.apply_to(h, &mut out)?;
-        return Ok(out);
-    }
-    let show = h.run.reporter.wants_diff();
-    if show {
+    let needs_write = cur
+        .as_ref()
+        .is_none_or(|(_, sum)| *sum != sha256_hex(&payload.bytes));
+    let diff = if needs_write && h.run.reporter.wants_diff() {
         // Secrets never travel back for a diff; big files are summarized. Content that holds
         // a secret (a template with a token) is summarized too: its old version may hold an
         // old secret, which the redactor does not know.
         let hidden = payload.secret || h.run.reporter.redactor().found_in(&payload.bytes);
-        let diff = match &cur {
+        Some(match &cur {
+            Some((st, _)) if st.kind != FileKind::Regular => String::new(),
             Some((st, _)) if hidden || st.size > DIFF_MAX => format!(
                 "--- {path}\n+++ {path}\n  content: {} bytes -> {}\n",
                 st.size,
@@ -284,29 +336,20 @@ pub fn ensure_content(h: &HostCtx, path: &str, payload: &Payload, attrs: &Attrs)
                 content_diff(path, Some(&old.stdout), &payload.bytes, false)
             }
             None => content_diff(path, None, &payload.bytes, hidden),
-        };
-        out.diff = Some(diff);
-    }
-    out.change(if cur.is_some() {
-        format!("rewrite {path} ({} bytes)", payload.bytes.len())
+        })
     } else {
-        format!("create {path} ({} bytes)", payload.bytes.len())
-    });
-    let script = write_script_checked(
-        path,
-        attrs,
-        true,
-        Some((payload.bytes.len(), new_sum.as_str())),
-    );
-    apply(h, &script, super::stdin_bytes(&payload.bytes))?;
-    Ok(out)
+        None
+    };
+    content_step(path, cur.as_ref(), payload, attrs, diff)
 }
 
-fn remove_path(h: &HostCtx, path: &str, dir: bool) -> StepResult {
+fn remove_path<'a>(h: &HostCtx, path: &str, dir: bool) -> StepResult<'a> {
     let cur = probe_file(h, path)?;
-    let mut out = Outcome::ok();
-    plan_remove(path, cur.as_ref().map(|(st, _)| st), dir)?.apply_to(h, &mut out)?;
-    Ok(out)
+    Ok(
+        StepPlan::from(plan_remove(path, cur.as_ref().map(|(st, _)| st), dir)?)
+            .same_as("absent")
+            .writes(path, PlannedFile::new(PlannedContent::Absent, "")),
+    )
 }
 
 /// Turns a content value (string, blob or secret) into bytes.
@@ -314,19 +357,19 @@ fn content_of(v: Dynamic) -> Result<Payload, String> {
     if v.is::<Secret>() {
         let s = v.cast::<Secret>();
         return Ok(Payload {
-            bytes: s.0.to_vec(),
+            bytes: Arc::new(s.0.to_vec()),
             secret: true,
         });
     }
     if v.is_blob() {
         return Ok(Payload {
-            bytes: v.cast::<rhai::Blob>(),
+            bytes: Arc::new(v.cast::<rhai::Blob>()),
             secret: false,
         });
     }
     if let Ok(s) = v.clone().into_immutable_string() {
         return Ok(Payload {
-            bytes: s.as_bytes().to_vec(),
+            bytes: Arc::new(s.as_bytes().to_vec()),
             secret: false,
         });
     }
@@ -347,13 +390,13 @@ pub fn controller_file(h: &HostCtx, src: &str) -> Result<(PathBuf, Vec<u8>), Str
 /// Copies a big file of `host` here in bounded chunks (never whole in the controller's
 /// memory), checked by size and sha256 before it replaces `path`. `None`: the file is small
 /// enough to go the ordinary way (with a diff).
-fn stream_from_host(
+fn stream_from_host<'a>(
     h: &HostCtx,
-    host: &str,
-    src: &str,
-    path: &str,
-    attrs: &Attrs,
-) -> Result<Option<Outcome>, String> {
+    host: &'a str,
+    src: &'a str,
+    path: &'a str,
+    attrs: &'a Attrs,
+) -> Result<Option<StepPlan<'a>>, String> {
     super::no_nul("path", src)?;
     super::no_nul("path", path)?;
     let qs = quote(src);
@@ -381,50 +424,108 @@ fn stream_from_host(
         return Ok(None);
     }
     let cur = probe_file(h, path)?;
-    let mut res = Outcome::ok()
-        .with("path", path.to_string())
-        .with("sha256", sum.clone());
-    let create = match plan_content(path, cur.as_ref(), &sum, attrs)? {
+    let plan = stream_step(
+        h.run.reporter.wants_diff(),
+        host,
+        src,
+        path,
+        attrs,
+        cur.as_ref(),
+        size,
+        sum,
+    )?;
+    Ok(Some(plan))
+}
+
+/// The plan of a streamed copy of `host:src` (`size` bytes, `sum`) to `path`.
+#[allow(clippy::too_many_arguments)]
+pub fn stream_step<'a>(
+    diff: bool,
+    host: &'a str,
+    src: &'a str,
+    path: &'a str,
+    attrs: &'a Attrs,
+    cur: Option<&(StatInfo, String)>,
+    size: u64,
+    sum: String,
+) -> StepResult<'a> {
+    let create = match plan_content(path, cur, &sum, attrs)? {
         ContentPlan::Keep(fix) => {
-            fix.apply_to(h, &mut res)?;
-            return Ok(Some(res));
+            return Ok(StepPlan::from(fix)
+                .with("path", path.to_string())
+                .with("sha256", sum))
         }
         ContentPlan::Write { create } => create,
     };
-    if h.run.reporter.wants_diff() {
-        let old = cur
-            .as_ref()
-            .map(|(st, _)| format!("{} bytes", st.size))
-            .unwrap_or_else(|| "absent".into());
-        res.diff = Some(format!(
-            "--- {path}\n+++ {path}\n  content: {old} -> {size} bytes from {host}:{src} (sha256 {sum})\n"
-        ));
-    }
-    res.change(format!(
+    let change = format!(
         "{} {path} ({size} bytes, streamed from {host}:{src})",
         if create { "create" } else { "rewrite" }
-    ));
-    if h.run.dry_run {
-        return Ok(Some(res));
-    }
-    let script = write_script_checked(path, attrs, true, Some((size as usize, sum.as_str())));
-    let (src_out, dst_out) = h
-        .pipe_from(
-            host,
-            &in_c_locale(&format!("cat -- {qs}")),
-            &in_c_locale(&script),
+    );
+    let diff = diff.then(|| {
+        let old = cur
+            .map(|(st, _)| format!("{} bytes", st.size))
+            .unwrap_or_else(|| "absent".into());
+        format!(
+            "--- {path}\n+++ {path}\n  content: {old} -> {size} bytes from {host}:{src} (sha256 {sum})\n"
         )
-        .map_err(|e| format!("copying {src} from {host}: {e}"))?;
-    if dst_out.status != 0 {
-        return Err(super::failure_text(&dst_out));
+    });
+    let identity = format!("{sum} {attrs:?}");
+    let expect = sum.clone();
+    let mut plan = StepPlan::work(false, move |h| {
+        let script = write_script_checked(path, attrs, true, Some((size as usize, &expect)));
+        let (src_out, dst_out) = h
+            .pipe_from(
+                host,
+                &in_c_locale(&format!("cat -- {}", quote(src))),
+                &in_c_locale(&script),
+            )
+            .map_err(|e| format!("copying {src} from {host}: {e}"))?;
+        if dst_out.status != 0 {
+            return Err(super::failure_text(&dst_out));
+        }
+        if src_out.status != 0 {
+            return Err(format!(
+                "cannot read {src} on {host}: {}",
+                super::failure_text(&src_out)
+            ));
+        }
+        Ok(rhai::Map::new())
+    });
+    plan.changes = vec![change];
+    plan.diff = diff;
+    Ok(plan
+        .with("path", path.to_string())
+        .with("sha256", sum)
+        .same_as(identity)
+        .writes(path, PlannedFile::new(PlannedContent::Unknown, "")))
+}
+
+/// A file of `host` as this run sees it: what is there, or what a dry-run step of this run
+/// plans to write there.
+pub enum Remote {
+    Bytes(Vec<u8>),
+    /// Planned, with content that exists only once that step has run.
+    Pending(PlannedFile),
+}
+
+/// Reads a whole file of another (or this) host, or what this run plans for it.
+pub fn read_remote(h: &HostCtx, host: &str, path: &str) -> Result<Remote, String> {
+    super::no_nul("path", path)?;
+    if let Some(pf) = super::planned_file(h, host, path) {
+        return match pf.content {
+            PlannedContent::Bytes { ref bytes, .. } => Ok(Remote::Bytes(bytes.to_vec())),
+            PlannedContent::Unknown => Ok(Remote::Pending(pf)),
+            PlannedContent::Directory => Err(format!(
+                "cannot read {path} on {host}: a directory is planned there (at {})",
+                pf.at
+            )),
+            PlannedContent::Absent => Err(format!(
+                "cannot read {path} on {host}: it is planned to be removed (at {})",
+                pf.at
+            )),
+        };
     }
-    if src_out.status != 0 {
-        return Err(format!(
-            "cannot read {src} on {host}: {}",
-            super::failure_text(&src_out)
-        ));
-    }
-    Ok(Some(res))
+    remote_read(h, host, path).map(Remote::Bytes)
 }
 
 /// Reads a whole file of another (or this) host through its connection.
@@ -442,6 +543,60 @@ pub fn remote_read(h: &HostCtx, host: &str, path: &str) -> Result<Vec<u8>, Strin
     Ok(out.stdout)
 }
 
+/// The plan of a copy from a file that a step of this run plans but has not written: it
+/// says what it depends on instead of showing a guessed content.
+pub fn pending_step<'a>(
+    path: &str,
+    cur: Option<&(StatInfo, String)>,
+    from: (&str, &str),
+    pf: &PlannedFile,
+    diff: bool,
+) -> StepResult<'a> {
+    if let Some((st, _)) = cur.filter(|(st, _)| st.kind != FileKind::Regular) {
+        return Err(format!(
+            "{path} exists and is a {}, not a file: remove it first or choose another path",
+            st.kind_name()
+        ));
+    }
+    let dep = pf.depends(from.0, from.1);
+    let what = if cur.is_some() { "write" } else { "create" };
+    let mut p = StepPlan::ok();
+    p.changes = vec![format!("{what} {path} from {}:{}: {dep}", from.0, from.1)];
+    if diff {
+        p.diff = Some(format!("--- {path}\n+++ {path}\n  content: {dep}\n"));
+    }
+    Ok(p.with("path", path.to_string())
+        .same_as(format!("from {}:{}", from.0, from.1))
+        .writes(path, PlannedFile::new(PlannedContent::Unknown, "")))
+}
+
+/// The plan of `file` with attributes only, on a path that is not there but that a step of
+/// this run plans: its attributes are set once it exists.
+pub fn pending_attrs_step<'a>(
+    path: &str,
+    me: &str,
+    pf: &PlannedFile,
+    attrs: &Attrs,
+) -> StepResult<'a> {
+    let want: Vec<String> = [
+        attrs.owner.as_ref().map(|o| format!("owner {o}")),
+        attrs.group.as_ref().map(|g| format!("group {g}")),
+        attrs.mode.map(|m| format!("mode {m}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut p = StepPlan::ok();
+    if !want.is_empty() {
+        p.changes = vec![format!(
+            "{} of {path} once it exists: {}",
+            want.join(", "),
+            pf.depends(me, path)
+        )];
+    }
+    Ok(p.same_as(format!("{attrs:?}")))
+}
+
 fn do_file(
     ctx: &NativeCallContext,
     path: &str,
@@ -456,28 +611,47 @@ fn do_file(
         let mut payload = match (content, &o.src, &o.from_host) {
             (Some(c), None, None) => content_of(c)?,
             (None, Some(src), None) => Payload {
-                bytes: controller_file(h, src)?.1,
+                bytes: Arc::new(controller_file(h, src)?.1),
                 secret: false,
             },
             (None, Some(src), Some(host)) => {
-                if !o.secret {
+                if super::planned_file(h, host, src).is_none() && !o.secret {
                     if let Some(r) = stream_from_host(h, host, src, path, &o.attrs)? {
                         return Ok(r);
                     }
                 }
-                Payload {
-                    bytes: remote_read(h, host, src)?,
-                    secret: false,
+                let planned_secret = matches!(
+                    super::planned_file(h, host, src).map(|pf| pf.content),
+                    Some(PlannedContent::Bytes { secret: true, .. })
+                );
+                match read_remote(h, host, src)? {
+                    Remote::Bytes(b) => Payload {
+                        bytes: Arc::new(b),
+                        secret: planned_secret,
+                    },
+                    Remote::Pending(pf) => {
+                        super::no_nul("path", path)?;
+                        let cur = probe_file(h, path)?;
+                        let diff = h.run.reporter.wants_diff();
+                        return pending_step(path, cur.as_ref(), (host, src), &pf, diff);
+                    }
                 }
             }
             (None, None, None) => {
-                // Only attributes: the file must exist.
-                let st = probe_file(h, path)?.ok_or_else(|| {
-                    format!("{path} does not exist: give `content` or `src` to create it")
-                })?;
-                let mut out = Outcome::ok();
-                attr_plan(path, &st.0, &o.attrs).apply_to(h, &mut out)?;
-                return Ok(out);
+                // Only attributes: the file must exist (or be planned by this run).
+                super::no_nul("path", path)?;
+                let Some(st) = probe_file(h, path)? else {
+                    if let Some(pf) = super::planned_file(h, &h.name, path)
+                        .filter(|pf| pf.content != PlannedContent::Absent)
+                    {
+                        return pending_attrs_step(path, &h.name, &pf, &o.attrs);
+                    }
+                    return Err(format!(
+                        "{path} does not exist: give `content` or `src` to create it"
+                    ));
+                };
+                return Ok(StepPlan::from(attr_plan(path, &st.0, &o.attrs))
+                    .same_as(format!("{:?}", o.attrs)));
             }
             _ => return Err("give one of content, src, or src with from_host".into()),
         };
@@ -506,9 +680,11 @@ fn do_directory(
             return remove_path(h, path, true);
         }
         let cur = probe_file(h, path)?;
-        let mut out = Outcome::ok();
-        plan_directory(path, cur.as_ref().map(|(st, _)| st), &o.attrs)?.apply_to(h, &mut out)?;
-        Ok(out.with("path", path.to_string()))
+        let plan = plan_directory(path, cur.as_ref().map(|(st, _)| st), &o.attrs)?;
+        Ok(StepPlan::from(plan)
+            .with("path", path.to_string())
+            .same_as(format!("{:?}", o.attrs))
+            .writes(path, PlannedFile::new(PlannedContent::Directory, "")))
     })
 }
 
@@ -597,7 +773,7 @@ fn do_template(
             h,
             dest,
             &Payload {
-                bytes: rendered.into_bytes(),
+                bytes: Arc::new(rendered.into_bytes()),
                 secret: o.secret,
             },
             &o.attrs,
@@ -615,6 +791,83 @@ pub struct DownloadOpts {
     pub timeout: Option<u64>,
 }
 
+/// The script that downloads `url` to `dest` (checked against `want`), atomically.
+pub fn download_script(url: &str, dest: &str, want: Option<&str>, attrs: &Attrs) -> String {
+    let (u, d) = (quote(url), quote(dest));
+    let mut s = format!(
+        "set -e\nt=$(dirname -- {d}; printf x)\nt=$(mktemp \"${{t%?x}}/.recipe.XXXXXXXX\")\ntrap 'rm -f \"$t\"' EXIT\n\
+         if command -v curl >/dev/null 2>&1; then curl -fsSL --retry 3 -o \"$t\" {u}; \
+         elif command -v wget >/dev/null 2>&1; then wget -q -O \"$t\" {u}; \
+         else echo 'neither curl nor wget is installed on the target' >&2; exit 1; fi\n"
+    );
+    if let Some(w) = want {
+        s.push_str(&format!(
+            "got=$(sha256sum < \"$t\" | cut -d' ' -f1)\n[ \"$got\" = {w} ] || {{ echo \"checksum mismatch: expected {w}, got $got\" >&2; exit 1; }}\n"
+        ));
+    }
+    s.push_str("chmod 0644 \"$t\"\n");
+    let (cmds, _) = attr_fixes(
+        "\"$t\"",
+        &StatInfo {
+            kind: FileKind::Regular,
+            owner: String::new(),
+            group: String::new(),
+            mode: 0o644,
+            size: 0,
+        },
+        attrs,
+    );
+    for c in cmds {
+        s.push_str(&c);
+        s.push('\n');
+    }
+    s.push_str(&format!("mv -f \"$t\" {d}\ntrap - EXIT\n"));
+    s
+}
+
+/// The decision of `download`: from what is at `dest` to nothing, attribute fixes, or the
+/// download (with a sha256, a file with another checksum is downloaded again; without one,
+/// any regular file at `dest` is the download).
+pub fn download_step<'a>(
+    url: &str,
+    dest: &str,
+    cur: Option<&(StatInfo, String)>,
+    o: &DownloadOpts,
+) -> StepResult<'a> {
+    super::no_nul("url", url)?;
+    super::no_nul("path", dest)?;
+    // "" is "not checked", the convention of every `*_sha256` recipe variable.
+    let want = o
+        .sha256
+        .as_ref()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty());
+    if let Some(w) = &want {
+        if w.len() != 64 || !w.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("sha256 {w:?} is not 64 hex digits"));
+        }
+    }
+    let keep_sum = match (cur, &want) {
+        (Some((_, sum)), None) => sum.clone(),
+        (_, Some(w)) => w.clone(),
+        (None, None) => String::new(),
+    };
+    let identity = format!("{url} {want:?} {:?}", o.attrs);
+    let plan = match plan_content(dest, cur, &keep_sum, &o.attrs)? {
+        ContentPlan::Keep(fix) => StepPlan::from(fix).with("sha256", keep_sum),
+        ContentPlan::Write { .. } => StepPlan::script(
+            vec![format!("download {url}")],
+            download_script(url, dest, want.as_deref(), &o.attrs),
+            None,
+            Some(std::time::Duration::from_secs(o.timeout.unwrap_or(1800))),
+        ),
+    };
+    Ok(plan
+        .with("path", dest.to_string())
+        .same_as(identity)
+        .writes(dest, PlannedFile::new(PlannedContent::Unknown, "")))
+}
+
 fn do_download(
     ctx: &NativeCallContext,
     url: &str,
@@ -622,74 +875,9 @@ fn do_download(
     o: DownloadOpts,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
     super::step(ctx, "download", dest, |h| {
-        super::no_nul("url", url)?;
         super::no_nul("path", dest)?;
-        // "" is "not checked", the convention of every `*_sha256` recipe variable.
-        let want = o
-            .sha256
-            .as_ref()
-            .map(|s| s.trim().to_ascii_lowercase())
-            .filter(|s| !s.is_empty());
-        if let Some(w) = &want {
-            if w.len() != 64 || !w.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(format!("sha256 {w:?} is not 64 hex digits"));
-            }
-        }
-        let mut out = Outcome::ok().with("path", dest.to_string());
         let cur = probe_file(h, dest)?;
-        // Without a sha256 any regular file at `dest` is the download.
-        let keep_sum = match (&cur, &want) {
-            (Some((_, sum)), None) => sum.clone(),
-            (_, Some(w)) => w.clone(),
-            (None, None) => String::new(),
-        };
-        if let ContentPlan::Keep(fix) = plan_content(dest, cur.as_ref(), &keep_sum, &o.attrs)? {
-            fix.apply_to(h, &mut out)?;
-            return Ok(out.with("sha256", keep_sum));
-        }
-        out.change(format!("download {url}"));
-        let (u, d) = (quote(url), quote(dest));
-        let mut s = format!(
-            "set -e\nt=$(dirname -- {d}; printf x)\nt=$(mktemp \"${{t%?x}}/.recipe.XXXXXXXX\")\ntrap 'rm -f \"$t\"' EXIT\n\
-             if command -v curl >/dev/null 2>&1; then curl -fsSL --retry 3 -o \"$t\" {u}; \
-             elif command -v wget >/dev/null 2>&1; then wget -q -O \"$t\" {u}; \
-             else echo 'neither curl nor wget is installed on the target' >&2; exit 1; fi\n"
-        );
-        if let Some(w) = &want {
-            s.push_str(&format!(
-                "got=$(sha256sum < \"$t\" | cut -d' ' -f1)\n[ \"$got\" = {w} ] || {{ echo \"checksum mismatch: expected {w}, got $got\" >&2; exit 1; }}\n"
-            ));
-        }
-        s.push_str("chmod 0644 \"$t\"\n");
-        let (cmds, _) = attr_fixes(
-            "\"$t\"",
-            &StatInfo {
-                kind: FileKind::Regular,
-                owner: String::new(),
-                group: String::new(),
-                mode: 0o644,
-                size: 0,
-            },
-            &o.attrs,
-        );
-        for c in cmds {
-            s.push_str(&c);
-            s.push('\n');
-        }
-        s.push_str(&format!("mv -f \"$t\" {d}\ntrap - EXIT\n"));
-        if !h.run.dry_run {
-            let r = h
-                .exec(
-                    &in_c_locale(&s),
-                    None,
-                    Some(std::time::Duration::from_secs(o.timeout.unwrap_or(1800))),
-                )
-                .map_err(|e| e.to_string())?;
-            if r.status != 0 {
-                return Err(super::failure_text(&r));
-            }
-        }
-        Ok(out)
+        download_step(url, dest, cur.as_ref(), &o)
     })
 }
 
@@ -703,6 +891,51 @@ pub struct UnpackOpts {
     pub owner: Option<String>,
 }
 
+/// What `unpack` finds: whether its marker (`creates`, default `dest`) exists, whether the
+/// archive does, or where a step of this run plans it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpackFacts {
+    pub marker: bool,
+    pub archive: bool,
+    /// The archive is not there yet, and this step of the run makes it.
+    pub planned_archive: Option<String>,
+}
+
+/// The decision of `unpack`.
+pub fn unpack_step<'a>(
+    archive: &str,
+    dest: &str,
+    f: &UnpackFacts,
+    o: &UnpackOpts,
+) -> StepResult<'a> {
+    let marker = o.creates.clone().unwrap_or_else(|| dest.to_string());
+    let plan = StepPlan::ok()
+        .with("path", dest.to_string())
+        .same_as(format!("{archive} {o:?}"));
+    if f.marker {
+        return Ok(plan);
+    }
+    let mut change = format!("unpack {archive} into {dest}");
+    if !f.archive {
+        match &f.planned_archive {
+            Some(dep) => change.push_str(&format!(" ({dep})")),
+            None => return Err(format!("archive {archive} does not exist")),
+        }
+    }
+    let (a, d) = (quote(archive), quote(dest));
+    let mut cmd = format!("mkdir -p -- {d} && tar -xf {a} -C {d} --no-same-owner");
+    if o.strip_components > 0 {
+        cmd.push_str(&format!(" --strip-components={}", o.strip_components));
+    }
+    if let Some(owner) = &o.owner {
+        cmd.push_str(&format!(" && chown -R {} {d}", quote(owner)));
+    }
+    let mut p = StepPlan::script(vec![change], cmd, None, None);
+    p.result = plan.result;
+    p.identity = plan.identity;
+    Ok(p.writes(&marker, PlannedFile::new(PlannedContent::Unknown, "")))
+}
+
 fn do_unpack(
     ctx: &NativeCallContext,
     archive: &str,
@@ -713,27 +946,22 @@ fn do_unpack(
         super::no_nul("path", archive)?;
         super::no_nul("path", dest)?;
         let marker = o.creates.clone().unwrap_or_else(|| dest.to_string());
-        let (a, d, m) = (quote(archive), quote(dest), quote(&marker));
+        let (a, m) = (quote(archive), quote(&marker));
         let probe = check(h, &format!("if [ -e {m} ]; then echo present; else echo absent; fi; [ -f {a} ] && echo archive || echo noarchive"))?;
         let text = probe.stdout_str();
-        let mut out = Outcome::ok().with("path", dest.to_string());
-        if text.starts_with("present") {
-            return Ok(out);
-        }
-        if !text.contains("noarchive") || h.run.dry_run {
-            out.change(format!("unpack {archive} into {dest}"));
-        } else {
-            return Err(format!("archive {archive} does not exist"));
-        }
-        let mut cmd = format!("mkdir -p -- {d} && tar -xf {a} -C {d} --no-same-owner");
-        if o.strip_components > 0 {
-            cmd.push_str(&format!(" --strip-components={}", o.strip_components));
-        }
-        if let Some(owner) = &o.owner {
-            cmd.push_str(&format!(" && chown -R {} {d}", quote(owner)));
-        }
-        apply(h, &cmd, None)?;
-        Ok(out)
+        let archive_there = !text.contains("noarchive");
+        let f = UnpackFacts {
+            marker: text.starts_with("present"),
+            archive: archive_there,
+            planned_archive: if archive_there {
+                None
+            } else {
+                super::planned_file(h, &h.name, archive)
+                    .filter(|pf| pf.content != PlannedContent::Absent)
+                    .map(|pf| pf.depends(&h.name, archive))
+            },
+        };
+        unpack_step(archive, dest, &f, &o)
     })
 }
 
@@ -756,7 +984,23 @@ pub fn read_value(
 ) -> Result<Dynamic, Box<EvalAltResult>> {
     let h = super::host_ctx(ctx)?;
     let who = host.map(str::to_string).unwrap_or_else(|| h.name.clone());
-    let bytes = remote_read(&h, &who, path).map_err(|e| super::err_at(e, ctx.call_position()))?;
+    let bytes = match read_remote(&h, &who, path) {
+        Ok(Remote::Bytes(b)) => b,
+        Ok(Remote::Pending(pf)) => {
+            // Not a value anyone can know before that step runs: say so, and read nothing.
+            h.run.reporter.note(
+                &h.name,
+                &format!(
+                    "read_file {who}:{path} at {}:{}: {}; read as empty",
+                    super::call_file(ctx, &h).unwrap_or_else(|| h.recipe.name.clone()),
+                    ctx.call_position().line().unwrap_or(0),
+                    pf.depends(&who, path)
+                ),
+            );
+            Vec::new()
+        }
+        Err(e) => return Err(super::err_at(e, ctx.call_position())),
+    };
     if o.secret {
         h.run.reporter.redactor().add(&bytes);
         return Ok(Dynamic::from(Secret(std::sync::Arc::new(bytes))));
@@ -769,6 +1013,38 @@ pub fn read_value(
             format!("{path} on {who} is not UTF-8 text; use #{{binary: true}}"),
             ctx.call_position(),
         )
+    })
+}
+
+/// What `stat` shows of a path that a step of this run plans (`planned`), from what is
+/// there (`cur`): the planned kind, size and attributes over the current ones.
+pub fn planned_stat(cur: Option<StatInfo>, planned: Option<&PlannedFile>) -> Option<StatInfo> {
+    let Some(pf) = planned else {
+        return cur;
+    };
+    let (kind, size, mode) = match &pf.content {
+        PlannedContent::Absent => return None,
+        PlannedContent::Directory => (FileKind::Directory, 4096, 0o755),
+        PlannedContent::Bytes { bytes, .. } => (FileKind::Regular, bytes.len() as u64, 0o644),
+        PlannedContent::Unknown => (
+            FileKind::Regular,
+            cur.as_ref().map(|c| c.size).unwrap_or(0),
+            0o644,
+        ),
+    };
+    let base = cur.filter(|c| c.kind == kind).unwrap_or(StatInfo {
+        kind,
+        owner: "root".into(),
+        group: "root".into(),
+        mode,
+        size,
+    });
+    Some(StatInfo {
+        kind,
+        owner: pf.owner.clone().unwrap_or(base.owner),
+        group: pf.group.clone().unwrap_or(base.group),
+        mode: pf.mode.unwrap_or(base.mode),
+        size,
     })
 }
 
@@ -797,16 +1073,24 @@ pub fn stat_value(
         ));
     }
     let text = out.stdout_str();
-    if text.trim() == "absent" {
+    let cur = if text.trim() == "absent" {
+        None
+    } else {
+        Some(parse_stat(&text).ok_or_else(|| {
+            super::err_at(
+                format!("stat {path}: cannot parse {text:?}"),
+                ctx.call_position(),
+            )
+        })?)
+    };
+    let planned = super::planned_file(&h, &who, path);
+    let Some(st) = planned_stat(cur, planned.as_ref()) else {
         return Ok(Dynamic::UNIT);
-    }
-    let st = parse_stat(&text).ok_or_else(|| {
-        super::err_at(
-            format!("stat {path}: cannot parse {text:?}"),
-            ctx.call_position(),
-        )
-    })?;
+    };
     let mut m = rhai::Map::new();
+    if let Some(pf) = &planned {
+        m.insert("planned".into(), pf.at.clone().into());
+    }
     m.insert("kind".into(), st.kind_name().into());
     m.insert("owner".into(), st.owner.into());
     m.insert("group".into(), st.group.into());
@@ -936,7 +1220,10 @@ pub mod api {
         do_unpack(&ctx, archive, dest, o)
     }
 
-    /// Reads a text file of the target. Not a step; runs in dry runs.
+    /// Reads a text file of the target. Not a step; runs in dry runs. In a dry run, a file an
+    /// earlier step of the run plans to write (on any host, `host(..).read_file` too) reads as
+    /// its planned content; when that content cannot be known yet (a key a command makes, a
+    /// download) it reads as empty and a note says what it depends on.
     #[rhai_fn(name = "read_file", return_raw)]
     pub fn read_file(ctx: NativeCallContext, path: &str) -> Result<Dynamic, Box<EvalAltResult>> {
         read_value(&ctx, None, path, ReadOpts::default())
@@ -964,7 +1251,9 @@ pub mod api {
         stat_value(&ctx, None, path)
     }
 
-    /// Whether a path exists on the target.
+    /// Whether a path exists on the target (in a dry run: or an earlier step of the run plans
+    /// to make it; `stat` then shows the planned kind, size and attributes, with `planned`
+    /// naming the step's `file:line`).
     #[rhai_fn(name = "exists", return_raw)]
     pub fn exists(ctx: NativeCallContext, path: &str) -> Result<bool, Box<EvalAltResult>> {
         Ok(!stat_value(&ctx, None, path)?.is_unit())
@@ -1215,5 +1504,305 @@ mod decisions {
         assert_eq!(DirState::parse("directory"), Ok(DirState::Present));
         assert!(DirState::parse("file").is_err());
         assert!(FileState::parse("directory").is_err());
+    }
+
+    fn payload(b: &[u8]) -> Payload {
+        Payload {
+            bytes: Arc::new(b.to_vec()),
+            secret: false,
+        }
+    }
+
+    fn script_of(p: &StepPlan) -> String {
+        match &p.action {
+            crate::primitives::Action::Script { cmd, .. } => cmd.clone(),
+            crate::primitives::Action::Nothing => String::new(),
+            _ => "(other)".into(),
+        }
+    }
+
+    #[test]
+    fn content_step_table() {
+        let a = attrs(Some("munge"), Some(0o400));
+        let sum = sha256_hex(b"abc");
+        // Missing: create, with the content as stdin, and the run learns the planned bytes.
+        let p = content_step("/k", None, &payload(b"abc"), &a, Some("D".into())).unwrap();
+        assert_eq!(p.changes, ["create /k (3 bytes)"]);
+        assert_eq!(p.diff.as_deref(), Some("D"));
+        assert!(
+            script_of(&p).contains("mv -f \"$t\" /k"),
+            "{}",
+            script_of(&p)
+        );
+        let crate::primitives::Action::Script { stdin, .. } = &p.action else {
+            panic!("a script");
+        };
+        assert_eq!(stdin.as_deref().map(|v| v.as_slice()), Some(&b"abc"[..]));
+        assert_eq!(p.writes.len(), 1);
+        assert_eq!(p.writes[0].0, "/k");
+        assert_eq!(p.writes[0].1.mode, Some(0o400));
+        assert_eq!(p.writes[0].1.owner.as_deref(), Some("munge"));
+        assert!(
+            matches!(&p.writes[0].1.content, PlannedContent::Bytes { bytes, .. } if bytes.as_slice() == b"abc")
+        );
+        assert!(p.identity.as_deref().is_some_and(|i| i.starts_with(&sum)));
+        // Other content: rewrite.
+        let other = (st(FileKind::Regular, "munge", 0o400, 3), "x".to_string());
+        let p = content_step("/k", Some(&other), &payload(b"abc"), &a, None).unwrap();
+        assert_eq!(p.changes, ["rewrite /k (3 bytes)"]);
+        // Same content, other mode: chmod only, no diff, no content sent.
+        let same = (st(FileKind::Regular, "munge", 0o644, 3), sum.clone());
+        let p = content_step("/k", Some(&same), &payload(b"abc"), &a, Some("D".into())).unwrap();
+        assert_eq!(p.changes, ["mode 0644 -> 0400"]);
+        assert_eq!(script_of(&p), "chmod 0400 /k");
+        assert_eq!(p.diff, None);
+        // Same: nothing.
+        let ok = (st(FileKind::Regular, "munge", 0o400, 3), sum.clone());
+        let p = content_step("/k", Some(&ok), &payload(b"abc"), &a, None).unwrap();
+        assert!(p.changes.is_empty());
+        assert!(matches!(p.action, crate::primitives::Action::Nothing));
+        assert_eq!(
+            p.result.get("sha256").map(|v| v.to_string()),
+            Some(sum.clone())
+        );
+        // A directory in the way: refused.
+        let dir = (st(FileKind::Directory, "root", 0o755, 0), "-".to_string());
+        assert!(content_step("/k", Some(&dir), &payload(b"abc"), &a, None).is_err());
+    }
+
+    #[test]
+    fn download_table() {
+        let url = "http://mirror/x.tar.gz";
+        let sha = "a".repeat(64);
+        let o = DownloadOpts {
+            sha256: Some(sha.to_uppercase()),
+            attrs: attrs(None, Some(0o755)),
+            timeout: Some(60),
+        };
+        // Missing: download, checked, within its time limit.
+        let p = download_step(url, "/x", None, &o).unwrap();
+        assert_eq!(p.changes, [format!("download {url}")]);
+        assert!(script_of(&p).contains(&format!("[ \"$got\" = {sha} ]")));
+        assert!(script_of(&p).contains("chmod 0755 \"$t\""));
+        let crate::primitives::Action::Script { timeout, .. } = &p.action else {
+            panic!("a script");
+        };
+        assert_eq!(*timeout, Some(std::time::Duration::from_secs(60)));
+        assert_eq!(p.writes[0].1.content, PlannedContent::Unknown);
+        // There with that checksum: nothing; with another: again.
+        let there = (st(FileKind::Regular, "root", 0o755, 9), sha.clone());
+        assert!(download_step(url, "/x", Some(&there), &o)
+            .unwrap()
+            .changes
+            .is_empty());
+        let stale = (st(FileKind::Regular, "root", 0o755, 9), "b".repeat(64));
+        assert_eq!(
+            download_step(url, "/x", Some(&stale), &o)
+                .unwrap()
+                .changes
+                .len(),
+            1
+        );
+        // No checksum (or ""): any file there is the download; only its mode is fixed.
+        let o2 = DownloadOpts {
+            sha256: Some(String::new()),
+            attrs: attrs(None, Some(0o755)),
+            timeout: None,
+        };
+        let p = download_step(
+            url,
+            "/x",
+            Some(&(st(FileKind::Regular, "root", 0o644, 9), "c".into())),
+            &o2,
+        )
+        .unwrap();
+        assert_eq!(p.changes, ["mode 0644 -> 0755"]);
+        // A bad checksum is refused before anything runs.
+        let bad = DownloadOpts {
+            sha256: Some("abc".into()),
+            ..Default::default()
+        };
+        let e = download_step(url, "/x", None, &bad).unwrap_err();
+        assert!(e.contains("is not 64 hex digits"), "{e}");
+    }
+
+    #[test]
+    fn unpack_table() {
+        let o = UnpackOpts {
+            creates: Some("/src/t/configure".into()),
+            strip_components: 1,
+            owner: Some("build".into()),
+        };
+        let f = |marker, archive, planned: Option<&str>| UnpackFacts {
+            marker,
+            archive,
+            planned_archive: planned.map(str::to_string),
+        };
+        // Done already.
+        assert!(unpack_step("/a.tgz", "/src/t", &f(true, true, None), &o)
+            .unwrap()
+            .changes
+            .is_empty());
+        assert!(unpack_step("/a.tgz", "/src/t", &f(true, false, None), &o)
+            .unwrap()
+            .changes
+            .is_empty());
+        // To do.
+        let p = unpack_step("/a.tgz", "/src/t", &f(false, true, None), &o).unwrap();
+        assert_eq!(p.changes, ["unpack /a.tgz into /src/t"]);
+        assert_eq!(
+            script_of(&p),
+            "mkdir -p -- /src/t && tar -xf /a.tgz -C /src/t --no-same-owner --strip-components=1 && chown -R build /src/t"
+        );
+        assert_eq!(p.writes[0].0, "/src/t/configure");
+        // No archive: an error, unless a step of this run makes it (then it says so).
+        let e = unpack_step("/a.tgz", "/src/t", &f(false, false, None), &o).unwrap_err();
+        assert_eq!(e, "archive /a.tgz does not exist");
+        let p = unpack_step(
+            "/a.tgz",
+            "/src/t",
+            &f(
+                false,
+                false,
+                Some("depends on h:/a.tgz (planned at b.rhai:3, not yet there)"),
+            ),
+            &o,
+        )
+        .unwrap();
+        assert_eq!(
+            p.changes,
+            ["unpack /a.tgz into /src/t (depends on h:/a.tgz (planned at b.rhai:3, not yet there))"]
+        );
+    }
+
+    #[test]
+    fn a_copy_of_a_file_not_there_yet_says_what_it_depends_on() {
+        let pf = PlannedFile::new(PlannedContent::Unknown, "munge.rhai:40");
+        let p = pending_step(
+            "/etc/munge/munge.key",
+            None,
+            ("master", "/etc/munge/munge.key"),
+            &pf,
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            p.changes,
+            ["create /etc/munge/munge.key from master:/etc/munge/munge.key: depends on master:/etc/munge/munge.key (planned at munge.rhai:40, not yet there)"]
+        );
+        assert!(p
+            .diff
+            .as_deref()
+            .is_some_and(|d| d.contains("content: depends on master:")));
+        assert!(matches!(p.action, crate::primitives::Action::Nothing));
+        assert_eq!(p.writes[0].1.content, PlannedContent::Unknown);
+        let cur = (st(FileKind::Regular, "munge", 0o400, 1024), "x".to_string());
+        let p = pending_step("/k", Some(&cur), ("m", "/k"), &pf, false).unwrap();
+        assert!(
+            p.changes[0].starts_with("write /k from m:/k: depends on"),
+            "{:?}",
+            p.changes
+        );
+        assert_eq!(p.diff, None);
+        let dir = (st(FileKind::Directory, "root", 0o755, 0), "-".to_string());
+        assert!(pending_step("/k", Some(&dir), ("m", "/k"), &pf, false).is_err());
+        // Attributes of a file a command of this run makes.
+        let p =
+            pending_attrs_step("/k", "master", &pf, &attrs(Some("munge"), Some(0o400))).unwrap();
+        assert_eq!(
+            p.changes,
+            ["owner munge, mode 0400 of /k once it exists: depends on master:/k (planned at munge.rhai:40, not yet there)"]
+        );
+        assert!(pending_attrs_step("/k", "m", &pf, &Attrs::default())
+            .unwrap()
+            .changes
+            .is_empty());
+    }
+
+    #[test]
+    fn stat_of_a_planned_path() {
+        let cur = st(FileKind::Regular, "root", 0o644, 10);
+        // Nothing planned: what is there.
+        assert_eq!(planned_stat(Some(cur.clone()), None), Some(cur.clone()));
+        assert_eq!(planned_stat(None, None), None);
+        // A planned template: its size and attributes.
+        let mut pf = PlannedFile::new(
+            PlannedContent::Bytes {
+                bytes: Arc::new(b"abc".to_vec()),
+                secret: false,
+            },
+            "m.rhai:3",
+        );
+        pf.mode = Some(0o600);
+        pf.owner = Some("slurm".into());
+        let s = planned_stat(None, Some(&pf)).unwrap();
+        assert_eq!(
+            (s.kind, s.size, s.mode, s.owner.as_str(), s.group.as_str()),
+            (FileKind::Regular, 3, 0o600, "slurm", "root")
+        );
+        let s = planned_stat(Some(st(FileKind::Regular, "x", 0o640, 99)), Some(&pf)).unwrap();
+        assert_eq!((s.size, s.group.as_str()), (3, "x"));
+        // Removed, or a directory.
+        assert_eq!(
+            planned_stat(
+                Some(cur.clone()),
+                Some(&PlannedFile::new(PlannedContent::Absent, "a:1"))
+            ),
+            None
+        );
+        let d = planned_stat(
+            None,
+            Some(&PlannedFile::new(PlannedContent::Directory, "a:1")),
+        )
+        .unwrap();
+        assert_eq!(d.kind_name(), "directory");
+    }
+
+    #[test]
+    fn streamed_copy_table() {
+        let a = Attrs::default();
+        let p = stream_step(true, "m", "/big", "/big", &a, None, 5 << 20, "s".into()).unwrap();
+        assert_eq!(
+            p.changes,
+            ["create /big (5242880 bytes, streamed from m:/big)"]
+        );
+        assert!(matches!(
+            p.action,
+            crate::primitives::Action::Work {
+                skip_in_dry_run: false,
+                ..
+            }
+        ));
+        assert!(p.diff.is_some());
+        let same = (
+            st(FileKind::Regular, "root", 0o644, 5 << 20),
+            "s".to_string(),
+        );
+        let p = stream_step(
+            false,
+            "m",
+            "/big",
+            "/big",
+            &a,
+            Some(&same),
+            5 << 20,
+            "s".into(),
+        )
+        .unwrap();
+        assert!(p.changes.is_empty());
+        assert!(matches!(p.action, crate::primitives::Action::Nothing));
+    }
+
+    #[test]
+    fn directory_and_absent_steps_record_what_they_plan() {
+        // (Through the same decision tables as above; the registry learns the kind.)
+        let p: StepPlan = plan_directory("/d", None, &Attrs::default())
+            .unwrap()
+            .into();
+        assert_eq!(script_of(&p), "mkdir -p -- /d");
+        let p: StepPlan = plan_remove("/d", Some(&st(FileKind::Directory, "r", 0o755, 0)), true)
+            .unwrap()
+            .into();
+        assert_eq!(script_of(&p), "rm -rf -- /d");
     }
 }

@@ -49,9 +49,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::context::HostCtx;
+use crate::planned::PlannedFile;
 use crate::report::{Status, StepEvent};
 
-/// What a primitive found and did.
+/// What a step did (or, in a dry run, would do): what `step` reports and returns.
 #[derive(Default)]
 pub struct Outcome {
     pub changed: bool,
@@ -63,21 +64,170 @@ pub struct Outcome {
     pub result: Map,
 }
 
-impl Outcome {
-    pub fn ok() -> Outcome {
-        Outcome::default()
+/// Work a real run does for a step; what it returns joins the step's result.
+pub type Work<'a> = Box<dyn FnOnce(&HostCtx) -> Result<Map, String> + 'a>;
+
+/// How a step's plan is carried out. Only [`step`] runs it, and never in a dry run.
+pub enum Action<'a> {
+    /// Nothing to run.
+    Nothing,
+    /// One script, in the C locale; a non-zero exit is a failure showing its stderr.
+    Script {
+        cmd: String,
+        stdin: Option<std::sync::Arc<Vec<u8>>>,
+        /// The target's limit (default: `--timeout`).
+        timeout: Option<std::time::Duration>,
+    },
+    /// Work only a real run does (a copy streamed between hosts, a wait); what it returns
+    /// joins the step's result. A dry run reports the plan's changes, or `skipped` when
+    /// `skip_in_dry_run`.
+    Work {
+        run: Work<'a>,
+        skip_in_dry_run: bool,
+    },
+    /// A command behind guards, whose probe and apply are one script: see [`Guarded`].
+    Guarded(Guarded),
+}
+
+/// A command that runs unless its guard says it need not (`sh` with `creates`, `unless`, ...).
+/// A dry run sends the guard alone (it is the probe); a real run sends guard and command as
+/// one script, one round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guarded {
+    /// Prints [`GUARD_SKIP`] and exits when the command need not run (may be empty).
+    pub guard: String,
+    /// What runs after the guard: environment, folder, the command.
+    pub command: String,
+    pub stdin: Option<Vec<u8>>,
+    pub timeout: Option<std::time::Duration>,
+    /// A failing command (or one out of time) is reported `changed`, not a failure.
+    pub ignore_errors: bool,
+    /// The change reported when it runs ("run: make install").
+    pub change: String,
+}
+
+/// What a guard prints when the command need not run.
+pub const GUARD_SKIP: &str = "__RCP_GUARD_SKIP__";
+
+/// A step's plan: what its probes found wrong and how to put it right. The body of a
+/// primitive builds it from facts (pure decision functions do the deciding); [`step`] alone
+/// reports it and applies it unless this is a dry run.
+pub struct StepPlan<'a> {
+    pub changes: Vec<String>,
+    pub diff: Option<String>,
+    /// Extra fields of the value returned to the recipe.
+    pub result: Map,
+    pub action: Action<'a>,
+    /// Paths this step writes, for the run's registry of planned files (dry runs).
+    pub writes: Vec<(String, PlannedFile)>,
+    /// What makes this change the same as another (options, content checksum) when it is
+    /// idempotent: the same change planned twice on a host in one dry run counts once.
+    /// `None`: every planned run is a change of its own (`sh` without `creates`, restarts).
+    pub identity: Option<String>,
+}
+
+impl<'a> StepPlan<'a> {
+    /// Nothing to change.
+    pub fn ok() -> StepPlan<'a> {
+        StepPlan {
+            changes: Vec::new(),
+            diff: None,
+            result: Map::new(),
+            action: Action::Nothing,
+            writes: Vec::new(),
+            identity: None,
+        }
     }
-    pub fn change(&mut self, what: impl Into<String>) {
-        self.changed = true;
-        self.changes.push(what.into());
-    }
-    pub fn with(mut self, key: &str, v: impl Into<Dynamic>) -> Outcome {
+    pub fn with(mut self, key: &str, v: impl Into<Dynamic>) -> StepPlan<'a> {
         self.result.insert(key.into(), v.into());
         self
     }
+    /// Same change as another step with the same op, target and `id`.
+    pub fn same_as(mut self, id: impl Into<String>) -> StepPlan<'a> {
+        self.identity = Some(id.into());
+        self
+    }
+    pub fn writes(mut self, path: &str, f: PlannedFile) -> StepPlan<'a> {
+        self.writes.push((path.to_string(), f));
+        self
+    }
+    /// A guarded command.
+    pub fn guarded(g: Guarded) -> StepPlan<'a> {
+        StepPlan {
+            action: Action::Guarded(g),
+            ..StepPlan::ok()
+        }
+    }
+    /// Work that only a real run does (see [`Action::Work`]).
+    pub fn work(
+        skip_in_dry_run: bool,
+        run: impl FnOnce(&HostCtx) -> Result<Map, String> + 'a,
+    ) -> StepPlan<'a> {
+        StepPlan {
+            action: Action::Work {
+                run: Box::new(run),
+                skip_in_dry_run,
+            },
+            ..StepPlan::ok()
+        }
+    }
+    /// A change made by one script.
+    pub fn script(
+        changes: Vec<String>,
+        cmd: String,
+        stdin: Option<std::sync::Arc<Vec<u8>>>,
+        timeout: Option<std::time::Duration>,
+    ) -> StepPlan<'a> {
+        StepPlan {
+            changes,
+            action: Action::Script {
+                cmd,
+                stdin,
+                timeout,
+            },
+            ..StepPlan::ok()
+        }
+    }
 }
 
-pub type StepResult = Result<Outcome, String>;
+impl std::fmt::Debug for Action<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Nothing => write!(f, "Nothing"),
+            Action::Script { cmd, timeout, .. } => write!(f, "Script({cmd:?}, {timeout:?})"),
+            Action::Work {
+                skip_in_dry_run, ..
+            } => write!(f, "Work(skip_in_dry_run: {skip_in_dry_run})"),
+            Action::Guarded(g) => write!(f, "{g:?}"),
+        }
+    }
+}
+
+impl std::fmt::Debug for StepPlan<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepPlan")
+            .field("changes", &self.changes)
+            .field("diff", &self.diff)
+            .field("action", &self.action)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<Plan> for StepPlan<'_> {
+    /// The changes of a decision table, made by its commands joined with `&&`.
+    fn from(p: Plan) -> Self {
+        if p.cmds.is_empty() {
+            return StepPlan {
+                changes: p.changes,
+                ..StepPlan::ok()
+            };
+        }
+        StepPlan::script(p.changes, p.cmds.join(" && "), None, None)
+    }
+}
+
+pub type StepResult<'a> = Result<StepPlan<'a>, String>;
 
 /// The host this script runs for (set as the engine's tag).
 pub fn host_ctx(ctx: &NativeCallContext) -> Result<Arc<HostCtx>, Box<EvalAltResult>> {
@@ -206,10 +356,7 @@ fn failed_options_step(ctx: &NativeCallContext, op: &str, msg: &str) {
     let Some(h) = ctx.tag().and_then(|t| t.clone().try_cast::<Arc<HostCtx>>()) else {
         return;
     };
-    let source = ctx
-        .call_source()
-        .filter(|s| *s != h.recipe.source)
-        .map(short_source);
+    let source = call_file(ctx, &h);
     h.run.reporter.step(StepEvent {
         event: "step",
         host: h.name.clone(),
@@ -227,22 +374,42 @@ fn failed_options_step(ctx: &NativeCallContext, op: &str, msg: &str) {
     });
 }
 
-/// Runs one step: times it, reports it, returns `#{changed, status, ...}` or a runtime error.
-pub fn step(
+/// Runs one step: the body probes and returns a plan; `step` reports it and, unless this is
+/// a dry run, applies it. Returns `#{changed, status, ...}` or a runtime error.
+pub fn step<'a>(
     ctx: &NativeCallContext,
     op: &str,
     target: &str,
-    body: impl FnOnce(&HostCtx) -> StepResult,
+    body: impl FnOnce(&HostCtx) -> StepResult<'a>,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    step_after(ctx, op, target, None, body)
+}
+
+/// [`step`] with a command that must run before the probes in a real run
+/// (`systemctl daemon-reload`, so that units written by earlier steps are seen as written).
+/// A dry run probes what is there.
+pub fn step_after<'a>(
+    ctx: &NativeCallContext,
+    op: &str,
+    target: &str,
+    before: Option<&str>,
+    body: impl FnOnce(&HostCtx) -> StepResult<'a>,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
     let h = host_ctx(ctx)?;
     let pos = ctx.call_position();
     let line = pos.line().unwrap_or(0);
-    let source = ctx
-        .call_source()
-        .filter(|s| *s != h.recipe.source)
-        .map(short_source);
+    let source = call_file(ctx, &h);
+    let at = format!("{}:{line}", source.as_deref().unwrap_or(&h.recipe.name));
     let started = Instant::now();
-    let res = crate::cpu::native(|| body(&h));
+    let res = crate::cpu::native(|| {
+        if let Some(cmd) = before {
+            if !h.run.dry_run {
+                apply(&h, cmd, None, None)?;
+            }
+        }
+        let plan = body(&h)?;
+        carry_out(&h, op, target, &at, plan)
+    });
     let ms = started.elapsed().as_millis() as u64;
     let mut ev = StepEvent {
         event: "step",
@@ -303,6 +470,196 @@ pub fn step(
     }
 }
 
+/// The one place that tells a dry run from a real one: report the plan, and apply it only
+/// in a real run. A dry run records what it plans in the run's registry, and a change
+/// planned already on this host (by another recipe of the run) is `ok` here.
+fn carry_out(
+    h: &HostCtx,
+    op: &str,
+    target: &str,
+    at: &str,
+    plan: StepPlan,
+) -> Result<Outcome, String> {
+    let StepPlan {
+        changes,
+        diff,
+        mut result,
+        action,
+        writes,
+        identity,
+    } = plan;
+    let dry = h.run.dry_run;
+    let mut out = Outcome {
+        changed: !changes.is_empty(),
+        skipped: false,
+        changes,
+        diff,
+        result: Map::new(),
+    };
+    match action {
+        Action::Guarded(g) => {
+            let ran = run_guarded(h, &g, &mut out)?;
+            out.result.extend(std::mem::take(&mut result));
+            if dry && ran {
+                return Ok(planned_once(h, op, target, at, out, writes, identity));
+            }
+            return Ok(out);
+        }
+        Action::Work {
+            skip_in_dry_run: true,
+            ..
+        } if dry => {
+            out.skipped = true;
+            out.changed = false;
+        }
+        _ if dry => {
+            out.result = result;
+            if out.changed {
+                return Ok(planned_once(h, op, target, at, out, writes, identity));
+            }
+            return Ok(out);
+        }
+        Action::Nothing => {}
+        Action::Script {
+            cmd,
+            stdin,
+            timeout,
+        } => {
+            apply(
+                h,
+                &cmd,
+                stdin.as_deref().and_then(|b| stdin_bytes(b)),
+                timeout,
+            )?;
+        }
+        Action::Work { run, .. } => result.extend(run(h)?),
+    }
+    out.result = result;
+    Ok(out)
+}
+
+/// A dry run's change: recorded with what it writes, or `ok` when this host has it planned
+/// already.
+fn planned_once(
+    h: &HostCtx,
+    op: &str,
+    target: &str,
+    at: &str,
+    mut out: Outcome,
+    writes: Vec<(String, PlannedFile)>,
+    identity: Option<String>,
+) -> Outcome {
+    if let Some(id) = identity {
+        let key = format!("{op} {target} {id}");
+        if let Some(first) = h.run.planned.first_change(&h.name, &key, at) {
+            out.changed = false;
+            out.diff = None;
+            out.changes = vec![format!(
+                "planned already at {first} (counted there; a real run finds it done)"
+            )];
+            return out;
+        }
+    }
+    for (path, mut f) in writes {
+        f.at = at.to_string();
+        h.run.planned.plan_file(&h.name, &path, f);
+    }
+    out
+}
+
+/// Runs a guarded command: in a dry run the guard alone, in a real run guard and command
+/// as one script. Fills `out`; true when the command runs (or would run).
+fn run_guarded(h: &HostCtx, g: &Guarded, out: &mut Outcome) -> Result<bool, String> {
+    let dry = h.run.dry_run;
+    let script = if dry {
+        format!("{}exit 0\n", g.guard)
+    } else {
+        format!("{}{}", g.guard, g.command)
+    };
+    let stdin = if dry {
+        None
+    } else {
+        g.stdin.as_deref().and_then(stdin_bytes)
+    };
+    let res = |rc: i64, stdout: String, stderr: String| -> Map {
+        let mut m = Map::new();
+        m.insert("rc".into(), rc.into());
+        m.insert("stdout".into(), stdout.into());
+        m.insert("stderr".into(), stderr.into());
+        m
+    };
+    let r = match h.exec(&script, stdin, g.timeout) {
+        Ok(r) => r,
+        // A time limit is one more way to fail: `ignore_errors` covers it too.
+        Err(e @ crate::transport::TransportError::Timeout(_)) if g.ignore_errors => {
+            out.changed = true;
+            out.changes.push(format!("{} (stopped: {e})", g.change));
+            out.result = res(
+                crate::transport::shell::TIMEOUT_STATUS as i64,
+                String::new(),
+                e.to_string(),
+            );
+            out.result.insert("timed_out".into(), true.into());
+            return Ok(true);
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let stdout = r.stdout_str();
+    if stdout.starts_with(GUARD_SKIP) {
+        out.result = res(0, String::new(), String::new());
+        return Ok(false);
+    }
+    out.changed = true;
+    out.changes.push(g.change.clone());
+    if dry {
+        out.result = res(0, String::new(), String::new());
+        return Ok(true);
+    }
+    if r.status != 0 && !g.ignore_errors {
+        return Err(failure_text(&r));
+    }
+    out.result = res(r.status as i64, stdout, r.stderr_str());
+    Ok(true)
+}
+
+/// What this run's dry-run steps plan for `host:path` (nothing in a real run: there the host
+/// holds the result).
+pub fn planned_file(h: &HostCtx, host: &str, path: &str) -> Option<PlannedFile> {
+    h.run.planned.file(host, path)
+}
+
+/// The file of the call when it is not the recipe: `stdlib/x.rhai` for a step inside a
+/// module's function (Rhai names the module by its import name, `x`: the file is found
+/// where `import` found it, once per module and folder).
+pub fn call_file(ctx: &NativeCallContext, h: &HostCtx) -> Option<String> {
+    type Cache = std::sync::Mutex<std::collections::HashMap<(std::path::PathBuf, String), String>>;
+    static FILES: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let src = ctx.call_source().filter(|s| *s != h.recipe.source)?;
+    let key = (h.recipe.dir.clone(), src.to_string());
+    let files = FILES.get_or_init(Default::default);
+    if let Some(f) = files.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return Some(f);
+    }
+    let path = std::path::Path::new(src);
+    let found = if path.is_file() {
+        Some(path.to_path_buf())
+    } else {
+        crate::modules::module_paths(&h.recipe.dir)
+            .into_iter()
+            .map(|d| d.join(format!("{src}.rhai")))
+            .find(|p| p.is_file())
+    };
+    let f = short_source(
+        &found
+            .map(|p| p.display().to_string())
+            .unwrap_or(src.to_string()),
+    );
+    if let Ok(mut m) = files.lock() {
+        m.insert(key, f.clone());
+    }
+    Some(f)
+}
+
 /// `stdlib/x.rhai` rather than an absolute path, for output.
 pub fn short_source(s: &str) -> String {
     let p = std::path::Path::new(s);
@@ -335,18 +692,21 @@ pub fn check(h: &HostCtx, cmd: &str) -> Result<crate::transport::ExecOutput, Str
         .map_err(|e| e.to_string())
 }
 
-/// Runs a changing command in the C locale: never in a dry run. Non-zero status is an error
-/// with stderr.
-pub fn apply(
+/// Runs a changing command in the C locale; non-zero status is an error with stderr. Only
+/// [`carry_out`] calls it, and never in a dry run.
+fn apply(
     h: &HostCtx,
     cmd: &str,
     stdin: Option<&[u8]>,
+    timeout: Option<std::time::Duration>,
 ) -> Result<crate::transport::ExecOutput, String> {
     if h.run.dry_run {
-        return Ok(Default::default());
+        return Err(format!(
+            "internal error: a change was about to be made in a dry run: {cmd}"
+        ));
     }
     let out = h
-        .exec(&in_c_locale(cmd), stdin, None)
+        .exec(&in_c_locale(cmd), stdin, timeout)
         .map_err(|e| e.to_string())?;
     if out.status != 0 {
         return Err(failure_text(&out));
@@ -374,16 +734,6 @@ impl Plan {
     pub fn add(&mut self, what: impl Into<String>, cmd: impl Into<String>) {
         self.changes.push(what.into());
         self.cmds.push(cmd.into());
-    }
-    /// Reports the changes in `out` and runs the commands as one (nothing in a dry run).
-    pub fn apply_to(&self, h: &HostCtx, out: &mut Outcome) -> Result<(), String> {
-        for w in &self.changes {
-            out.change(w.clone());
-        }
-        if !self.cmds.is_empty() {
-            apply(h, &self.cmds.join(" && "), None)?;
-        }
-        Ok(())
     }
 }
 
@@ -706,5 +1056,28 @@ mod tests {
             e.to_string().contains("state \"gone\" is not one of"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_decision_table_becomes_one_script() {
+        let mut p = Plan::default();
+        let sp: StepPlan = p.clone().into();
+        assert!(sp.changes.is_empty() && matches!(sp.action, Action::Nothing));
+        p.add("owner root -> munge", "chown -h munge /k");
+        p.add("mode 0644 -> 0400", "chmod 0400 /k");
+        let sp: StepPlan = p.into();
+        assert_eq!(sp.changes, ["owner root -> munge", "mode 0644 -> 0400"]);
+        let Action::Script {
+            cmd,
+            stdin,
+            timeout,
+        } = &sp.action
+        else {
+            panic!("{sp:?}");
+        };
+        assert_eq!(cmd, "chown -h munge /k && chmod 0400 /k");
+        assert!(stdin.is_none() && timeout.is_none());
+        assert_eq!(sp.identity, None);
+        assert!(sp.writes.is_empty());
     }
 }

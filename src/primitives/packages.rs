@@ -2,7 +2,7 @@
 
 use rhai::plugin::*;
 
-use super::{check, Outcome, Plan, Presence};
+use super::{check, Plan, Presence, StepPlan};
 use crate::transport::quote;
 
 /// Options of `packages`.
@@ -140,11 +140,10 @@ fn do_packages(
         let facts = parse_query(&check(h, &query_cmd(&names))?.stdout_str())?;
         let state = o.state.unwrap_or(Presence::Present);
         let (todo, plan) = plan_packages(&names, &facts, state, o.update_cache);
-        let mut out = Outcome::ok();
         let arr: rhai::Array = todo.iter().map(|s| Dynamic::from(s.clone())).collect();
-        out.result.insert("packages".into(), arr.into());
-        plan.apply_to(h, &mut out)?;
-        Ok(out)
+        Ok(StepPlan::from(plan)
+            .with("packages", arr)
+            .same_as(format!("{:?} {}", state, o.update_cache)))
     })
 }
 

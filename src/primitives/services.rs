@@ -2,7 +2,7 @@
 
 use rhai::plugin::*;
 
-use super::{apply, check, Outcome, Plan};
+use super::{check, Plan, StepPlan};
 use crate::transport::quote;
 
 choice!(
@@ -111,36 +111,18 @@ pub fn plan_service(name: &str, u: &UnitFacts, o: &ServiceOpts) -> Plan {
     p
 }
 
-fn do_service(
-    ctx: &NativeCallContext,
-    name: &str,
-    o: ServiceOpts,
-) -> Result<Dynamic, Box<EvalAltResult>> {
-    super::step(ctx, "service", name, |h| {
-        super::no_nul("service", name)?;
-        let q = quote(name);
-        if o.daemon_reload && !h.run.dry_run {
-            // Before the query: a unit file written by an earlier step must be seen as it is.
-            apply(h, "systemctl daemon-reload", None)?;
-        }
-        let st = check(h, &unit_query(&q))?;
-        if st.status != 0 {
-            return Err(format!(
-                "cannot read the state of {name} with systemctl (is this host running systemd?): {}",
-                super::failure_text(&st)
-            ));
-        }
-        let u = parse_unit(&st.stdout_str());
-        let mut out = Outcome::ok()
-            .with("active", u.active.clone())
-            .with("enabled", u.enabled.clone());
-        let plan = plan_service(name, &u, &o);
-        if plan.is_empty() {
-            return Ok(out);
-        }
-        for c in &plan.changes {
-            out.change(c.clone());
-        }
+/// The step of `service`: the decision table's commands as one script, which shows the
+/// unit's status and journal when a start fails, and the unit's states in the result.
+pub fn service_plan<'a>(name: &str, u: &UnitFacts, o: &ServiceOpts) -> StepPlan<'a> {
+    let q = quote(name);
+    let plan = plan_service(name, u, o);
+    let acts = matches!(
+        o.state,
+        Some(ServiceState::Restarted | ServiceState::Reloaded)
+    );
+    let mut step = if plan.is_empty() {
+        StepPlan::ok()
+    } else {
         let mut script = plan.cmds.join(" && ");
         if matches!(
             o.state,
@@ -151,8 +133,34 @@ fn do_service(
                 "{script} || {{ rc=$?; systemctl status --no-pager -l -- {q} 2>&1 | tail -n 15 >&2; journalctl -u {q} -n 15 --no-pager 2>&1 >&2; exit $rc; }}"
             );
         }
-        apply(h, &script, None)?;
-        Ok(out)
+        StepPlan::script(plan.changes, script, None, None)
+    };
+    if !acts {
+        // Restarts and reloads act every time; starting, stopping and enabling do not.
+        step = step.same_as(format!("{:?} {:?}", o.state, o.enabled));
+    }
+    step.with("active", u.active.clone())
+        .with("enabled", u.enabled.clone())
+}
+
+fn do_service(
+    ctx: &NativeCallContext,
+    name: &str,
+    o: ServiceOpts,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    // Before the query: a unit file written by an earlier step must be seen as it is.
+    let before = o.daemon_reload.then_some("systemctl daemon-reload");
+    super::step_after(ctx, "service", name, before, |h| {
+        super::no_nul("service", name)?;
+        let q = quote(name);
+        let st = check(h, &unit_query(&q))?;
+        if st.status != 0 {
+            return Err(format!(
+                "cannot read the state of {name} with systemctl (is this host running systemd?): {}",
+                super::failure_text(&st)
+            ));
+        }
+        Ok(service_plan(name, &parse_unit(&st.stdout_str()), &o))
     })
 }
 
@@ -184,11 +192,13 @@ pub mod api {
     /// Runs `systemctl daemon-reload` (always reported `changed`; skipped in dry runs).
     #[rhai_fn(name = "daemon_reload", return_raw)]
     pub fn daemon_reload(ctx: NativeCallContext) -> Result<Dynamic, Box<EvalAltResult>> {
-        crate::primitives::step(&ctx, "daemon_reload", "systemd", |h| {
-            let mut out = Outcome::ok();
-            out.change("systemctl daemon-reload");
-            apply(h, "systemctl daemon-reload", None)?;
-            Ok(out)
+        crate::primitives::step(&ctx, "daemon_reload", "systemd", |_| {
+            Ok(StepPlan::script(
+                vec!["systemctl daemon-reload".into()],
+                "systemctl daemon-reload".into(),
+                None,
+                None,
+            ))
         })
     }
 }
@@ -317,5 +327,50 @@ mod tests {
         );
         let e = ServiceState::parse("restart").unwrap_err();
         assert!(e.contains("did you mean \"restarted\"?"), "{e}");
+    }
+
+    #[test]
+    fn the_step_shows_why_a_start_failed_and_counts_restarts_each_time() {
+        let u = unit("inactive", "disabled");
+        let p = service_plan("munge", &u, &opts(Some(ServiceState::Started), Some(true)));
+        let crate::primitives::Action::Script { cmd, .. } = &p.action else {
+            panic!("a script: {p:?}");
+        };
+        assert!(
+            cmd.starts_with("systemctl enable -q -- munge && systemctl start -- munge || { rc=$?; systemctl status"),
+            "{cmd}"
+        );
+        assert!(p.identity.is_some());
+        assert_eq!(p.result["active"].to_string(), "inactive");
+        // Stopping shows no status; nothing to do runs nothing.
+        let p = service_plan(
+            "munge",
+            &unit("active", "enabled"),
+            &opts(Some(ServiceState::Stopped), None),
+        );
+        let crate::primitives::Action::Script { cmd, .. } = &p.action else {
+            panic!("a script: {p:?}");
+        };
+        assert_eq!(cmd, "systemctl stop -- munge");
+        let p = service_plan(
+            "munge",
+            &unit("active", "enabled"),
+            &opts(Some(ServiceState::Started), Some(true)),
+        );
+        assert!(p.changes.is_empty() && matches!(p.action, crate::primitives::Action::Nothing));
+        // A restart is a change of its own every time it is planned.
+        let p = service_plan(
+            "munge",
+            &unit("active", "enabled"),
+            &opts(Some(ServiceState::Restarted), None),
+        );
+        assert_eq!(p.changes, ["restart munge (was active)"]);
+        assert_eq!(p.identity, None);
+        let p = service_plan(
+            "munge",
+            &unit("active", "enabled"),
+            &opts(Some(ServiceState::Reloaded), None),
+        );
+        assert_eq!(p.identity, None);
     }
 }

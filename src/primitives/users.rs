@@ -2,7 +2,7 @@
 
 use rhai::plugin::*;
 
-use super::{check, Outcome, Plan, Presence};
+use super::{check, Plan, Presence, StepPlan};
 use crate::transport::quote;
 
 /// Options of `user`.
@@ -272,6 +272,16 @@ pub fn plan_group(name: &str, cur: Option<&GroupFacts>, o: &GroupOpts) -> Plan {
     p
 }
 
+/// The step of `group`: its decision table, and the group's GID in the result.
+pub fn group_step<'a>(name: &str, cur: Option<&GroupFacts>, o: &GroupOpts) -> StepPlan<'a> {
+    let plan = StepPlan::from(plan_group(name, cur, o)).same_as(format!("{o:?}"));
+    if o.state == Some(Presence::Absent) {
+        return plan;
+    }
+    let gid = o.gid.or(cur.map(|c| c.gid)).map(|g| g as i64).unwrap_or(-1);
+    plan.with("gid", gid)
+}
+
 fn do_group(
     ctx: &NativeCallContext,
     name: &str,
@@ -284,13 +294,7 @@ fn do_group(
             return Err(super::failure_text(&out));
         }
         let cur = parse_group(&out.stdout_str())?;
-        let mut res = Outcome::ok();
-        plan_group(name, cur.as_ref(), &o).apply_to(h, &mut res)?;
-        if o.state == Some(Presence::Absent) {
-            return Ok(res);
-        }
-        let gid = o.gid.or(cur.map(|c| c.gid)).map(|g| g as i64).unwrap_or(-1);
-        Ok(res.with("gid", gid))
+        Ok(group_step(name, cur.as_ref(), &o))
     })
 }
 
@@ -309,9 +313,7 @@ fn do_user(
             return Err(super::failure_text(&out));
         }
         let cur = parse_user(&out.stdout_str())?;
-        let mut res = Outcome::ok();
-        plan_user(name, cur.as_ref(), &o).apply_to(h, &mut res)?;
-        Ok(res)
+        Ok(StepPlan::from(plan_user(name, cur.as_ref(), &o)).same_as(format!("{o:?}")))
     })
 }
 
@@ -484,6 +486,52 @@ mod tests {
             ["groupdel slurm"]
         );
         assert!(plan_group("slurm", None, &gone).is_empty());
+    }
+
+    #[test]
+    fn group_step_returns_the_gid() {
+        let o = GroupOpts {
+            gid: Some(64030),
+            system: true,
+            state: None,
+        };
+        let p = group_step("slurm", None, &o);
+        assert_eq!(p.changes, ["create group slurm (gid 64030)"]);
+        assert_eq!(p.result["gid"].as_int().ok(), Some(64030));
+        let p = group_step(
+            "slurm",
+            Some(&GroupFacts { gid: 77 }),
+            &GroupOpts::default(),
+        );
+        assert!(p.changes.is_empty());
+        assert_eq!(p.result["gid"].as_int().ok(), Some(77));
+        let p = group_step("slurm", None, &GroupOpts::default());
+        assert_eq!(p.result["gid"].as_int().ok(), Some(-1));
+        let gone = GroupOpts {
+            state: Some(Presence::Absent),
+            ..Default::default()
+        };
+        assert!(!group_step("slurm", Some(&GroupFacts { gid: 5 }), &gone)
+            .result
+            .contains_key("gid"));
+        // The same options are the same change; others are not.
+        assert_eq!(
+            group_step("slurm", None, &o).identity,
+            group_step("slurm", None, &o).identity
+        );
+        assert_ne!(
+            group_step("slurm", None, &o).identity,
+            group_step("slurm", None, &gone).identity
+        );
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(valid_name("slurm").is_ok());
+        assert!(valid_name("host$").is_ok());
+        for bad in ["", "-x", "a b", "a;b", "a/b"] {
+            assert!(valid_name(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
