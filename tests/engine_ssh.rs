@@ -11,12 +11,10 @@ fn engine(base: impl std::fmt::Display) -> Test {
 }
 
 /// The engine fixture on every host of `inv`, as JSON.
-fn run_json(inv: &std::path::Path, base: &str, extra: &[&str]) -> Output {
+fn engine_json(inv: &std::path::Path, base: &str) -> Test {
     engine(base)
         .args(["--group", "all", "--json", "-i"])
         .arg(inv)
-        .args(extra)
-        .run()
 }
 
 #[test]
@@ -25,7 +23,7 @@ fn converges_then_reports_nothing_changed() {
     let inv = sshd.inventory("t1", "");
     let base = sshd.path("target");
     let base = base.to_str().expect("utf8");
-    let out = run_json(&inv, base, &[]);
+    let out = engine_json(&inv, base).run();
     assert_eq!(
         out.code,
         0,
@@ -59,7 +57,7 @@ fn converges_then_reports_nothing_changed() {
     assert_eq!(mode(&format!("{base}/sub dir")), 0o750);
     assert!(std::path::Path::new(&format!("{base}/notified")).exists());
 
-    let out = run_json(&inv, base, &[]).expect_success();
+    let out = engine_json(&inv, base).run().expect_success();
     let ev = out.events();
     let recap = &recaps(&ev)[0];
     assert_eq!(recap["changed"], 0, "second run changed something: {ev:?}");
@@ -72,7 +70,9 @@ fn converges_then_reports_nothing_changed() {
 
     // A changed variable changes exactly the template, and the notification runs.
     std::fs::remove_file(format!("{base}/notified")).ok();
-    let ev = run_json(&inv, base, &["--var", "greeting=hello"])
+    let ev = engine_json(&inv, base)
+        .args(["--var", "greeting=hello"])
+        .run()
         .expect_success()
         .events();
     let changed: Vec<String> = ev

@@ -28,11 +28,6 @@ fn run_all(recipe: &Path, inv: &Path) -> Test {
         .arg(inv)
 }
 
-/// [`run_all`] with `extra` arguments, to the end.
-fn run(recipe: &Path, inv: &Path, extra: &[&str]) -> Output {
-    run_all(recipe, inv).args(extra).run()
-}
-
 fn sha(b: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(b))
@@ -142,7 +137,7 @@ fn connection_faults_name_the_host_and_the_others_finish() {
     // Unreachable: nothing listens there any more.
     dead.stop();
 
-    let r = run(&recipe, &inv, &[]);
+    let r = run_all(&recipe, &inv).run();
     assert_eq!(r.code, 1, "{}", r.show());
     assert_one_screen(&r, &["wrongkey", "hostkey", "dead"]);
     assert!(r.stdout.contains("authentication failed"), "{}", r.show());
@@ -156,7 +151,7 @@ fn connection_faults_name_the_host_and_the_others_finish() {
         assert!(!dir.join(h).exists(), "{h} was changed");
     }
 
-    let r = run(&recipe, &inv, &["--json"]);
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.code, 1);
     let g = r.recap("good");
     assert_eq!(
@@ -195,14 +190,16 @@ fn connection_faults_name_the_host_and_the_others_finish() {
     assert!(st.status.success(), "{fix}: {}", text(&st.stderr));
     std::fs::copy(wrong_key.path("client_key"), &stranger).expect("key");
     let _dead_again = restart(&dead);
-    let r = run(&recipe, &inv, &["--json", "--accept-new-host-keys"]);
+    let r = run_all(&recipe, &inv)
+        .args(["--json", "--accept-new-host-keys"])
+        .run();
     assert_eq!(r.code, 0, "{}", r.show());
     assert_eq!(r.recap("good")["changed"], 0);
     for h in ["wrongkey", "hostkey", "dead"] {
         assert!(r.recap(h)["changed"].as_u64().unwrap_or(0) > 0);
         assert!(dir.join(h).join("done").exists());
     }
-    let r = run(&recipe, &inv, &["--json"]);
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.code, 0, "{}", r.show());
     for h in ["good", "wrongkey", "hostkey", "dead"] {
         assert_eq!(r.recap(h)["changed"], 0, "{h}");
@@ -222,7 +219,7 @@ fn a_hung_command_is_stopped_by_its_timeout() {
         ],
     );
     let started = Instant::now();
-    let r = run(&recipe, &inv, &[]);
+    let r = run_all(&recipe, &inv).run();
     let took = started.elapsed();
     assert_eq!(r.code, 1, "{}", r.show());
     assert_one_screen(&r, &["hangs"]);
@@ -252,7 +249,9 @@ fn a_hung_command_is_stopped_by_its_timeout() {
             format!("{}, hang_global = true", base_var(dir, "h2")),
         )],
     );
-    let r = run(&recipe, &inv2, &["--json", "--timeout", "2"]);
+    let r = run_all(&recipe, &inv2)
+        .args(["--json", "--timeout", "2"])
+        .run();
     assert_eq!(r.code, 1, "{}", r.show());
     let ev = r.events();
     let failed: Vec<_> = ev.iter().filter(|e| e["status"] == "failed").collect();
@@ -275,11 +274,11 @@ fn a_hung_command_is_stopped_by_its_timeout() {
             spec("fine", &s, base_var(dir, "f")),
         ],
     );
-    let r = run(&recipe, &inv, &["--json"]);
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.code, 0, "{}", r.show());
     assert!(r.recap("hangs")["changed"].as_u64().unwrap_or(0) > 0);
     assert_eq!(r.recap("fine")["changed"], 0);
-    let r = run(&recipe, &inv, &["--json"]);
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.recap("hangs")["changed"], 0);
 }
 
@@ -320,11 +319,11 @@ fn sshd_killed_mid_command_fails_that_host_only() {
     assert!(!dir.join("c/done").exists());
 
     let _back = restart(&victim);
-    let r = run(&recipe, &inv, &["--json"]);
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.code, 0, "{}", r.show());
     assert_eq!(r.recap("other")["changed"], 0);
     assert!(dir.join("c/done").exists());
-    let r = run(&recipe, &inv, &["--json"]);
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.recap("cut")["changed"], 0, "{}", r.show());
 }
 
@@ -388,13 +387,13 @@ fn sshd_killed_mid_transfer_leaves_the_old_file_whole() {
     );
 
     let _back = restart(&s);
-    let r = run(&recipe, &inv, &["--json"]);
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.code, 0, "{}", r.show());
     assert_eq!(
         sha(&std::fs::read(base.join("big.bin")).expect("new")),
         sha(&big)
     );
-    let r = run(&recipe, &inv, &["--json"]);
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.recap("t1")["changed"], 0);
     assert!(leftovers(&base).is_empty());
 }
@@ -445,7 +444,7 @@ fn a_full_disk_fails_the_write_and_keeps_the_old_file() {
             ),
         ],
     );
-    let r = run(&recipe, &inv, &[]);
+    let r = run_all(&recipe, &inv).run();
     assert_eq!(r.code, 1, "{}", r.show());
     assert_one_screen(&r, &["full"]);
     assert!(r.stdout.contains("No space left"), "{}", r.show());
@@ -465,7 +464,7 @@ fn a_full_disk_fails_the_write_and_keeps_the_old_file() {
         .status()
         .expect("remount");
     assert!(st.success());
-    let r = run(&recipe, &inv, &["--json"]);
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.code, 0, "{}", r.show());
     assert_eq!(
         std::fs::metadata(full.join("big.bin"))
@@ -473,7 +472,7 @@ fn a_full_disk_fails_the_write_and_keeps_the_old_file() {
             .unwrap_or(0),
         2 * 1024 * 1024
     );
-    let r = run(&recipe, &inv, &["--json"]);
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.recap("full")["changed"], 0);
     assert_eq!(r.recap("roomy")["changed"], 0);
 }
@@ -821,7 +820,7 @@ fn on_sandbox_hosts() {
         ),
     )
     .expect("inventory");
-    let r = run(&recipe, &inv, &[]);
+    let r = run_all(&recipe, &inv).run();
     assert_eq!(r.code, 1, "{}", r.show());
     assert_one_screen(&r, &["f2u"]);
     assert!(
@@ -835,13 +834,13 @@ fn on_sandbox_hosts() {
         "f2",
         "echo 'rcpuser ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/rcpuser && chmod 0440 /etc/sudoers.d/rcpuser",
     );
-    let r = run(&recipe, &inv, &["--json"]);
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.code, 0, "{}", r.show());
     assert_eq!(r.recap("f1")["changed"], 0);
     assert!(r.recap("f2u")["changed"].as_u64().unwrap_or(0) > 0);
     let owner = sb.ssh_ok("f2", "stat -c %U /etc/recipe-faults/done");
     assert_eq!(owner.trim(), "root", "written through sudo");
-    let r = run(&recipe, &inv, &["--json"]);
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.recap("f2u")["changed"], 0);
 
     // 3. The link of f1 goes down in the middle of a command: f1 fails on the run's
@@ -885,9 +884,9 @@ fn on_sandbox_hosts() {
         "f2 finished"
     );
     let inv = link_inv("0.1");
-    let r = run(&recipe, &inv, &["--json"]);
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.code, 0, "{}", r.show());
     assert_eq!(r.recap("f2")["changed"], 0);
-    let r = run(&recipe, &inv, &["--json"]);
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.recap("f1")["changed"], 0, "{}", r.show());
 }

@@ -355,6 +355,7 @@ impl Test {
         Ok(Running {
             line,
             child,
+            reaped: false,
             deadline: Instant::now() + self.timeout,
             stdin,
             stdout,
@@ -373,10 +374,12 @@ impl Test {
     }
 }
 
-/// A run started with [`Test::spawn`].
+/// A run started with [`Test::spawn`]; killed if dropped before [`Running::finish`] (when the
+/// test fails on the way).
 pub struct Running {
     line: String,
     child: Child,
+    reaped: bool,
     deadline: Instant,
     stdin: Option<JoinHandle<()>>,
     stdout: Option<JoinHandle<Vec<u8>>>,
@@ -428,6 +431,7 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
+        self.reaped = true;
         if let Some(t) = self.stdin.take() {
             let _ = t.join();
         }
@@ -436,7 +440,7 @@ impl Running {
         };
         let (stdout, stderr) = (join(self.stdout.take()), join(self.stderr.take()));
         let out = Output {
-            line: self.line,
+            line: std::mem::take(&mut self.line),
             code: status.code().unwrap_or(-1),
             stdout: text(&stdout),
             stderr: text(&stderr),
@@ -447,6 +451,15 @@ impl Running {
             return Err(format!("timed out, killed:\n{}", out.show()));
         }
         Ok(out)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
