@@ -10,41 +10,16 @@ use std::time::{Duration, Instant};
 
 const BAD: &str = "tests/fixtures/bad";
 
-struct Out {
-    code: i32,
-    text: String,
-}
-
-fn run(args: &[&str]) -> Out {
-    let out = recipe().args(args).output().expect("runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !text.contains("panicked") && !text.contains("RUST_BACKTRACE"),
-        "{args:?} panicked:\n{text}"
-    );
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        text,
-    }
-}
-
-/// Checks the status, that every expected piece is there, and that the error fits a screen.
-fn expect(args: &[&str], code: i32, pieces: &[&str]) -> Out {
-    let o = run(args);
-    assert_eq!(o.code, code, "{args:?}:\n{}", o.text);
-    for p in pieces {
-        assert!(o.text.contains(p), "{args:?}: no {p:?} in:\n{}", o.text);
-    }
-    assert!(
-        o.text.lines().count() <= 25 && o.text.len() <= 4000,
-        "{args:?}: more than a screen:\n{}",
-        o.text
-    );
-    o
+/// Runs `recipe ARGS`, checks that it did not panic, its status, that every expected piece
+/// is there, and that the error fits a screen.
+fn expect(args: &[&str], code: i32, pieces: &[&str]) -> Output {
+    Test::new()
+        .args(args)
+        .run()
+        .expect_no_panic()
+        .expect_code(code)
+        .expect_contains(pieces)
+        .expect_at_most(25, 4000)
 }
 
 fn f(name: &str) -> String {
@@ -133,7 +108,7 @@ fn an_unresolvable_host_is_bad_input_found_before_connecting() {
         2,
         &["nosuchhost.invalid", "cannot resolve"],
     );
-    assert!(!o.text.contains("error: internal"), "{}", o.text);
+    assert!(!o.all().contains("error: internal"), "{}", o.show());
 }
 
 #[test]
@@ -240,9 +215,10 @@ fn runaway_recipes_are_stopped_by_the_limits() {
         let o = expect(&["run", &f(file), "--local"], 1, &[place]);
         // A tight loop meets the operations limit, or the CPU limit on a slow machine.
         assert!(
-            o.text.contains(why) || (why == "Too many operations" && o.text.contains("CPU limit")),
+            o.all().contains(why)
+                || (why == "Too many operations" && o.all().contains("CPU limit")),
             "{file}: no {why:?} in:\n{}",
-            o.text
+            o.all()
         );
         assert!(
             started.elapsed() < Duration::from_secs(60),
@@ -305,7 +281,7 @@ fn a_recipes_validate_refuses_before_any_host_with_exit_2() {
             "'slow' is not a mode",
         ],
     );
-    assert!(!o.text.contains("unreachable"), "{}", o.text);
+    assert!(!o.all().contains("unreachable"), "{}", o.show());
     // Good values pass validation and the recipe runs.
     expect(&["run", &r, "--local"], 0, &["ran"]);
 }

@@ -8,31 +8,15 @@ use common::*;
 
 const BAD: &str = "tests/fixtures/bad";
 
-struct Out {
-    code: i32,
-    stdout: String,
-    text: String,
-}
-
-fn run(args: &[&str]) -> Out {
-    let out = recipe().args(args).output().expect("runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let text = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!text.contains("panicked"), "{args:?} panicked:\n{text}");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout,
-        text,
-    }
-}
-
-fn expect(args: &[&str], code: i32, pieces: &[&str]) -> Out {
-    let o = run(args);
-    assert_eq!(o.code, code, "{args:?}:\n{}", o.text);
-    for p in pieces {
-        assert!(o.text.contains(p), "{args:?}: no {p:?} in:\n{}", o.text);
-    }
-    o
+/// Runs `recipe ARGS`, checks that it did not panic, its status and that every expected
+/// piece is there.
+fn expect(args: &[&str], code: i32, pieces: &[&str]) -> Output {
+    Test::new()
+        .args(args)
+        .run()
+        .expect_no_panic()
+        .expect_code(code)
+        .expect_contains(pieces)
 }
 
 fn f(name: &str) -> String {
@@ -121,9 +105,17 @@ fn shipped_recipes_stdlib_and_fixtures_pass() {
     let args: Vec<&str> = std::iter::once("check")
         .chain(files.iter().map(String::as_str))
         .collect();
-    let o = run(&args);
-    assert_eq!(o.code, 0, "{}", o.text);
-    assert_eq!(o.text.matches(": ok (").count(), files.len(), "{}", o.text);
+    let o = Test::new()
+        .args(&args)
+        .run()
+        .expect_no_panic()
+        .expect_success();
+    assert_eq!(
+        o.all().matches(": ok (").count(),
+        files.len(),
+        "{}",
+        o.show()
+    );
 }
 
 #[test]
@@ -158,11 +150,11 @@ fn an_unknown_option_built_at_run_time_fails_its_step() {
         1,
         &[],
     );
-    let ev = events(o.stdout.as_bytes());
+    let ev = o.events();
     let step = ev
         .iter()
         .find(|e| e["event"] == "step")
-        .unwrap_or_else(|| panic!("no step event: {}", o.text));
+        .unwrap_or_else(|| panic!("no step event: {}", o.show()));
     assert_eq!(step["status"], "failed", "{step}");
     assert_eq!(step["op"], "file", "{step}");
     assert_eq!(step["line"], 6, "{step}");

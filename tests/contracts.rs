@@ -134,14 +134,13 @@ fn json_events_have_exactly_the_documented_fields() {
         ),
     )
     .expect("write");
-    let out = recipe()
+    let out = Test::new()
         .arg("run")
         .arg(&r)
         .args(["--local", "--json", "--diff"])
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(1));
-    let mut ev = events(&out.stdout);
+        .run()
+        .expect_code(1);
+    let mut ev = out.events();
     assert_eq!(recaps(&ev).len(), 1);
     // `skipped`: a wait_for in a dry run.
     std::fs::write(
@@ -149,14 +148,13 @@ fn json_events_have_exactly_the_documented_fields() {
         "// A skipped step.\nfn defaults() { #{} }\nwait_for(\"true\", #{timeout: 5});\n",
     )
     .expect("write");
-    let out = recipe()
+    let out = Test::new()
         .arg("run")
         .arg(&r)
         .args(["--local", "--json", "--dry-run"])
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(0));
-    ev.extend(events(&out.stdout));
+        .run()
+        .expect_success();
+    ev.extend(out.events());
     let mut statuses = BTreeSet::new();
     for e in &ev {
         let kind = e["event"].as_str().unwrap_or("");
@@ -188,12 +186,11 @@ fn json_events_have_exactly_the_documented_fields() {
 #[test]
 fn completions_name_every_subcommand() {
     for shell in ["bash", "zsh", "fish"] {
-        let out = recipe()
+        let out = Test::new()
             .args(["completions", shell])
-            .output()
-            .expect("runs");
-        assert!(out.status.success(), "{shell}");
-        let text = String::from_utf8_lossy(&out.stdout);
+            .run()
+            .expect_success();
+        let text = &out.stdout;
         for sub in [
             "run",
             "check",
@@ -215,9 +212,8 @@ fn completions_name_every_subcommand() {
 
 #[test]
 fn the_man_page_is_generated() {
-    let out = recipe().arg("man").output().expect("runs");
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = Test::new().arg("man").run().expect_success();
+    let text = &out.stdout;
     assert!(
         text.starts_with(".ie") || text.contains(".TH recipe"),
         "{text}"
@@ -226,20 +222,19 @@ fn the_man_page_is_generated() {
         assert!(text.contains(&format!("recipe\\-{sub}")), "man lacks {sub}");
     }
     let dir = tempfile::tempdir().expect("tmp");
-    let out = recipe()
+    Test::new()
         .args(["man", "--dir"])
         .arg(dir.path())
-        .output()
-        .expect("runs");
-    assert!(out.status.success());
+        .run()
+        .expect_success();
     let run = std::fs::read_to_string(dir.path().join("recipe-run.1")).unwrap_or_default();
     assert!(run.contains("dry\\-run"), "recipe-run.1: {run}");
 }
 
 #[test]
 fn version_names_the_commit() {
-    let out = recipe().arg("--version").output().expect("runs");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = Test::new().arg("--version").run();
+    let text = &out.stdout;
     assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
     let head = std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])

@@ -1,15 +1,15 @@
 //! Documentation kept in sync with the code: docs/api.md is what `recipe doc` prints.
 
 mod common;
+use common::*;
 
 #[test]
 fn api_reference_is_up_to_date() {
-    let out = common::recipe().arg("doc").output().expect("runs");
-    assert!(out.status.success());
-    let now = String::from_utf8_lossy(&out.stdout);
-    let file = std::fs::read_to_string(common::fixture("../../docs/api.md")).unwrap_or_default();
+    let out = Test::new().arg("doc").run().expect_success();
+    let now = &out.stdout;
+    let file = std::fs::read_to_string(fixture("../../docs/api.md")).unwrap_or_default();
     assert!(
-        now == file,
+        *now == file,
         "docs/api.md is stale: run `cargo run -- doc > docs/api.md`"
     );
     for f in [
@@ -41,17 +41,12 @@ fn api_reference_is_up_to_date() {
 #[test]
 fn definitions_for_editors_are_written() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = common::recipe()
+    Test::new()
         .arg("doc")
         .arg("--definitions")
         .arg(dir.path())
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .run()
+        .expect_success();
     let n = std::fs::read_dir(dir.path())
         .map(|d| d.count())
         .unwrap_or(0);
@@ -60,9 +55,8 @@ fn definitions_for_editors_are_written() {
 
 #[test]
 fn list_shows_doc_lines_and_defaults() {
-    let out = common::recipe().arg("list").output().expect("runs");
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = Test::new().arg("list").run().expect_success();
+    let text = &out.stdout;
     assert!(text.contains("example.rhai  Example:"), "{text}");
     assert!(
         text.contains("base = \"/opt/recipe-example\"    # folder everything goes into"),

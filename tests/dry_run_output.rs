@@ -1,6 +1,7 @@
 //! Snapshot of what a dry run prints: the steps, the changes, and the diffs (local transport).
 
 mod common;
+use common::*;
 
 #[test]
 fn dry_run_with_diff_reads_like_a_plan() {
@@ -12,7 +13,7 @@ fn dry_run_with_diff_reads_like_a_plan() {
         "greeting = old\nitem1\n",
     )
     .expect("old file");
-    let out = common::recipe()
+    let out = Test::new()
         .args([
             "run",
             "tests/fixtures/recipes/engine.rhai",
@@ -21,14 +22,9 @@ fn dry_run_with_diff_reads_like_a_plan() {
             "--diff",
         ])
         .args(["--var", &format!("base={}", base.display())])
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).replace(&base.display().to_string(), "<BASE>");
+        .run()
+        .expect_success();
+    let text = out.stdout.replace(&base.display().to_string(), "<BASE>");
     insta::assert_snapshot!(text);
     // Nothing was written.
     assert!(!base.join("blob.bin").exists());

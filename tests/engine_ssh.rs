@@ -3,31 +3,18 @@
 mod common;
 use common::*;
 
-fn run_json(
-    inv: &std::path::Path,
-    base: &str,
-    extra: &[&str],
-) -> (i32, Vec<serde_json::Value>, String) {
-    let out = recipe()
-        .args([
-            "run",
-            "tests/fixtures/recipes/engine.rhai",
-            "--group",
-            "all",
-            "--json",
-            "-i",
-        ])
-        .arg(inv)
+/// `recipe run` of the engine fixture, into `base`.
+fn engine(base: impl std::fmt::Display) -> Test {
+    Test::new()
+        .args(["run", "tests/fixtures/recipes/engine.rhai"])
         .args(["--var", &format!("base={base}")])
-        .args(extra)
-        .output()
-        .expect("runs");
-    let code = out.status.code().unwrap_or(-1);
-    (
-        code,
-        events(&out.stdout),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+}
+
+/// The engine fixture on every host of `inv`, as JSON.
+fn engine_json(inv: &std::path::Path, base: &str) -> Test {
+    engine(base)
+        .args(["--group", "all", "--json", "-i"])
+        .arg(inv)
 }
 
 #[test]
@@ -36,13 +23,15 @@ fn converges_then_reports_nothing_changed() {
     let inv = sshd.inventory("t1", "");
     let base = sshd.path("target");
     let base = base.to_str().expect("utf8");
-    let (code, ev, err) = run_json(&inv, base, &[]);
+    let out = engine_json(&inv, base).run();
     assert_eq!(
-        code,
+        out.code,
         0,
-        "first run failed: {err}\n{ev:?}\nsshd: {}",
+        "first run failed: {}\nsshd: {}",
+        out.show(),
         sshd.log()
     );
+    let ev = out.events();
     let steps: Vec<_> = ev.iter().filter(|e| e["event"] == "step").collect();
     assert!(steps.iter().all(|s| s["status"] == "changed"), "{steps:?}");
     assert!(steps.iter().all(|s| s["host"] == "t1"
@@ -68,8 +57,8 @@ fn converges_then_reports_nothing_changed() {
     assert_eq!(mode(&format!("{base}/sub dir")), 0o750);
     assert!(std::path::Path::new(&format!("{base}/notified")).exists());
 
-    let (code, ev, err) = run_json(&inv, base, &[]);
-    assert_eq!(code, 0, "{err}");
+    let out = engine_json(&inv, base).run().expect_success();
+    let ev = out.events();
     let recap = &recaps(&ev)[0];
     assert_eq!(recap["changed"], 0, "second run changed something: {ev:?}");
     assert_eq!(recap["failed"], 0);
@@ -81,8 +70,11 @@ fn converges_then_reports_nothing_changed() {
 
     // A changed variable changes exactly the template, and the notification runs.
     std::fs::remove_file(format!("{base}/notified")).ok();
-    let (code, ev, _) = run_json(&inv, base, &["--var", "greeting=hello"]);
-    assert_eq!(code, 0);
+    let ev = engine_json(&inv, base)
+        .args(["--var", "greeting=hello"])
+        .run()
+        .expect_success()
+        .events();
     let changed: Vec<String> = ev
         .iter()
         .filter(|e| e["status"] == "changed")
@@ -115,26 +107,12 @@ fn dry_run_on_a_fresh_target_changes_nothing() {
     std::fs::create_dir_all(&root).expect("dir");
     let before = snapshot(&root);
     let base = root.join("target");
-    let out = recipe()
-        .args([
-            "run",
-            "tests/fixtures/recipes/engine.rhai",
-            "--host",
-            "t1",
-            "--dry-run",
-            "--diff",
-            "-i",
-        ])
+    let out = engine(base.display())
+        .args(["--host", "t1", "--dry-run", "--diff", "-i"])
         .arg(&inv)
-        .args(["--var", &format!("base={}", base.display())])
-        .output()
-        .expect("runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .run()
+        .expect_success();
+    let text = &out.stdout;
     assert!(text.contains("would change"), "{text}");
     assert!(
         text.contains("+greeting = hi"),
@@ -170,21 +148,12 @@ fn changed_host_key_is_refused_with_the_fix() {
         ),
     )
     .expect("write");
-    let out = recipe()
-        .args([
-            "run",
-            "tests/fixtures/recipes/engine.rhai",
-            "--host",
-            "t1",
-            "--accept-new-host-keys",
-            "-i",
-        ])
+    let out = engine(sshd.path("x").display())
+        .args(["--host", "t1", "--accept-new-host-keys", "-i"])
         .arg(&inv)
-        .args(["--var", &format!("base={}", sshd.path("x").display())])
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
+        .run()
+        .expect_code(1);
+    let text = &out.stdout;
     assert!(text.contains("HOST KEY CHANGED"), "{text}");
     assert!(text.contains("ssh-keygen -R"), "names the fix: {text}");
     assert!(text.contains("unreachable"), "{text}");
@@ -198,39 +167,23 @@ fn unknown_host_key_is_refused_unless_accepted() {
     std::fs::write(sshd.path("known_hosts"), "").expect("empty known_hosts");
     let base = sshd.path("acc");
     let run = |accept: bool| {
-        let mut c = recipe();
-        c.args([
-            "run",
-            "tests/fixtures/recipes/engine.rhai",
-            "--host",
-            "t1",
-            "--json",
-            "-i",
-        ])
-        .arg(&inv)
-        .args(["--var", &format!("base={}", base.display())]);
+        let t = engine(base.display())
+            .args(["--host", "t1", "--json", "-i"])
+            .arg(&inv);
         if accept {
-            c.arg("--accept-new-host-keys");
+            t.arg("--accept-new-host-keys").run()
+        } else {
+            t.run()
         }
-        c.output().expect("runs")
     };
-    let out = run(false);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("unknown host key"));
-    let out = run(true);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    run(false)
+        .expect_code(1)
+        .expect_stdout_contains(&["unknown host key"]);
+    run(true).expect_success();
     let kh = std::fs::read_to_string(sshd.path("known_hosts")).unwrap_or_default();
     assert!(kh.contains(&format!("[127.0.0.1]:{}", sshd.port)), "{kh}");
-    assert_eq!(
-        run(false).status.code(),
-        Some(0),
-        "the recorded key is now known"
-    );
+    // The recorded key is now known.
+    run(false).expect_success();
 }
 
 #[test]
@@ -244,24 +197,12 @@ fn an_unreachable_host_fails_while_the_other_succeeds() {
         &format!("\n[hosts.dead]\naddress = \"127.0.0.1\"\nport = {dead_port}\nuser = \"root\"\nkey = \"{}\"\n", sshd.path("client_key").display()),
     );
     let base = sshd.path("two");
-    let out = recipe()
-        .args([
-            "run",
-            "tests/fixtures/recipes/engine.rhai",
-            "--host",
-            "good",
-            "--host",
-            "dead",
-            "--json",
-            "-i",
-        ])
+    let out = engine(base.display())
+        .args(["--host", "good", "--host", "dead", "--json", "-i"])
         .arg(&inv)
-        .args(["--var", &format!("base={}", base.display())])
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(1));
-    let ev = events(&out.stdout);
-    let r = recaps(&ev);
+        .run()
+        .expect_code(1);
+    let r = out.recaps();
     let good = r.iter().find(|x| x["host"] == "good").expect("good recap");
     let dead = r.iter().find(|x| x["host"] == "dead").expect("dead recap");
     assert_eq!(good["failed"], 0);
@@ -276,32 +217,26 @@ fn an_unreachable_host_fails_while_the_other_succeeds() {
 
 #[test]
 fn a_syntax_error_exits_2_with_line_and_column() {
-    let out = recipe()
+    Test::new()
         .args([
             "run",
             "tests/fixtures/recipes/syntax_error.rhai",
             "--host",
             "nowhere.invalid",
         ])
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("syntax_error.rhai:3:"), "{err}");
-    assert!(
-        err.contains("let b = (a + ;"),
-        "shows the source line: {err}"
-    );
-    let out = recipe()
+        .run()
+        .expect_code(2)
+        // With the source line.
+        .expect_stderr_contains(&["syntax_error.rhai:3:", "let b = (a + ;"]);
+    Test::new()
         .args(["check", "tests/fixtures/recipes/syntax_error.rhai"])
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(2));
+        .run()
+        .expect_code(2);
 }
 
 #[test]
 fn a_misspelt_var_is_an_error_before_any_host_is_touched() {
-    let out = recipe()
+    Test::new()
         .args([
             "run",
             "tests/fixtures/recipes/engine.rhai",
@@ -310,11 +245,9 @@ fn a_misspelt_var_is_an_error_before_any_host_is_touched() {
             "--var",
             "greting=x",
         ])
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("did you mean greeting"), "{err}");
+        .run()
+        .expect_code(2)
+        .expect_stderr_contains(&["did you mean greeting"]);
 }
 
 #[test]
@@ -324,17 +257,14 @@ fn a_command_that_hangs_is_stopped_by_its_timeout() {
     let r = sshd.path("hang.rhai");
     std::fs::write(&r, "// Hangs.\nsh(\"sleep 600\", #{timeout: 2});\n").expect("write");
     let started = std::time::Instant::now();
-    let out = recipe()
+    Test::new()
         .arg("run")
         .arg(&r)
         .args(["--host", "t1", "-i"])
         .arg(&inv)
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("did not finish within 2s"), "{text}");
-    assert!(text.contains("hang.rhai:2"), "{text}");
+        .run()
+        .expect_code(1)
+        .expect_stdout_contains(&["did not finish within 2s", "hang.rhai:2"]);
     assert!(started.elapsed().as_secs() < 60);
 }
 
@@ -343,7 +273,7 @@ fn controller_mode_plays_recipes_in_order_and_reuses_connections() {
     let sshd = Sshd::start();
     let inv = sshd.inventory("t1", "");
     let base = sshd.path("orch");
-    let out = recipe()
+    let out = Test::new()
         .args([
             "run",
             "tests/fixtures/recipes/orchestrate.rhai",
@@ -353,17 +283,10 @@ fn controller_mode_plays_recipes_in_order_and_reuses_connections() {
         .arg(&inv)
         .args(["--var", &format!("base={}", base.display())])
         .env("RECIPE_STATS", "1")
-        .output()
-        .expect("runs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{err}\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let ev = events(&out.stdout);
-    let steps: Vec<_> = ev.iter().filter(|e| e["event"] == "step").collect();
+        .run()
+        .expect_success();
+    let err = &out.stderr;
+    let steps = out.steps();
     // First play changes everything (5 steps), the second finds nothing to do (4 steps:
     // the notification runs only on change).
     assert_eq!(steps.len(), 9, "{steps:?}");
@@ -395,25 +318,10 @@ fn a_host_behind_a_jump_host_is_reached_through_it() {
         ),
     );
     let base = inner.path("via-jump");
-    let out = recipe()
-        .args([
-            "run",
-            "tests/fixtures/recipes/engine.rhai",
-            "--host",
-            "inner",
-            "--json",
-            "-i",
-        ])
+    engine(base.display())
+        .args(["--host", "inner", "--json", "-i"])
         .arg(&inv)
-        .args(["--var", &format!("base={}", base.display())])
-        .output()
-        .expect("runs");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .run()
+        .expect_success();
     assert!(base.join("blob.bin").exists());
 }

@@ -11,268 +11,21 @@
 //! repaired converges (and a third run changes nothing).
 
 mod common;
+use common::loopback::*;
+use common::sandbox::Sandbox;
 use common::*;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-// ---------------------------------------------------------------------------------------
-// Helpers: processes, sshd restarts, runs in the background.
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// (pid, parent pid, comm) of every process.
-fn processes() -> Vec<(u32, u32, String)> {
-    let mut v = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return v;
-    };
-    for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = stat[open + 1..close].to_string();
-        let ppid = stat[close + 1..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        v.push((pid, ppid, comm));
-    }
-    v
-}
-
-fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| text(&b).replace('\0', " "))
-        .unwrap_or_default()
-}
-
-/// The pid of the listening sshd of `s` (its PidFile, else by its config path).
-fn listener_pid(s: &Sshd) -> Option<u32> {
-    if let Some(p) = std::fs::read_to_string(s.path("sshd.pid"))
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-    {
-        return Some(p);
-    }
-    let cfg = s.path("sshd_config").display().to_string();
-    processes()
-        .into_iter()
-        .find(|(pid, _, comm)| comm == "sshd" && cmdline(*pid).contains(&cfg))
-        .map(|(pid, _, _)| pid)
-}
-
-/// Kills `s`'s sshd like a crash would: the listener and every per-connection sshd process,
-/// all at once with SIGKILL. The users' shells are left running (as after a real cut); they
-/// see their input end.
-fn cut(s: &mut Sshd) {
-    let Some(root) = listener_pid(s) else {
-        panic!("no sshd to cut: {}", s.log());
-    };
-    let procs = processes();
-    let mut tree = vec![root];
-    let mut i = 0;
-    while i < tree.len() {
-        let p = tree[i];
-        tree.extend(
-            procs
-                .iter()
-                .filter(|(_, pp, comm)| *pp == p && comm == "sshd")
-                .map(|(pid, _, _)| *pid),
-        );
-        i += 1;
-    }
-    for pid in tree {
-        // SAFETY: kill(2) on pids that this test's own sshd started.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
-        }
-    }
-    s.stop();
-}
-
-/// A second life of a test sshd: same config, port and keys. Killed on drop.
-struct Restarted(Child);
-
-impl Drop for Restarted {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn restart(s: &Sshd) -> Restarted {
-    std::fs::remove_file(s.path("sshd.pid")).ok();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    // The old listener's port may take a moment to be free again.
-    loop {
-        let child = Command::new(sshd_path())
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(s.path("sshd_config"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sshd starts");
-        let mut r = Restarted(child);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect((s.addr.as_str(), s.port)).is_ok() {
-                return r;
-            }
-            if let Ok(Some(_)) = r.0.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(Instant::now() < deadline, "sshd did not restart");
-        drop(r.0.kill());
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// One host entry of a multi-host inventory.
-struct HostSpec<'a> {
-    name: &'a str,
-    sshd: &'a Sshd,
-    key: PathBuf,
-    vars: String,
-}
-
-/// An inventory naming several hosts (on one or more test sshds), with one known_hosts file
-/// holding every server's key.
-fn inventory(dir: &Path, hosts: &[HostSpec]) -> PathBuf {
-    let kh = dir.join("known_hosts");
-    let mut lines = String::new();
-    let mut seen = Vec::new();
-    for h in hosts {
-        if !seen.contains(&h.sshd.port) {
-            seen.push(h.sshd.port);
-            lines.push_str(&std::fs::read_to_string(h.sshd.path("known_hosts")).expect("kh"));
-        }
-    }
-    std::fs::write(&kh, lines).expect("known_hosts");
-    let mut inv = format!("known_hosts = \"{}\"\n", kh.display());
-    for h in hosts {
-        inv.push_str(&format!(
-            "\n[hosts.{}]\naddress = \"{}\"\nport = {}\nuser = \"root\"\nkey = \"{}\"\nvars = {{ {} }}\n",
-            h.name,
-            h.sshd.addr,
-            h.sshd.port,
-            h.key.display(),
-            h.vars
-        ));
-    }
-    let p = dir.join("inventory.toml");
-    std::fs::write(&p, inv).expect("inventory");
-    p
-}
-
-fn spec<'a>(name: &'a str, sshd: &'a Sshd, vars: String) -> HostSpec<'a> {
-    HostSpec {
-        name,
-        sshd,
-        key: sshd.path("client_key"),
-        vars,
-    }
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn events(&self) -> Vec<serde_json::Value> {
-        events(self.stdout.as_bytes())
-    }
-    fn recap(&self, host: &str) -> serde_json::Value {
-        recaps(&self.events())
-            .into_iter()
-            .find(|r| r["host"] == host)
-            .unwrap_or_else(|| panic!("no recap for {host}: {}{}", self.stdout, self.stderr))
-    }
-    fn all(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-}
-
-fn run(recipe: &Path, inv: &Path, extra: &[&str]) -> Run {
-    let out = common::recipe()
+/// `recipe run RECIPE --group all -i INV`.
+fn run_all(recipe: &Path, inv: &Path) -> Test {
+    Test::new()
         .arg("run")
         .arg(recipe)
         .args(["--group", "all", "-i"])
         .arg(inv)
-        .args(extra)
-        .output()
-        .expect("runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: text(&out.stdout),
-        stderr: text(&out.stderr),
-    }
-}
-
-/// Starts a run in the background (to break something while it works).
-fn spawn_run(recipe: &Path, inv: &Path, extra: &[&str]) -> Child {
-    Command::new(assert_cmd::cargo::cargo_bin("recipe"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("NO_COLOR", "1")
-        .arg("run")
-        .arg(recipe)
-        .args(["--group", "all", "-i"])
-        .arg(inv)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("recipe starts")
-}
-
-fn wait_run(c: Child) -> Run {
-    let out = c.wait_with_output().expect("recipe ends");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: text(&out.stdout),
-        stderr: text(&out.stderr),
-    }
-}
-
-/// Whether some process runs exactly this argv.
-fn running(argv: &[&str]) -> bool {
-    let want = argv.join(" ") + " ";
-    processes().iter().any(|(pid, _, _)| cmdline(*pid) == want)
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn leftovers(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(".recipe."))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn sha(b: &[u8]) -> String {
@@ -321,17 +74,17 @@ fn base_var(dir: &Path, name: &str) -> String {
 }
 
 /// A run's human output fits on one screen and names every failing host.
-fn assert_one_screen(r: &Run, hosts: &[&str]) {
+fn assert_one_screen(r: &Output, hosts: &[&str]) {
     let lines = r.all().lines().count();
     assert!(
         lines <= 40,
         "more than one screen ({lines} lines):\n{}",
-        r.all()
+        r.show()
     );
     for h in hosts {
-        assert!(r.stdout.contains(h), "{h} is not named:\n{}", r.all());
+        assert!(r.stdout.contains(h), "{h} is not named:\n{}", r.show());
     }
-    assert!(!r.all().contains("panicked"), "{}", r.all());
+    assert!(!r.all().contains("panicked"), "{}", r.show());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -348,12 +101,7 @@ fn connection_faults_name_the_host_and_the_others_finish() {
 
     // Wrong key: the inventory names a key the server does not know.
     let stranger = dir.join("stranger_key");
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&stranger)
-        .status()
-        .expect("keygen");
-    assert!(st.success());
+    keygen(&stranger);
     let mut hosts = vec![
         spec("good", &good, base_var(dir, "good")),
         spec("wrongkey", &wrong_key, base_var(dir, "wrongkey")),
@@ -365,11 +113,7 @@ fn connection_faults_name_the_host_and_the_others_finish() {
     // Host key changed: the recorded key for that server is another one.
     let kh = dir.join("known_hosts");
     let other = dir.join("other_host_key");
-    Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&other)
-        .status()
-        .expect("keygen");
+    keygen(&other);
     let other_pub = std::fs::read_to_string(dir.join("other_host_key.pub")).expect("pub");
     let mut p = other_pub.split_whitespace();
     let entry = format!(
@@ -393,12 +137,12 @@ fn connection_faults_name_the_host_and_the_others_finish() {
     // Unreachable: nothing listens there any more.
     dead.stop();
 
-    let r = run(&recipe, &inv, &[]);
-    assert_eq!(r.code, 1, "{}", r.all());
+    let r = run_all(&recipe, &inv).run();
+    assert_eq!(r.code, 1, "{}", r.show());
     assert_one_screen(&r, &["wrongkey", "hostkey", "dead"]);
-    assert!(r.stdout.contains("authentication failed"), "{}", r.all());
-    assert!(r.stdout.contains("HOST KEY CHANGED"), "{}", r.all());
-    assert!(r.stdout.contains("unreachable"), "{}", r.all());
+    assert!(r.stdout.contains("authentication failed"), "{}", r.show());
+    assert!(r.stdout.contains("HOST KEY CHANGED"), "{}", r.show());
+    assert!(r.stdout.contains("unreachable"), "{}", r.show());
     assert!(
         dir.join("good/done").exists(),
         "the good host did not finish"
@@ -407,7 +151,7 @@ fn connection_faults_name_the_host_and_the_others_finish() {
         assert!(!dir.join(h).exists(), "{h} was changed");
     }
 
-    let r = run(&recipe, &inv, &["--json"]);
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.code, 1);
     let g = r.recap("good");
     assert_eq!(
@@ -446,15 +190,17 @@ fn connection_faults_name_the_host_and_the_others_finish() {
     assert!(st.status.success(), "{fix}: {}", text(&st.stderr));
     std::fs::copy(wrong_key.path("client_key"), &stranger).expect("key");
     let _dead_again = restart(&dead);
-    let r = run(&recipe, &inv, &["--json", "--accept-new-host-keys"]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    let r = run_all(&recipe, &inv)
+        .args(["--json", "--accept-new-host-keys"])
+        .run();
+    assert_eq!(r.code, 0, "{}", r.show());
     assert_eq!(r.recap("good")["changed"], 0);
     for h in ["wrongkey", "hostkey", "dead"] {
         assert!(r.recap(h)["changed"].as_u64().unwrap_or(0) > 0);
         assert!(dir.join(h).join("done").exists());
     }
-    let r = run(&recipe, &inv, &["--json"]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
+    assert_eq!(r.code, 0, "{}", r.show());
     for h in ["good", "wrongkey", "hostkey", "dead"] {
         assert_eq!(r.recap(h)["changed"], 0, "{h}");
     }
@@ -473,19 +219,19 @@ fn a_hung_command_is_stopped_by_its_timeout() {
         ],
     );
     let started = Instant::now();
-    let r = run(&recipe, &inv, &[]);
+    let r = run_all(&recipe, &inv).run();
     let took = started.elapsed();
-    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(r.code, 1, "{}", r.show());
     assert_one_screen(&r, &["hangs"]);
     assert!(
         r.stdout.contains("did not finish within 2s"),
         "says why: {}",
-        r.all()
+        r.show()
     );
     assert!(
         r.stdout.contains("faults.rhai:15"),
         "names the step: {}",
-        r.all()
+        r.show()
     );
     assert!(took < Duration::from_secs(30), "took {took:?}");
     assert!(dir.join("f/done").exists(), "the other host finished");
@@ -503,8 +249,10 @@ fn a_hung_command_is_stopped_by_its_timeout() {
             format!("{}, hang_global = true", base_var(dir, "h2")),
         )],
     );
-    let r = run(&recipe, &inv2, &["--json", "--timeout", "2"]);
-    assert_eq!(r.code, 1, "{}", r.all());
+    let r = run_all(&recipe, &inv2)
+        .args(["--json", "--timeout", "2"])
+        .run();
+    assert_eq!(r.code, 1, "{}", r.show());
     let ev = r.events();
     let failed: Vec<_> = ev.iter().filter(|e| e["status"] == "failed").collect();
     assert_eq!(failed.len(), 1, "{ev:?}");
@@ -516,14 +264,7 @@ fn a_hung_command_is_stopped_by_its_timeout() {
         .contains("within 2s"));
     // Known limit: without a per-step `timeout` the target runs no `timeout(1)`, so the
     // controller gives up but the command goes on there (docs/security.md). Clean it up.
-    for (pid, _, _) in processes() {
-        if cmdline(pid) == "sleep 602 " {
-            // SAFETY: kill(2) on the command this test started.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-        }
-    }
+    kill_all(&["sleep", "602"]);
 
     // Re-run without the hang: converges, then nothing changes.
     let inv = inventory(
@@ -533,11 +274,11 @@ fn a_hung_command_is_stopped_by_its_timeout() {
             spec("fine", &s, base_var(dir, "f")),
         ],
     );
-    let r = run(&recipe, &inv, &["--json"]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
+    assert_eq!(r.code, 0, "{}", r.show());
     assert!(r.recap("hangs")["changed"].as_u64().unwrap_or(0) > 0);
     assert_eq!(r.recap("fine")["changed"], 0);
-    let r = run(&recipe, &inv, &["--json"]);
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.recap("hangs")["changed"], 0);
 }
 
@@ -562,28 +303,28 @@ fn sshd_killed_mid_command_fails_that_host_only() {
             ),
         ],
     );
-    let child = spawn_run(&recipe, &inv, &[]);
+    let child = run_all(&recipe, &inv).spawn();
     wait_until("the slow command", 30, || running(&["sleep", "6.25"]));
     cut(&mut victim);
-    let r = wait_run(child);
-    assert_eq!(r.code, 1, "{}", r.all());
+    let r = child.finish();
+    assert_eq!(r.code, 1, "{}", r.show());
     assert_one_screen(&r, &["cut"]);
-    assert!(r.stdout.contains("connection lost"), "{}", r.all());
+    assert!(r.stdout.contains("connection lost"), "{}", r.show());
     assert!(
         r.stdout.contains("faults.rhai:21"),
         "names the step: {}",
-        r.all()
+        r.show()
     );
     assert!(dir.join("o/done").exists(), "the other host finished");
     assert!(!dir.join("c/done").exists());
 
     let _back = restart(&victim);
-    let r = run(&recipe, &inv, &["--json"]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
+    assert_eq!(r.code, 0, "{}", r.show());
     assert_eq!(r.recap("other")["changed"], 0);
     assert!(dir.join("c/done").exists());
-    let r = run(&recipe, &inv, &["--json"]);
-    assert_eq!(r.recap("cut")["changed"], 0, "{}", r.all());
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
+    assert_eq!(r.recap("cut")["changed"], 0, "{}", r.show());
 }
 
 #[test]
@@ -614,7 +355,7 @@ fn sshd_killed_mid_transfer_leaves_the_old_file_whole() {
             format!("{}, big = \"big.src\"", base_var(dir, "t")),
         )],
     );
-    let child = spawn_run(&recipe, &inv, &[]);
+    let child = run_all(&recipe, &inv).spawn();
     // Cut as soon as the temporary file holds part of the new content.
     wait_until("the transfer to start", 60, || {
         leftovers(&base).iter().any(|n| {
@@ -624,15 +365,15 @@ fn sshd_killed_mid_transfer_leaves_the_old_file_whole() {
         })
     });
     cut(&mut s);
-    let r = wait_run(child);
-    assert_eq!(r.code, 1, "{}", r.all());
+    let r = child.finish();
+    assert_eq!(r.code, 1, "{}", r.show());
     assert_one_screen(&r, &["t1"]);
     assert!(
         r.stdout.contains("faults.rhai:24"),
         "names the step: {}",
-        r.all()
+        r.show()
     );
-    assert!(r.stdout.contains("connection lost"), "{}", r.all());
+    assert!(r.stdout.contains("connection lost"), "{}", r.show());
     // The remote shell outlives the cut for a moment: let it finish, then look.
     wait_until("the temporary file to go", 20, || {
         leftovers(&base).is_empty()
@@ -646,13 +387,13 @@ fn sshd_killed_mid_transfer_leaves_the_old_file_whole() {
     );
 
     let _back = restart(&s);
-    let r = run(&recipe, &inv, &["--json"]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
+    assert_eq!(r.code, 0, "{}", r.show());
     assert_eq!(
         sha(&std::fs::read(base.join("big.bin")).expect("new")),
         sha(&big)
     );
-    let r = run(&recipe, &inv, &["--json"]);
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.recap("t1")["changed"], 0);
     assert!(leftovers(&base).is_empty());
 }
@@ -664,11 +405,6 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 #[test]
@@ -708,14 +444,14 @@ fn a_full_disk_fails_the_write_and_keeps_the_old_file() {
             ),
         ],
     );
-    let r = run(&recipe, &inv, &[]);
-    assert_eq!(r.code, 1, "{}", r.all());
+    let r = run_all(&recipe, &inv).run();
+    assert_eq!(r.code, 1, "{}", r.show());
     assert_one_screen(&r, &["full"]);
-    assert!(r.stdout.contains("No space left"), "{}", r.all());
+    assert!(r.stdout.contains("No space left"), "{}", r.show());
     assert!(
         r.stdout.contains("faults.rhai:24"),
         "names the step: {}",
-        r.all()
+        r.show()
     );
     assert_eq!(std::fs::read(full.join("big.bin")).expect("old"), old);
     assert!(leftovers(&full).is_empty(), "{:?}", leftovers(&full));
@@ -728,15 +464,15 @@ fn a_full_disk_fails_the_write_and_keeps_the_old_file() {
         .status()
         .expect("remount");
     assert!(st.success());
-    let r = run(&recipe, &inv, &["--json"]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
+    assert_eq!(r.code, 0, "{}", r.show());
     assert_eq!(
         std::fs::metadata(full.join("big.bin"))
             .map(|m| m.len())
             .unwrap_or(0),
         2 * 1024 * 1024
     );
-    let r = run(&recipe, &inv, &["--json"]);
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.recap("full")["changed"], 0);
     assert_eq!(r.recap("roomy")["changed"], 0);
 }
@@ -748,69 +484,6 @@ fn a_full_disk_fails_the_write_and_keeps_the_old_file() {
 // Sandbox hosts (systemd-nspawn): one boot for every test that needs a real machine.
 
 const SANDBOX: &str = "faults";
-
-/// Takes the sandbox down when dropped, so a failing test leaves nothing running.
-struct SandboxDown;
-
-impl Drop for SandboxDown {
-    fn drop(&mut self) {
-        if let Err(e) = recipe::sandbox::down(SANDBOX) {
-            eprintln!("teardown of sandbox {SANDBOX} failed: {e:#}");
-        }
-    }
-}
-
-/// `find` listing (path, size, mode, numeric owner and group, type, link target) plus the
-/// sha256 of every regular file, of the folders a recipe may touch, read on the controller
-/// through the host's overlay root. The journal is left out: journald writes it all the time.
-fn fs_snapshot(root: &Path) -> Vec<String> {
-    let script = "cd \"$1\" && { find etc usr/local var/lib var/log -xdev \\( -path var/log/journal -prune \\) -o -printf '%p %s %m %U %G %y %l\\n'; \
-                  find etc usr/local var/lib var/log -xdev \\( -path var/log/journal -prune \\) -o -type f -print0 | xargs -0 -r sha256sum; } | sort";
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .arg("sh")
-        .arg(root)
-        .output()
-        .expect("find");
-    text(&out.stdout).lines().map(str::to_string).collect()
-}
-
-fn snapshot_diff(a: &[String], b: &[String]) -> String {
-    let gone: Vec<_> = a.iter().filter(|l| !b.contains(l)).take(20).collect();
-    let new: Vec<_> = b.iter().filter(|l| !a.contains(l)).take(20).collect();
-    format!("before only: {gone:#?}\nafter only: {new:#?}")
-}
-
-/// `ssh root@ADDR CMD` with the sandbox's key and known_hosts.
-fn sandbox_ssh(info: &recipe::sandbox::SandboxInfo, addr: &str, cmd: &str) -> String {
-    let out = Command::new("ssh")
-        .args(["-F", "/dev/null", "-i"])
-        .arg(&info.key)
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", info.known_hosts.display()))
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "ConnectTimeout=10",
-            "-l",
-            "root",
-            addr,
-            "--",
-            cmd,
-        ])
-        .output()
-        .expect("ssh");
-    assert!(
-        out.status.success(),
-        "ssh {addr} {cmd}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
 
 /// Variables a shipped recipe needs to run on the sandbox: the first host is the master.
 /// The recipe's declarations are read from `recipe list` (name = default).
@@ -859,21 +532,9 @@ fn on_sandbox_hosts() {
         eprintln!("skipped: the sandbox needs root");
         return;
     }
-    let _down = SandboxDown;
-    let info = recipe::sandbox::up(&recipe::sandbox::UpOptions {
-        name: SANDBOX.into(),
-        hosts: vec!["f1".into(), "f2".into()],
-        serve: None,
-        packages: Vec::new(),
-        release: recipe::sandbox::Release::default(),
-    })
-    .expect("sandbox up");
-    let roots: Vec<PathBuf> = info
-        .hosts
-        .iter()
-        .map(|(h, _)| info.dir.join("hosts").join(h).join("root"))
-        .collect();
-    let addr = |i: usize| info.hosts[i].1.to_string();
+    let sb = Sandbox::up(SANDBOX, &["f1", "f2"]).start();
+    let hosts: Vec<&str> = sb.hosts.iter().map(String::as_str).collect();
+    let roots: Vec<PathBuf> = hosts.iter().map(|h| sb.root(h)).collect();
 
     // 1. Dry run purity: every shipped recipe, on fresh hosts, changes no file.
     let root_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -886,50 +547,44 @@ fn on_sandbox_hosts() {
     recipes.sort();
     assert!(!recipes.is_empty());
     for r in &recipes {
-        let before: Vec<Vec<String>> = roots.iter().map(|p| fs_snapshot(p)).collect();
+        let before = sb.root_fingerprints(&hosts);
         let controller = std::fs::read_to_string(r)
             .unwrap_or_default()
             .contains("play(");
-        let mut c = common::recipe();
-        c.arg("run").arg(r).arg("-i").arg(&info.inventory);
+        let mut c = Test::new().arg("run").arg(r).arg("-i").arg(sb.inventory());
         if !controller {
-            c.args(["--group", "all"]);
+            c = c.args(["--group", "all"]);
         }
-        c.args(["--dry-run", "--diff", "--timeout", "60"]);
-        for v in sandbox_vars(r, &info.hosts[0].0) {
-            c.args(["--var", &v]);
+        c = c.args(["--dry-run", "--diff", "--timeout", "60"]);
+        for v in sandbox_vars(r, hosts[0]) {
+            c = c.args(["--var", &v]);
         }
-        let out = c.output().expect("runs");
-        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-        assert!(!all.contains("panicked"), "{}: {all}", r.display());
-        assert_ne!(out.status.code(), Some(2), "{}: {all}", r.display());
-        if !out.status.success() {
+        let out = c
+            .timeout(common::sandbox::RUN_TIMEOUT)
+            .run()
+            .expect_no_panic();
+        assert_ne!(out.code, 2, "{}: {}", r.display(), out.show());
+        if !out.success() {
             eprintln!(
-                "note: the dry run of {} on fresh hosts ended with {:?}",
+                "note: the dry run of {} on fresh hosts ended with {}",
                 r.display(),
-                out.status.code()
+                out.code
             );
         }
-        for (i, p) in roots.iter().enumerate() {
-            let after = fs_snapshot(p);
-            assert!(
-                after == before[i],
-                "the dry run of {} changed {}:\n{}",
-                r.display(),
-                info.hosts[i].0,
-                snapshot_diff(&before[i], &after)
-            );
-        }
+        common::sandbox::assert_same_hosts(
+            &before,
+            &sb.root_fingerprints(&hosts),
+            &format!("the dry run of {}", r.display()),
+        );
     }
 
     let work = tempfile::tempdir().expect("tmp");
     let recipe = write_recipe(work.path());
-    let inv_text = std::fs::read_to_string(&info.inventory).expect("inventory");
+    let inv_text = std::fs::read_to_string(sb.inventory()).expect("inventory");
 
     // 2. Sudo refused: a login user without sudo rights on f2, next to root on f1.
-    sandbox_ssh(
-        &info,
-        &addr(1),
+    sb.ssh_ok(
+        "f2",
         "useradd -m -s /bin/sh rcpuser && mkdir -p ~rcpuser/.ssh && cp /root/.ssh/authorized_keys ~rcpuser/.ssh/ && chown -R rcpuser: ~rcpuser/.ssh",
     );
     let inv = work.path().join("sudo.toml");
@@ -938,36 +593,39 @@ fn on_sandbox_hosts() {
         format!(
             "known_hosts = \"{kh}\"\n[hosts.f1]\naddress = \"{a0}\"\nuser = \"root\"\nkey = \"{k}\"\nvars = {{ base = \"/etc/recipe-faults\" }}\n\
              [hosts.f2u]\naddress = \"{a1}\"\nuser = \"rcpuser\"\nkey = \"{k}\"\nvars = {{ base = \"/etc/recipe-faults\" }}\n",
-            kh = info.known_hosts.display(),
-            k = info.key.display(),
-            a0 = addr(0),
-            a1 = addr(1),
+            kh = sb.known_hosts().display(),
+            k = sb.key().display(),
+            a0 = sb.addrs["f1"],
+            a1 = sb.addrs["f2"],
         ),
     )
     .expect("inventory");
-    let r = run(&recipe, &inv, &[]);
-    assert_eq!(r.code, 1, "{}", r.all());
+    let r = run_all(&recipe, &inv).run();
+    assert_eq!(r.code, 1, "{}", r.show());
     assert_one_screen(&r, &["f2u"]);
-    assert!(r.stdout.contains("sudo refused for rcpuser"), "{}", r.all());
+    assert!(
+        r.stdout.contains("sudo refused for rcpuser"),
+        "{}",
+        r.show()
+    );
     assert!(roots[0].join("etc/recipe-faults/done").exists());
     assert!(!roots[1].join("etc/recipe-faults").exists());
-    sandbox_ssh(
-        &info,
-        &addr(1),
+    sb.ssh_ok(
+        "f2",
         "echo 'rcpuser ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/rcpuser && chmod 0440 /etc/sudoers.d/rcpuser",
     );
-    let r = run(&recipe, &inv, &["--json"]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
+    assert_eq!(r.code, 0, "{}", r.show());
     assert_eq!(r.recap("f1")["changed"], 0);
     assert!(r.recap("f2u")["changed"].as_u64().unwrap_or(0) > 0);
-    let owner = sandbox_ssh(&info, &addr(1), "stat -c %U /etc/recipe-faults/done");
+    let owner = sb.ssh_ok("f2", "stat -c %U /etc/recipe-faults/done");
     assert_eq!(owner.trim(), "root", "written through sudo");
-    let r = run(&recipe, &inv, &["--json"]);
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.recap("f2u")["changed"], 0);
 
     // 3. The link of f1 goes down in the middle of a command: f1 fails on the run's
     // --timeout naming the step, f2 finishes; with the link back, a re-run converges.
-    let octet = info.bridge_addr.octets()[2];
+    let octet = sb.octet();
     let veth = format!("rcp{octet}v0");
     let vars = |slow: &str| format!("{{ base = \"/etc/recipe-link\", slow = \"{slow}\" }}");
     let link_inv = |slow_f1: &str| {
@@ -983,32 +641,32 @@ fn on_sandbox_hosts() {
         p
     };
     let inv = link_inv("30.5");
-    let child = spawn_run(&recipe, &inv, &["--timeout", "4"]);
+    let child = run_all(&recipe, &inv).args(["--timeout", "4"]).spawn();
     wait_until("the slow command on f1", 60, || running(&["sleep", "30.5"]));
     let st = Command::new("ip")
         .args(["link", "set", &veth, "down"])
         .status()
         .expect("ip");
     assert!(st.success(), "ip link set {veth} down");
-    let r = wait_run(child);
+    let r = child.finish();
     let st = Command::new("ip")
         .args(["link", "set", &veth, "up"])
         .status()
         .expect("ip");
     assert!(st.success());
-    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(r.code, 1, "{}", r.show());
     assert_one_screen(&r, &["f1"]);
     // The remote `timeout` (4 s) cannot report back over a dead link: the controller gives up 15 s later.
-    assert!(r.stdout.contains("no answer within 19s"), "{}", r.all());
-    assert!(r.stdout.contains("faults.rhai:21"), "{}", r.all());
+    assert!(r.stdout.contains("no answer within 19s"), "{}", r.show());
+    assert!(r.stdout.contains("faults.rhai:21"), "{}", r.show());
     assert!(
         roots[1].join("etc/recipe-link/done").exists(),
         "f2 finished"
     );
     let inv = link_inv("0.1");
-    let r = run(&recipe, &inv, &["--json"]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
+    assert_eq!(r.code, 0, "{}", r.show());
     assert_eq!(r.recap("f2")["changed"], 0);
-    let r = run(&recipe, &inv, &["--json"]);
-    assert_eq!(r.recap("f1")["changed"], 0, "{}", r.all());
+    let r = run_all(&recipe, &inv).args(["--json"]).run();
+    assert_eq!(r.recap("f1")["changed"], 0, "{}", r.show());
 }

@@ -4,198 +4,31 @@
 //! targets, and the messages of keys, signals, time limits and badly encoded recipes.
 
 mod common;
+use common::loopback::*;
 use common::*;
 
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+/// `recipe run RECIPE --group all -i INV`.
+fn run_all(recipe: &Path, inv: &Path) -> Test {
+    Test::new()
+        .arg("run")
+        .arg(recipe)
+        .args(["--group", "all", "-i"])
+        .arg(inv)
 }
 
-/// (pid, parent pid, comm) of every process.
-fn processes() -> Vec<(u32, u32, String)> {
-    let mut v = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return v;
-    };
-    for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let ppid = stat[close + 1..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        v.push((pid, ppid, stat[open + 1..close].to_string()));
-    }
-    v
-}
-
-fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| text(&b).replace('\0', " "))
-        .unwrap_or_default()
-}
-
-/// Whether some process runs exactly this argv.
-fn running(argv: &[&str]) -> bool {
-    let want = argv.join(" ") + " ";
-    processes().iter().any(|(pid, _, _)| cmdline(*pid) == want)
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Kills `s`'s sshd like a crash: the listener and every per-connection sshd, at once.
-fn cut(s: &mut Sshd) {
-    let pid: u32 = std::fs::read_to_string(s.path("sshd.pid"))
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no sshd pid: {}", s.log()));
-    let procs = processes();
-    let mut tree = vec![pid];
-    let mut i = 0;
-    while i < tree.len() {
-        let p = tree[i];
-        tree.extend(
-            procs
-                .iter()
-                .filter(|(_, pp, comm)| *pp == p && comm.starts_with("sshd"))
-                .map(|(pid, _, _)| *pid),
-        );
-        i += 1;
-    }
-    for pid in tree {
-        // SAFETY: kill(2) on pids of this test's own sshd.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
-        }
-    }
-    s.stop();
-}
-
-/// An sshd whose sessions get `TMPDIR` = a folder of the test's own (the worker's
-/// temporary files go there), with that folder.
-fn sshd_with_tmpdir() -> (Sshd, PathBuf) {
-    let tmp = tempfile::tempdir().expect("tmp").keep();
-    let s = Sshd::start_with("127.0.0.1", &format!("SetEnv TMPDIR={}", tmp.display()));
-    (s, tmp)
-}
-
-/// An inventory naming `names`, all on sshd `s`.
-fn inventory_of(s: &Sshd, names: &[&str], extra: &str) -> PathBuf {
-    let mut inv = format!("known_hosts = \"{}\"\n", s.path("known_hosts").display());
-    for n in names {
-        inv.push_str(&format!(
-            "\n[hosts.{n}]\naddress = \"{}\"\nport = {}\nuser = \"root\"\nkey = \"{}\"\n{extra}\n",
-            s.addr,
-            s.port,
-            s.path("client_key").display()
-        ));
-    }
-    let p = s.path(&format!("inv-{}.toml", names.join("-")));
-    std::fs::write(&p, inv).expect("inventory");
-    p
-}
-
-fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, body).expect("write");
-    p
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn all(&self) -> String {
-        format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
-    }
-}
-
-fn run(args: &[&str], env: &[(&str, &str)]) -> Out {
-    let mut c = recipe();
-    c.args(args);
-    for (k, v) in env {
-        if v.is_empty() {
-            c.env_remove(k);
-        } else {
-            c.env(k, v);
-        }
-    }
-    let o = c.output().expect("runs");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: text(&o.stdout),
-        stderr: text(&o.stderr),
-    }
-}
-
-fn spawn(args: &[&str]) -> Child {
-    Command::new(assert_cmd::cargo::cargo_bin("recipe"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("NO_COLOR", "1")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("recipe starts")
-}
-
-fn finish(c: Child) -> Out {
-    let o = c.wait_with_output().expect("recipe ends");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: text(&o.stdout),
-        stderr: text(&o.stderr),
-    }
-}
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() && !p.is_symlink() {
-                todo.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
-fn leftovers(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(".recipe."))
-                .collect()
-        })
-        .unwrap_or_default()
+/// `recipe run RECIPE --host HOST -i INV`.
+fn run_host(recipe: &Path, host: &str, inv: &Path) -> Test {
+    Test::new()
+        .arg("run")
+        .arg(recipe)
+        .args(["--host", host, "-i"])
+        .arg(inv)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -224,18 +57,10 @@ fn step_lines_and_recap_go_to_stdout_when_stderr_is_a_terminal() {
     assert_eq!(rc, 0, "openpty");
     // SAFETY: fresh fds from openpty, owned once each.
     let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    let child = Command::new(assert_cmd::cargo::cargo_bin("recipe"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("NO_COLOR", "1")
+    let child = run_all(&recipe, &inv)
         .env("TERM", "xterm")
-        .arg("run")
-        .arg(&recipe)
-        .args(["--group", "all", "-i"])
-        .arg(&inv)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(slave))
-        .spawn()
-        .expect("recipe starts");
+        .stderr_to(slave)
+        .spawn();
     // The terminal side must be read, or the progress line would block on a full pty.
     let reader = std::thread::spawn(move || {
         let mut f = std::fs::File::from(master);
@@ -249,9 +74,9 @@ fn step_lines_and_recap_go_to_stdout_when_stderr_is_a_terminal() {
         }
         seen
     });
-    let out = finish(child);
+    let out = child.finish();
     let term = text(&reader.join().expect("reader"));
-    assert_eq!(out.code, 0, "{}\n--- terminal\n{term}", out.all());
+    assert_eq!(out.code, 0, "{}\n--- terminal\n{term}", out.show());
     for h in ["h1", "h2", "h3"] {
         assert!(
             out.stdout
@@ -312,24 +137,16 @@ fn stdin_is_not_left_on_a_target_whose_sshd_is_killed() {
     let inv = inventory_of(&s, &["cut"], "");
     let recipe = stdin_recipe(s.dir.path());
     let var = format!("api_token={TOKEN}");
-    let child = spawn(&[
-        "run",
-        &recipe.display().to_string(),
-        "--group",
-        "all",
-        "-i",
-        &inv.display().to_string(),
-        "--var",
-        &var,
-    ]);
+    let child = run_all(&recipe, &inv).args(["--var", &var]).spawn();
     wait_until("the command", 30, || running(&["sleep", "4.5"]));
     // While it runs: stdin is nowhere on disk.
     assert_no_trace(&tmp);
     std::thread::sleep(Duration::from_millis(1500));
     cut(&mut s);
-    let out = finish(child);
-    assert_eq!(out.code, 1, "{}", out.all());
-    assert!(out.stdout.contains("connection lost"), "{}", out.all());
+    child
+        .finish()
+        .expect_code(1)
+        .expect_stdout_contains(&["connection lost"]);
     // The orphaned shell ends when its command does.
     wait_until("the command to end", 30, || !running(&["sleep", "4.5"]));
     std::thread::sleep(Duration::from_millis(300));
@@ -343,36 +160,15 @@ fn sigterm_stops_like_ctrl_c_with_a_recap_and_leaves_nothing() {
     let inv = inventory_of(&s, &["a", "b"], "");
     let recipe = stdin_recipe(s.dir.path());
     let var = format!("api_token={TOKEN}");
-    let child = spawn(&[
-        "run",
-        &recipe.display().to_string(),
-        "--group",
-        "all",
-        "-i",
-        &inv.display().to_string(),
-        "--var",
-        &var,
-    ]);
-    wait_until("the commands", 30, || {
-        processes()
-            .iter()
-            .filter(|(p, _, _)| cmdline(*p) == "sleep 4.5 ")
-            .count()
-            == 2
-    });
-    // SAFETY: kill(2) on the child this test started.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let out = finish(child);
-    assert_ne!(out.code, 143, "killed, not stopped: {}", out.all());
-    assert_eq!(out.code, 1, "{}", out.all());
-    assert!(
-        out.stderr.contains("interrupted (SIGTERM)"),
-        "{}",
-        out.all()
-    );
-    assert!(out.stdout.contains("RECAP"), "{}", out.all());
+    let child = run_all(&recipe, &inv).args(["--var", &var]).spawn();
+    wait_until("the commands", 30, || running_count(&["sleep", "4.5"]) == 2);
+    child.signal(libc::SIGTERM);
+    let out = child.finish();
+    assert_ne!(out.code, 143, "killed, not stopped: {}", out.show());
+    let out = out
+        .expect_code(1)
+        .expect_stderr_contains(&["interrupted (SIGTERM)"])
+        .expect_stdout_contains(&["RECAP"]);
     for h in ["a", "b"] {
         // The current step finished; the next one never started.
         assert!(
@@ -436,20 +232,10 @@ fn folders_of_dead_runs_are_swept_at_the_next_connection() {
         .stdin(std::fs::File::open(busy.join("e")).expect("open"))
         .spawn()
         .expect("sleep");
-    let out = run(
-        &[
-            "run",
-            &recipe.display().to_string(),
-            "--group",
-            "all",
-            "-i",
-            &inv.display().to_string(),
-        ],
-        &[],
-    );
+    let out = run_all(&recipe, &inv).run();
     let _ = holder.kill();
     let _ = holder.wait();
-    assert_eq!(out.code, 0, "{}", out.all());
+    out.expect_success();
     assert!(!dead.exists(), "the dead run's folder is still there");
     assert!(
         recent.exists(),
@@ -480,34 +266,31 @@ fn secret_values_are_in_no_usage_error_nor_listing() {
         "bad name_token=SECRET-VALUE-1",
         "db={root_password = \"SECRET-VALUE-1\"",
     ] {
-        let out = run(&["run", &r, "--local", "--var", var], &[]);
-        assert_eq!(out.code, 2, "{var}: {}", out.all());
-        assert!(
-            !out.all().contains("SECRET-VALUE") && !out.all().contains("pw-in-default"),
-            "{var}: {}",
-            out.all()
-        );
-        assert!(out.stderr.contains("--var"), "{}", out.all());
+        Test::new()
+            .args(["run", &r, "--local", "--var", var])
+            .run()
+            .expect_code(2)
+            .expect_lacks(&["SECRET-VALUE", "pw-in-default"])
+            .expect_stderr_contains(&["--var"]);
     }
     // A number in a secret-named variable and a secret-named key inside a map are secrets.
-    let out = run(&["run", &r, "--local", "--var", "api_token=987654321"], &[]);
-    assert_eq!(out.code, 0, "{}", out.all());
-    assert!(out.stdout.contains(" ops"), "{}", out.all());
-    assert!(
-        !out.all().contains("987654321") && !out.all().contains("pw-in-default"),
-        "{}",
-        out.all()
-    );
-    let out = run(&["list", &dir.path().display().to_string()], &[]);
-    assert_eq!(out.code, 0, "{}", out.all());
-    assert!(!out.all().contains("pw-in-default"), "{}", out.all());
-    assert!(
-        out.stdout.contains("admin_password = <secret: hidden>"),
-        "{}",
-        out.all()
-    );
-    assert!(out.stdout.contains("\"user\": \"ops\""), "{}", out.all());
-    assert!(out.stdout.contains("empty_token = \"\""), "{}", out.all());
+    Test::new()
+        .args(["run", &r, "--local", "--var", "api_token=987654321"])
+        .run()
+        .expect_success()
+        .expect_stdout_contains(&[" ops"])
+        .expect_lacks(&["987654321", "pw-in-default"]);
+    Test::new()
+        .arg("list")
+        .arg(dir.path())
+        .run()
+        .expect_success()
+        .expect_lacks(&["pw-in-default"])
+        .expect_stdout_contains(&[
+            "admin_password = <secret: hidden>",
+            "\"user\": \"ops\"",
+            "empty_token = \"\"",
+        ]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -526,16 +309,7 @@ fn control_characters_from_targets_are_shown_escaped() {
          print(\"cr\\rline\");\n\
          sh(\"printf 'bad\\\\033[2Jthing\\\\233x\\\\n' >&2; exit 3\");\n",
     );
-    let args = [
-        "run",
-        &recipe.display().to_string(),
-        "--group",
-        "all",
-        "-i",
-        &inv.display().to_string(),
-    ];
-    let out = run(&args, &[]);
-    assert_eq!(out.code, 1, "{}", out.all());
+    let out = run_all(&recipe, &inv).run().expect_code(1);
     let all = out.all();
     assert!(
         !all.chars()
@@ -549,8 +323,8 @@ fn control_characters_from_targets_are_shown_escaped() {
     assert!(all.contains("cr\\rline"), "{all}");
     assert!(all.contains("bad\\x1b[2Jthing"), "{all}");
     // JSON escapes them its own way and stays valid.
-    let j = run(&[&args[..], &["--json"]].concat(), &[]);
-    assert!(!events(j.stdout.as_bytes()).is_empty());
+    let j = run_all(&recipe, &inv).arg("--json").run();
+    assert!(!j.events().is_empty());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -565,28 +339,16 @@ fn a_missing_key_file_is_named_with_its_origin() {
         .replace("client_key", "no_such_key");
     std::fs::write(&inv, text).expect("inv");
     let recipe = write(s.dir.path(), "k.rhai", "// K.\nprobe(\"true\");\n");
-    let out = run(
-        &[
-            "run",
-            &recipe.display().to_string(),
-            "--host",
-            "k",
-            "-i",
-            &inv.display().to_string(),
-        ],
-        &[("SSH_AUTH_SOCK", "")],
-    );
-    assert_eq!(out.code, 1, "{}", out.all());
-    assert!(!out.all().contains("no key at all"), "{}", out.all());
-    assert!(
-        out.stdout.contains(&format!(
+    run_host(&recipe, "k", &inv)
+        .env_remove("SSH_AUTH_SOCK")
+        .run()
+        .expect_code(1)
+        .expect_lacks(&["no key at all"])
+        .expect_stdout_contains(&[&format!(
             "{} (missing: no such file; it is `key =` of host k in {}",
             s.path("no_such_key").display(),
             inv.display()
-        )),
-        "{}",
-        out.all()
-    );
+        )]);
 }
 
 /// An ssh-agent of the test's own, holding `n` keys the server does not know; killed on drop.
@@ -653,16 +415,12 @@ fn the_inventory_key_is_offered_before_a_full_agent() {
     let inv = s.inventory("a", "");
     let recipe = write(s.dir.path(), "a.rhai", "// A.\nprobe(\"true\");\n");
     let sock = agent.sock.display().to_string();
-    let args = [
-        "run",
-        &recipe.display().to_string(),
-        "--host",
-        "a",
-        "-i",
-        &inv.display().to_string(),
-    ];
-    let out = run(&args, &[("SSH_AUTH_SOCK", &sock)]);
-    assert_eq!(out.code, 0, "{}", out.all());
+    let run = || {
+        run_host(&recipe, "a", &inv)
+            .env("SSH_AUTH_SOCK", &sock)
+            .run()
+    };
+    run().expect_success();
     // With a wrong inventory key the failure says what was offered, not "Channel send error".
     let bad = s.path("other_key");
     let st = Command::new("ssh-keygen")
@@ -675,16 +433,13 @@ fn the_inventory_key_is_offered_before_a_full_agent() {
         .expect("inv")
         .replace("client_key", "other_key");
     std::fs::write(&inv, text).expect("inv");
-    let out = run(&args, &[("SSH_AUTH_SOCK", &sock)]);
-    assert_eq!(out.code, 1, "{}", out.all());
-    assert!(!out.all().contains("Channel send error"), "{}", out.all());
-    assert!(
-        out.stdout
-            .contains(&format!("tried: {} (refused)", bad.display())),
-        "{}",
-        out.all()
-    );
-    assert!(out.stdout.contains("ssh-agent keys"), "{}", out.all());
+    run()
+        .expect_code(1)
+        .expect_lacks(&["Channel send error"])
+        .expect_stdout_contains(&[
+            &format!("tried: {} (refused)", bad.display()),
+            "ssh-agent keys",
+        ]);
 
     // An encrypted inventory key is used through the agent's copy, before the other 8.
     let enc = s.path("enc_key");
@@ -716,8 +471,7 @@ fn the_inventory_key_is_offered_before_a_full_agent() {
         .expect("inv")
         .replace("other_key", "enc_key");
     std::fs::write(&inv, text).expect("inv");
-    let out = run(&args, &[("SSH_AUTH_SOCK", &sock)]);
-    assert_eq!(out.code, 0, "{}", out.all());
+    run().expect_success();
 }
 
 #[test]
@@ -735,29 +489,16 @@ fn time_limits_are_named_covered_by_ignore_errors_and_false_for_probes() {
          sh(\"trap '' TERM; sleep 32\", #{timeout: 1});\n",
     );
     let started = Instant::now();
-    let out = run(
-        &[
-            "run",
-            &recipe.display().to_string(),
-            "--host",
-            "t",
-            "-i",
-            &inv.display().to_string(),
-        ],
-        &[],
-    );
-    assert!(started.elapsed() < Duration::from_secs(25), "{}", out.all());
-    assert_eq!(out.code, 1, "{}", out.all());
+    let out = run_host(&recipe, "t", &inv).run();
     assert!(
-        out.stdout.contains("probe ok=false rc=124 timed_out=true"),
+        started.elapsed() < Duration::from_secs(25),
         "{}",
-        out.all()
+        out.show()
     );
-    assert!(
-        out.stdout.contains("sh rc=124 timed_out=true"),
-        "{}",
-        out.all()
-    );
+    let out = out.expect_code(1).expect_stdout_contains(&[
+        "probe ok=false rc=124 timed_out=true",
+        "sh rc=124 timed_out=true",
+    ]);
     let failed = out
         .stdout
         .lines()
@@ -765,9 +506,9 @@ fn time_limits_are_named_covered_by_ignore_errors_and_false_for_probes() {
         .take(3)
         .collect::<Vec<_>>()
         .join("\n");
-    assert!(failed.contains("FAILED"), "{}", out.all());
-    assert!(failed.contains("timed out"), "{failed}\n{}", out.all());
-    assert!(!out.all().contains("exit status 137"), "{}", out.all());
+    assert!(failed.contains("FAILED"), "{}", out.show());
+    assert!(failed.contains("timed out"), "{failed}\n{}", out.show());
+    out.expect_lacks(&["exit status 137"]);
 }
 
 #[test]
@@ -775,14 +516,13 @@ fn a_recipe_that_is_not_utf8_is_placed_at_its_first_bad_byte() {
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join("latin1.rhai");
     std::fs::write(&p, b"// Latin-1.\nlog(\"caf\xe9\");\n").expect("write");
-    let out = run(&["run", &p.display().to_string(), "--local"], &[]);
-    assert_eq!(out.code, 2, "{}", out.all());
-    assert!(
-        out.stderr.contains(&format!("{}:2:9", p.display())),
-        "{}",
-        out.all()
-    );
-    assert!(out.stderr.contains("byte 0xe9"), "{}", out.all());
+    Test::new()
+        .arg("run")
+        .arg(&p)
+        .arg("--local")
+        .run()
+        .expect_code(2)
+        .expect_stderr_contains(&[&format!("{}:2:9", p.display()), "byte 0xe9"]);
     // A module is not "not found" because of its encoding.
     std::fs::write(
         dir.path().join("m.rhai"),
@@ -794,16 +534,16 @@ fn a_recipe_that_is_not_utf8_is_placed_at_its_first_bad_byte() {
         "imp.rhai",
         "// I.\nimport \"m\" as m;\nlog(m::f());\n",
     );
-    let out = run(&["run", &imp.display().to_string(), "--local"], &[]);
-    assert_eq!(out.code, 1, "{}", out.all());
-    assert!(
-        out.stdout.contains(&format!(
+    Test::new()
+        .arg("run")
+        .arg(&imp)
+        .arg("--local")
+        .run()
+        .expect_code(1)
+        .expect_stdout_contains(&[&format!(
             "module \"m\" ({}:2:14) is not UTF-8",
             dir.path().join("m.rhai").display()
-        )),
-        "{}",
-        out.all()
-    );
+        )]);
 }
 
 #[test]
@@ -819,17 +559,6 @@ fn a_wait_for_check_that_hangs_once_is_retried() {
             f = flag.display()
         ),
     );
-    let out = run(
-        &[
-            "run",
-            &recipe.display().to_string(),
-            "--host",
-            "w",
-            "-i",
-            &inv.display().to_string(),
-        ],
-        &[],
-    );
-    assert_eq!(out.code, 0, "{}", out.all());
+    run_host(&recipe, "w", &inv).run().expect_success();
     assert!(flag.exists());
 }

@@ -30,9 +30,13 @@
 //! down by a Drop guard, also when the test fails. Time on the 2-core test machine: see
 //! docs/kubernetes.md.
 
+mod common;
+use common::sandbox::{self, assert_unchanged, Sandbox};
+use common::*;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::Instant;
 
 const VERSION: &str = "1.25.16";
@@ -40,26 +44,7 @@ const CRICTL: &str = "1.25.0";
 const SYCRI: &str = "1.0.0-beta.7";
 
 fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    assert!(
-        uid == 0,
-        "tests/k8s_e2e.rs boots systemd-nspawn hosts with `recipe sandbox` and needs root"
-    );
-}
-
-fn project() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn recipe_cmd() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_recipe"));
-    c.current_dir(project());
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    sandbox::require_root("k8s_e2e");
 }
 
 fn log(t0: Instant, what: &str) {
@@ -140,232 +125,14 @@ fn served_files(dir: &Path) {
     .expect("write");
 }
 
-/// A sandbox owned by a test: `recipe sandbox down` when dropped, even on panic.
-struct Sandbox {
-    name: String,
-    dir: PathBuf,
-    addrs: BTreeMap<String, String>,
-    files_url: String,
-    inv: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn up(name: &str, hosts: &[&str], serve: &Path) -> Sandbox {
-        let _ = recipe_cmd()
-            .args(["sandbox", "down", "--name", name])
-            .output();
-        let out = recipe_cmd()
-            .args(["sandbox", "up", "--name", name, "--hosts", &hosts.join(",")])
-            .arg("--serve")
-            .arg(serve)
-            .output()
-            .expect("recipe sandbox up runs");
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let mut sb = Sandbox {
-            name: name.to_string(),
-            dir: PathBuf::from(format!("/var/lib/recipe/sandbox/{name}")),
-            addrs: BTreeMap::new(),
-            files_url: String::new(),
-            inv: tmp.path().join("inventory.toml"),
-            _tmp: tmp,
-        };
-        assert!(
-            out.status.success(),
-            "recipe sandbox up --name {name} failed:\n{}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        let inv: toml::Table = toml::from_str(
-            &std::fs::read_to_string(sb.dir.join("inventory.toml")).expect("sandbox inventory"),
-        )
-        .expect("sandbox inventory is TOML");
-        for (h, v) in inv["hosts"].as_table().expect("hosts") {
-            sb.addrs
-                .insert(h.clone(), v["address"].as_str().expect("address").into());
-        }
-        sb.files_url = inv["vars"]["sandbox_files_url"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        sb
-    }
-
-    /// The sandbox's hosts, `workers` as given, and the test's variables.
-    fn write_inventory(&self, workers: &[&str], vars: &[(&str, toml::Value)]) {
-        let mut inv: toml::Table = toml::from_str(
-            &std::fs::read_to_string(self.dir.join("inventory.toml")).expect("read"),
-        )
-        .expect("toml");
-        let vt = inv
-            .entry("vars")
-            .or_insert(toml::Value::Table(Default::default()))
-            .as_table_mut()
-            .expect("vars table");
-        for (k, v) in vars {
-            vt.insert(k.to_string(), v.clone());
-        }
-        let mut g = toml::Table::new();
-        g.insert(
-            "hosts".into(),
-            toml::Value::Array(workers.iter().map(|w| (*w).into()).collect()),
-        );
-        let mut groups = toml::Table::new();
-        groups.insert("workers".into(), toml::Value::Table(g));
-        inv.insert("groups".into(), toml::Value::Table(groups));
-        std::fs::write(&self.inv, toml::to_string(&inv).expect("toml")).expect("write");
-    }
-
-    fn ssh(&self, host: &str, cmd: &str) -> Output {
-        Command::new("ssh")
-            .args(["-F", "/dev/null", "-i"])
-            .arg(self.dir.join("id_ed25519"))
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                self.dir.join("known_hosts").display()
-            ))
-            .args([
-                "-o",
-                "GlobalKnownHostsFile=/dev/null",
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "ConnectTimeout=10",
-                "-l",
-                "root",
-                &self.addrs[host],
-                "--",
-                cmd,
-            ])
-            .output()
-            .expect("ssh runs")
-    }
-
-    fn ssh_ok(&self, host: &str, cmd: &str) -> String {
-        let o = self.ssh(host, cmd);
-        assert!(
-            o.status.success(),
-            "on {host}: `{cmd}` failed ({}):\n{}{}",
-            o.status,
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        text(&o.stdout)
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        match recipe_cmd()
-            .args(["sandbox", "down", "--name", &self.name])
-            .output()
-        {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => eprintln!(
-                "sandbox down --name {} failed: {}{}",
-                self.name,
-                text(&o.stdout),
-                text(&o.stderr)
-            ),
-            Err(e) => eprintln!("sandbox down --name {} could not run: {e}", self.name),
-        }
-    }
-}
-
-struct Run {
-    code: i32,
-    raw: Vec<u8>,
-    /// (recipe, host, status) of every step, in order.
-    steps: Vec<(String, String, String)>,
-    changed: Vec<String>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn describe(&self) -> String {
-        format!(
-            "--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.stdout, self.stderr
-        )
-    }
-}
-
-fn run_with(inv: &Path, recipe: &str, args: &[&str], json: bool) -> Run {
-    let mut c = recipe_cmd();
-    c.args(["run", recipe, "-i"]).arg(inv);
-    if json {
-        c.arg("--json");
-    }
-    let out = c.args(args).output().expect("recipe run runs");
-    let stdout = text(&out.stdout);
-    let mut steps = Vec::new();
-    let mut changed = Vec::new();
-    for line in stdout.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if v["event"] != "step" {
-            continue;
-        }
-        let s = |k: &str| v[k].as_str().unwrap_or("?").to_string();
-        steps.push((s("recipe"), s("host"), s("status")));
-        if v["status"] == "changed" {
-            changed.push(format!(
-                "{} {}:{} {} {}",
-                s("host"),
-                s("recipe"),
-                v["line"],
-                s("op"),
-                s("target")
-            ));
-        }
-    }
-    let mut raw = out.stdout.clone();
-    raw.extend_from_slice(&out.stderr);
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        raw,
-        steps,
-        changed,
-        stdout,
-        stderr: text(&out.stderr),
-    }
-}
-
-fn run_ok(sb: &Sandbox, recipe: &str, args: &[&str]) -> Run {
-    let r = run_with(&sb.inv, recipe, args, true);
-    assert!(
-        r.code == 0,
-        "recipe run {recipe} {args:?} failed\n{}",
-        r.describe()
-    );
-    r
-}
-
-fn assert_unchanged(r: &Run, what: &str) {
-    assert!(
-        r.changed.is_empty(),
-        "{what}: must change nothing, but these steps changed:\n  {}\n{}",
-        r.changed.join("\n  "),
-        r.describe()
-    );
-}
-
-/// The recipes in the order their first step ran, consecutive repeats folded.
-fn play_order(r: &Run) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for (rec, _, _) in &r.steps {
-        if out.last() != Some(rec) {
-            out.push(rec.clone());
-        }
-    }
-    out
+/// `recipe run RECIPE -i INV ARGS...` (human output).
+fn run_human(inv: &Path, recipe: &str, args: &[&str]) -> Output {
+    Test::new()
+        .args(["run", recipe, "-i"])
+        .arg(inv)
+        .args(args)
+        .timeout(sandbox::RUN_TIMEOUT)
+        .run()
 }
 
 /// What a dry run must not touch on a host.
@@ -378,10 +145,7 @@ find /etc /usr /opt /var/lib /root -xdev \
 "#;
 
 fn fingerprints(sb: &Sandbox, hosts: &[&str]) -> BTreeMap<String, String> {
-    hosts
-        .iter()
-        .map(|h| (h.to_string(), sb.ssh_ok(h, FINGERPRINT)))
-        .collect()
+    sb.fingerprints(hosts, FINGERPRINT)
 }
 
 /// Fails if any spelling of `secret` (raw, and the lines of output that may carry it) is in `raw`.
@@ -432,8 +196,8 @@ fn refusals_before_any_host() {
         for v in &vars {
             args.extend(["--var", v]);
         }
-        let r = run_with(&inv, "k8s.rhai", &args, false);
-        let all = format!("{}{}", r.stdout, r.stderr);
+        let r = run_human(&inv, "k8s.rhai", &args);
+        let all = r.all();
         // The recipe's `fn validate` refuses them as bad usage (2), before any connection.
         assert_eq!(r.code, 2, "{vars:?}: exit {}\n{all}", r.code);
         assert!(all.contains(want), "{vars:?}: no {want:?} in\n{all}");
@@ -441,7 +205,10 @@ fn refusals_before_any_host() {
             !all.contains("unreachable") && !all.contains("192.0.2"),
             "{vars:?}: a host was contacted:\n{all}"
         );
-        assert!(r.steps.is_empty());
+        // No step event (human output: no line is one).
+        assert!(!r.stdout.lines().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["event"] == "step")
+        }));
         assert!(
             t.elapsed().as_secs() < 5,
             "{vars:?}: took {:?}",
@@ -456,7 +223,9 @@ fn cluster_with_standins() {
     let t0 = Instant::now();
     let served = tempfile::tempdir().expect("tempdir");
     served_files(served.path());
-    let sb = Sandbox::up("k8s", &["master", "w1", "w2", "w3", "s1"], served.path());
+    let sb = Sandbox::up("k8s", &["master", "w1", "w2", "w3", "s1"])
+        .serve(Some(served.path()))
+        .start();
     log(t0, "sandbox k8s up: master, w1, w2, w3, s1");
     let url = sb.files_url.clone();
     let vars: Vec<(&str, toml::Value)> = vec![
@@ -481,19 +250,18 @@ fn cluster_with_standins() {
 
     // 1. A dry run on fresh hosts changes nothing (the packages path of k8s_node too).
     let before = fingerprints(&sb, &cluster);
-    let r = run_ok(&sb, "k8s.rhai", &["--dry-run", "--diff"]);
+    let r = sb.run_ok("k8s.rhai", &["--dry-run", "--diff"]);
     assert!(
-        !r.changed.is_empty(),
+        !r.changed().is_empty(),
         "a dry run on fresh hosts reports changes\n{}",
-        r.describe()
+        r.show()
     );
     assert!(
         r.stdout.lines().all(|l| !l.contains("\"dry_run\":false")),
         "a dry-run step ran for real:\n{}",
         r.stdout
     );
-    run_ok(
-        &sb,
+    sb.run_ok(
         "k8s_node.rhai",
         &[
             "--group",
@@ -511,10 +279,13 @@ fn cluster_with_standins() {
     log(t0, "dry runs on fresh hosts: nothing changed");
 
     // 2. The cluster: containerd for real, Kubernetes as stand-ins.
-    let r = run_ok(&sb, "k8s.rhai", &["--diff", "-vv"]);
-    log(t0, &format!("k8s.rhai: {} steps changed", r.changed.len()));
+    let r = sb.run_ok("k8s.rhai", &["--diff", "-vv"]);
+    log(
+        t0,
+        &format!("k8s.rhai: {} steps changed", r.changed().len()),
+    );
     assert_eq!(
-        play_order(&r),
+        r.play_order(),
         [
             "k8s_node.rhai",
             "k8s_master.rhai",
@@ -526,7 +297,7 @@ fn cluster_with_standins() {
             "k8s_check.rhai"
         ],
         "plays out of order\n{}",
-        r.describe()
+        r.show()
     );
     for h in cluster {
         // Real: containerd, its configuration, the CNI plugins from Debian.
@@ -577,9 +348,19 @@ fn cluster_with_standins() {
     );
     let hash = sb.ssh_ok("master", "openssl x509 -pubkey -in /etc/kubernetes/pki/ca.crt | openssl rsa -pubin -outform der 2>/dev/null | openssl dgst -sha256 -hex | sed 's/^.* //'");
     for t in tokens.lines() {
-        assert_absent(&r.raw, t, "a join token", "k8s.rhai -vv --diff --json");
+        assert_absent(
+            &r.all_bytes(),
+            t,
+            "a join token",
+            "k8s.rhai -vv --diff --json",
+        );
     }
-    assert_absent(&r.raw, &hash, "the CA hash", "k8s.rhai -vv --diff --json");
+    assert_absent(
+        &r.all_bytes(),
+        &hash,
+        "the CA hash",
+        "k8s.rhai -vv --diff --json",
+    );
     log(
         t0,
         &format!(
@@ -589,26 +370,24 @@ fn cluster_with_standins() {
     );
 
     // The check's own output (notes are printed in human mode only).
-    let c = run_with(&sb.inv, "k8s_check.rhai", &["--host", "master"], false);
-    assert_eq!(c.code, 0, "{}", c.describe());
+    let c = run_human(&sb.inv, "k8s_check.rhai", &["--host", "master"]).expect_success();
     for w in ["w1", "w2"] {
         assert!(
             c.stdout.contains(&format!("recipe-hello from {w}")),
             "{}",
-            c.describe()
+            c.show()
         );
     }
     log(t0, &format!("k8s_check.rhai:\n{}", c.stdout));
 
     // 3. Second run: nothing changes.
-    let r = run_ok(&sb, "k8s.rhai", &[]);
+    let r = sb.run_ok("k8s.rhai", &[]);
     assert_unchanged(&r, "second k8s.rhai");
     log(t0, "second run: 0 changed");
 
     // cluster.rhai with kubernetes = true plays the same Kubernetes recipes: on this cluster
     // they find nothing to change. (Its Slurm half is only planned here: a dry run.)
-    let r = run_ok(
-        &sb,
+    let r = sb.run_ok(
         "cluster.rhai",
         &[
             "--dry-run",
@@ -620,20 +399,20 @@ fn cluster_with_standins() {
             "slurm_install=packages",
         ],
     );
-    let k8s_changed: Vec<&String> = r
-        .changed
+    let changed = r.changed();
+    let k8s_changed: Vec<&String> = changed
         .iter()
         .filter(|c| c.contains(" k8s_") || c.contains(" sycri"))
         .collect();
     assert!(
         k8s_changed.is_empty(),
         "cluster.rhai's Kubernetes half would change: {k8s_changed:#?}\n{}",
-        r.describe()
+        r.show()
     );
     assert!(
         r.stderr.contains("play k8s_node.rhai") && r.stderr.contains("play k8s_cni.rhai"),
         "cluster.rhai did not play the Kubernetes recipes:\n{}",
-        r.describe()
+        r.show()
     );
     log(
         t0,
@@ -642,24 +421,23 @@ fn cluster_with_standins() {
 
     // 4. w3 joins when added to the inventory.
     sb.write_inventory(&["w1", "w2", "w3"], &vars);
-    let r = run_ok(&sb, "k8s.rhai", &["-vv"]);
+    let r = sb.run_ok("k8s.rhai", &["-vv"]);
     log(
         t0,
-        &format!("k8s.rhai with w3: {} steps changed", r.changed.len()),
+        &format!("k8s.rhai with w3: {} steps changed", r.changed().len()),
     );
+    let changed = r.changed();
     assert!(
-        r.changed
-            .iter()
-            .any(|c| c.starts_with("w3 k8s_worker.rhai")),
+        changed.iter().any(|c| c.starts_with("w3 k8s_worker.rhai")),
         "{}",
-        r.describe()
+        r.show()
     );
     assert!(
-        !r.changed
+        !changed
             .iter()
             .any(|c| c.starts_with("w1 ") || c.starts_with("w2 ")),
         "w1/w2 changed:\n  {}",
-        r.changed.join("\n  ")
+        changed.join("\n  ")
     );
     let nodes = sb.ssh_ok(
         "master",
@@ -678,9 +456,14 @@ fn cluster_with_standins() {
         )
         .lines()
     {
-        assert_absent(&r.raw, t, "a join token", "k8s.rhai (w3) -vv --json");
+        assert_absent(
+            &r.all_bytes(),
+            t,
+            "a join token",
+            "k8s.rhai (w3) -vv --json",
+        );
     }
-    let r = run_ok(&sb, "k8s.rhai", &[]);
+    let r = sb.run_ok("k8s.rhai", &[]);
     assert_unchanged(&r, "k8s.rhai after w3 joined");
     log(t0, "w3 joined; the next run: 0 changed");
 
@@ -709,25 +492,25 @@ fn cluster_with_standins() {
     ] {
         let mut a = args.clone();
         a.extend(["--var", bad]);
-        let r = run_with(&sb.inv, "sycri.rhai", &a, true);
+        let r = sb.run("sycri.rhai", &a);
         assert!(
-            r.code != 0 && r.steps.is_empty(),
+            r.code != 0 && r.steps().is_empty(),
             "{bad}: ran steps\n{}",
-            r.describe()
+            r.show()
         );
         assert!(
             r.stderr.contains(want) || r.stdout.contains(want),
             "{bad}: no {want:?}\n{}",
-            r.describe()
+            r.show()
         );
     }
     // Singularity itself is singularity.rhai's job: a stand-in answers --version here.
     let sing = std::fs::read_to_string(project().join("tests/standins/singularity")).expect("read");
     sb.ssh_ok("s1", &format!("cat > /usr/local/bin/singularity <<'EOF'\n{sing}EOF\nchmod 0755 /usr/local/bin/singularity"));
-    let r = run_ok(&sb, "sycri.rhai", &args);
+    let r = sb.run_ok("sycri.rhai", &args);
     log(
         t0,
-        &format!("sycri.rhai: {} steps changed", r.changed.len()),
+        &format!("sycri.rhai: {} steps changed", r.changed().len()),
     );
     sb.ssh_ok("s1", "systemctl is-active sycri && systemctl is-enabled sycri && test -S /var/run/singularity.sock");
     sb.ssh_ok("s1", "curl -sS --http2-prior-knowledge --unix-socket /var/run/singularity.sock -o /dev/null http://localhost/");
@@ -736,7 +519,7 @@ fn cluster_with_standins() {
         "grep -qx 'streamingURL: 127.0.0.1:12345' /usr/local/etc/sycri/sycri.yaml",
     );
     let pid = sb.ssh_ok("s1", "systemctl show -p MainPID --value sycri");
-    let r = run_ok(&sb, "sycri.rhai", &args);
+    let r = sb.run_ok("sycri.rhai", &args);
     assert_unchanged(&r, "second sycri.rhai");
     assert_eq!(
         pid,
@@ -745,11 +528,11 @@ fn cluster_with_standins() {
     );
     let mut a = args.clone();
     a.extend(["--var", "sycri_streaming_url=127.0.0.1:12346"]);
-    let r = run_ok(&sb, "sycri.rhai", &a);
+    let r = sb.run_ok("sycri.rhai", &a);
     assert!(
-        r.changed.iter().any(|c| c.contains("sycri.yaml")),
+        r.changed().iter().any(|c| c.contains("sycri.yaml")),
         "{}",
-        r.describe()
+        r.show()
     );
     assert_ne!(
         pid,

@@ -20,9 +20,13 @@
 //! that message. The sandbox is named `h4` and torn down by a Drop guard, also on failure.
 //! `RECIPE_LOCALE_E2E_RELEASE=trixie` runs it on Debian 13 (default: bookworm).
 
+mod common;
+use common::sandbox::{self, Sandbox};
+use common::*;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::Instant;
 
 const NAME: &str = "h4";
@@ -34,144 +38,8 @@ const HOSTS: &[(&str, &str, &str)] = &[
     ("zh", "zh_CN.UTF-8", "目录"),
 ];
 
-fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    assert!(
-        uid == 0,
-        "tests/locale_e2e.rs boots systemd-nspawn hosts with `recipe sandbox` and needs root \
-         (and debootstrap, systemd-container, tinyproxy): run `cargo test --test locale_e2e` as root"
-    );
-}
-
-fn recipe_cmd() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_recipe"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c.env("NO_COLOR", "1");
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn log(t0: Instant, what: &str) {
     eprintln!("[locale_e2e {:>6.1}s] {what}", t0.elapsed().as_secs_f64());
-}
-
-/// The test's sandbox: `recipe sandbox down` when dropped, even on panic.
-struct Sandbox {
-    dir: PathBuf,
-    addrs: BTreeMap<String, String>,
-    files_url: String,
-}
-
-impl Sandbox {
-    fn up(release: &str, serve: &Path) -> Sandbox {
-        let _ = recipe_cmd()
-            .args(["sandbox", "down", "--name", NAME])
-            .output();
-        let names: Vec<&str> = HOSTS.iter().map(|h| h.0).collect();
-        let out = recipe_cmd()
-            .args(["sandbox", "up", "--name", NAME, "--release", release])
-            .args(["--hosts", &names.join(",")])
-            .arg("--serve")
-            .arg(serve)
-            .output()
-            .expect("recipe sandbox up runs");
-        // The guard exists before the first assertion: a half-made sandbox is removed too.
-        let mut sb = Sandbox {
-            dir: PathBuf::from(format!("/var/lib/recipe/sandbox/{NAME}")),
-            addrs: BTreeMap::new(),
-            files_url: String::new(),
-        };
-        assert!(
-            out.status.success(),
-            "recipe sandbox up --name {NAME} failed:\n{}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        let inv: toml::Table =
-            toml::from_str(&std::fs::read_to_string(sb.inventory()).expect("sandbox inventory"))
-                .expect("sandbox inventory is TOML");
-        for (h, v) in inv["hosts"].as_table().expect("hosts") {
-            sb.addrs.insert(
-                h.clone(),
-                v["address"].as_str().expect("address").to_string(),
-            );
-        }
-        sb.files_url = inv["vars"]["sandbox_files_url"]
-            .as_str()
-            .expect("sandbox_files_url")
-            .to_string();
-        sb
-    }
-
-    fn inventory(&self) -> PathBuf {
-        self.dir.join("inventory.toml")
-    }
-
-    /// A command over OpenSSH, in the login's session (so with its locale).
-    fn ssh(&self, host: &str, cmd: &str) -> Output {
-        Command::new("ssh")
-            .arg("-F")
-            .arg("/dev/null")
-            .arg("-i")
-            .arg(self.dir.join("id_ed25519"))
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                self.dir.join("known_hosts").display()
-            ))
-            .args([
-                "-o",
-                "GlobalKnownHostsFile=/dev/null",
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "ConnectTimeout=10",
-                "-l",
-                "root",
-                &self.addrs[host],
-                "--",
-                cmd,
-            ])
-            .output()
-            .expect("ssh runs")
-    }
-
-    fn ssh_ok(&self, host: &str, cmd: &str) -> String {
-        let o = self.ssh(host, cmd);
-        assert!(
-            o.status.success(),
-            "on {host}: `{cmd}` failed ({}):\n{}{}",
-            o.status,
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        text(&o.stdout)
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        match recipe_cmd()
-            .args(["sandbox", "down", "--name", NAME])
-            .output()
-        {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => eprintln!(
-                "sandbox down --name {NAME} failed: {}{}",
-                text(&o.stdout),
-                text(&o.stderr)
-            ),
-            Err(e) => eprintln!("sandbox down --name {NAME} could not run: {e}"),
-        }
-    }
 }
 
 /// Locales, a package to remove, and the things the recipe removes or fixes, made by hand.
@@ -269,23 +137,17 @@ struct HostRun {
 }
 
 fn run(dir: &Path, sb: &Sandbox, sha: &str) -> BTreeMap<String, HostRun> {
-    let out = recipe_cmd()
-        .arg("run")
-        .arg(dir.join("h4.rhai"))
-        .arg("-i")
-        .arg(sb.inventory())
-        .args(["--group", "all", "--json"])
-        .args(["--var", &format!("url={}", sb.files_url)])
-        .args(["--var", &format!("sha={sha}")])
-        .output()
-        .expect("recipe run runs");
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    let all = format!("--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
-    assert!(out.status.success(), "recipe run failed:\n{all}");
+    let url = format!("url={}", sb.files_url);
+    let sha = format!("sha={sha}");
+    let out = sandbox::run_json(
+        &sb.inventory(),
+        dir.join("h4.rhai"),
+        &["--group", "all", "--var", &url, "--var", &sha],
+    );
+    let all = out.show();
+    assert!(out.success(), "recipe run failed:\n{all}");
     let mut hosts: BTreeMap<String, HostRun> = BTreeMap::new();
-    for l in stdout.lines() {
-        let e: serde_json::Value =
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{all}"));
+    for e in out.events() {
         let host = e["host"].as_str().unwrap_or_default().to_string();
         let r = hosts.entry(host).or_default();
         match e["event"].as_str() {
@@ -311,7 +173,7 @@ fn run(dir: &Path, sb: &Sandbox, sha: &str) -> BTreeMap<String, HostRun> {
         }
     }
     // Notes on stderr: "HOST       OBS {...}".
-    for l in stderr.lines() {
+    for l in out.stderr.lines() {
         let Some((host, rest)) = l.split_once(' ') else {
             continue;
         };
@@ -349,7 +211,7 @@ fn assert_same_as_english(runs: &BTreeMap<String, HostRun>, which: &str) {
 
 #[test]
 fn every_primitive_twice_on_japanese_german_chinese_and_english_hosts() {
-    require_root();
+    sandbox::require_root("locale_e2e");
     let t0 = Instant::now();
     let release =
         std::env::var("RECIPE_LOCALE_E2E_RELEASE").unwrap_or_else(|_| "bookworm".to_string());
@@ -377,7 +239,11 @@ fn every_primitive_twice_on_japanese_german_chinese_and_english_hosts() {
     std::fs::write(dir.join("h4.rhai"), RECIPE).expect("write recipe");
     std::fs::write(dir.join("h4.j2"), "[h4]\nowner = {{ who }}\n").expect("write template");
 
-    let sb = Sandbox::up(&release, &serve);
+    let names: Vec<&str> = HOSTS.iter().map(|h| h.0).collect();
+    let sb = Sandbox::up(NAME, &names)
+        .release(&release)
+        .serve(Some(&serve))
+        .start();
     log(t0, &format!("sandbox {NAME} up ({release})"));
     std::thread::scope(|s| {
         for (h, lang, _) in HOSTS {

@@ -100,19 +100,13 @@ fn arbitrary_paths_and_arguments_arrive_byte_exact() {
             toml::Value::String(base.display().to_string()),
         );
         let inv = sshd.inventory("q", &format!("vars = {}", toml::Value::Table(vars)));
-        let out = recipe()
+        let out = Test::new()
             .arg("run")
             .arg(&recipe_path)
             .args(["--host", "q", "--json", "-i"])
             .arg(&inv)
-            .output()
-            .expect("runs");
-        assert!(
-            out.status.success(),
-            "names {list:?}\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .run();
+        assert!(out.success(), "names {list:?}\n{}", out.show());
         for (i, n) in list.iter().enumerate() {
             let d = base.join(format!("d-{n}"));
             let read = |p: std::path::PathBuf| {

@@ -3,68 +3,14 @@
 //! `down` that leaves nothing behind. Needs root (it skips itself otherwise); the first run on
 //! a machine builds the base image with debootstrap (a couple of minutes).
 
-use assert_cmd::Command;
-use std::path::{Path, PathBuf};
-use std::process::Command as StdCommand;
+mod common;
+use common::sandbox::ssh;
+use common::*;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const NAME: &str = "itest";
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Takes the sandbox down when dropped, so a failing test leaves nothing running.
-struct Teardown;
-
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        if let Err(e) = recipe::sandbox::down(NAME) {
-            eprintln!("teardown of sandbox {NAME} failed: {e:#}");
-        }
-    }
-}
-
-fn recipe() -> Command {
-    let mut c = Command::cargo_bin("recipe").expect("the recipe binary is built");
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
-
-/// Runs `ssh root@ADDR CMD` with the sandbox's key and known_hosts only.
-fn ssh(key: &Path, known_hosts: &Path, addr: &str, cmd: &str) -> std::process::Output {
-    StdCommand::new("ssh")
-        .arg("-F")
-        .arg("/dev/null")
-        .arg("-i")
-        .arg(key)
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .args([
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "ConnectTimeout=10",
-            "-l",
-            "root",
-            addr,
-            "--",
-            cmd,
-        ])
-        .output()
-        .expect("ssh runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn netns_names() -> Vec<String> {
     std::fs::read_dir("/run/netns")
@@ -124,25 +70,19 @@ fn sandbox_up_run_reach_down() {
         eprintln!("skipped: `recipe sandbox` needs root");
         return;
     }
-    let _guard = Teardown;
+    let _guard = common::sandbox::Down::new(NAME);
     let dir: PathBuf = recipe::sandbox::sandbox_dir(NAME);
 
     // Up: two hosts.
     let started = Instant::now();
-    let out = recipe()
+    let out = Test::new()
         .args(["sandbox", "up", "--name", NAME, "--hosts", "master,w1"])
         .timeout(Duration::from_secs(900))
-        .output()
-        .expect("recipe sandbox up runs");
-    assert!(
-        out.status.success(),
-        "sandbox up failed:\n{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+        .run();
+    assert!(out.success(), "sandbox up failed:\n{}", out.show());
     eprintln!("sandbox up took {:.1} s", started.elapsed().as_secs_f64());
     let inventory = dir.join("inventory.toml");
-    let stdout = text(&out.stdout);
+    let stdout = &out.stdout;
     assert!(
         stdout.contains(&inventory.display().to_string()),
         "usage hint names the inventory: {stdout}"
@@ -175,41 +115,25 @@ fn sandbox_up_run_reach_down() {
         .expect("10.231.N.x address");
 
     // Status lists both hosts as running.
-    let st = recipe()
+    let st = Test::new()
         .args(["sandbox", "status", "--name", NAME])
-        .output()
-        .expect("status runs");
-    let st = text(&st.stdout);
+        .run()
+        .stdout;
     assert!(st.contains(&master) && st.contains(&w1), "{st}");
     assert!(st.matches("running").count() >= 2, "{st}");
     // Each host's release, read from the host itself (the default release is Debian 12).
     assert!(st.matches("Debian 12 (bookworm)").count() >= 2, "{st}");
 
     // The engine's example recipe on both hosts through the generated inventory.
-    let run = recipe()
+    let run = Test::new()
         .args(["run", "recipes/example.rhai", "-i"])
         .arg(&inventory)
         .args(["--group", "all", "--json"])
         .timeout(Duration::from_secs(300))
-        .output()
-        .expect("recipe run runs");
-    let run_out = text(&run.stdout);
-    assert!(
-        run.status.success(),
-        "recipe run failed ({}):\n{run_out}\n{}",
-        run.status,
-        text(&run.stderr)
-    );
-    let recaps: Vec<serde_json::Value> = run_out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event"] == "recap")
-        .collect();
+        .run();
+    assert!(run.success(), "recipe run failed:\n{}", run.show());
     for h in ["master", "w1"] {
-        let r = recaps
-            .iter()
-            .find(|r| r["host"] == h)
-            .unwrap_or_else(|| panic!("no recap for {h} in:\n{run_out}"));
+        let r = run.recap(h);
         assert_eq!(r["failed"], 0, "{r}");
         assert_eq!(r["unreachable"], false, "{r}");
     }
@@ -250,11 +174,11 @@ fn sandbox_up_run_reach_down() {
     assert_eq!(text(&o.stdout), "served\n", "{}", text(&o.stderr));
 
     // Down, and nothing is left.
-    recipe()
+    Test::new()
         .args(["sandbox", "down", "--name", NAME])
         .timeout(Duration::from_secs(120))
-        .assert()
-        .success();
+        .run()
+        .expect_success();
     let ns_prefix = format!("rcp{octet}-");
     let left_ns: Vec<String> = netns_names()
         .into_iter()
@@ -300,8 +224,8 @@ fn sandbox_up_run_reach_down() {
     assert!(!mounts.contains(&needle), "mounts left under {needle}");
 
     // Down again is fine.
-    recipe()
+    Test::new()
         .args(["sandbox", "down", "--name", NAME])
-        .assert()
-        .success();
+        .run()
+        .expect_success();
 }

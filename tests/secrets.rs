@@ -7,6 +7,7 @@
 //! secrets: none may appear.
 
 mod common;
+use common::sandbox::{self, Sandbox};
 use common::*;
 
 use base64::Engine as _;
@@ -177,20 +178,14 @@ fn token() -> String {
         .collect()
 }
 
-fn run(s: &Setup, tok: &str, extra: &[&str]) -> (i32, Vec<u8>) {
-    let out = recipe()
+/// The secrets recipe on both hosts, with `tok` as the token.
+fn secrets_run(s: &Setup, tok: &str) -> Test {
+    Test::new()
         .arg("run")
         .arg(&s.recipe)
         .args(["--group", "all", "-i"])
         .arg(&s.inv)
         .args(["--var", &format!("api_token={tok}")])
-        .args(extra)
-        .output()
-        .expect("runs");
-    let mut all = out.stdout.clone();
-    all.extend_from_slice(b"\n--- stderr ---\n");
-    all.extend_from_slice(&out.stderr);
-    (out.status.code().unwrap_or(-1), all)
 }
 
 #[test]
@@ -210,14 +205,13 @@ fn secrets_never_appear_in_any_output() {
     };
 
     // A dry run on fresh hosts, with diffs: shows what would be written, never the content.
-    let (code, out) = run(&s, &tok, &["--dry-run", "--diff", "-v"]);
-    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out));
-    assert!(
-        String::from_utf8_lossy(&out).contains("<secret:"),
-        "secrets are described: {}",
-        String::from_utf8_lossy(&out)
-    );
-    check("--dry-run --diff -v", &out, &tok);
+    // (Secrets are described.)
+    let out = secrets_run(&s, &tok)
+        .args(["--dry-run", "--diff", "-v"])
+        .run()
+        .expect_success()
+        .expect_contains(&["<secret:"]);
+    check("--dry-run --diff -v", &out.all_bytes(), &tok);
     // The real runs, at every verbosity and as JSON.
     for extra in [
         &["-v"][..],
@@ -227,9 +221,8 @@ fn secrets_never_appear_in_any_output() {
         &["--json"][..],
         &["--json", "--diff", "-vv"][..],
     ] {
-        let (code, out) = run(&s, &tok, extra);
-        assert_eq!(code, 0, "{extra:?}: {}", String::from_utf8_lossy(&out));
-        check(&format!("{extra:?}"), &out, &tok);
+        let out = secrets_run(&s, &tok).args(extra).run().expect_success();
+        check(&format!("{extra:?}"), &out.all_bytes(), &tok);
     }
     let b1 = s.sshd.path("b1");
     assert_eq!(
@@ -247,33 +240,23 @@ fn secrets_never_appear_in_any_output() {
         &["--dry-run", "--diff"][..],
         &["--diff", "-vv", "--json"][..],
     ] {
-        let (code, out) = run(&s, &tok2, extra);
-        assert_eq!(code, 0, "{}", String::from_utf8_lossy(&out));
-        check(&format!("new token {extra:?}"), &out, &tok);
-        check(&format!("new token {extra:?}"), &out, &tok2);
+        let out = secrets_run(&s, &tok2).args(extra).run().expect_success();
+        check(&format!("new token {extra:?}"), &out.all_bytes(), &tok);
+        check(&format!("new token {extra:?}"), &out.all_bytes(), &tok2);
     }
 
     // A failing step that prints both secrets, in human and JSON output.
     for extra in [&["-v"][..], &["--json"][..]] {
         let mut e = extra.to_vec();
         e.extend(["--var", "fail=true"]);
-        let (code, out) = run(&s, &tok2, &e);
-        assert_eq!(code, 1, "{}", String::from_utf8_lossy(&out));
-        assert!(String::from_utf8_lossy(&out).contains("exit status 3"));
-        check(&format!("failure {extra:?}"), &out, &tok2);
+        let out = secrets_run(&s, &tok2)
+            .args(&e)
+            .run()
+            .expect_code(1)
+            .expect_contains(&["exit status 3"]);
+        check(&format!("failure {extra:?}"), &out.all_bytes(), &tok2);
     }
     check("sshd log", s.sshd.log().as_bytes(), &tok2);
-}
-
-/// Takes the sandbox down when dropped.
-struct SandboxDown(&'static str);
-
-impl Drop for SandboxDown {
-    fn drop(&mut self) {
-        if let Err(e) = recipe::sandbox::down(self.0) {
-            eprintln!("teardown of sandbox {} failed: {e:#}", self.0);
-        }
-    }
 }
 
 /// The shipped MUNGE recipe on two sandbox hosts: the real key, made on the first host and
@@ -281,8 +264,7 @@ impl Drop for SandboxDown {
 /// `--dry-run --diff` output, nor in a failing run's.
 #[test]
 fn the_munge_key_never_appears() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("skipped: the sandbox needs root");
         return;
     }
@@ -291,27 +273,15 @@ fn the_munge_key_never_appears() {
         eprintln!("skipped: no recipes/munge.rhai");
         return;
     }
-    const NAME: &str = "secrets";
-    let _down = SandboxDown(NAME);
-    let info = recipe::sandbox::up(&recipe::sandbox::UpOptions {
-        name: NAME.into(),
-        hosts: vec!["k1".into(), "k2".into()],
-        serve: None,
-        packages: Vec::new(),
-        release: recipe::sandbox::Release::default(),
-    })
-    .expect("sandbox up");
+    let sb = Sandbox::up("secrets", &["k1", "k2"]).start();
     let run_munge = |extra: &[&str]| {
-        let out = recipe()
+        Test::new()
             .args(["run", "munge.rhai", "-i"])
-            .arg(&info.inventory)
+            .arg(sb.inventory())
             .args(["--var", "master=k1"])
             .args(extra)
-            .output()
-            .expect("runs");
-        let mut all = out.stdout.clone();
-        all.extend_from_slice(&out.stderr);
-        (out.status.code().unwrap_or(-1), all)
+            .timeout(sandbox::RUN_TIMEOUT)
+            .run()
     };
     let mut outputs = Vec::new();
     // The master first (it makes the key), then every host; then the same again as JSON,
@@ -322,24 +292,19 @@ fn the_munge_key_never_appears() {
         &["--group", "all", "--json", "-vv", "--diff"][..],
         &["--group", "all", "--dry-run", "--diff", "-v"][..],
     ] {
-        let (code, out) = run_munge(extra);
-        assert_eq!(code, 0, "{extra:?}: {}", String::from_utf8_lossy(&out));
-        outputs.push((format!("{extra:?}"), out));
+        let out = run_munge(extra).expect_success();
+        outputs.push((format!("{extra:?}"), out.all_bytes()));
     }
     // A failure: the second host's copy of the key cannot be written (a folder is in the
     // way), after the key was read from the master.
-    let k2_key = info.dir.join("hosts/k2/root/etc/munge/munge.key");
+    let k2_key = sb.root("k2").join("etc/munge/munge.key");
     std::fs::remove_file(&k2_key).expect("rm key");
     std::fs::create_dir(&k2_key).expect("a folder in the way");
-    let (code, out) = run_munge(&["--group", "all", "-vv", "--diff"]);
-    assert_eq!(code, 1, "{}", String::from_utf8_lossy(&out));
-    assert!(
-        String::from_utf8_lossy(&out).contains("munge.key"),
-        "{}",
-        String::from_utf8_lossy(&out)
-    );
-    outputs.push(("failure".into(), out));
-    let key = std::fs::read(info.dir.join("hosts/k1/root/etc/munge/munge.key")).expect("key");
+    let out = run_munge(&["--group", "all", "-vv", "--diff"])
+        .expect_code(1)
+        .expect_contains(&["munge.key"]);
+    outputs.push(("failure".into(), out.all_bytes()));
+    let key = std::fs::read(sb.root("k1").join("etc/munge/munge.key")).expect("key");
     assert!(key.len() >= 32, "a real key: {} bytes", key.len());
     for (what, out) in &outputs {
         assert_clean(what, out, &[("munge key", &key[..])]);

@@ -22,271 +22,22 @@
 //! Timing on the 2-core test machine (shared with other work): the source test took 8.5 to
 //! 10.5 minutes (the Slurm build most of it), the packages test 1 to 1.5; they run in parallel.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::sandbox::{self, assert_same_hosts, assert_unchanged, Sandbox};
+use common::*;
+
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Instant;
 
 const SRC_CACHE: &str = "/var/cache/recipe/src";
 
 fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
-    assert!(
-        uid == 0,
-        "tests/slurm_e2e.rs boots systemd-nspawn hosts with `recipe sandbox` and needs root \
-         (and debootstrap, systemd-container, tinyproxy): run `cargo test --test slurm_e2e` as root"
-    );
-}
-
-fn project() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn recipe_cmd() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_recipe"));
-    c.current_dir(project());
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    sandbox::require_root("slurm_e2e");
 }
 
 fn log(t0: Instant, what: &str) {
     eprintln!("[slurm_e2e {:>6.1}s] {what}", t0.elapsed().as_secs_f64());
-}
-
-/// A sandbox owned by a test: `recipe sandbox down` when dropped, even on panic.
-struct Sandbox {
-    name: String,
-    dir: PathBuf,
-    addrs: BTreeMap<String, String>,
-    files_url: String,
-    /// The test's own inventory (the sandbox's, with the test's vars and groups).
-    inv: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn up(name: &str, release: &str, hosts: &[&str], serve: Option<&Path>) -> Sandbox {
-        // A killed earlier run may have left one behind.
-        let _ = recipe_cmd()
-            .args(["sandbox", "down", "--name", name])
-            .output();
-        let mut c = recipe_cmd();
-        c.args([
-            "sandbox",
-            "up",
-            "--name",
-            name,
-            "--release",
-            release,
-            "--hosts",
-            &hosts.join(","),
-        ]);
-        if let Some(s) = serve {
-            c.arg("--serve").arg(s);
-        }
-        let out = c.output().expect("recipe sandbox up runs");
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let mut sb = Sandbox {
-            name: name.to_string(),
-            dir: PathBuf::from(format!("/var/lib/recipe/sandbox/{name}")),
-            addrs: BTreeMap::new(),
-            files_url: String::new(),
-            inv: tmp.path().join("inventory.toml"),
-            _tmp: tmp,
-        };
-        assert!(
-            out.status.success(),
-            "recipe sandbox up --name {name} failed:\n{}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        let inv: toml::Table = toml::from_str(
-            &std::fs::read_to_string(sb.dir.join("inventory.toml")).expect("sandbox inventory"),
-        )
-        .expect("sandbox inventory is TOML");
-        for (h, v) in inv["hosts"].as_table().expect("hosts") {
-            sb.addrs.insert(
-                h.clone(),
-                v["address"].as_str().expect("address").to_string(),
-            );
-        }
-        sb.files_url = inv["vars"]["sandbox_files_url"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        sb
-    }
-
-    /// Writes the test inventory: the sandbox's hosts, `workers` as given, and `vars`.
-    fn write_inventory(&self, workers: &[&str], vars: &[(&str, toml::Value)]) {
-        let mut inv: toml::Table = toml::from_str(
-            &std::fs::read_to_string(self.dir.join("inventory.toml")).expect("read"),
-        )
-        .expect("toml");
-        let v = inv
-            .entry("vars")
-            .or_insert(toml::Value::Table(Default::default()));
-        let vt = v.as_table_mut().expect("vars table");
-        for (k, val) in vars {
-            vt.insert(k.to_string(), val.clone());
-        }
-        let mut g = toml::Table::new();
-        g.insert(
-            "hosts".into(),
-            toml::Value::Array(
-                workers
-                    .iter()
-                    .map(|w| toml::Value::String(w.to_string()))
-                    .collect(),
-            ),
-        );
-        let mut groups = toml::Table::new();
-        groups.insert("workers".into(), toml::Value::Table(g));
-        inv.insert("groups".into(), toml::Value::Table(groups));
-        std::fs::write(&self.inv, toml::to_string(&inv).expect("serialise"))
-            .expect("write inventory");
-    }
-
-    fn ssh(&self, host: &str, cmd: &str) -> Output {
-        Command::new("ssh")
-            .arg("-F")
-            .arg("/dev/null")
-            .arg("-i")
-            .arg(self.dir.join("id_ed25519"))
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                self.dir.join("known_hosts").display()
-            ))
-            .args([
-                "-o",
-                "GlobalKnownHostsFile=/dev/null",
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "ConnectTimeout=10",
-                "-l",
-                "root",
-                &self.addrs[host],
-                "--",
-                cmd,
-            ])
-            .output()
-            .expect("ssh runs")
-    }
-
-    fn ssh_ok(&self, host: &str, cmd: &str) -> String {
-        let o = self.ssh(host, cmd);
-        assert!(
-            o.status.success(),
-            "on {host}: `{cmd}` failed ({}):\n{}{}",
-            o.status,
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        text(&o.stdout)
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        match recipe_cmd()
-            .args(["sandbox", "down", "--name", &self.name])
-            .output()
-        {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => eprintln!(
-                "sandbox down --name {} failed: {}{}",
-                self.name,
-                text(&o.stdout),
-                text(&o.stderr)
-            ),
-            Err(e) => eprintln!("sandbox down --name {} could not run: {e}", self.name),
-        }
-    }
-}
-
-/// The outcome of one `recipe run --json`.
-struct Run {
-    ok: bool,
-    /// stdout and stderr as bytes, to look for a secret's raw bytes.
-    raw: Vec<u8>,
-    changed: Vec<String>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn describe(&self) -> String {
-        format!(
-            "--- stdout (JSON events) ---\n{}\n--- stderr ---\n{}",
-            self.stdout, self.stderr
-        )
-    }
-}
-
-/// `recipe run RECIPE -i INV --json ARGS...`: exit status and the steps that changed.
-fn run(sb: &Sandbox, recipe: &str, args: &[&str]) -> Run {
-    let out = recipe_cmd()
-        .args(["run", recipe, "-i"])
-        .arg(&sb.inv)
-        .arg("--json")
-        .args(args)
-        .output()
-        .expect("recipe run runs");
-    let stdout = text(&out.stdout);
-    let mut changed = Vec::new();
-    for line in stdout.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if v["event"] == "step" && v["status"] == "changed" {
-            changed.push(format!(
-                "{} {}:{} {} {}",
-                v["host"].as_str().unwrap_or("?"),
-                v["recipe"].as_str().unwrap_or("?"),
-                v["line"],
-                v["op"].as_str().unwrap_or("?"),
-                v["target"].as_str().unwrap_or("?")
-            ));
-        }
-    }
-    let mut raw = out.stdout.clone();
-    raw.extend_from_slice(&out.stderr);
-    Run {
-        ok: out.status.success(),
-        raw,
-        changed,
-        stdout,
-        stderr: text(&out.stderr),
-    }
-}
-
-fn run_ok(sb: &Sandbox, recipe: &str, args: &[&str]) -> Run {
-    let r = run(sb, recipe, args);
-    assert!(
-        r.ok,
-        "recipe run {recipe} {args:?} failed\n{}",
-        r.describe()
-    );
-    r
-}
-
-fn assert_unchanged(r: &Run, what: &str) {
-    assert!(
-        r.changed.is_empty(),
-        "{what}: a second run must change nothing, but these steps changed:\n  {}\n{}",
-        r.changed.join("\n  "),
-        r.describe()
-    );
 }
 
 /// The seed's final check, made independently of the recipes: on the master, the
@@ -327,28 +78,9 @@ find /etc /usr /opt /srv /var/lib /var/spool /var/cache/apt/archives /root -xdev
   -o -printf '%p|%y|%s|%m|%u|%g|%T@|%l\n' | sort
 "#;
 
-fn fingerprints(sb: &Sandbox) -> BTreeMap<String, String> {
-    sb.addrs
-        .keys()
-        .map(|h| (h.clone(), sb.ssh_ok(h, FINGERPRINT)))
-        .collect()
-}
-
-fn assert_same_hosts(
-    before: &BTreeMap<String, String>,
-    after: &BTreeMap<String, String>,
-    what: &str,
-) {
-    for (h, b) in before {
-        let a = &after[h];
-        if a != b {
-            let bl: std::collections::BTreeSet<&str> = b.lines().collect();
-            let al: std::collections::BTreeSet<&str> = a.lines().collect();
-            let gone: Vec<&&str> = bl.difference(&al).take(40).collect();
-            let new: Vec<&&str> = al.difference(&bl).take(40).collect();
-            panic!("{what} changed {h}:\n  before only: {gone:#?}\n  after only: {new:#?}");
-        }
-    }
+fn fingerprints(sb: &Sandbox) -> std::collections::BTreeMap<String, String> {
+    let hosts: Vec<&str> = sb.addrs.keys().map(String::as_str).collect();
+    sb.fingerprints(&hosts, FINGERPRINT)
 }
 
 fn fetch_source(release: &str) -> PathBuf {
@@ -431,7 +163,10 @@ fn source_mode(release: &str, name: &str, full: bool) {
     } else {
         &["master", "w1", "w2"]
     };
-    let sb = Sandbox::up(name, release, hosts, tarball.parent());
+    let sb = Sandbox::up(name, hosts)
+        .release(release)
+        .serve(tarball.parent())
+        .start();
     log(
         t0,
         &format!("sandbox {name} up ({release}): {}", hosts.join(", ")),
@@ -448,18 +183,18 @@ fn source_mode(release: &str, name: &str, full: bool) {
 
     // 1. Fresh hosts → the whole of Part 1, source mode, built once on the master (with
     //    diffs and verbose output, where the munge key must still not appear).
-    let r = run_ok(&sb, "cluster.rhai", &["--diff", "-vv"]);
+    let r = sb.run_ok("cluster.rhai", &["--diff", "-vv"]);
     log(
         t0,
         &format!(
             "cluster.rhai (source, build once): {} steps changed",
-            r.changed.len()
+            r.changed().len()
         ),
     );
     assert!(
-        !r.changed.is_empty(),
+        !r.changed().is_empty(),
         "a first run on fresh hosts must change things\n{}",
-        r.describe()
+        r.show()
     );
     // Only the master compiled: the workers have no build tree, only the installed bundle.
     sb.ssh_ok(
@@ -501,14 +236,14 @@ fn source_mode(release: &str, name: &str, full: bool) {
         );
     }
     assert!(
-        !r.raw
+        !r.all_bytes()
             .windows(key_raw.len())
             .any(|w| w == key_raw.as_slice()),
         "the munge key's bytes leaked"
     );
 
     // 2. Second run: nothing changes, through cluster.rhai and every recipe on its own.
-    let r = run_ok(&sb, "cluster.rhai", &[]);
+    let r = sb.run_ok("cluster.rhai", &[]);
     assert_unchanged(&r, "cluster.rhai");
     log(t0, "second cluster.rhai run: 0 changed");
     if !full {
@@ -524,11 +259,11 @@ fn source_mode(release: &str, name: &str, full: bool) {
         ("slurm_worker.rhai", &["--group", "workers"][..]),
         ("slurm_check.rhai", &["--host", "master"][..]),
     ] {
-        let r = run_ok(&sb, recipe, target);
+        let r = sb.run_ok(recipe, target);
         assert_unchanged(&r, recipe);
         let mut args = target.to_vec();
         args.extend(["--dry-run", "--diff", "-vv"]);
-        let r = run_ok(&sb, recipe, &args);
+        let r = sb.run_ok(recipe, &args);
         assert_unchanged(&r, &format!("{recipe} --dry-run"));
         assert!(
             !r.stdout.contains(key_b64.trim()),
@@ -542,16 +277,16 @@ fn source_mode(release: &str, name: &str, full: bool) {
 
     // 3. A third worker joins: add it to the inventory and run the whole again.
     sb.write_inventory(&["w1", "w2", "w3"], &vars);
-    let r = run_ok(&sb, "cluster.rhai", &[]);
+    let r = sb.run_ok("cluster.rhai", &[]);
     log(
         t0,
         &format!(
             "cluster.rhai with w3 added: {} steps changed",
-            r.changed.len()
+            r.changed().len()
         ),
     );
     check_cluster(&sb, "/usr/local/bin/", &["w1", "w2", "w3"], t0);
-    let r = run_ok(&sb, "cluster.rhai", &[]);
+    let r = sb.run_ok("cluster.rhai", &[]);
     assert_unchanged(&r, "cluster.rhai after adding w3");
     log(t0, "source mode done");
 }
@@ -560,7 +295,9 @@ fn source_mode(release: &str, name: &str, full: bool) {
 fn packages_mode_after_pure_dry_run() {
     require_root();
     let t0 = Instant::now();
-    let sb = Sandbox::up("e2e-pkg", "bookworm", &["master", "w1", "w2"], None);
+    let sb = Sandbox::up("e2e-pkg", &["master", "w1", "w2"])
+        .release("bookworm")
+        .start();
     log(t0, "sandbox e2e-pkg up: master, w1, w2");
     let mut vars = container_vars();
     vars.push(("slurm_install", toml::Value::String("packages".into())));
@@ -585,11 +322,11 @@ fn packages_mode_after_pure_dry_run() {
         if let Some(e) = extra {
             args.extend(["--var", e]);
         }
-        let r = run_ok(&sb, recipe, &args);
+        let r = sb.run_ok(recipe, &args);
         assert!(
-            !r.changed.is_empty() || recipe == "slurm_check.rhai",
+            !r.changed().is_empty() || recipe == "slurm_check.rhai",
             "a dry run on fresh hosts reports changes\n{}",
-            r.describe()
+            r.show()
         );
         assert!(
             r.stdout.lines().all(|l| !l.contains("\"dry_run\":false")),
@@ -598,8 +335,7 @@ fn packages_mode_after_pure_dry_run() {
         );
     }
     for mode in ["packages", "source"] {
-        run_ok(
-            &sb,
+        sb.run_ok(
             "cluster.rhai",
             &["--dry-run", "--var", &format!("slurm_install={mode}")],
         );
@@ -612,10 +348,13 @@ fn packages_mode_after_pure_dry_run() {
     );
 
     // 2. The whole of Part 1 with Debian's packages.
-    let r = run_ok(&sb, "cluster.rhai", &[]);
+    let r = sb.run_ok("cluster.rhai", &[]);
     log(
         t0,
-        &format!("cluster.rhai (packages): {} steps changed", r.changed.len()),
+        &format!(
+            "cluster.rhai (packages): {} steps changed",
+            r.changed().len()
+        ),
     );
     check_cluster(&sb, "", &["w1", "w2"], t0);
     for w in ["w1", "w2"] {
@@ -630,18 +369,18 @@ fn packages_mode_after_pure_dry_run() {
     }
 
     // 3. Second run: 0 changed.
-    let r = run_ok(&sb, "cluster.rhai", &[]);
+    let r = sb.run_ok("cluster.rhai", &[]);
     assert_unchanged(&r, "cluster.rhai (packages)");
     log(t0, "second run (packages): 0 changed");
 
     // 4. Configless: slurmd fetches slurm.conf from slurmctld (--conf-server), through a
     //    drop-in that also clears Debian's ConditionPathExists.
-    let r = run_ok(&sb, "cluster.rhai", &["--var", "slurm_configless=true"]);
+    let r = sb.run_ok("cluster.rhai", &["--var", "slurm_configless=true"]);
     log(
         t0,
         &format!(
             "cluster.rhai (packages, configless): {} steps changed",
-            r.changed.len()
+            r.changed().len()
         ),
     );
     for w in ["w1", "w2"] {
@@ -655,7 +394,7 @@ fn packages_mode_after_pure_dry_run() {
         .ssh_ok("master", "cat /usr/local/etc/slurm.conf")
         .contains("SlurmctldParameters=enable_configless"));
     check_cluster(&sb, "", &["w1", "w2"], t0);
-    let r = run_ok(&sb, "cluster.rhai", &["--var", "slurm_configless=true"]);
+    let r = sb.run_ok("cluster.rhai", &["--var", "slurm_configless=true"]);
     assert_unchanged(&r, "cluster.rhai (packages, configless)");
     log(t0, "packages mode done");
 }
@@ -711,7 +450,10 @@ fn containers_on_debian13() {
     .to_string();
     log(t0, &format!("{deb_name}: Apptainer {version} for {arch}"));
 
-    let sb = Sandbox::up("e2e-sif", "trixie", &["master", "w1", "w2"], deb.parent());
+    let sb = Sandbox::up("e2e-sif", &["master", "w1", "w2"])
+        .release("trixie")
+        .serve(deb.parent())
+        .start();
     log(t0, "sandbox e2e-sif up (trixie): master, w1, w2");
     let proxy = sb.ssh_ok(
         "master",
@@ -744,17 +486,15 @@ fn containers_on_debian13() {
 
     // 1. Dry runs on fresh hosts leave them exactly as they were.
     let before = fingerprints(&sb);
-    let r = run_ok(
-        &sb,
+    let r = sb.run_ok(
         "singularity.rhai",
         &["--group", "all", "--dry-run", "--diff"],
     );
-    assert!(!r.changed.is_empty(), "{}", r.describe());
-    run_ok(&sb, "cluster.rhai", &["--dry-run", "--diff"]);
-    run_ok(&sb, "samples/container_job.rhai", &["--dry-run"]);
+    assert!(!r.changed().is_empty(), "{}", r.show());
+    sb.run_ok("cluster.rhai", &["--dry-run", "--diff"]);
+    sb.run_ok("samples/container_job.rhai", &["--dry-run"]);
     // The source method cannot run here (no release tarball is reachable): its plan can.
-    let r = run_ok(
-        &sb,
+    let r = sb.run_ok(
         "singularity.rhai",
         &[
             "--group",
@@ -768,6 +508,7 @@ fn containers_on_debian13() {
             "singularity_version=3.9.9",
         ],
     );
+    let changed = r.changed();
     for step in [
         "packages build-essential",
         "packages golang-go",
@@ -778,11 +519,11 @@ fn containers_on_debian13() {
     ] {
         for h in ["master", "w1", "w2"] {
             assert!(
-                r.changed
+                changed
                     .iter()
                     .any(|c| c.starts_with(&format!("{h} ")) && c.contains(step)),
                 "the source plan on {h} lacks `{step}`:\n  {}",
-                r.changed.join("\n  ")
+                changed.join("\n  ")
             );
         }
     }
@@ -794,12 +535,12 @@ fn containers_on_debian13() {
     );
 
     // 2. Everything: Slurm (packages), Apptainer, the sample jobs.
-    let r = run_ok(&sb, "cluster.rhai", &[]);
+    let r = sb.run_ok("cluster.rhai", &[]);
     log(
         t0,
         &format!(
             "cluster.rhai with singularity: {} steps changed",
-            r.changed.len()
+            r.changed().len()
         ),
     );
     check_cluster(&sb, "", &["w1", "w2"], t0);
@@ -811,7 +552,7 @@ fn containers_on_debian13() {
     assert!(
         r.stderr.contains("VERSION_CODENAME=bookworm"),
         "{}",
-        r.describe()
+        r.show()
     );
     let img = "/srv/containers/sample.sif";
     let msum = sb.ssh_ok("master", &format!("sha256sum < {img}"));
@@ -843,7 +584,7 @@ fn containers_on_debian13() {
     log(t0, &format!("srun -N2 apptainer exec as hpcuser:\n{got}"));
 
     // 3. Second run: nothing changes (the image is not rebuilt or copied again).
-    let r = run_ok(&sb, "cluster.rhai", &[]);
+    let r = sb.run_ok("cluster.rhai", &[]);
     assert_unchanged(&r, "cluster.rhai with singularity");
     log(t0, "second run: 0 changed; containers on Debian 13 done");
 }

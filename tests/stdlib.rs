@@ -2,19 +2,14 @@
 //! real binary on this machine (`--local --dry-run`: nothing is changed).
 
 mod common;
+use common::*;
 
 #[test]
 fn stdlib_helpers_behave() {
-    let out = common::recipe()
+    Test::new()
         .args(["run", "--local", "--dry-run"])
-        .arg(common::fixture("recipes/stdlib_checks.rhai"))
-        .output()
-        .expect("runs");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{all}");
-    assert!(all.contains("stdlib checks passed"), "{all}");
+        .arg(fixture("recipes/stdlib_checks.rhai"))
+        .run()
+        .expect_success()
+        .expect_contains(&["stdlib checks passed"]);
 }

@@ -4,7 +4,7 @@
 //! far below the file's size).
 
 mod common;
-use common::Sshd;
+use common::*;
 
 fn sha(p: &std::path::Path) -> String {
     let out = std::process::Command::new("sha256sum")
@@ -18,23 +18,25 @@ fn sha(p: &std::path::Path) -> String {
         .to_string()
 }
 
-/// Runs the copy and watches the process's peak resident memory (VmHWM, reset at exec).
-fn run_watched(recipe: &std::path::Path, inv: &std::path::Path) -> (std::process::Output, usize) {
-    use std::io::Read;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_recipe"))
+/// `recipe run RECIPE -i INV --host b --json`.
+fn copy(recipe: &std::path::Path, inv: &std::path::Path) -> Test {
+    Test::new()
         .arg("run")
         .arg(recipe)
         .arg("-i")
         .arg(inv)
         .args(["--host", "b", "--json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("runs");
-    let status_file = format!("/proc/{}/status", child.id());
+}
+
+/// Runs the copy and watches the process's peak resident memory (VmHWM, reset at exec).
+fn run_watched(recipe: &std::path::Path, inv: &std::path::Path) -> (Output, usize) {
+    let mut child = copy(recipe, inv)
+        .timeout(std::time::Duration::from_secs(300))
+        .spawn();
+    let status_file = format!("/proc/{}/status", child.pid());
     let mut peak_kib = 0usize;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    let status = loop {
+    loop {
         if let Ok(st) = std::fs::read_to_string(&status_file) {
             if let Some(kib) = st
                 .lines()
@@ -44,28 +46,13 @@ fn run_watched(recipe: &std::path::Path, inv: &std::path::Path) -> (std::process
                 peak_kib = peak_kib.max(kib);
             }
         }
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
+        if child.try_wait().is_some() {
+            break;
         }
         assert!(std::time::Instant::now() < deadline, "the copy hangs");
         std::thread::sleep(std::time::Duration::from_millis(10));
-    };
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_end(&mut stdout);
     }
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_end(&mut stderr);
-    }
-    (
-        std::process::Output {
-            status,
-            stdout,
-            stderr,
-        },
-        peak_kib / 1024,
-    )
+    (child.finish(), peak_kib / 1024)
 }
 
 #[test]
@@ -106,24 +93,9 @@ fn a_big_file_streams_host_to_host_and_is_never_held_whole() {
     )
     .expect("recipe");
 
-    let run = || {
-        common::recipe()
-            .arg("run")
-            .arg(&recipe)
-            .arg("-i")
-            .arg(&inv)
-            .args(["--host", "b", "--json"])
-            .output()
-            .expect("runs")
-    };
     let (out, peak_mib) = run_watched(&recipe, &inv);
-    let ev = common::events(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let ev = out.events();
+    assert!(out.success(), "{}", out.show());
     let step = ev
         .iter()
         .find(|e| e["event"] == "step" && e["op"] == "file")
@@ -142,9 +114,7 @@ fn a_big_file_streams_host_to_host_and_is_never_held_whole() {
     );
 
     // Second run: already the same content, nothing to do.
-    let out = run();
-    assert!(out.status.success());
-    let ev = common::events(&out.stdout);
+    let ev = copy(&recipe, &inv).run().expect_success().events();
     let step = ev
         .iter()
         .find(|e| e["event"] == "step" && e["op"] == "file")

@@ -7,161 +7,22 @@
 //! other node finishes.
 //!
 //! Needs root and the sandbox tools, like tests/slurm_e2e.rs; the sandbox (`h5b`) is torn
-//! down by a Drop guard, also when the test fails. About 3 minutes on 2 cores.
+//! down by a Drop guard (tests/common/sandbox.rs), also when the test fails. About 3 minutes on 2 cores.
 
-use std::collections::BTreeMap;
+mod common;
+use common::sandbox::{self, Sandbox};
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 const NAME: &str = "h5b";
 
-fn recipe_cmd() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_recipe"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// The sandbox of this test: `recipe sandbox down` when dropped, even on panic.
-struct Sandbox {
-    dir: PathBuf,
-    addrs: BTreeMap<String, String>,
-}
-
-impl Sandbox {
-    fn up() -> Sandbox {
-        let _ = recipe_cmd()
-            .args(["sandbox", "down", "--name", NAME])
-            .output();
-        let out = recipe_cmd()
-            .args(["sandbox", "up", "--name", NAME, "--hosts", "master,w1,w2"])
-            .output()
-            .expect("recipe sandbox up runs");
-        // The guard exists before the check, so a half-made sandbox is removed too.
-        let mut sb = Sandbox {
-            dir: PathBuf::from(format!("/var/lib/recipe/sandbox/{NAME}")),
-            addrs: BTreeMap::new(),
-        };
-        assert!(
-            out.status.success(),
-            "recipe sandbox up --name {NAME} failed:\n{}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        let inv: toml::Table =
-            toml::from_str(&std::fs::read_to_string(sb.inv()).expect("sandbox inventory"))
-                .expect("sandbox inventory is TOML");
-        for (h, v) in inv["hosts"].as_table().expect("hosts") {
-            sb.addrs
-                .insert(h.clone(), v["address"].as_str().expect("address").into());
-        }
-        sb
-    }
-
-    fn inv(&self) -> PathBuf {
-        self.dir.join("inventory.toml")
-    }
-
-    fn ssh(&self, host: &str, cmd: &str) -> Output {
-        Command::new("ssh")
-            .args(["-F", "/dev/null", "-i"])
-            .arg(self.dir.join("id_ed25519"))
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                self.dir.join("known_hosts").display()
-            ))
-            .args([
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "ConnectTimeout=10",
-                "-l",
-                "root",
-            ])
-            .arg(&self.addrs[host])
-            .args(["--", cmd])
-            .output()
-            .expect("ssh runs")
-    }
-
-    fn ssh_ok(&self, host: &str, cmd: &str) -> String {
-        let o = self.ssh(host, cmd);
-        assert!(
-            o.status.success(),
-            "on {host}: `{cmd}` failed:\n{}{}",
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        text(&o.stdout)
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        match recipe_cmd()
-            .args(["sandbox", "down", "--name", NAME])
-            .output()
-        {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => eprintln!("sandbox down --name {NAME} failed: {}", text(&o.stderr)),
-            Err(e) => eprintln!("sandbox down --name {NAME} could not run: {e}"),
-        }
-    }
-}
-
-/// One `--json` run: exit status, each host's steps as `line op status`, and the recaps.
-struct Run {
-    code: i32,
-    steps: BTreeMap<String, Vec<String>>,
-    recaps: BTreeMap<String, serde_json::Value>,
-    all: String,
-}
-
-fn run(inv: &Path, recipe: &Path, args: &[&str]) -> Run {
-    let out = recipe_cmd()
-        .arg("run")
-        .arg(recipe)
-        .arg("-i")
-        .arg(inv)
-        .args(["--group", "workers", "--json"])
-        .args(args)
-        .output()
-        .expect("recipe run runs");
-    let stdout = text(&out.stdout);
-    let mut r = Run {
-        code: out.status.code().unwrap_or(-1),
-        steps: BTreeMap::new(),
-        recaps: BTreeMap::new(),
-        all: format!("{stdout}\n--- stderr ---\n{}", text(&out.stderr)),
-    };
-    for line in stdout.lines() {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}\n{}", r.all));
-        let host = v["host"].as_str().unwrap_or("?").to_string();
-        match v["event"].as_str() {
-            Some("step") => r
-                .steps
-                .entry(host)
-                .or_default()
-                .push(format!("{} {} {}", v["line"], v["op"], v["status"])),
-            Some("recap") => {
-                r.recaps.insert(host, v);
-            }
-            _ => panic!("unknown event: {line}"),
-        }
-    }
-    r
-}
-
-fn changed(r: &Run) -> u64 {
-    r.recaps
-        .values()
-        .map(|v| v["changed"].as_u64().unwrap_or(0))
-        .sum()
+/// `recipe run RECIPE -i INV --group workers --json ARGS...`: it must print only step and
+/// recap events.
+fn run(inv: &Path, recipe: &Path, args: &[&str]) -> Output {
+    let mut a = vec!["--group", "workers"];
+    a.extend(args);
+    sandbox::run_json(inv, recipe, &a).expect_only_events(&["step", "recap"])
 }
 
 /// A small recipe with a template: files whose content depends on the host and a variable.
@@ -187,15 +48,11 @@ fn write_recipe(dir: &Path) -> PathBuf {
 
 #[test]
 fn fan_out_through_slurm_matches_the_ssh_path_and_reports_a_stopped_node() {
-    // SAFETY: geteuid has no preconditions.
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "tests/via_slurm.rs boots sandbox hosts and needs root: run `cargo test --test via_slurm` as root"
-    );
-    let sb = Sandbox::up();
-    let cluster = recipe_cmd()
+    sandbox::require_root("via_slurm");
+    let sb = Sandbox::up(NAME, &["master", "w1", "w2"]).start();
+    let cluster = Test::new()
         .args(["run", "cluster.rhai", "-i"])
-        .arg(sb.inv())
+        .arg(sb.inventory())
         .args([
             "-q",
             "--var",
@@ -205,16 +62,15 @@ fn fan_out_through_slurm_matches_the_ssh_path_and_reports_a_stopped_node() {
             "--var",
             "slurm_task_plugin=task/none",
         ])
-        .output()
-        .expect("recipe run cluster.rhai runs");
+        .timeout(sandbox::RUN_TIMEOUT)
+        .run();
     assert!(
-        cluster.status.success(),
-        "building the Slurm cluster failed:\n{}{}",
-        text(&cluster.stdout),
-        text(&cluster.stderr)
+        cluster.success(),
+        "building the Slurm cluster failed:\n{}",
+        cluster.show()
     );
     // Per-host variables, as a site would set them: the node-local run must see its own.
-    let mut inv = std::fs::read_to_string(sb.inv()).expect("inventory");
+    let mut inv = std::fs::read_to_string(sb.inventory()).expect("inventory");
     inv = inv.replace("[hosts.w1]\n", "[hosts.w1]\nvars = { role = \"first\" }\n");
     inv = inv.replace("[hosts.w2]\n", "[hosts.w2]\nvars = { role = \"second\" }\n");
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -228,14 +84,14 @@ fn fan_out_through_slurm_matches_the_ssh_path_and_reports_a_stopped_node() {
     let mut args = vec!["--var", "dir=/var/lib/fanout-slurm"];
     args.extend(via);
     let slurm1 = run(&inv_path, &recipe, &args);
-    assert_eq!(ssh1.code, 0, "{}", ssh1.all);
-    assert_eq!(slurm1.code, 0, "{}", slurm1.all);
+    assert_eq!(ssh1.code, 0, "{}", ssh1.show());
+    assert_eq!(slurm1.code, 0, "{}", slurm1.show());
     assert_eq!(
-        slurm1.steps, ssh1.steps,
+        slurm1.steps_by_host(), ssh1.steps_by_host(),
         "the fan-out path ran other steps or got other outcomes than the SSH path\nSSH:\n{}\nSlurm:\n{}",
-        ssh1.all, slurm1.all
+        ssh1.show(), slurm1.show()
     );
-    assert_eq!(changed(&slurm1), 6, "{}", slurm1.all);
+    assert_eq!(slurm1.changed_count(), 6, "{}", slurm1.show());
     for (h, role) in [("w1", "first"), ("w2", "second")] {
         let made = sb.ssh_ok(
             h,
@@ -251,11 +107,17 @@ fn fan_out_through_slurm_matches_the_ssh_path_and_reports_a_stopped_node() {
 
     // Second run through Slurm: nothing to change; the SSH path agrees.
     let slurm2 = run(&inv_path, &recipe, &args);
-    assert_eq!(slurm2.code, 0, "{}", slurm2.all);
-    assert_eq!(changed(&slurm2), 0, "{}", slurm2.all);
+    assert_eq!(slurm2.code, 0, "{}", slurm2.show());
+    assert_eq!(slurm2.changed_count(), 0, "{}", slurm2.show());
     let ssh2 = run(&inv_path, &recipe, &["--var", "dir=/var/lib/fanout-slurm"]);
-    assert_eq!(changed(&ssh2), 0, "{}", ssh2.all);
-    assert_eq!(slurm2.steps, ssh2.steps, "{}\n{}", slurm2.all, ssh2.all);
+    assert_eq!(ssh2.changed_count(), 0, "{}", ssh2.show());
+    assert_eq!(
+        slurm2.steps_by_host(),
+        ssh2.steps_by_host(),
+        "{}\n{}",
+        slurm2.show(),
+        ssh2.show()
+    );
 
     // Nothing left behind: no staging folder on the login node, no bundle on the nodes.
     assert_eq!(
@@ -280,22 +142,24 @@ fn fan_out_through_slurm_matches_the_ssh_path_and_reports_a_stopped_node() {
     args.extend(via);
     let down = run(&inv_path, &recipe, &args);
     assert_eq!(
-        down.code, 1,
+        down.code,
+        1,
         "a node that did not run must fail the run\n{}",
-        down.all
+        down.show()
     );
-    let w1 = &down.recaps["w1"];
-    assert_eq!(w1["changed"], 1, "{}", down.all);
-    assert_eq!(w1["failed"], 0, "{}", down.all);
-    let w2 = &down.recaps["w2"];
-    assert_eq!(w2["unreachable"], true, "{}", down.all);
+    let recaps = down.recaps_by_host();
+    let w1 = &recaps["w1"];
+    assert_eq!(w1["changed"], 1, "{}", down.show());
+    assert_eq!(w1["failed"], 0, "{}", down.show());
+    let w2 = &recaps["w2"];
+    assert_eq!(w2["unreachable"], true, "{}", down.show());
     let msg = w2["msg"].as_str().unwrap_or_default();
     assert!(
         msg.contains("Slurm node w2 is down") && msg.contains("stopped by the test"),
         "{}",
-        down.all
+        down.show()
     );
-    assert!(!down.steps.contains_key("w2"), "{}", down.all);
+    assert!(!down.steps_by_host().contains_key("w2"), "{}", down.show());
     assert_eq!(
         sb.ssh_ok("w1", "cat /var/lib/fanout-slurm/greeting"),
         "hi from w1 (first)\n"

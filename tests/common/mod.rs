@@ -1,10 +1,19 @@
-//! Test support: a real OpenSSH server on loopback with its own host key and client key,
-//! an inventory pointing at it, and helpers to run the real binary.
+//! Test support: [`Test`], the one way the integration tests drive the `recipe` binary (in
+//! the manner of just's `Test`: build the command line, run it, look at the [`Output`]);
+//! a real OpenSSH server on loopback with its own host key and client key ([`Sshd`]) and an
+//! inventory pointing at it; the loopback fault helpers ([`loopback`]) and the sandbox
+//! end-to-end harness ([`sandbox`]).
 #![allow(dead_code)]
 
+pub mod loopback;
+pub mod sandbox;
+
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// A running `sshd -D` owned by the test; killed on drop (also when the test fails).
@@ -31,7 +40,8 @@ pub fn sshd_path() -> PathBuf {
     panic!("sshd not found: apt-get install openssh-server (the tests need a real OpenSSH server)");
 }
 
-fn keygen(path: &Path) {
+/// A fresh ed25519 key pair at `path` (and `path.pub`), without a passphrase.
+pub fn keygen(path: &Path) {
     let st = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
         .arg(path)
@@ -140,7 +150,8 @@ impl Drop for Sshd {
     }
 }
 
-/// The `recipe` binary, run from the repository root.
+/// The `recipe` binary, run from the repository root (kept for tests that build an
+/// `assert_cmd::Command` themselves; new tests use [`Test`]).
 pub fn recipe() -> assert_cmd::Command {
     let mut c = assert_cmd::Command::cargo_bin("recipe").expect("binary built");
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
@@ -168,4 +179,430 @@ pub fn fixture(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(p)
+}
+
+/// Bytes as text, invalid UTF-8 replaced.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The repository root, where every run starts unless told otherwise.
+pub fn project() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// How long a run may take before it is killed and the test fails.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// One run of the real `recipe` binary: `Test::new().args([..]).env(k, v).run()`.
+///
+/// Always the binary cargo built for this test, from the repository root, with
+/// `NO_COLOR=1`, stdin empty (or the bytes given), stdout and stderr captured, and killed
+/// (the test failing) after [`DEFAULT_TIMEOUT`] unless told otherwise.
+pub struct Test {
+    args: Vec<OsString>,
+    env: Vec<(OsString, Option<OsString>)>,
+    stdin: Option<Vec<u8>>,
+    dir: PathBuf,
+    timeout: Duration,
+    stderr_to: Option<Stdio>,
+}
+
+impl Default for Test {
+    fn default() -> Self {
+        Test::new()
+    }
+}
+
+impl Test {
+    pub fn new() -> Test {
+        Test {
+            args: Vec::new(),
+            env: vec![("NO_COLOR".into(), Some("1".into()))],
+            stdin: None,
+            dir: project().to_path_buf(),
+            timeout: DEFAULT_TIMEOUT,
+            stderr_to: None,
+        }
+    }
+
+    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Test {
+        self.args.push(a.as_ref().to_os_string());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Test
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Test {
+        self.env
+            .push((k.as_ref().to_os_string(), Some(v.as_ref().to_os_string())));
+        self
+    }
+
+    /// Runs without this variable, even if the test's own environment has it.
+    pub fn env_remove(mut self, k: impl AsRef<OsStr>) -> Test {
+        self.env.push((k.as_ref().to_os_string(), None));
+        self
+    }
+
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Test {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Test {
+        self.dir = dir.as_ref().to_path_buf();
+        self
+    }
+
+    pub fn timeout(mut self, d: Duration) -> Test {
+        self.timeout = d;
+        self
+    }
+
+    /// Sends stderr there (a terminal, say) instead of capturing it; `Output::stderr` is
+    /// then empty.
+    pub fn stderr_to(mut self, to: impl Into<Stdio>) -> Test {
+        self.stderr_to = Some(to.into());
+        self
+    }
+
+    /// The command line, for messages: `recipe ARG...`.
+    fn line(&self) -> String {
+        std::iter::once("recipe".to_string())
+            .chain(self.args.iter().map(|a| {
+                let a = a.to_string_lossy();
+                if a.is_empty() || a.contains([' ', '"', '\'', '\n']) {
+                    format!("{a:?}")
+                } else {
+                    a.into_owned()
+                }
+            }))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Starts the run in the background (to break something while it works); see
+    /// [`Running::finish`]. Stdout and stderr are read as they come, so a chatty run never
+    /// blocks on a full pipe.
+    pub fn spawn(self) -> Running {
+        self.try_spawn().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_spawn(self) -> Result<Running, String> {
+        let line = self.line();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_recipe"));
+        c.current_dir(&self.dir).args(&self.args);
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        c.stdout(Stdio::piped());
+        let captured_stderr = self.stderr_to.is_none();
+        c.stderr(self.stderr_to.unwrap_or_else(Stdio::piped));
+        let mut child = c
+            .spawn()
+            .map_err(|e| format!("{line}: cannot start: {e}"))?;
+        let stdin = match (self.stdin, child.stdin.take()) {
+            (Some(bytes), Some(mut pipe)) => Some(std::thread::spawn(move || {
+                // The run may stop reading early; that is its business.
+                let _ = pipe.write_all(&bytes);
+            })),
+            _ => None,
+        };
+        let drain = |r: Option<Box<dyn Read + Send>>| {
+            r.map(|mut r| {
+                std::thread::spawn(move || {
+                    let mut v = Vec::new();
+                    let _ = r.read_to_end(&mut v);
+                    v
+                })
+            })
+        };
+        let stdout = drain(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let stderr = drain(
+            child
+                .stderr
+                .take()
+                .filter(|_| captured_stderr)
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        Ok(Running {
+            line,
+            child,
+            reaped: false,
+            deadline: Instant::now() + self.timeout,
+            stdin,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Runs to the end; panics if the binary cannot start or outlives its timeout.
+    pub fn run(self) -> Output {
+        self.try_run().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Test::run`], without panicking (for Drop guards).
+    pub fn try_run(self) -> Result<Output, String> {
+        self.try_spawn()?.try_finish()
+    }
+}
+
+/// A run started with [`Test::spawn`]; killed if dropped before [`Running::finish`] (when the
+/// test fails on the way).
+pub struct Running {
+    line: String,
+    child: Child,
+    reaped: bool,
+    deadline: Instant,
+    stdin: Option<JoinHandle<()>>,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `sig` (libc::SIGTERM, ...) to the run.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the child this test started (not yet waited for).
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill({}, {sig}) failed", self.child.id());
+    }
+
+    /// The exit code once the run has ended (-1 if killed by a signal), without waiting.
+    pub fn try_wait(&mut self) -> Option<i32> {
+        self.child
+            .try_wait()
+            .expect("wait for recipe")
+            .map(|s| s.code().unwrap_or(-1))
+    }
+
+    /// Waits for the end (the test fails if the timeout passes first) and collects the output.
+    pub fn finish(self) -> Output {
+        self.try_finish().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_finish(mut self) -> Result<Output, String> {
+        let mut timed_out = false;
+        let status = loop {
+            if let Some(s) = self
+                .child
+                .try_wait()
+                .map_err(|e| format!("{}: cannot wait: {e}", self.line))?
+            {
+                break s;
+            }
+            if Instant::now() >= self.deadline {
+                timed_out = true;
+                let _ = self.child.kill();
+                break self
+                    .child
+                    .wait()
+                    .map_err(|e| format!("{}: cannot wait: {e}", self.line))?;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        self.reaped = true;
+        if let Some(t) = self.stdin.take() {
+            let _ = t.join();
+        }
+        let join = |t: Option<JoinHandle<Vec<u8>>>| {
+            t.map(|t| t.join().unwrap_or_default()).unwrap_or_default()
+        };
+        let (stdout, stderr) = (join(self.stdout.take()), join(self.stderr.take()));
+        let out = Output {
+            line: std::mem::take(&mut self.line),
+            code: status.code().unwrap_or(-1),
+            stdout: text(&stdout),
+            stderr: text(&stderr),
+            stdout_bytes: stdout,
+            stderr_bytes: stderr,
+        };
+        if timed_out {
+            return Err(format!("timed out, killed:\n{}", out.show()));
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What a run printed, and how it ended.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// The command line, for messages.
+    pub line: String,
+    /// The exit code; -1 if a signal ended the run.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_bytes: Vec<u8>,
+    pub stderr_bytes: Vec<u8>,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+
+    /// Stdout then stderr, as one text.
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// Stdout then stderr, as bytes (to look for a secret's raw bytes).
+    pub fn all_bytes(&self) -> Vec<u8> {
+        let mut v = self.stdout_bytes.clone();
+        v.extend_from_slice(&self.stderr_bytes);
+        v
+    }
+
+    /// The whole of it for a failure message: the command line, its exit code, stdout, stderr.
+    pub fn show(&self) -> String {
+        format!(
+            "$ {}\n--- exit code {} --- stdout ---\n{}\n--- stderr ---\n{}",
+            self.line, self.code, self.stdout, self.stderr
+        )
+    }
+
+    /// The `--json` events on stdout; every line must be one.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{}", self.show()))
+            })
+            .collect()
+    }
+
+    /// The `step` events, in order.
+    pub fn steps(&self) -> Vec<serde_json::Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == "step")
+            .collect()
+    }
+
+    pub fn recaps(&self) -> Vec<serde_json::Value> {
+        recaps(&self.events())
+    }
+
+    /// The recap of `host`; the test fails if there is none.
+    pub fn recap(&self, host: &str) -> serde_json::Value {
+        self.recaps()
+            .into_iter()
+            .find(|r| r["host"] == host)
+            .unwrap_or_else(|| panic!("no recap for {host}:\n{}", self.show()))
+    }
+
+    pub fn expect_code(self, code: i32) -> Output {
+        assert_eq!(self.code, code, "exit code\n{}", self.show());
+        self
+    }
+
+    pub fn expect_success(self) -> Output {
+        self.expect_code(0)
+    }
+
+    /// Every piece is in stdout or stderr.
+    pub fn expect_contains(self, pieces: &[&str]) -> Output {
+        let all = self.all();
+        for p in pieces {
+            assert!(all.contains(p), "no {p:?} in the output:\n{}", self.show());
+        }
+        self
+    }
+
+    pub fn expect_stdout_contains(self, pieces: &[&str]) -> Output {
+        for p in pieces {
+            assert!(
+                self.stdout.contains(p),
+                "no {p:?} on stdout:\n{}",
+                self.show()
+            );
+        }
+        self
+    }
+
+    pub fn expect_stderr_contains(self, pieces: &[&str]) -> Output {
+        for p in pieces {
+            assert!(
+                self.stderr.contains(p),
+                "no {p:?} on stderr:\n{}",
+                self.show()
+            );
+        }
+        self
+    }
+
+    /// None of the pieces is in stdout or stderr.
+    pub fn expect_lacks(self, pieces: &[&str]) -> Output {
+        let all = self.all();
+        for p in pieces {
+            assert!(!all.contains(p), "{p:?} in the output:\n{}", self.show());
+        }
+        self
+    }
+
+    /// The binary did not panic.
+    pub fn expect_no_panic(self) -> Output {
+        let all = self.all();
+        assert!(
+            !all.contains("panicked") && !all.contains("RUST_BACKTRACE"),
+            "panicked:\n{}",
+            self.show()
+        );
+        self
+    }
+
+    /// Stdout and stderr together fit in `lines` lines and `bytes` bytes (an error that fits
+    /// a screen).
+    pub fn expect_at_most(self, lines: usize, bytes: usize) -> Output {
+        let all = self.all();
+        assert!(
+            all.lines().count() <= lines && all.len() <= bytes,
+            "more than {lines} lines or {bytes} bytes ({} lines, {} bytes):\n{}",
+            all.lines().count(),
+            all.len(),
+            self.show()
+        );
+        self
+    }
 }

@@ -1,0 +1,428 @@
+//! The sandbox end-to-end harness: throw-away systemd-nspawn hosts booted with
+//! `recipe sandbox up` and torn down when the test ends (also when it panics), ssh into
+//! them, the test's own inventory, `recipe run --json` on them and what its events say,
+//! and fingerprints of the hosts (to prove a dry run changed nothing).
+#![allow(dead_code)]
+
+use super::{text, Output, Test};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// How long one `recipe run` on sandbox hosts may take (a Slurm build is most of an hour on
+/// a busy machine).
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
+/// How long `recipe sandbox up` may take (the first one builds the base image).
+pub const UP_TIMEOUT: Duration = Duration::from_secs(3600);
+const DOWN_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Fails (not skips) without root: `tests/TEST.rs` boots sandbox hosts.
+pub fn require_root(test: &str) {
+    assert!(
+        super::is_root(),
+        "tests/{test}.rs boots systemd-nspawn hosts with `recipe sandbox` and needs root \
+         (and debootstrap, systemd-container, tinyproxy): run `cargo test --test {test}` as root"
+    );
+}
+
+/// `recipe sandbox down --name NAME` when dropped, even when the test panics.
+pub struct Down(String);
+
+impl Down {
+    pub fn new(name: &str) -> Down {
+        Down(name.to_string())
+    }
+}
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let name = &self.0;
+        match Test::new()
+            .args(["sandbox", "down", "--name", name])
+            .timeout(DOWN_TIMEOUT)
+            .try_run()
+        {
+            Ok(o) if o.success() => {}
+            Ok(o) => eprintln!("sandbox down --name {name} failed:\n{}", o.show()),
+            Err(e) => eprintln!("sandbox down --name {name} could not run: {e}"),
+        }
+    }
+}
+
+/// What `recipe sandbox up` is asked for: `Sandbox::up(name, hosts).release(..).start()`.
+pub struct Up {
+    name: String,
+    hosts: Vec<String>,
+    release: Option<String>,
+    serve: Option<PathBuf>,
+    packages: Vec<String>,
+}
+
+impl Up {
+    /// Debian release of the hosts (default: the CLI's, bookworm).
+    pub fn release(mut self, r: &str) -> Up {
+        self.release = Some(r.to_string());
+        self
+    }
+
+    /// A folder served over HTTP to the hosts (`sandbox_files_url`).
+    pub fn serve(mut self, dir: Option<&Path>) -> Up {
+        self.serve = dir.map(Path::to_path_buf);
+        self
+    }
+
+    /// Extra packages baked into the base image.
+    pub fn packages(mut self, p: &[&str]) -> Up {
+        self.packages = p.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Boots the hosts (after removing what a killed earlier run may have left).
+    pub fn start(self) -> Sandbox {
+        let name = self.name.as_str();
+        let _ = Test::new()
+            .args(["sandbox", "down", "--name", name])
+            .timeout(DOWN_TIMEOUT)
+            .try_run();
+        // The guard exists before the first assertion: a half-made sandbox is removed too.
+        let down = Down::new(name);
+        let mut t = Test::new()
+            .args(["sandbox", "up", "--name", name, "--hosts"])
+            .arg(self.hosts.join(","))
+            .timeout(UP_TIMEOUT);
+        if let Some(r) = &self.release {
+            t = t.args(["--release", r]);
+        }
+        if let Some(s) = &self.serve {
+            t = t.arg("--serve").arg(s);
+        }
+        if !self.packages.is_empty() {
+            t = t.arg("--packages").arg(self.packages.join(","));
+        }
+        let out = t.run();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut sb = Sandbox {
+            name: name.to_string(),
+            dir: recipe::sandbox::sandbox_dir(name),
+            hosts: self.hosts.clone(),
+            addrs: BTreeMap::new(),
+            files_url: String::new(),
+            inv: tmp.path().join("inventory.toml"),
+            _tmp: tmp,
+            _down: down,
+        };
+        assert!(
+            out.success(),
+            "recipe sandbox up --name {name} failed:\n{}",
+            out.show()
+        );
+        let inv: toml::Table =
+            toml::from_str(&std::fs::read_to_string(sb.inventory()).expect("sandbox inventory"))
+                .expect("sandbox inventory is TOML");
+        for (h, v) in inv["hosts"].as_table().expect("hosts") {
+            sb.addrs
+                .insert(h.clone(), v["address"].as_str().expect("address").into());
+        }
+        sb.files_url = inv["vars"]["sandbox_files_url"]
+            .as_str()
+            .expect("sandbox_files_url")
+            .to_string();
+        sb
+    }
+}
+
+/// A sandbox owned by a test: `recipe sandbox down` when dropped, even on panic.
+pub struct Sandbox {
+    pub name: String,
+    pub dir: PathBuf,
+    /// The host names, in the order given.
+    pub hosts: Vec<String>,
+    pub addrs: BTreeMap<String, String>,
+    pub files_url: String,
+    /// The test's own inventory, written by [`Sandbox::write_inventory`].
+    pub inv: PathBuf,
+    _tmp: tempfile::TempDir,
+    _down: Down,
+}
+
+impl Sandbox {
+    pub fn up(name: &str, hosts: &[&str]) -> Up {
+        Up {
+            name: name.to_string(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            release: None,
+            serve: None,
+            packages: Vec::new(),
+        }
+    }
+
+    /// The inventory `sandbox up` wrote: every host, the sandbox's key and known_hosts.
+    pub fn inventory(&self) -> PathBuf {
+        self.dir.join("inventory.toml")
+    }
+
+    pub fn key(&self) -> PathBuf {
+        self.dir.join("id_ed25519")
+    }
+
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.join("known_hosts")
+    }
+
+    /// `host`'s root file system as the controller sees it.
+    pub fn root(&self, host: &str) -> PathBuf {
+        self.dir.join("hosts").join(host).join("root")
+    }
+
+    /// The N of the sandbox's 10.231.N.0/24 network (its bridge is rcpNbr, veths rcpNv*).
+    pub fn octet(&self) -> u8 {
+        let a = self.addrs.values().next().expect("a host");
+        a.split('.')
+            .nth(2)
+            .and_then(|o| o.parse().ok())
+            .unwrap_or_else(|| panic!("not a 10.231.N.x address: {a}"))
+    }
+
+    /// Writes the test inventory [`Sandbox::inv`]: the sandbox's hosts, group `workers` as
+    /// given, and `vars` added to its variables.
+    pub fn write_inventory(&self, workers: &[&str], vars: &[(&str, toml::Value)]) {
+        let mut inv: toml::Table =
+            toml::from_str(&std::fs::read_to_string(self.inventory()).expect("read"))
+                .expect("toml");
+        let vt = inv
+            .entry("vars")
+            .or_insert(toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .expect("vars table");
+        for (k, v) in vars {
+            vt.insert(k.to_string(), v.clone());
+        }
+        let mut g = toml::Table::new();
+        g.insert(
+            "hosts".into(),
+            toml::Value::Array(workers.iter().map(|w| (*w).into()).collect()),
+        );
+        let mut groups = toml::Table::new();
+        groups.insert("workers".into(), toml::Value::Table(g));
+        inv.insert("groups".into(), toml::Value::Table(groups));
+        std::fs::write(&self.inv, toml::to_string(&inv).expect("toml")).expect("write inventory");
+    }
+
+    /// `ssh root@HOST CMD` with the sandbox's key and known_hosts only (OpenSSH, so in the
+    /// login's session).
+    pub fn ssh(&self, host: &str, cmd: &str) -> std::process::Output {
+        let addr = self
+            .addrs
+            .get(host)
+            .unwrap_or_else(|| panic!("no host {host} in sandbox {}", self.name));
+        ssh(&self.key(), &self.known_hosts(), addr, cmd)
+    }
+
+    /// [`Sandbox::ssh`] that must succeed; its stdout.
+    pub fn ssh_ok(&self, host: &str, cmd: &str) -> String {
+        let o = self.ssh(host, cmd);
+        assert!(
+            o.status.success(),
+            "on {host}: `{cmd}` failed ({}):\n{}{}",
+            o.status,
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+    }
+
+    /// `recipe run RECIPE -i <the test inventory> --json ARGS...`.
+    pub fn run(&self, recipe: &str, args: &[&str]) -> Output {
+        run_json(&self.inv, recipe, args)
+    }
+
+    /// [`Sandbox::run`] that must succeed.
+    pub fn run_ok(&self, recipe: &str, args: &[&str]) -> Output {
+        let r = self.run(recipe, args);
+        assert!(
+            r.success(),
+            "recipe run {recipe} {args:?} failed\n{}",
+            r.show()
+        );
+        r
+    }
+
+    /// The output of `script` (a fingerprint of what a dry run must not touch) on each host.
+    pub fn fingerprints(&self, hosts: &[&str], script: &str) -> BTreeMap<String, String> {
+        hosts
+            .iter()
+            .map(|h| (h.to_string(), self.ssh_ok(h, script)))
+            .collect()
+    }
+
+    /// A fingerprint of `host`'s files read on the controller through its root (no login on
+    /// the host, which would itself write to var/log): path, size, mode, numeric owner and
+    /// group, type, link target and the sha256 of every regular file under etc, usr/local,
+    /// var/lib and var/log. The journal is left out: journald writes it all the time.
+    pub fn root_fingerprint(&self, host: &str) -> String {
+        let script = "cd \"$1\" && { find etc usr/local var/lib var/log -xdev \\( -path var/log/journal -prune \\) -o -printf '%p %s %m %U %G %y %l\\n'; \
+                      find etc usr/local var/lib var/log -xdev \\( -path var/log/journal -prune \\) -o -type f -print0 | xargs -0 -r sha256sum; } | sort";
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .arg(self.root(host))
+            .output()
+            .expect("find");
+        text(&out.stdout)
+    }
+
+    /// [`Sandbox::root_fingerprint`] of each host.
+    pub fn root_fingerprints(&self, hosts: &[&str]) -> BTreeMap<String, String> {
+        hosts
+            .iter()
+            .map(|h| (h.to_string(), self.root_fingerprint(h)))
+            .collect()
+    }
+}
+
+/// `ssh root@ADDR CMD` with this key and known_hosts only.
+pub fn ssh(key: &Path, known_hosts: &Path, addr: &str, cmd: &str) -> std::process::Output {
+    Command::new("ssh")
+        .args(["-F", "/dev/null", "-i"])
+        .arg(key)
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        .args([
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-l",
+            "root",
+            addr,
+            "--",
+            cmd,
+        ])
+        .output()
+        .expect("ssh runs")
+}
+
+/// `recipe run RECIPE -i INV --json ARGS...`, with the sandbox runs' long timeout.
+pub fn run_json(inv: &Path, recipe: impl AsRef<OsStr>, args: &[&str]) -> Output {
+    Test::new()
+        .arg("run")
+        .arg(recipe)
+        .arg("-i")
+        .arg(inv)
+        .arg("--json")
+        .args(args)
+        .timeout(RUN_TIMEOUT)
+        .run()
+}
+
+/// The run changed nothing.
+pub fn assert_unchanged(r: &Output, what: &str) {
+    let changed = r.changed();
+    assert!(
+        changed.is_empty(),
+        "{what}: must change nothing, but these steps changed:\n  {}\n{}",
+        changed.join("\n  "),
+        r.show()
+    );
+}
+
+/// Every host's fingerprint is the same after as before; else the lines that differ.
+pub fn assert_same_hosts(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+    what: &str,
+) {
+    for (h, b) in before {
+        let a = after
+            .get(h)
+            .unwrap_or_else(|| panic!("{what}: no fingerprint of {h} after"));
+        if a != b {
+            let bl: BTreeSet<&str> = b.lines().collect();
+            let al: BTreeSet<&str> = a.lines().collect();
+            let gone: Vec<&&str> = bl.difference(&al).take(40).collect();
+            let new: Vec<&&str> = al.difference(&bl).take(40).collect();
+            panic!("{what} changed {h}:\n  before only: {gone:#?}\n  after only: {new:#?}");
+        }
+    }
+}
+
+/// What a `--json` run's events say, beyond [`Output::events`].
+impl Output {
+    /// The steps that changed, as `HOST RECIPE:LINE OP TARGET`, in order.
+    pub fn changed(&self) -> Vec<String> {
+        self.steps()
+            .iter()
+            .filter(|v| v["status"] == "changed")
+            .map(|v| {
+                format!(
+                    "{} {}:{} {} {}",
+                    v["host"].as_str().unwrap_or("?"),
+                    v["recipe"].as_str().unwrap_or("?"),
+                    v["line"],
+                    v["op"].as_str().unwrap_or("?"),
+                    v["target"].as_str().unwrap_or("?")
+                )
+            })
+            .collect()
+    }
+
+    /// The sum of the recaps' `changed` counts.
+    pub fn changed_count(&self) -> u64 {
+        self.recaps()
+            .iter()
+            .map(|v| v["changed"].as_u64().unwrap_or(0))
+            .sum()
+    }
+
+    /// Each host's steps as `LINE OP STATUS`, in order.
+    pub fn steps_by_host(&self) -> BTreeMap<String, Vec<String>> {
+        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for v in self.steps() {
+            m.entry(v["host"].as_str().unwrap_or("?").to_string())
+                .or_default()
+                .push(format!("{} {} {}", v["line"], v["op"], v["status"]));
+        }
+        m
+    }
+
+    /// Each host's recap.
+    pub fn recaps_by_host(&self) -> BTreeMap<String, serde_json::Value> {
+        self.recaps()
+            .into_iter()
+            .map(|v| (v["host"].as_str().unwrap_or("?").to_string(), v))
+            .collect()
+    }
+
+    /// The recipes in the order their steps ran, consecutive repeats folded.
+    pub fn play_order(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for v in self.steps() {
+            let rec = v["recipe"].as_str().unwrap_or("?").to_string();
+            if out.last() != Some(&rec) {
+                out.push(rec);
+            }
+        }
+        out
+    }
+
+    /// Every event is of one of these kinds.
+    pub fn expect_only_events(self, kinds: &[&str]) -> Output {
+        for e in self.events() {
+            assert!(
+                kinds.iter().any(|k| e["event"] == *k),
+                "unknown event: {e}\n{}",
+                self.show()
+            );
+        }
+        self
+    }
+}
