@@ -16,7 +16,7 @@ use common::sandbox::Sandbox;
 use common::*;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// `recipe run RECIPE --group all -i INV`.
@@ -493,12 +493,12 @@ fn sandbox_vars(recipe: &Path, master: &str) -> Vec<String> {
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let out = common::recipe()
+    let listing = Test::new()
         .arg("list")
         .arg(dir)
-        .output()
-        .expect("recipe list runs");
-    let listing = text(&out.stdout);
+        .run()
+        .expect_success()
+        .stdout;
     let mut v = Vec::new();
     let mut mine = false;
     for l in listing.lines() {

@@ -19,7 +19,7 @@ fn inventory(sshd: &Sshd) -> std::path::PathBuf {
 }
 
 fn run(inv: &Path, base: &Path, extra: &[&str]) -> (i32, Vec<Value>, String) {
-    let out = recipe()
+    let out = Test::new()
         .args([
             "run",
             "tests/fixtures/recipes/plans/plans.rhai",
@@ -29,13 +29,9 @@ fn run(inv: &Path, base: &Path, extra: &[&str]) -> (i32, Vec<Value>, String) {
         .arg(inv)
         .args(["--var", &format!("base={}", base.display())])
         .args(extra)
-        .output()
-        .expect("runs");
-    (
-        out.status.code().unwrap_or(-1),
-        events(&out.stdout),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .run();
+    let ev = out.events();
+    (out.code, ev, out.stderr)
 }
 
 fn steps(ev: &[Value]) -> Vec<&Value> {

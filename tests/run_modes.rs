@@ -4,33 +4,28 @@
 mod common;
 use common::*;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 #[test]
 fn a_failed_host_says_where_it_stopped_in_json_and_in_the_recap() {
     let sshd = Sshd::start();
     let inv = sshd.inventory("t1", "");
     let base = sshd.path("stops");
     let base_var = format!("base={}", base.display());
-    let out = recipe()
-        .args([
-            "run",
-            "tests/fixtures/run/stops.rhai",
-            "--group",
-            "all",
-            "--json",
-            "-i",
-        ])
-        .arg(&inv)
-        .args(["--var", &base_var])
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let ev = events(&out.stdout);
-    let r = recaps(&ev);
-    assert_eq!(r.len(), 1, "{ev:?}");
+    let run = |json: bool| {
+        let t = Test::new()
+            .args([
+                "run",
+                "tests/fixtures/run/stops.rhai",
+                "--group",
+                "all",
+                "-i",
+            ])
+            .arg(&inv)
+            .args(["--var", &base_var]);
+        if json { t.arg("--json") } else { t }.run().expect_code(1)
+    };
+    let out = run(true);
+    let r = out.recaps();
+    assert_eq!(r.len(), 1, "{}", out.show());
     assert_eq!(r[0]["failed"], 1, "{r:?}");
     let at = r[0]["stopped_at"].as_str().unwrap_or_default();
     assert!(
@@ -39,27 +34,14 @@ fn a_failed_host_says_where_it_stopped_in_json_and_in_the_recap() {
     );
     // The step after the failure did not run.
     assert!(!base.join("never").exists());
-    let steps: Vec<_> = ev.iter().filter(|e| e["event"] == "step").collect();
+    let steps = out.steps();
     assert_eq!(steps.len(), 2, "{steps:?}");
     assert_eq!(steps[1]["status"], "failed");
     assert_eq!(steps[1]["line"], 10);
 
     // The human recap names the place once (the message starts with it).
-    let out = recipe()
-        .args([
-            "run",
-            "tests/fixtures/run/stops.rhai",
-            "--group",
-            "all",
-            "-i",
-        ])
-        .arg(&inv)
-        .args(["--var", &base_var])
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(1));
-    let so = text(&out.stdout);
-    let recap = &so[so.find("RECAP").unwrap_or(0)..];
+    let out = run(false);
+    let recap = &out.stdout[out.stdout.find("RECAP").unwrap_or(0)..];
     assert_eq!(recap.matches("stops.rhai:10:1").count(), 1, "{recap}");
 }
 
@@ -68,7 +50,7 @@ fn a_controller_recipe_that_stops_exits_1_with_one_error_line_after_the_recap() 
     let sshd = Sshd::start();
     let inv = sshd.inventory("t1", "");
     let base = sshd.path("ctl");
-    let out = recipe()
+    let out = Test::new()
         .args([
             "run",
             "tests/fixtures/run/controller_fails.rhai",
@@ -77,15 +59,15 @@ fn a_controller_recipe_that_stops_exits_1_with_one_error_line_after_the_recap() 
         ])
         .arg(&inv)
         .args(["--var", &format!("base={}", base.display())])
-        .output()
-        .expect("runs");
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert_eq!(err.matches("error:").count(), 1, "{err}");
-    assert!(err.contains("the controller gives up on purpose"), "{err}");
-    assert!(err.contains("controller_fails.rhai:11"), "{err}");
+        .run()
+        .expect_code(1)
+        .expect_stderr_contains(&[
+            "the controller gives up on purpose",
+            "controller_fails.rhai:11",
+        ]);
+    assert_eq!(out.stderr.matches("error:").count(), 1, "{}", out.show());
     // The played recipe ran and its host's recap is there, with where it stopped.
-    let r = recaps(&events(&out.stdout));
+    let r = out.recaps();
     assert_eq!(r.len(), 1, "{r:?}");
     assert!(
         r[0]["stopped_at"]
@@ -128,10 +110,8 @@ fn usage_errors_exit_2_and_say_error_once() {
         vec!["check", "tests/fixtures/run/stops.rhai", "no/such.rhai"],
     ];
     for args in cases {
-        let out = recipe().args(&args).output().expect("runs");
-        let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(err.matches("error:").count(), 1, "{args:?}: {err}");
-        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        let out = Test::new().args(&args).run().expect_code(2);
+        assert_eq!(out.stderr.matches("error:").count(), 1, "{}", out.show());
+        assert!(out.stderr.starts_with("error: "), "{}", out.show());
     }
 }

@@ -150,16 +150,6 @@ impl Drop for Sshd {
     }
 }
 
-/// The `recipe` binary, run from the repository root (kept for tests that build an
-/// `assert_cmd::Command` themselves; new tests use [`Test`]).
-pub fn recipe() -> assert_cmd::Command {
-    let mut c = assert_cmd::Command::cargo_bin("recipe").expect("binary built");
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    c.env("NO_COLOR", "1");
-    c.timeout(Duration::from_secs(600));
-    c
-}
-
 /// JSON events printed by `--json`.
 pub fn events(stdout: &[u8]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(stdout)
