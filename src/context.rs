@@ -111,7 +111,12 @@ impl HostCtx {
         });
         // The destination's own failure says most (no folder, disk full); then the source's.
         let b = b?;
-        let a = a?;
+        let a = match a {
+            Ok(a) => a,
+            // The source was stopped because the destination had ended: its result says why.
+            Err(_) if b.status != 0 => ExecOutput::default(),
+            Err(e) => return Err(e),
+        };
         Ok((a, b))
     }
 

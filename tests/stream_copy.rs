@@ -121,3 +121,78 @@ fn a_big_file_streams_host_to_host_and_is_never_held_whole() {
         .expect("a file step");
     assert_eq!(step["status"], "ok", "{step}");
 }
+
+/// Unmounts a test's small file system when dropped, also when the test fails.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A destination that fails part-way (its disk fills up) ends the copy at once with the
+/// destination's own error; the source, still sending, is stopped too. Before, the sender
+/// waited for room the finished receiver would never make, until the run's time limit.
+#[test]
+fn a_copy_whose_destination_fills_up_fails_at_once() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small file system needs root");
+        return;
+    }
+    let sshd = Sshd::start();
+    let inv = sshd.inventory("a", "");
+    let text = std::fs::read_to_string(&inv).expect("inventory");
+    let block = text
+        .split("[hosts.a]")
+        .nth(1)
+        .expect("host block")
+        .to_string();
+    std::fs::write(&inv, format!("{text}\n[hosts.b]{block}")).expect("inventory");
+    let full = sshd.path("full");
+    std::fs::create_dir_all(&full).expect("mount point");
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&full)
+        .status()
+        .expect("mount runs");
+    assert!(st.success(), "cannot mount a tmpfs on {}", full.display());
+    let _m = Mounted(full.clone());
+    // 48 MiB into 4 MiB of room.
+    let src = sshd.path("big.bin");
+    let f = std::fs::File::create(&src).expect("source");
+    f.set_len(48 * 1024 * 1024).expect("size");
+    drop(f);
+    let recipe = sshd.path("fill.rhai");
+    std::fs::write(
+        &recipe,
+        format!(
+            "// Copies a big file from a into a folder that is too small on b.\nfile({:?}, #{{from_host: \"a\", src: {:?}}});\n",
+            full.join("copy.bin").display().to_string(),
+            src.display().to_string()
+        ),
+    )
+    .expect("recipe");
+    let started = std::time::Instant::now();
+    let out = copy(&recipe, &inv)
+        .args(["--timeout", "120"])
+        .timeout(std::time::Duration::from_secs(200))
+        .run()
+        .expect_code(1)
+        .expect_contains(&["No space left on device"]);
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(60),
+        "the failed copy took {took:?} to end (waited for its time limit?)\n{}",
+        out.show()
+    );
+    // Nothing half-written is left behind in the destination folder.
+    let left: Vec<_> = std::fs::read_dir(&full)
+        .expect("folder")
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -78,7 +78,10 @@ impl Spawner for LocalSpawner {
                     }
                     e
                 };
-                let outs = async {
+                // Owns stdout, so that when the receiver is gone it is closed at once and the
+                // command, still writing, gets EPIPE instead of waiting for a reader forever.
+                let mut stdout = stdout.take();
+                let outs = async move {
                     let mut collected = Vec::new();
                     if let Some(s) = stdout.as_mut() {
                         let mut buf = vec![0u8; 64 * 1024];

@@ -263,6 +263,37 @@ mod tests {
     use super::quote;
     use proptest::prelude::*;
 
+    /// A destination that stops reading ends the pipe at once, its source too, on this
+    /// machine's transport as over SSH (tests/stream_copy.rs): nobody waits for a reader.
+    #[test]
+    fn a_pipe_whose_destination_ends_early_ends_at_once() {
+        use super::{local::LocalSpawner, pipe, Connection, Stats};
+        use std::sync::Arc;
+        use std::time::{Duration, Instant};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let conn = || Connection::new(Box::new(LocalSpawner), 2, Arc::new(Stats::default()));
+        let (src, dst) = (conn(), conn());
+        let started = Instant::now();
+        let (a, b) = rt.block_on(pipe(
+            &src,
+            "head -c 268435456 /dev/zero",
+            &dst,
+            "head -c 10 >/dev/null; exit 3",
+            Some(Duration::from_secs(60)),
+        ));
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(b.map(|o| o.status).ok(), Some(3));
+        // The source was stopped (EPIPE), not left writing into a pipe nobody reads.
+        assert!(a.map(|o| o.status != 0).unwrap_or(true));
+    }
+
     fn echo_through_sh(arg: &str) -> Vec<u8> {
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")

@@ -509,10 +509,20 @@ impl Spawner for SshSpawner {
                 Ok(out)
             };
             let work = async {
-                // The sender is dropped when the command ends, so the other side sees the end.
-                let (s, r) = tokio::join!(send, recv);
-                let out = r?;
-                if out.status == 0 {
+                // When the command ends, what is still being sent is dropped: a command that
+                // stopped reading (its disk full) never makes room again, and the source feeding
+                // it sees the end of the pipe and stops too.
+                tokio::pin!(send, recv);
+                let mut sent = None;
+                let out = loop {
+                    tokio::select! {
+                        s = &mut send, if sent.is_none() => sent = Some(s),
+                        r = &mut recv => break r?,
+                    }
+                };
+                // A command that succeeded without reading all of its input is its own
+                // business (`head`); a failure to send counts only when it did not fail itself.
+                if let (0, Some(s)) = (out.status, sent) {
                     s?;
                 }
                 Ok(out)
