@@ -18,6 +18,19 @@ fn sha(p: &std::path::Path) -> String {
         .to_string()
 }
 
+/// An inventory with two hosts on the same sshd: "a" holds the file, "b" gets it.
+fn two_hosts(sshd: &Sshd) -> std::path::PathBuf {
+    let inv = sshd.inventory("a", "");
+    let text = std::fs::read_to_string(&inv).expect("inventory");
+    let block = text
+        .split("[hosts.a]")
+        .nth(1)
+        .expect("host block")
+        .to_string();
+    std::fs::write(&inv, format!("{text}\n[hosts.b]{block}")).expect("inventory");
+    inv
+}
+
 /// `recipe run RECIPE -i INV --host b --json`.
 fn copy(recipe: &std::path::Path, inv: &std::path::Path) -> Test {
     Test::new()
@@ -58,15 +71,7 @@ fn run_watched(recipe: &std::path::Path, inv: &std::path::Path) -> (Output, usiz
 #[test]
 fn a_big_file_streams_host_to_host_and_is_never_held_whole() {
     let sshd = Sshd::start();
-    // Two inventory hosts on the same sshd: "a" holds the file, "b" gets it.
-    let inv = sshd.inventory("a", "");
-    let text = std::fs::read_to_string(&inv).expect("inventory");
-    let block = text
-        .split("[hosts.a]")
-        .nth(1)
-        .expect("host block")
-        .to_string();
-    std::fs::write(&inv, format!("{text}\n[hosts.b]{block}")).expect("inventory");
+    let inv = two_hosts(&sshd);
 
     // 96 MiB that does not compress: a hash chain.
     const MIB: usize = 1024 * 1024;
@@ -144,14 +149,7 @@ fn a_copy_whose_destination_fills_up_fails_at_once() {
         return;
     }
     let sshd = Sshd::start();
-    let inv = sshd.inventory("a", "");
-    let text = std::fs::read_to_string(&inv).expect("inventory");
-    let block = text
-        .split("[hosts.a]")
-        .nth(1)
-        .expect("host block")
-        .to_string();
-    std::fs::write(&inv, format!("{text}\n[hosts.b]{block}")).expect("inventory");
+    let inv = two_hosts(&sshd);
     let full = sshd.path("full");
     std::fs::create_dir_all(&full).expect("mount point");
     let st = std::process::Command::new("mount")
