@@ -19,15 +19,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// `recipe run RECIPE --group all -i INV`.
-fn run_all(recipe: &Path, inv: &Path) -> Test {
-    Test::new()
-        .arg("run")
-        .arg(recipe)
-        .args(["--group", "all", "-i"])
-        .arg(inv)
-}
-
 fn sha(b: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(b))

@@ -13,15 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `recipe run RECIPE --group all -i INV`.
-fn run_all(recipe: &Path, inv: &Path) -> Test {
-    Test::new()
-        .arg("run")
-        .arg(recipe)
-        .args(["--group", "all", "-i"])
-        .arg(inv)
-}
-
 /// `recipe run RECIPE --host HOST -i INV`.
 fn run_host(recipe: &Path, host: &str, inv: &Path) -> Test {
     Test::new()

@@ -150,6 +150,15 @@ impl Drop for Sshd {
     }
 }
 
+/// `recipe run RECIPE --group all -i INV`.
+pub fn run_all(recipe: &Path, inv: &Path) -> Test {
+    Test::new()
+        .arg("run")
+        .arg(recipe)
+        .args(["--group", "all", "-i"])
+        .arg(inv)
+}
+
 /// JSON events printed by `--json`.
 pub fn events(stdout: &[u8]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(stdout)
