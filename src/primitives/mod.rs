@@ -281,7 +281,7 @@ const OPTION_KEYS: &[(&str, &[&str])] = &[
     ("download", &["sha256", "owner", "group", "mode", "timeout"]),
     ("unpack", &["creates", "strip_components", "owner"]),
     ("read_file", &["secret", "binary"]),
-    ("packages", &["state", "update_cache"]),
+    ("packages", &["state", "update_cache", "start_services"]),
     ("service", &["state", "enabled", "daemon_reload"]),
     (
         "user",

@@ -12,6 +12,8 @@ pub struct PkgOpts {
     pub state: Option<Presence>,
     #[serde(default)]
     pub update_cache: bool,
+    /// `false`: the packages' services are not started (or restarted) by the install.
+    pub start_services: Option<bool>,
 }
 
 /// What the target's package manager says.
@@ -73,6 +75,28 @@ pub fn parse_query(text: &str) -> Result<PkgFacts, String> {
     })
 }
 
+/// Wraps an apt command so that packages' maintainer scripts do not start or restart
+/// services (Debian's policy-rc.d, which `invoke-rc.d` and `deb-systemd-invoke` ask; exit
+/// 101 = not allowed). The file allows everything again as soon as the shell that wrote it
+/// is gone, so a run killed mid-install cannot keep services from starting later; it is
+/// removed when the install ends. A policy-rc.d the site put there is left alone.
+fn hold_services(cmd: &str) -> String {
+    let p = "/usr/sbin/policy-rc.d";
+    let mark = "# recipe: packages(start_services: false)";
+    let policy = format!(
+        "#!/bin/sh\\n{mark}: no service starts while process %s installs.\\n\
+         kill -0 %s 2>/dev/null && exit 101\\nexit 0\\n"
+    );
+    format!(
+        "(p={p}; mine=; \
+         if [ ! -e $p ] || grep -qF '{mark}' $p; then \
+         printf '{policy}' $$ $$ > $p && chmod 0755 $p && mine=1; fi; \
+         trap '[ -n \"$mine\" ] && rm -f $p' EXIT; \
+         trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM; \
+         {cmd})"
+    )
+}
+
 fn apt_install(pkgs: &str, update: bool) -> String {
     let base = "DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
     let upd = "apt-get -q -o DPkg::Lock::Timeout=300 update";
@@ -91,6 +115,7 @@ pub fn plan_packages(
     f: &PkgFacts,
     state: Presence,
     update_cache: bool,
+    start_services: bool,
 ) -> (Vec<String>, Plan) {
     let absent = state == Presence::Absent;
     let mut todo: Vec<String> = Vec::new();
@@ -104,7 +129,7 @@ pub fn plan_packages(
         return (todo, p);
     }
     let list = todo.iter().map(|n| quote(n)).collect::<Vec<_>>().join(" ");
-    let what = format!(
+    let mut what = format!(
         "{} {}",
         if absent { "remove" } else { "install" },
         todo.join(" ")
@@ -114,8 +139,15 @@ pub fn plan_packages(
         ("apt", true) => format!(
             "DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300 remove {list}"
         ),
+        // dnf and yum packages do not start services at install.
         (m, false) => format!("{m} -y install {list}"),
         (m, true) => format!("{m} -y remove {list}"),
+    };
+    let cmd = if !start_services && !absent && f.mgr == "apt" {
+        what.push_str(" (their services not started)");
+        hold_services(&cmd)
+    } else {
+        cmd
     };
     p.add(what, cmd);
     (todo, p)
@@ -139,11 +171,12 @@ fn do_packages(
         }
         let facts = parse_query(&check(h, &query_cmd(&names))?.stdout_str())?;
         let state = o.state.unwrap_or(Presence::Present);
-        let (todo, plan) = plan_packages(&names, &facts, state, o.update_cache);
+        let start = o.start_services.unwrap_or(true);
+        let (todo, plan) = plan_packages(&names, &facts, state, o.update_cache, start);
         let arr: rhai::Array = todo.iter().map(|s| Dynamic::from(s.clone())).collect();
         Ok(StepPlan::from(plan)
             .with("packages", arr)
-            .same_as(format!("{:?} {}", state, o.update_cache)))
+            .same_as(format!("{:?} {} {}", state, o.update_cache, start)))
     })
 }
 
@@ -155,7 +188,10 @@ pub mod api {
     /// target's package manager (apt; dnf or yum on Red Hat-like hosts). Checks all of
     /// them in one query; installs only the missing ones, in one transaction.
     /// Options: `state` ("present" | "absent"; any other value is an error before the host
-    /// is touched), `update_cache` (refresh lists first).
+    /// is touched), `update_cache` (refresh lists first), `start_services` (`false`: the
+    /// packages' own scripts start or restart no service, like Ansible apt's
+    /// `policy_rc_d: 101`; for daemons a later step configures and starts; apt only, since
+    /// dnf and yum do not start services at install).
     /// Returns `#{changed, packages}` (the packages installed or removed).
     ///
     /// ```rhai
@@ -238,7 +274,7 @@ mod tests {
         };
         let want = names(&["munge", "libmunge2", "munge"]);
         // Present: only the missing ones, once, in one transaction.
-        let (todo, p) = plan_packages(&want, &apt, Presence::Present, false);
+        let (todo, p) = plan_packages(&want, &apt, Presence::Present, false, true);
         assert_eq!(todo, names(&["libmunge2"]));
         assert_eq!(p.changes, ["install libmunge2"]);
         assert_eq!(p.cmds.len(), 1);
@@ -248,24 +284,24 @@ mod tests {
             p.cmds[0]
         );
         // Absent: only the installed ones.
-        let (todo, p) = plan_packages(&want, &apt, Presence::Absent, false);
+        let (todo, p) = plan_packages(&want, &apt, Presence::Absent, false, true);
         assert_eq!(todo, names(&["munge"]));
         assert!(p.cmds[0].ends_with("remove munge"), "{}", p.cmds[0]);
         // Nothing to do.
-        let (todo, p) = plan_packages(&names(&["munge"]), &apt, Presence::Present, false);
+        let (todo, p) = plan_packages(&names(&["munge"]), &apt, Presence::Present, false, true);
         assert!(todo.is_empty() && p.is_empty());
         // No lists yet, or asked: update first.
         let fresh = PkgFacts {
             has_lists: false,
             ..apt.clone()
         };
-        let (_, p) = plan_packages(&names(&["tree"]), &fresh, Presence::Present, false);
+        let (_, p) = plan_packages(&names(&["tree"]), &fresh, Presence::Present, false, true);
         assert!(
             p.cmds[0].starts_with("apt-get -q -o DPkg::Lock::Timeout=300 update && "),
             "{}",
             p.cmds[0]
         );
-        let (_, p) = plan_packages(&names(&["tree"]), &apt, Presence::Present, true);
+        let (_, p) = plan_packages(&names(&["tree"]), &apt, Presence::Present, true, true);
         assert!(
             p.cmds[0].starts_with("apt-get -q -o DPkg::Lock::Timeout=300 update && "),
             "{}",
@@ -276,9 +312,76 @@ mod tests {
             mgr: "dnf".into(),
             ..apt.clone()
         };
-        let (_, p) = plan_packages(&names(&["tree"]), &dnf, Presence::Present, false);
+        let (_, p) = plan_packages(&names(&["tree"]), &dnf, Presence::Present, false, true);
         assert_eq!(p.cmds, ["dnf -y install tree"]);
-        let (_, p) = plan_packages(&names(&["munge"]), &dnf, Presence::Absent, false);
+        let (_, p) = plan_packages(&names(&["munge"]), &dnf, Presence::Absent, false, true);
         assert_eq!(p.cmds, ["dnf -y remove munge"]);
+        // start_services: false holds services around an apt install only.
+        let (_, p) = plan_packages(&names(&["slurmd"]), &apt, Presence::Present, false, false);
+        assert_eq!(p.changes, ["install slurmd (their services not started)"]);
+        let c = &p.cmds[0];
+        assert!(c.starts_with("(p=/usr/sbin/policy-rc.d; "), "{c}");
+        assert!(
+            c.contains("exit 101") && c.contains("trap '[ -n \"$mine\" ] && rm -f $p' EXIT"),
+            "{c}"
+        );
+        assert!(
+            c.ends_with("install --no-install-recommends slurmd; })"),
+            "{c}"
+        );
+        let (_, p) = plan_packages(&names(&["munge"]), &apt, Presence::Absent, false, false);
+        assert_eq!(p.changes, ["remove munge"]);
+        let (_, p) = plan_packages(&names(&["tree"]), &dnf, Presence::Present, false, false);
+        assert_eq!(p.cmds, ["dnf -y install tree"]);
+    }
+
+    /// The held install, run by a real shell with the policy file in a scratch folder: no
+    /// service may start while it runs, the file is gone after it, and a file left by a
+    /// killed install allows everything.
+    #[test]
+    fn held_install_in_a_real_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let pol = dir.path().join("policy-rc.d");
+        let pol_s = pol.to_str().unwrap();
+        let apt = PkgFacts {
+            mgr: "apt".into(),
+            installed: vec![],
+            has_lists: true,
+        };
+        let (_, p) = plan_packages(&names(&["x"]), &apt, Presence::Present, false, false);
+        let install = "DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold install --no-install-recommends x";
+        let pos = p.cmds[0].find(install).unwrap();
+        // The "install" asks the policy what a package's script would, and records it.
+        let probe = format!("{pol_s} slurmd start; echo during=$?; false");
+        let script =
+            p.cmds[0][..pos].replace("/usr/sbin/policy-rc.d", pol_s) + probe.as_str() + ")";
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("during=101"),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "the install's failure is the step's");
+        assert!(!pol.exists(), "the policy file outlived the install");
+        // Left by a process that is gone: allows (0); a site's own file is kept.
+        std::fs::write(&pol, "#!/bin/sh\n# recipe: packages(start_services: false): x\nkill -0 999999999 2>/dev/null && exit 101\nexit 0\n").unwrap();
+        let st = std::process::Command::new("sh").arg(&pol).status().unwrap();
+        assert_eq!(st.code(), Some(0));
+        std::fs::write(&pol, "#!/bin/sh\nexit 101\n").unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(p.cmds[0][..pos].replace("/usr/sbin/policy-rc.d", pol_s) + "true)")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(
+            std::fs::read_to_string(&pol).unwrap(),
+            "#!/bin/sh\nexit 101\n"
+        );
     }
 }

@@ -238,15 +238,40 @@ impl Sandbox {
         run_json(&self.inv, recipe, args)
     }
 
-    /// [`Sandbox::run`] that must succeed.
+    /// [`Sandbox::run`] that must succeed. On failure the message starts with what CI logs
+    /// keep: the failed steps and, from every host, its failed units and their last lines.
     pub fn run_ok(&self, recipe: &str, args: &[&str]) -> Output {
         let r = self.run(recipe, args);
-        assert!(
-            r.success(),
-            "recipe run {recipe} {args:?} failed\n{}",
-            r.show()
-        );
+        if !r.success() {
+            let failed: Vec<String> = r
+                .events()
+                .iter()
+                .filter(|v| v["status"] == "failed" || v["failed"].as_u64().unwrap_or(0) > 0)
+                .map(|v| v.to_string())
+                .collect();
+            panic!(
+                "recipe run {recipe} {args:?} failed (exit {})\n--- failed ---\n{}\n--- hosts ---\n{}\n{}",
+                r.code,
+                failed.join("\n"),
+                self.failed_units(),
+                r.show()
+            );
+        }
         r
+    }
+
+    /// Each host's failed systemd units with their journal's last lines.
+    pub fn failed_units(&self) -> String {
+        let script = "systemctl --failed --no-legend --plain | awk '{print $1}' | while read -r u; do \
+                      echo \"== $u\"; journalctl -u \"$u\" -n 12 --no-pager -o short-monotonic 2>&1; done";
+        self.hosts
+            .iter()
+            .map(|h| {
+                let o = self.ssh(h, script);
+                format!("[{h}]\n{}{}", text(&o.stdout), text(&o.stderr))
+            })
+            .collect::<Vec<_>>()
+            .join("")
     }
 
     /// The output of `script` (a fingerprint of what a dry run must not touch) on each host.
