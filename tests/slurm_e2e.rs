@@ -30,17 +30,6 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-/// The containers test runs alone: on Debian 13, installing slurmd starts it before it has a
-/// configuration and systemd waits 90 s for it; with a Slurm build running beside it, a
-/// host's systemd then sometimes failed to start slurmd at all ("Failed to spawn executor:
-/// No such file or directory"; three runs in eight on the day it was seen, none alone). The
-/// other tests share the machine as before.
-static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
-
-fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
-    ALONE.read().unwrap_or_else(|e| e.into_inner())
-}
-
 const SRC_CACHE: &str = "/var/cache/recipe/src";
 
 fn require_root() {
@@ -122,14 +111,12 @@ fn container_vars() -> Vec<(&'static str, toml::Value)> {
 
 #[test]
 fn source_mode_build_once_idempotent_and_grow() {
-    let _turn = shared();
     source_mode("bookworm", "e2e-src", true);
 }
 
 /// Debian 13: Slurm 24.11 from trixie's source package, the same recipes and variables.
 #[test]
 fn source_mode_on_debian13() {
-    let _turn = shared();
     source_mode("trixie", "e2e-src13", false);
 }
 
@@ -306,7 +293,6 @@ fn source_mode(release: &str, name: &str, full: bool) {
 
 #[test]
 fn packages_mode_after_pure_dry_run() {
-    let _turn = shared();
     require_root();
     let t0 = Instant::now();
     let sb = Sandbox::up("e2e-pkg", &["master", "w1", "w2"])
@@ -439,7 +425,6 @@ const APPTAINER_CACHE: &str = "/var/cache/recipe/apptainer";
 /// changes nothing.
 #[test]
 fn containers_on_debian13() {
-    let _turn = ALONE.write().unwrap_or_else(|e| e.into_inner());
     require_root();
     let t0 = Instant::now();
     let deb = fetch_apptainer();
