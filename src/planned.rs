@@ -66,7 +66,8 @@ impl PlannedFile {
 #[derive(Debug, Default)]
 pub struct Planned {
     files: Mutex<HashMap<(String, String), PlannedFile>>,
-    changes: Mutex<HashMap<(String, String), String>>,
+    /// (host, op and target) -> (the latest planned change, where).
+    changes: Mutex<HashMap<(String, String), (String, String)>>,
 }
 
 impl Planned {
@@ -86,16 +87,26 @@ impl Planned {
         m.get(&(host.to_string(), path.to_string())).cloned()
     }
 
-    /// Records the change `identity` on `host` planned at `at`; if it was planned already,
-    /// returns where (and records nothing).
-    pub fn first_change(&self, host: &str, identity: &str, at: &str) -> Option<String> {
+    /// Records that a step plans the change `identity` to `subject` (op and target) on
+    /// `host` at `at`. If the latest plan for that subject on that host is the same change,
+    /// returns where it was planned (the step changes nothing more); a different change in
+    /// between (content A, then B, then A again) makes it a change again.
+    pub fn first_change(
+        &self,
+        host: &str,
+        subject: &str,
+        identity: &str,
+        at: &str,
+    ) -> Option<String> {
         let mut m = self.changes.lock().ok()?;
-        let key = (host.to_string(), identity.to_string());
-        if let Some(first) = m.get(&key) {
-            return Some(first.clone());
+        let key = (host.to_string(), subject.to_string());
+        match m.get(&key) {
+            Some((id, first)) if id == identity => Some(first.clone()),
+            _ => {
+                m.insert(key, (identity.to_string(), at.to_string()));
+                None
+            }
         }
-        m.insert(key, at.to_string());
-        None
     }
 }
 
@@ -129,11 +140,22 @@ mod tests {
     #[test]
     fn a_change_is_counted_once_per_host() {
         let p = Planned::default();
-        assert_eq!(p.first_change("m", "user slurm", "a.rhai:1"), None);
+        assert_eq!(p.first_change("m", "user slurm", "uid 5", "a.rhai:1"), None);
         assert_eq!(
-            p.first_change("m", "user slurm", "b.rhai:2"),
+            p.first_change("m", "user slurm", "uid 5", "b.rhai:2"),
             Some("a.rhai:1".into())
         );
-        assert_eq!(p.first_change("w1", "user slurm", "b.rhai:2"), None);
+        assert_eq!(
+            p.first_change("w1", "user slurm", "uid 5", "b.rhai:2"),
+            None
+        );
+        // A, then B, then A again: each is a change (a real run would make all three).
+        assert_eq!(p.first_change("m", "file /x", "A", "c.rhai:1"), None);
+        assert_eq!(p.first_change("m", "file /x", "B", "c.rhai:2"), None);
+        assert_eq!(p.first_change("m", "file /x", "A", "c.rhai:3"), None);
+        assert_eq!(
+            p.first_change("m", "file /x", "A", "c.rhai:4"),
+            Some("c.rhai:3".into())
+        );
     }
 }

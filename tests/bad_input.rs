@@ -8,98 +8,80 @@ use common::*;
 
 use std::time::{Duration, Instant};
 
-const BAD: &str = "tests/fixtures/bad";
-
-/// Runs `recipe ARGS`, checks that it did not panic, its status, that every expected piece
-/// is there, and that the error fits a screen.
-fn expect(args: &[&str], code: i32, pieces: &[&str]) -> Output {
-    Test::new()
-        .args(args)
-        .run()
-        .expect_no_panic()
-        .expect_code(code)
-        .expect_contains(pieces)
-        .expect_at_most(25, 4000)
-}
-
-fn f(name: &str) -> String {
-    format!("{BAD}/{name}")
-}
-
 #[test]
 fn bad_inventories_exit_2_with_file_line_and_column() {
-    let vars = f("vars.rhai");
-    expect(
+    let vars = bad("vars.rhai");
+    expect_short(
         &[
             "run",
             &vars,
             "-i",
-            &f("inventory_syntax.toml"),
+            &bad("inventory_syntax.toml"),
             "--group",
             "all",
         ],
         2,
         &["inventory_syntax.toml:4:9", "[hosts.a", "^"],
     );
-    expect(
+    expect_short(
         &[
             "run",
             &vars,
             "-i",
-            &f("inventory_type.toml"),
+            &bad("inventory_type.toml"),
             "--group",
             "all",
         ],
         2,
         &["inventory_type.toml:4:8", "twenty-two"],
     );
-    expect(
+    expect_short(
         &[
             "run",
             &vars,
             "-i",
-            &f("inventory_unknown_member.toml"),
+            &bad("inventory_unknown_member.toml"),
             "--group",
             "web",
         ],
         2,
         &["inventory_unknown_member.toml:6:15", "ghost"],
     );
-    expect(
+    expect_short(
         &[
             "run",
             &vars,
             "-i",
-            &f("inventory_ok.toml"),
+            &bad("inventory_ok.toml"),
             "--group",
             "nosuch",
         ],
         2,
         &["unknown group \"nosuch\"", "web"],
     );
-    expect(
+    expect_short(
         &[
             "run",
             &vars,
             "-i",
-            &f("no_such_inventory.toml"),
+            &bad("no_such_inventory.toml"),
             "--group",
             "all",
         ],
         2,
         &["no_such_inventory.toml"],
     );
-    expect(&["run", &vars], 2, &["no hosts"]);
+    expect_short(&["run", &vars], 2, &["no hosts"]);
 }
 
 #[test]
 fn an_unresolvable_host_is_bad_input_found_before_connecting() {
     // Not in any inventory: resolved like `ssh NAME`, and the name does not resolve: a typo,
     // refused (exit 2) before any connection.
-    let o = expect(
+    let o = expect_short(
         &[
             "run",
-            &f("vars.rhai"),
+            &bad("vars.rhai"),
             "--host",
             "nosuchhost.invalid",
             "--connect-timeout",
@@ -113,7 +95,7 @@ fn an_unresolvable_host_is_bad_input_found_before_connecting() {
 
 #[test]
 fn bad_vars_exit_2_and_say_what_was_expected() {
-    let vars = f("vars.rhai");
+    let vars = bad("vars.rhai");
     let cases: &[(&str, &[&str])] = &[
         ("count=abc", &["count=abc", "an integer"]),
         ("novalue", &["novalue", "KEY=VALUE"]),
@@ -124,10 +106,10 @@ fn bad_vars_exit_2_and_say_what_was_expected() {
         ("=2", &["not a variable name"]),
     ];
     for (v, pieces) in cases {
-        expect(&["run", &vars, "--local", "--var", v], 2, pieces);
+        expect_short(&["run", &vars, "--local", "--var", v], 2, pieces);
     }
     // A good one still works.
-    expect(
+    expect_short(
         &[
             "run",
             &vars,
@@ -146,23 +128,23 @@ fn bad_vars_exit_2_and_say_what_was_expected() {
 fn recipe_errors_point_at_the_line() {
     // Syntax: exit 2 before any host, from run and from check, with the source line.
     for cmd in [
-        &["run", &f("syntax_error.rhai"), "--local"][..],
-        &["check", &f("syntax_error.rhai")][..],
+        &["run", &bad("syntax_error.rhai"), "--local"][..],
+        &["check", &bad("syntax_error.rhai")][..],
     ] {
-        expect(
+        expect_short(
             cmd,
             2,
             &["syntax error", "syntax_error.rhai:4:14", "let x = [1, 2;"],
         );
     }
-    expect(
-        &["run", &f("no_such_recipe.rhai"), "--local"],
+    expect_short(
+        &["run", &bad("no_such_recipe.rhai"), "--local"],
         2,
         &["not found"],
     );
     // A runtime error inside a module points into the module, with the calls that led there.
-    expect(
-        &["run", &f("module_error.rhai"), "--local"],
+    expect_short(
+        &["run", &bad("module_error.rhai"), "--local"],
         1,
         &[
             "broken.rhai:5:7",
@@ -175,8 +157,8 @@ fn recipe_errors_point_at_the_line() {
     let dest = tempfile::tempdir().expect("tmp");
     let d = dest.path().join("out.conf");
     let dv = format!("dest={}", d.display());
-    expect(
-        &["run", &f("template_error.rhai"), "--local", "--var", &dv],
+    expect_short(
+        &["run", &bad("template_error.rhai"), "--local", "--var", &dv],
         2,
         &[
             "undefined.j2:2",
@@ -212,7 +194,7 @@ fn runaway_recipes_are_stopped_by_the_limits() {
         ),
     ] {
         let started = Instant::now();
-        let o = expect(&["run", &f(file), "--local"], 1, &[place]);
+        let o = expect_short(&["run", &bad(file), "--local"], 1, &[place]);
         // A tight loop meets the operations limit, or the CPU limit on a slow machine.
         assert!(
             o.all().contains(why)
@@ -236,7 +218,7 @@ fn hundred_megabyte_inputs_get_short_errors() {
     let rhai = tmp.path().join("big.rhai");
     std::fs::write(&rhai, format!("let s = \"{big}\";\n")).expect("write");
     let r = rhai.display().to_string();
-    expect(
+    expect_short(
         &["run", &r, "--local"],
         2,
         &["big.rhai:1:9", "Length of string"],
@@ -245,15 +227,15 @@ fn hundred_megabyte_inputs_get_short_errors() {
     let inv = tmp.path().join("big.toml");
     std::fs::write(&inv, format!("[vars]\nlabel = \"{big}\"\n")).expect("write");
     let i = inv.display().to_string();
-    expect(
-        &["run", &f("vars.rhai"), "-i", &i, "--local"],
+    expect_short(
+        &["run", &bad("vars.rhai"), "-i", &i, "--local"],
         2,
         &["label", "100000000 bytes"],
     );
     // A syntax error at the end of a 100 MB line: the line is shown cut around the column.
     std::fs::write(&inv, format!("[vars]\nlabel = \"{big}\" junk\n")).expect("write");
-    expect(
-        &["run", &f("vars.rhai"), "-i", &i, "--local"],
+    expect_short(
+        &["run", &bad("vars.rhai"), "-i", &i, "--local"],
         2,
         &["big.toml:2:100000012", "\" junk"],
     );
@@ -261,9 +243,9 @@ fn hundred_megabyte_inputs_get_short_errors() {
 
 #[test]
 fn a_recipes_validate_refuses_before_any_host_with_exit_2() {
-    let r = f("validate.rhai");
+    let r = bad("validate.rhai");
     // Every reason at once, with the recipe's imports in effect; the host is never contacted.
-    let o = expect(
+    let o = expect_short(
         &[
             "run",
             &r,
@@ -283,5 +265,5 @@ fn a_recipes_validate_refuses_before_any_host_with_exit_2() {
     );
     assert!(!o.all().contains("unreachable"), "{}", o.show());
     // Good values pass validation and the recipe runs.
-    expect(&["run", &r, "--local"], 0, &["ran"]);
+    expect_short(&["run", &r, "--local"], 0, &["ran"]);
 }

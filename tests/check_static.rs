@@ -6,23 +6,6 @@
 mod common;
 use common::*;
 
-const BAD: &str = "tests/fixtures/bad";
-
-/// Runs `recipe ARGS`, checks that it did not panic, its status and that every expected
-/// piece is there.
-fn expect(args: &[&str], code: i32, pieces: &[&str]) -> Output {
-    Test::new()
-        .args(args)
-        .run()
-        .expect_no_panic()
-        .expect_code(code)
-        .expect_contains(pieces)
-}
-
-fn f(name: &str) -> String {
-    format!("{BAD}/{name}")
-}
-
 /// Each mistake, found by `check` and by `run` (before connecting: `--local` would run it).
 #[test]
 fn mistakes_are_found_before_any_host_is_touched() {
@@ -80,9 +63,9 @@ fn mistakes_are_found_before_any_host_is_touched() {
         ),
     ];
     for (file, pieces) in cases {
-        let path = f(file);
-        expect(&["check", &path], 2, pieces);
-        let o = expect(&["run", &path, "--local", "--json"], 2, pieces);
+        let path = bad(file);
+        expect_error(&["check", &path], 2, pieces);
+        let o = expect_error(&["run", &path, "--local", "--json"], 2, pieces);
         assert!(o.stdout.is_empty(), "no step ran: {}", o.stdout);
     }
 }
@@ -100,7 +83,7 @@ fn shipped_recipes_stdlib_and_fixtures_pass() {
     }
     files.sort();
     for bad_but_runtime in ["module_error.rhai", "vars.rhai", "infinite_loop.rhai"] {
-        files.push(f(bad_but_runtime));
+        files.push(bad(bad_but_runtime));
     }
     let args: Vec<&str> = std::iter::once("check")
         .chain(files.iter().map(String::as_str))
@@ -120,14 +103,14 @@ fn shipped_recipes_stdlib_and_fixtures_pass() {
 
 #[test]
 fn a_runtime_error_shows_its_source_line() {
-    expect(
-        &["run", &f("runtime_error.rhai"), "--local"],
+    expect_error(
+        &["run", &bad("runtime_error.rhai"), "--local"],
         1,
         &["runtime_error.rhai:5:", "5 | let x = items[7] + 1;", "^"],
     );
     // Inside a module too: the module's line.
-    expect(
-        &["run", &f("module_error.rhai"), "--local"],
+    expect_error(
+        &["run", &bad("module_error.rhai"), "--local"],
         1,
         &["broken.rhai:5:7", "5 |     n / zero"],
     );
@@ -138,10 +121,10 @@ fn an_unknown_option_built_at_run_time_fails_its_step() {
     let dest = tempfile::tempdir().expect("tmp");
     let d = dest.path().join("out");
     let dv = format!("dest={}", d.display());
-    let o = expect(
+    let o = expect_error(
         &[
             "run",
-            &f("unknown_option_runtime.rhai"),
+            &bad("unknown_option_runtime.rhai"),
             "--local",
             "--json",
             "--var",
@@ -164,10 +147,10 @@ fn an_unknown_option_built_at_run_time_fails_its_step() {
     assert!(msg.contains("valid options: content"), "{msg}");
     assert!(!d.exists());
     // Without --json: a FAILED step line.
-    expect(
+    expect_error(
         &[
             "run",
-            &f("unknown_option_runtime.rhai"),
+            &bad("unknown_option_runtime.rhai"),
             "--local",
             "--var",
             &dv,
@@ -179,8 +162,8 @@ fn an_unknown_option_built_at_run_time_fails_its_step() {
 
 #[test]
 fn a_runaway_push_loop_is_stopped_by_the_cpu_limit() {
-    expect(
-        &["run", &f("runaway_push.rhai"), "--local"],
+    expect_error(
+        &["run", &bad("runaway_push.rhai"), "--local"],
         1,
         &["CPU limit", "runaway_push.rhai:"],
     );
@@ -188,12 +171,12 @@ fn a_runaway_push_loop_is_stopped_by_the_cpu_limit() {
 
 #[test]
 fn a_host_missing_from_the_inventory_is_refused() {
-    expect(
+    expect_error(
         &[
             "run",
-            &f("vars.rhai"),
+            &bad("vars.rhai"),
             "-i",
-            &f("inventory_ok.toml"),
+            &bad("inventory_ok.toml"),
             "--host",
             "ab",
         ],
@@ -208,7 +191,7 @@ fn a_host_missing_from_the_inventory_is_refused() {
 
 #[test]
 fn facts_of_an_unresolvable_host_is_bad_input() {
-    expect(
+    expect_error(
         &["facts", "--host", "nosuchhost.invalid"],
         2,
         &["cannot resolve nosuchhost.invalid"],

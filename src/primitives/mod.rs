@@ -550,8 +550,8 @@ fn planned_once(
     identity: Option<String>,
 ) -> Outcome {
     if let Some(id) = identity {
-        let key = format!("{op} {target} {id}");
-        if let Some(first) = h.run.planned.first_change(&h.name, &key, at) {
+        let subject = format!("{op} {target}");
+        if let Some(first) = h.run.planned.first_change(&h.name, &subject, &id, at) {
             out.changed = false;
             out.diff = None;
             out.changes = vec![format!(

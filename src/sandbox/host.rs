@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Where systemd-nspawn keeps per-machine runtime files.
@@ -310,23 +310,26 @@ pub struct SshTarget<'a> {
     pub known_hosts: &'a Path,
 }
 
-/// Runs `ssh root@addr COMMAND...` with the sandbox key and known_hosts only, killing it at `deadline`.
-/// Returns (exit code, stdout); None if it timed out.
-pub fn ssh_run(
-    t: &SshTarget,
-    command: &[&str],
-    deadline: Instant,
-) -> Result<Option<(i32, String)>> {
-    if !probe::allowed_target(t.addr) {
-        bail!("refusing to connect to {}: not a sandbox address", t.addr);
+/// `ssh root@ADDR` with the sandbox's key and known_hosts only (no user or system ssh
+/// configuration, no agent, no prompt); the caller adds `--` and the command. Refuses any
+/// address that is not a sandbox host's.
+pub fn ssh_command(
+    key: &Path,
+    known_hosts: &Path,
+    addr: &str,
+    connect_timeout_s: u32,
+) -> Result<Command> {
+    match addr.parse::<Ipv4Addr>() {
+        Ok(a) if probe::allowed_target(a) => {}
+        _ => bail!("refusing to connect to {addr}: not a sandbox address"),
     }
     let mut cmd = tools::command(SSH)?;
     cmd.arg("-F")
         .arg("/dev/null")
         .arg("-i")
-        .arg(t.key)
+        .arg(key)
         .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", t.known_hosts.display()))
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
         .args([
             "-o",
             "GlobalKnownHostsFile=/dev/null",
@@ -337,14 +340,23 @@ pub fn ssh_run(
             "-o",
             "IdentitiesOnly=yes",
             "-o",
-            "ConnectTimeout=5",
-            "-o",
             "LogLevel=ERROR",
-            "-l",
-            "root",
+            "-o",
         ])
-        .arg(t.addr.to_string())
-        .arg("--")
+        .arg(format!("ConnectTimeout={connect_timeout_s}"))
+        .args(["-l", "root", addr]);
+    Ok(cmd)
+}
+
+/// Runs `ssh root@addr COMMAND...` with the sandbox key and known_hosts only, killing it at `deadline`.
+/// Returns (exit code, stdout); None if it timed out.
+pub fn ssh_run(
+    t: &SshTarget,
+    command: &[&str],
+    deadline: Instant,
+) -> Result<Option<(i32, String)>> {
+    let mut cmd = ssh_command(t.key, t.known_hosts, &t.addr.to_string(), 5)?;
+    cmd.arg("--")
         .args(command)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

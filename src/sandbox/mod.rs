@@ -25,6 +25,7 @@ mod teardown;
 mod tools;
 
 pub use fileserver::serve_files;
+pub use host::ssh_command;
 pub use image::Release;
 
 use anyhow::{bail, Context, Result};

@@ -16,6 +16,30 @@ use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// The fixtures of bad input (recipes, inventories, templates).
+pub const BAD: &str = "tests/fixtures/bad";
+
+/// `tests/fixtures/bad/NAME`.
+pub fn bad(name: &str) -> String {
+    format!("{BAD}/{name}")
+}
+
+/// Runs `recipe ARGS` expecting an error: no panic, exit status `code`, every piece in the
+/// output.
+pub fn expect_error(args: &[&str], code: i32, pieces: &[&str]) -> Output {
+    Test::new()
+        .args(args)
+        .run()
+        .expect_no_panic()
+        .expect_code(code)
+        .expect_contains(pieces)
+}
+
+/// [`expect_error`] whose error also fits a screen (25 lines, 4000 bytes).
+pub fn expect_short(args: &[&str], code: i32, pieces: &[&str]) -> Output {
+    expect_error(args, code, pieces).expect_at_most(25, 4000)
+}
+
 /// A running `sshd -D` owned by the test; killed on drop (also when the test fails).
 pub struct Sshd {
     pub dir: tempfile::TempDir,

@@ -308,30 +308,12 @@ impl Sandbox {
     }
 }
 
-/// `ssh root@ADDR CMD` with this key and known_hosts only.
+/// `ssh root@ADDR CMD` with this key and known_hosts only (the sandbox's own ssh command
+/// line).
 pub fn ssh(key: &Path, known_hosts: &Path, addr: &str, cmd: &str) -> std::process::Output {
-    Command::new("ssh")
-        .args(["-F", "/dev/null", "-i"])
-        .arg(key)
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .args([
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "ConnectTimeout=10",
-            "-l",
-            "root",
-            addr,
-            "--",
-            cmd,
-        ])
+    recipe::sandbox::ssh_command(key, known_hosts, addr, 10)
+        .expect("ssh is installed")
+        .args(["--", cmd])
         .output()
         .expect("ssh runs")
 }
