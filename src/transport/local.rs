@@ -5,17 +5,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::shell::Worker;
-use super::{ChunkSink, Chunks, ExecOutput, Spawner, TransportError};
+use super::{BoxFut, ChunkSink, Chunks, ExecOutput, Spawner, TransportError};
 
 /// Runs commands on this machine, as the current user.
 pub struct LocalSpawner;
 
 impl Spawner for LocalSpawner {
-    fn spawn(
-        &self,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Worker, TransportError>> + Send + '_>,
-    > {
+    fn spawn(&self) -> BoxFut<'_, Result<Worker, TransportError>> {
         Box::pin(async move {
             let mut child = tokio::process::Command::new("/bin/sh")
                 .stdin(Stdio::piped())
@@ -41,9 +37,7 @@ impl Spawner for LocalSpawner {
         input: Option<Chunks>,
         output: Option<ChunkSink>,
         timeout: Option<Duration>,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>,
-    > {
+    ) -> BoxFut<'a, Result<ExecOutput, TransportError>> {
         Box::pin(async move {
             let mut child = tokio::process::Command::new("/bin/sh")
                 .arg("-c")

@@ -11,6 +11,9 @@ use tokio::sync::Semaphore;
 
 use shell::Worker;
 
+/// A boxed future that can move between threads: what the [`Spawner`] methods return.
+pub type BoxFut<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 /// What a command produced on the target.
 #[derive(Debug, Clone, Default)]
 pub struct ExecOutput {
@@ -56,20 +59,14 @@ pub struct Stats {
 
 /// Opens a new worker (a channel or a local process running `/bin/sh`).
 pub trait Spawner: Send + Sync {
-    fn spawn(
-        &self,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Worker, TransportError>> + Send + '_>,
-    >;
+    fn spawn(&self) -> BoxFut<'_, Result<Worker, TransportError>>;
     /// Runs one command on a channel of its own, streaming stdin (for large payloads).
     fn oneshot<'a>(
         &'a self,
         cmd: &'a str,
         stdin: &'a [u8],
         timeout: Option<Duration>,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>,
-    > {
+    ) -> BoxFut<'a, Result<ExecOutput, TransportError>> {
         Box::pin(async move {
             let (tx, rx) = tokio::sync::mpsc::channel(PIPE_DEPTH);
             // The sender goes out of scope when all is sent: the command sees the end.
@@ -93,11 +90,9 @@ pub trait Spawner: Send + Sync {
         input: Option<Chunks>,
         output: Option<ChunkSink>,
         timeout: Option<Duration>,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>,
-    >;
+    ) -> BoxFut<'a, Result<ExecOutput, TransportError>>;
     /// Ends the connection politely once its workers are closed.
-    fn shutdown(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    fn shutdown(&self) -> BoxFut<'_, ()> {
         Box::pin(async {})
     }
 }

@@ -11,7 +11,7 @@ use russh::keys::{load_secret_key, PrivateKeyWithHashAlg};
 use russh::{ChannelMsg, Disconnect};
 
 use super::shell::Worker;
-use super::{quote, ChunkSink, Chunks, ExecOutput, Spawner, TransportError};
+use super::{quote, BoxFut, ChunkSink, Chunks, ExecOutput, Spawner, TransportError};
 use crate::inventory::Target;
 use crate::known_hosts::{self, HostKeyStatus};
 
@@ -122,9 +122,7 @@ pub fn connect<'a>(
     target: &'a Target,
     opts: &'a SshOptions,
     inventory: Option<&'a Path>,
-) -> std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<SshSpawner, TransportError>> + Send + 'a>,
-> {
+) -> BoxFut<'a, Result<SshSpawner, TransportError>> {
     Box::pin(async move {
         let verdict = Arc::new(Mutex::new(None));
         let handler = Client {
@@ -410,11 +408,7 @@ impl SshSpawner {
 }
 
 impl Spawner for SshSpawner {
-    fn spawn(
-        &self,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Worker, TransportError>> + Send + '_>,
-    > {
+    fn spawn(&self) -> BoxFut<'_, Result<Worker, TransportError>> {
         Box::pin(async move {
             let ch = self
                 .handle
@@ -435,9 +429,7 @@ impl Spawner for SshSpawner {
         input: Option<Chunks>,
         output: Option<ChunkSink>,
         timeout: Option<Duration>,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<ExecOutput, TransportError>> + Send + 'a>,
-    > {
+    ) -> BoxFut<'a, Result<ExecOutput, TransportError>> {
         Box::pin(async move {
             let ch = self
                 .handle
@@ -552,7 +544,7 @@ impl Spawner for SshSpawner {
         })
     }
 
-    fn shutdown(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    fn shutdown(&self) -> BoxFut<'_, ()> {
         Box::pin(self.disconnect())
     }
 }
