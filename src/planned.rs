@@ -108,6 +108,16 @@ impl Planned {
             }
         }
     }
+
+    /// Where the latest plan for `subject` on `host` was made, if it is the change
+    /// `identity` (a step that finds its work planned already: it only reads).
+    pub fn planned_as(&self, host: &str, subject: &str, identity: &str) -> Option<String> {
+        let m = self.changes.lock().ok()?;
+        match m.get(&(host.to_string(), subject.to_string())) {
+            Some((id, at)) if id == identity => Some(at.clone()),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -157,5 +167,8 @@ mod tests {
             p.first_change("m", "file /x", "A", "c.rhai:4"),
             Some("c.rhai:3".into())
         );
+        assert_eq!(p.planned_as("m", "file /x", "A"), Some("c.rhai:3".into()));
+        assert_eq!(p.planned_as("m", "file /x", "B"), None);
+        assert_eq!(p.planned_as("w1", "file /x", "A"), None);
     }
 }

@@ -169,3 +169,105 @@ fn a_dry_controller_run_plans_across_hosts_and_counts_a_step_once() {
     assert_eq!(code, 0, "{err}");
     assert!(recaps(&ev).iter().all(|r| r["changed"] == 0), "{ev:#?}");
 }
+
+/// Steps that write the same paths one after another (content A, B, A again; a removal
+/// and a re-creation; attributes after content; a template equal to a planned file): the dry
+/// run says, step by step, what the real run then does, on an empty folder and again on
+/// what the real run left.
+#[test]
+fn a_dry_run_predicts_later_writes_to_the_same_path() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let recipe = tmp.path().join("rewrites.rhai");
+    let tpl = tmp.path().join("a.j2");
+    std::fs::write(&tpl, "{{ word }}\n").expect("template");
+    std::fs::write(
+        &recipe,
+        r#"// The same paths written again and again.
+fn defaults() { #{ base: "" } }
+let d = vars.base;
+file(`${d}/x`, #{content: "A\n"});
+file(`${d}/x`, #{content: "B\n"});
+file(`${d}/x`, #{content: "A\n"});
+file(`${d}/x`, #{content: "A\n"});
+file(`${d}/x`, #{mode: "0600"});
+file(`${d}/x`, #{content: "A\n", mode: "0600"});
+file(`${d}/x`, #{state: "absent"});
+file(`${d}/x`, #{content: "A\n"});
+template(`${d}/t`, "a.j2", #{vars: #{word: "w"}});
+file(`${d}/t`, #{content: "w\n"});
+file(`${d}/t`, #{content: "v\n"});
+"#,
+    )
+    .expect("recipe");
+    let base = tmp.path().join("out");
+    std::fs::create_dir(&base).expect("out");
+    let go = |dry: bool| {
+        let mut t = Test::new()
+            .arg("run")
+            .arg(&recipe)
+            .args(["--local", "--json", "--diff"]);
+        t = t.args(["--var", &format!("base={}", base.display())]);
+        if dry {
+            t = t.arg("--dry-run");
+        }
+        let out = t.run().expect_success();
+        let got: Vec<String> = out
+            .steps()
+            .iter()
+            .map(|st| {
+                // An `ok` step of a dry run may say where its work was planned already.
+                let changes: Vec<&str> = st["changes"]
+                    .as_array()
+                    .filter(|_| st["status"] == "changed")
+                    .map(|a| a.iter().map(s).collect())
+                    .unwrap_or_default();
+                format!("{} {} {}", st["line"], s(&st["status"]), changes.join("; "))
+            })
+            .collect();
+        (got, out)
+    };
+    let (dry, dry_out) = go(true);
+    assert_eq!(
+        std::fs::read_dir(&base).expect("out").count(),
+        0,
+        "the dry run wrote"
+    );
+    let (real, _) = go(false);
+    assert_eq!(dry, real, "dry run:\n{}", dry_out.show());
+    let again = dry_out
+        .steps()
+        .into_iter()
+        .find(|st| st["line"] == 7)
+        .expect("line 7");
+    assert!(
+        s(&again["changes"][0]).starts_with("planned already at rewrites.rhai:6 "),
+        "{again}"
+    );
+    // And what it says is what a careful reader expects.
+    let expect = [
+        "4 changed create",
+        "5 changed rewrite",
+        "6 changed rewrite",
+        "7 ok ",
+        "8 changed mode 0644 -> 0600",
+        "9 ok ",
+        "10 changed remove",
+        "11 changed create",
+        "12 changed create",
+        "13 ok ",
+        "14 changed rewrite",
+    ];
+    for (got, want) in real.iter().zip(expect) {
+        assert!(
+            got.starts_with(want),
+            "`{got}` is not `{want}...`:\n{}",
+            real.join("\n")
+        );
+    }
+    assert_eq!(real.len(), expect.len(), "{}", real.join("\n"));
+    // Again, from the files the first run left: the dry run still predicts the real run.
+    let (dry, dry_out) = go(true);
+    let (real, _) = go(false);
+    assert_eq!(dry, real, "second dry run:\n{}", dry_out.show());
+    assert!(real[0].starts_with("4 ok"), "{}", real.join("\n"));
+}

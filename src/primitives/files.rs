@@ -47,8 +47,45 @@ const DIFF_MAX: u64 = 256 * 1024;
 /// Another host's files above this size stream host to host instead of being read whole.
 const STREAM_OVER: u64 = 1024 * 1024;
 
-/// One round trip: stat and checksum of `path`, or `absent`.
-fn probe_file(h: &HostCtx, path: &str) -> Result<Option<(super::StatInfo, String)>, String> {
+/// What a step finds at `path`: the host's own state, or, in a dry run where an earlier
+/// step of this run plans the path with a known result (content, directory, removal), that
+/// result: the real run would find it there. A plan whose content is not known yet (a
+/// command makes the file) leaves the host's state and the callers' own "depends on" notes.
+fn probe_file(h: &HostCtx, path: &str) -> Result<Option<(StatInfo, String)>, String> {
+    let cur = probe_host_file(h, path)?;
+    if !h.run.dry_run {
+        return Ok(cur);
+    }
+    Ok(match super::planned_file(h, &h.name, path) {
+        Some(pf) if pf.content != PlannedContent::Unknown => as_planned(cur, &pf),
+        _ => cur,
+    })
+}
+
+/// The stat and checksum a path will have once the step that plans `pf` has run.
+pub fn as_planned(cur: Option<(StatInfo, String)>, pf: &PlannedFile) -> Option<(StatInfo, String)> {
+    let st = planned_stat(cur.map(|(st, _)| st), Some(pf))?;
+    let sum = match &pf.content {
+        PlannedContent::Bytes { bytes, .. } => sha256_hex(bytes),
+        _ => "-".to_string(),
+    };
+    Some((st, sum))
+}
+
+/// The bytes an earlier step of this dry run plans for `path` on this host, if known, and
+/// whether they are secret.
+fn planned_bytes(h: &HostCtx, path: &str) -> Option<(Arc<Vec<u8>>, bool)> {
+    if !h.run.dry_run {
+        return None;
+    }
+    match super::planned_file(h, &h.name, path)?.content {
+        PlannedContent::Bytes { bytes, secret } => Some((bytes, secret)),
+        _ => None,
+    }
+}
+
+/// One round trip: stat and checksum of `path` on the host, or `absent`.
+fn probe_host_file(h: &HostCtx, path: &str) -> Result<Option<(StatInfo, String)>, String> {
     let q = quote(path);
     let cmd = format!(
         "if [ -e {q} ] || [ -L {q} ]; then stat -c '{STAT_FMT}' -- {q} && if [ -f {q} ]; then sha256sum < {q}; else echo -; fi; else echo absent; fi"
@@ -320,9 +357,11 @@ pub fn ensure_content<'a>(
         // a secret (a template with a token) is summarized too: its old version may hold an
         // old secret, which the redactor does not know.
         let hidden = payload.secret || h.run.reporter.redactor().found_in(&payload.bytes);
+        let planned = planned_bytes(h, path);
+        let old_hidden = planned.as_ref().is_some_and(|(_, secret)| *secret);
         Some(match &cur {
             Some((st, _)) if st.kind != FileKind::Regular => String::new(),
-            Some((st, _)) if hidden || st.size > DIFF_MAX => format!(
+            Some((st, _)) if hidden || old_hidden || st.size > DIFF_MAX => format!(
                 "--- {path}\n+++ {path}\n  content: {} bytes -> {}\n",
                 st.size,
                 if hidden {
@@ -331,10 +370,13 @@ pub fn ensure_content<'a>(
                     format!("{} bytes", payload.bytes.len())
                 }
             ),
-            Some(_) => {
-                let old = check(h, &format!("cat -- {}", quote(path)))?;
-                content_diff(path, Some(&old.stdout), &payload.bytes, false)
-            }
+            Some(_) => match planned {
+                Some((old, _)) => content_diff(path, Some(&old), &payload.bytes, false),
+                None => {
+                    let old = check(h, &format!("cat -- {}", quote(path)))?;
+                    content_diff(path, Some(&old.stdout), &payload.bytes, false)
+                }
+            },
             None => content_diff(path, None, &payload.bytes, hidden),
         })
     } else {
@@ -650,8 +692,19 @@ fn do_file(
                         "{path} does not exist: give `content` or `src` to create it"
                     ));
                 };
-                return Ok(StepPlan::from(attr_plan(path, &st.0, &o.attrs))
-                    .same_as(format!("{:?}", o.attrs)));
+                let mut p = StepPlan::from(attr_plan(path, &st.0, &o.attrs))
+                    .same_as(format!("{:?}", o.attrs));
+                // A later step of this dry run sees the planned file with these attributes.
+                // (A file only the host has keeps the host's attributes in the registry.)
+                if let Some(mut pf) =
+                    super::planned_file(h, &h.name, path).filter(|_| h.run.dry_run)
+                {
+                    pf.owner = o.attrs.owner.clone().or(pf.owner);
+                    pf.group = o.attrs.group.clone().or(pf.group);
+                    pf.mode = o.attrs.mode.map(|m| m.0).or(pf.mode);
+                    p = p.writes(path, pf);
+                }
+                return Ok(p);
             }
             _ => return Err("give one of content, src, or src with from_host".into()),
         };

@@ -517,6 +517,15 @@ fn carry_out(
             if out.changed {
                 return Ok(planned_once(h, op, target, at, out, writes, identity));
             }
+            // Nothing to do because an earlier step of this run plans it (the probe saw
+            // that step's planned file): say where, as a real run would find it done.
+            if let Some(first) = identity.and_then(|id| {
+                h.run
+                    .planned
+                    .planned_as(&h.name, &format!("{op} {target}"), &id)
+            }) {
+                out.changes = vec![planned_already(&first)];
+            }
             return Ok(out);
         }
         Action::Nothing => {}
@@ -538,6 +547,11 @@ fn carry_out(
     Ok(out)
 }
 
+/// The note of a dry-run step whose change an earlier step of the run plans.
+fn planned_already(first: &str) -> String {
+    format!("planned already at {first} (counted there; a real run finds it done)")
+}
+
 /// A dry run's change: recorded with what it writes, or `ok` when this host has it planned
 /// already.
 fn planned_once(
@@ -554,9 +568,7 @@ fn planned_once(
         if let Some(first) = h.run.planned.first_change(&h.name, &subject, &id, at) {
             out.changed = false;
             out.diff = None;
-            out.changes = vec![format!(
-                "planned already at {first} (counted there; a real run finds it done)"
-            )];
+            out.changes = vec![planned_already(&first)];
             return out;
         }
     }
