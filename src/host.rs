@@ -110,7 +110,7 @@ impl Hosts {
                 match ssh::connect(&target, &self.ssh, self.inventory.path.as_deref()).await {
                     Ok(sp) => {
                         let c = Connection::new(Box::new(sp), MAX_WORKERS, self.stats.clone());
-                        c.sweep_stale().await;
+                        c.sweep_stale();
                         Ok(Arc::new(c))
                     }
                     Err(e) => Err(e.to_string()),

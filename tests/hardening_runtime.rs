@@ -224,6 +224,12 @@ fn folders_of_dead_runs_are_swept_at_the_next_connection() {
         .spawn()
         .expect("sleep");
     let out = run_all(&recipe, &inv).run();
+    // The sweep runs beside the first command, in the background: give it a moment (it
+    // looks at the folders in name order, so the busy one before the dead one).
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while dead.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let _ = holder.kill();
     let _ = holder.wait();
     out.expect_success();

@@ -116,6 +116,8 @@ pub struct Connection {
     slots: Semaphore,
     pub stats: Arc<Stats>,
     broken: Mutex<Option<String>>,
+    /// The sweep of dead runs' folders rides along with the first worker command.
+    sweep: std::sync::atomic::AtomicBool,
 }
 
 impl Connection {
@@ -126,6 +128,7 @@ impl Connection {
             slots: Semaphore::new(max_workers.max(1)),
             stats,
             broken: Mutex::new(None),
+            sweep: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -157,6 +160,9 @@ impl Connection {
                 self.spawner.spawn().await?
             }
         };
+        if self.sweep.swap(false, Ordering::Relaxed) {
+            worker.sweep_before_next();
+        }
         match worker.run(cmd, stdin, timeout).await {
             Ok(out) => {
                 if let Ok(mut idle) = self.idle.lock() {
@@ -199,13 +205,10 @@ impl Connection {
     }
 
     /// Removes what killed runs of earlier versions left in the target's temporary folder
-    /// (see [`shell::SWEEP`]); a failure here is not the run's business.
-    pub async fn sweep_stale(&self) {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(30),
-            self.exec(shell::SWEEP, None, Some(Duration::from_secs(20))),
-        )
-        .await;
+    /// (see [`shell::SWEEP`]) just before the first command that runs in a worker: no
+    /// round trip of its own; a failure there is not the run's business.
+    pub fn sweep_stale(&self) {
+        self.sweep.store(true, Ordering::Relaxed);
     }
 
     /// Closes every idle worker.
