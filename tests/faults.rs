@@ -389,15 +389,6 @@ fn sshd_killed_mid_transfer_leaves_the_old_file_whole() {
     assert!(leftovers(&base).is_empty());
 }
 
-/// A tmpfs mount, unmounted (lazily, even if busy) on drop.
-struct Tmpfs(PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_disk_fails_the_write_and_keeps_the_old_file() {
     if !is_root() {
@@ -408,14 +399,7 @@ fn a_full_disk_fails_the_write_and_keeps_the_old_file() {
     let dir = s.dir.path();
     let recipe = write_recipe(dir);
     let full = dir.join("full");
-    std::fs::create_dir_all(&full).expect("dir");
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&full)
-        .status()
-        .expect("mount");
-    assert!(st.success(), "mount tmpfs");
-    let _guard = Tmpfs(full.clone());
+    let _guard = Tmpfs::mount(&full, "1m");
     let old = b"old but whole\n".to_vec();
     std::fs::write(full.join("big.bin"), &old).expect("old");
     std::fs::write(dir.join("two.src"), vec![b'x'; 2 * 1024 * 1024]).expect("src");

@@ -127,18 +127,6 @@ fn a_big_file_streams_host_to_host_and_is_never_held_whole() {
     assert_eq!(step["status"], "ok", "{step}");
 }
 
-/// Unmounts a test's small file system when dropped, also when the test fails.
-struct Mounted(std::path::PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// A destination that fails part-way (its disk fills up) ends the copy at once with the
 /// destination's own error; the source, still sending, is stopped too. Before, the sender
 /// waited for room the finished receiver would never make, until the run's time limit.
@@ -151,14 +139,7 @@ fn a_copy_whose_destination_fills_up_fails_at_once() {
     let sshd = Sshd::start();
     let inv = two_hosts(&sshd);
     let full = sshd.path("full");
-    std::fs::create_dir_all(&full).expect("mount point");
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(&full)
-        .status()
-        .expect("mount runs");
-    assert!(st.success(), "cannot mount a tmpfs on {}", full.display());
-    let _m = Mounted(full.clone());
+    let _m = Tmpfs::mount(&full, "4m");
     // 48 MiB into 4 MiB of room.
     let src = sshd.path("big.bin");
     let f = std::fs::File::create(&src).expect("source");

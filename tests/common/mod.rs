@@ -40,6 +40,30 @@ pub fn expect_short(args: &[&str], code: i32, pieces: &[&str]) -> Output {
     expect_error(args, code, pieces).expect_at_most(25, 4000)
 }
 
+/// A small tmpfs mounted by a test (root only), unmounted (lazily, even if busy) when
+/// dropped, also when the test fails.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`1m`, `4m`) on `dir`, made first.
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount runs");
+        assert!(st.success(), "cannot mount a tmpfs on {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 /// A running `sshd -D` owned by the test; killed on drop (also when the test fails).
 pub struct Sshd {
     pub dir: tempfile::TempDir,
