@@ -63,7 +63,7 @@ fn probe_file(h: &HostCtx, path: &str) -> Result<Option<(StatInfo, String)>, Str
 }
 
 /// The stat and checksum a path will have once the step that plans `pf` has run.
-pub fn as_planned(cur: Option<(StatInfo, String)>, pf: &PlannedFile) -> Option<(StatInfo, String)> {
+fn as_planned(cur: Option<(StatInfo, String)>, pf: &PlannedFile) -> Option<(StatInfo, String)> {
     let st = planned_stat(cur.map(|(st, _)| st), Some(pf))?;
     let sum = match &pf.content {
         PlannedContent::Bytes { bytes, .. } => sha256_hex(bytes),

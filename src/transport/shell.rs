@@ -47,18 +47,14 @@ __rcp() {
   printf '\n%s %s\n%s\n%s\n' "$__m" "$__s" "${__e%x}" "$__m"
   __e=
 }
-__sw=@SWEEP@
-__sweep() {
-  if command -v timeout >/dev/null 2>&1; then timeout -k 5 60 /bin/sh -c "$__sw"; else (eval "$__sw"); fi
-}
 printf '__RCP_READY %s\n' "$(id -u)"
 "#;
 
 /// Removes the private folders (`.recipe.XXXXXXXX` holding a command's stdin `i` and stderr
 /// `e`) that versions before streaming stdin left behind when their shell was killed: they
-/// may hold secrets. Run once per connection, as the prelude's `__sweep`, in the background
-/// from a line of its own just before the connection's first command: no round trip and no
-/// wait of its own (at most 60 s where `timeout` exists). Only folders of dead runs go: owned by this
+/// may hold secrets. Run once per connection, in the background from a line of its own sent
+/// just before the connection's first command ([`Worker::sweep_before_next`]): no round
+/// trip and no wait of its own (at most 60 s where `timeout` exists). Only folders of dead runs go: owned by this
 /// user, holding nothing else, untouched for 5 minutes (a live worker rewrites `e` at each
 /// command) and with no file open in them (a running command keeps `e` open).
 pub const SWEEP: &str = r#"[ -d /proc/self/fd ] || exit 0
@@ -88,7 +84,7 @@ pub struct Worker {
     /// The uid the worker runs as (0 after sudo).
     pub uid: u32,
     /// Sent (unanswered) just before the next frame.
-    before_next: Option<&'static str>,
+    before_next: Option<String>,
 }
 
 fn rand_u128() -> u128 {
@@ -125,12 +121,7 @@ impl Worker {
     ) -> Result<Worker, TransportError> {
         let marker = format!("__RCP_{:032x}", rand_u128());
         writer
-            .write_all(
-                PRELUDE
-                    .replace("@SWEEP@", &super::quote(SWEEP))
-                    .replace("@MARKER@", &marker)
-                    .as_bytes(),
-            )
+            .write_all(PRELUDE.replace("@MARKER@", &marker).as_bytes())
             .await
             .map_err(|e| TransportError::Lost(format!("cannot start the remote shell: {e}")))?;
         writer
@@ -191,7 +182,10 @@ impl Worker {
     /// Starts [`SWEEP`] in the background just before the next command, from a line of its
     /// own whose output goes nowhere: no reply, no round trip, no wait.
     pub fn sweep_before_next(&mut self) {
-        self.before_next = Some("__sweep </dev/null >/dev/null 2>&1 &\n");
+        self.before_next = Some(format!(
+            "{{ __sw={}\nif command -v timeout >/dev/null 2>&1; then timeout -k 5 60 /bin/sh -c \"$__sw\"; else (eval \"$__sw\"); fi; }} </dev/null >/dev/null 2>&1 &\n",
+            super::quote(SWEEP)
+        ));
     }
 
     pub async fn run(
@@ -205,7 +199,7 @@ impl Worker {
         // The command travels shell-quoted and runs with `eval` in a subshell: no decoding
         // process and no new /bin/sh per command (a quote cut short by a lost connection is
         // a syntax error, and the end marker below is missing anyway).
-        let mut line = self.before_next.take().unwrap_or_default().to_string();
+        let mut line = self.before_next.take().unwrap_or_default();
         line.push_str(&format!("__rcp {secs} {} ", super::quote(cmd)));
         match stdin {
             // An empty payload is an empty stdin, which `-` (no stdin) already is; an empty
