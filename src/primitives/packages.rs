@@ -349,8 +349,8 @@ mod tests {
             has_lists: true,
         };
         let (_, p) = plan_packages(&names(&["x"]), &apt, Presence::Present, false, false);
-        let install = "DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold install --no-install-recommends x";
-        let pos = p.cmds[0].find(install).unwrap();
+        // Where the wrapped apt command starts: the test runs the wrapper around its own.
+        let pos = p.cmds[0].find(&apt_install("x", false)).unwrap();
         // The "install" asks the policy what a package's script would, and records it.
         let probe = format!("{pol_s} slurmd start; echo during=$?; false");
         let script =
