@@ -156,6 +156,10 @@ enum SandboxCmd {
         /// Debian release of the hosts: bookworm (12) or trixie (13)
         #[arg(long, default_value = "bookworm", value_parser = parse_release)]
         release: crate::sandbox::Release,
+        /// Minimal hosts, like a debootstrap minbase install: systemd and sshd, no curl,
+        /// wget, sudo or procps
+        #[arg(long)]
+        minimal: bool,
     },
     /// Stop the hosts and remove everything the sandbox made
     Down {
@@ -286,12 +290,14 @@ fn sandbox(action: SandboxCmd) -> Result<(), Error> {
             serve,
             packages,
             release,
+            minimal,
         } => crate::sandbox::up(&crate::sandbox::UpOptions {
             name,
             hosts,
             serve,
             packages,
             release,
+            minimal,
         })
         .map(|_| ()),
         SandboxCmd::Down { name } => crate::sandbox::down(&name),

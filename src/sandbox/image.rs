@@ -85,6 +85,10 @@ pub const BASE_PACKAGES: &[&str] = &[
     "systemd-sysv",
 ];
 
+/// Packages of a minimal image (`sandbox up --minimal`), like a site's debootstrap minbase
+/// install: systemd as PID 1 and sshd, no curl, wget, sudo, procps or CA certificates.
+pub const MINIMAL_PACKAGES: &[&str] = &["dbus", "openssh-server", "systemd", "systemd-sysv"];
+
 /// Bump when the way an image is made changes, so old caches are not reused.
 const FORMAT: &str = "recipe-sandbox-image-v1";
 
@@ -120,9 +124,15 @@ pub fn check_package_name(p: &str) -> Result<()> {
     Ok(())
 }
 
-/// The full, sorted package list of an image with these extra packages.
-pub fn package_list(extra: &[String]) -> Result<Vec<String>> {
-    let mut v: Vec<String> = BASE_PACKAGES.iter().map(|s| s.to_string()).collect();
+/// The full, sorted package list of an image with these extra packages (on the minimal
+/// base with `minimal`).
+pub fn package_list(extra: &[String], minimal: bool) -> Result<Vec<String>> {
+    let base = if minimal {
+        MINIMAL_PACKAGES
+    } else {
+        BASE_PACKAGES
+    };
+    let mut v: Vec<String> = base.iter().map(|s| s.to_string()).collect();
     for p in extra {
         let p = p.trim();
         if p.is_empty() {
@@ -206,8 +216,8 @@ fn lock_cache(dir: &Path) -> Result<CacheLock> {
 }
 
 /// The cache entry for this release and these extra packages (built or not).
-pub fn lookup(release: Release, extra: &[String]) -> Result<Image> {
-    let packages = package_list(extra)?;
+pub fn lookup(release: Release, extra: &[String], minimal: bool) -> Result<Image> {
+    let packages = package_list(extra, minimal)?;
     let key = cache_key(release, &packages, &mirror());
     Ok(Image {
         dir: paths::images_dir().join(&key),
@@ -217,11 +227,11 @@ pub fn lookup(release: Release, extra: &[String]) -> Result<Image> {
 }
 
 /// The image for this release and these extra packages, built first if it is not cached yet.
-pub fn ensure(release: Release, extra: &[String]) -> Result<Image> {
-    let packages = package_list(extra)?;
+pub fn ensure(release: Release, extra: &[String], minimal: bool) -> Result<Image> {
+    let packages = package_list(extra, minimal)?;
     let mirror = mirror();
     let images = paths::images_dir();
-    let image = lookup(release, extra)?;
+    let image = lookup(release, extra, minimal)?;
     if image.is_complete() {
         return Ok(image);
     }
@@ -376,21 +386,28 @@ mod tests {
 
     #[test]
     fn package_list_is_sorted_deduped_and_checked() {
-        let l = package_list(&["munge".into(), "curl".into(), " ".into()]).unwrap();
+        let l = package_list(&["munge".into(), "curl".into(), " ".into()], false).unwrap();
         assert!(l.contains(&"munge".to_string()));
         assert_eq!(l.iter().filter(|p| *p == "curl").count(), 1);
         let mut sorted = l.clone();
         sorted.sort();
         assert_eq!(l, sorted);
-        assert!(package_list(&["a,b".into()]).is_err());
-        assert!(package_list(&["--foo".into()]).is_err());
-        assert!(package_list(&["libstdc++6".into()]).is_ok());
+        assert!(package_list(&["a,b".into()], false).is_err());
+        assert!(package_list(&["--foo".into()], false).is_err());
+        assert!(package_list(&["libstdc++6".into()], false).is_ok());
     }
 
     #[test]
     fn cache_key_depends_on_packages_and_mirror() {
-        let a = package_list(&[]).unwrap();
-        let b = package_list(&["munge".into()]).unwrap();
+        let a = package_list(&[], false).unwrap();
+        // The minimal image is another image, without curl.
+        let m = package_list(&[], true).unwrap();
+        assert!(!m.contains(&"curl".to_string()) && m.contains(&"openssh-server".to_string()));
+        assert_ne!(
+            cache_key(Release::Bookworm, &a, DEFAULT_MIRROR),
+            cache_key(Release::Bookworm, &m, DEFAULT_MIRROR)
+        );
+        let b = package_list(&["munge".into()], false).unwrap();
         let bw = Release::Bookworm;
         assert_eq!(
             cache_key(bw, &a, DEFAULT_MIRROR),
@@ -409,8 +426,8 @@ mod tests {
             cache_key(Release::Trixie, &a, DEFAULT_MIRROR)
         );
         // order of the extra packages does not matter
-        let c = package_list(&["x1".into(), "munge".into()]).unwrap();
-        let d = package_list(&["munge".into(), "x1".into()]).unwrap();
+        let c = package_list(&["x1".into(), "munge".into()], false).unwrap();
+        let d = package_list(&["munge".into(), "x1".into()], false).unwrap();
         assert_eq!(
             cache_key(bw, &c, DEFAULT_MIRROR),
             cache_key(bw, &d, DEFAULT_MIRROR)

@@ -53,6 +53,8 @@ pub struct UpOptions {
     pub packages: Vec<String>,
     /// Debian release of every host.
     pub release: Release,
+    /// The minimal image (no curl, wget, sudo, procps: see [`image::MINIMAL_PACKAGES`]).
+    pub minimal: bool,
 }
 
 impl Default for UpOptions {
@@ -63,6 +65,7 @@ impl Default for UpOptions {
             serve: None,
             packages: Vec::new(),
             release: Release::default(),
+            minimal: false,
         }
     }
 }
@@ -96,7 +99,7 @@ fn boot_timeout() -> Duration {
 pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
     names::check_sandbox_name(&opts.name)?;
     names::check_host_list(&opts.hosts)?;
-    let cached = image::lookup(opts.release, &opts.packages)?.is_complete();
+    let cached = image::lookup(opts.release, &opts.packages, opts.minimal)?.is_complete();
     let serve_dir = match &opts.serve {
         Some(d) => {
             let c = d
@@ -136,7 +139,7 @@ pub fn up(opts: &UpOptions) -> Result<SandboxInfo> {
     }
 
     let started = Instant::now();
-    let image = image::ensure(opts.release, &opts.packages)?;
+    let image = image::ensure(opts.release, &opts.packages, opts.minimal)?;
     let t_boot = Instant::now();
     let result = build(opts, octet, &image, serve_dir);
     match result {

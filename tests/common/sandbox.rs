@@ -58,6 +58,7 @@ pub struct Up {
     release: Option<String>,
     serve: Option<PathBuf>,
     packages: Vec<String>,
+    minimal: bool,
 }
 
 impl Up {
@@ -76,6 +77,12 @@ impl Up {
     /// Extra packages baked into the base image.
     pub fn packages(mut self, p: &[&str]) -> Up {
         self.packages = p.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// The minimal image (`sandbox up --minimal`: no curl, wget, sudo, procps).
+    pub fn minimal(mut self) -> Up {
+        self.minimal = true;
         self
     }
 
@@ -100,6 +107,9 @@ impl Up {
         }
         if !self.packages.is_empty() {
             t = t.arg("--packages").arg(self.packages.join(","));
+        }
+        if self.minimal {
+            t = t.arg("--minimal");
         }
         let out = t.run();
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -155,6 +165,7 @@ impl Sandbox {
             release: None,
             serve: None,
             packages: Vec::new(),
+            minimal: false,
         }
     }
 
