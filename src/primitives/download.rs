@@ -35,12 +35,15 @@ struct Fetched {
     sha256: String,
 }
 
+/// One URL's fetch: empty until the first host that needs it has fetched it.
+type Slot = Arc<Mutex<Option<Result<Fetched, String>>>>;
+
 /// The run's controller-side downloads: each URL is fetched once, whatever the number of
 /// hosts that need it; the folder goes when the run ends.
 #[derive(Default)]
 pub struct Cache {
     dir: Mutex<Option<PathBuf>>,
-    urls: Mutex<HashMap<String, Arc<Mutex<Option<Result<Fetched, String>>>>>>,
+    urls: Mutex<HashMap<String, Slot>>,
 }
 
 impl Drop for Cache {
