@@ -1273,6 +1273,10 @@ pub mod api {
 
     /// Downloads a URL on the target (curl or wget) unless `dest` already exists (with
     /// the given `sha256`, if one is given; `""` is not checked). Options: `sha256`, `owner`, `group`, `mode`, `timeout`.
+    /// A host with neither curl nor wget gets the file from the controller, which fetches
+    /// the URL once per run with its own curl or wget (the URL must be reachable from the
+    /// controller then) and streams it; size and sha256 are checked on the host before
+    /// `dest` is replaced. The plan (and a dry run) says which way it goes.
     ///
     /// ```rhai
     /// download(vars.slurm_url, "/usr/local/src/slurm.tar.gz", #{sha256: vars.slurm_sha256});
