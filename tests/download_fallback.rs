@@ -1,0 +1,178 @@
+//! `download` on a host without curl and wget (a debootstrap minbase install): the controller
+//! fetches the URL and streams it to the host, which checks size and sha256 before the
+//! file replaces `dest`. The host is a real sshd on loopback whose sessions get a PATH of
+//! every program of this machine except curl and wget (sshd_config `SetEnv`); the URL is
+//! served by the sandbox's file server on loopback. tests/slurm_e2e.rs's site lane does the
+//! same on minimal sandbox hosts.
+//!
+//! - a dry run says the download goes through the controller, and changes nothing;
+//! - the run makes the file with the right content, owner and mode; the next run is ok;
+//! - a wrong `sha256` fails on the controller's check, and leaves no file behind;
+//! - two destinations of the same URL in one run: the controller fetches it once.
+
+mod common;
+use common::*;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command};
+
+struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(dir: &Path) -> (Served, String) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_recipe"))
+        .args(["sandbox", "serve-files"])
+        .arg(dir)
+        .arg(&addr)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("recipe sandbox serve-files");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (Served(child), format!("http://{addr}"))
+}
+
+/// A folder of links to every program in /usr/bin, /usr/sbin, /bin and /sbin but curl
+/// and wget.
+fn path_without_fetchers(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    for d in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+        let Ok(rd) = std::fs::read_dir(d) else {
+            continue;
+        };
+        for e in rd.filter_map(|e| e.ok()) {
+            let n = e.file_name();
+            if n == "curl" || n == "wget" {
+                continue;
+            }
+            let _ = std::os::unix::fs::symlink(e.path(), dir.join(&n));
+        }
+    }
+}
+
+const RECIPE: &str = r#"
+fn defaults() { #{ url: "", sha: "" } }
+directory("/DEST");
+download(`${vars.url}/payload.bin`, "/DEST/a.bin", #{sha256: vars.sha, mode: "0640"});
+download(`${vars.url}/payload.bin`, "/DEST/b.bin", #{sha256: vars.sha});
+"#;
+
+#[test]
+fn a_host_without_curl_or_wget_gets_the_file_through_the_controller() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bin = tmp.path().join("bin");
+    path_without_fetchers(&bin);
+    let sshd = Sshd::start_with("127.0.0.1", &format!("SetEnv PATH={}", bin.display()));
+    let inv = sshd.inventory("bare", "");
+    let files = tmp.path().join("files");
+    std::fs::create_dir_all(&files).expect("mkdir");
+    let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(files.join("payload.bin"), &payload).expect("payload");
+    let sha = hex_sha(&payload);
+    let (_served, url) = serve(&files);
+    let dest = tmp.path().join("dest");
+    let recipe = tmp.path().join("dl.rhai");
+    std::fs::write(&recipe, RECIPE.replace("/DEST", &dest.to_string_lossy())).expect("recipe");
+
+    // The host really has no fetcher: the same session's PATH has neither.
+    let probe = Test::new()
+        .arg("run")
+        .arg(write(tmp.path(), "p.rhai", "let r = probe(\"command -v curl || command -v wget\"); if r.ok { fail(\"a fetcher: \" + r.stdout); }"))
+        .args(["--group", "all", "-i"])
+        .arg(&inv)
+        .run();
+    assert!(probe.success(), "{}", probe.show());
+
+    let run = |extra: &[&str], sha: &str| {
+        Test::new()
+            .arg("run")
+            .arg(&recipe)
+            .args(["--group", "all", "--json", "-i"])
+            .arg(&inv)
+            .args([
+                "--var",
+                &format!("url={url}"),
+                "--var",
+                &format!("sha={sha}"),
+            ])
+            .args(extra)
+            .run()
+    };
+    // Dry run: says which way, changes nothing.
+    let d = run(&["--dry-run"], &sha);
+    assert!(d.success(), "{}", d.show());
+    assert!(
+        d.stdout
+            .contains("on the controller: bare has neither curl nor wget"),
+        "{}",
+        d.show()
+    );
+    assert!(!dest.exists(), "a dry run made {}", dest.display());
+
+    // A wrong checksum: refused, nothing left.
+    let bad = run(&[], &"0".repeat(64));
+    assert!(!bad.success(), "{}", bad.show());
+    assert!(bad.all().contains("checksum mismatch"), "{}", bad.show());
+    assert!(!dest.join("a.bin").exists());
+
+    // The run: both files, right content and mode.
+    let r = run(&[], &sha);
+    assert!(r.success(), "{}", r.show());
+    for f in ["a.bin", "b.bin"] {
+        assert_eq!(
+            std::fs::read(dest.join(f)).expect("downloaded"),
+            payload,
+            "{f}"
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dest.join("a.bin"))
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o640);
+    // Nothing left in the destination folder but the two files (no temporary files).
+    let mut names: Vec<String> = std::fs::read_dir(&dest)
+        .expect("dest")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.bin", "b.bin"]);
+    // Second run: nothing to do.
+    let r2 = run(&[], &sha);
+    assert!(r2.success(), "{}", r2.show());
+    let changed = r2
+        .steps()
+        .iter()
+        .filter(|v| v["status"] == "changed")
+        .count();
+    assert_eq!(changed, 0, "{}", r2.show());
+}
+
+fn hex_sha(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    p
+}
