@@ -8,6 +8,7 @@
 //! - a dry run says the download goes through the controller, and changes nothing;
 //! - the run makes the file with the right content, owner and mode; the next run is ok;
 //! - a wrong `sha256` fails on the controller's check, and leaves no file behind;
+//! - a controller without curl or wget either: an error naming both, in a dry run too;
 //! - two destinations of the same URL in one run: the controller fetches it once.
 
 mod common;
@@ -124,6 +125,31 @@ fn a_host_without_curl_or_wget_gets_the_file_through_the_controller() {
         d.show()
     );
     assert!(!dest.exists(), "a dry run made {}", dest.display());
+
+    // A controller without curl or wget either: said before anything runs, dry run too.
+    for extra in [&["--dry-run"][..], &[]] {
+        let n = Test::new()
+            .arg("run")
+            .arg(&recipe)
+            .args(["--group", "all", "-i"])
+            .arg(&inv)
+            .args([
+                "--var",
+                &format!("url={url}"),
+                "--var",
+                &format!("sha={sha}"),
+            ])
+            .args(extra)
+            .env("PATH", &bin)
+            .run();
+        assert!(!n.success(), "{}", n.show());
+        assert!(
+            n.all().contains("neither has the controller"),
+            "{}",
+            n.show()
+        );
+    }
+    assert!(!dest.join("a.bin").exists());
 
     // A wrong checksum: refused, nothing left.
     let bad = run(&[], &"0".repeat(64));

@@ -157,6 +157,24 @@ fn sum_file(p: &std::path::Path) -> Result<(u64, String), String> {
     Ok((size, hex::encode(h.finalize())))
 }
 
+/// Whether `tool` is a file on this machine's PATH.
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+/// Neither the host nor the controller can fetch: said before anything runs (dry runs too).
+pub fn controller_can_fetch(url: &str) -> Result<(), String> {
+    if on_path("curl") || on_path("wget") {
+        return Ok(());
+    }
+    Err(format!(
+        "the host has neither curl nor wget, and neither has the controller: install one \
+         of them on either (packages([\"curl\"]) before this step) to download {url}"
+    ))
+}
+
 /// The change line of a download the controller makes for this host.
 pub fn change_line(url: &str, host: &str) -> String {
     format!(

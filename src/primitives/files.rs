@@ -940,6 +940,7 @@ fn do_download(
                 .as_ref()
                 .map(|s| s.trim().to_ascii_lowercase())
                 .filter(|s| !s.is_empty());
+            super::download::controller_can_fetch(url)?;
             let t = std::time::Duration::from_secs(o.timeout.unwrap_or(1800));
             return Ok(
                 super::download::via_controller(url, dest, want, &o.attrs, t, &h.name)
