@@ -391,8 +391,7 @@ fn sshd_killed_mid_transfer_leaves_the_old_file_whole() {
 
 #[test]
 fn a_full_disk_fails_the_write_and_keeps_the_old_file() {
-    if !is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
+    if !require_root("mounting a tmpfs") {
         return;
     }
     let s = Sshd::start();
@@ -503,8 +502,7 @@ fn sandbox_vars(recipe: &Path, master: &str) -> Vec<String> {
 
 #[test]
 fn on_sandbox_hosts() {
-    if !is_root() {
-        eprintln!("skipped: the sandbox needs root");
+    if !require_root("booting sandbox hosts") {
         return;
     }
     let sb = Sandbox::up(SANDBOX, &["f1", "f2"]).start();

@@ -264,15 +264,13 @@ fn secrets_never_appear_in_any_output() {
 /// `--dry-run --diff` output, nor in a failing run's.
 #[test]
 fn the_munge_key_never_appears() {
-    if !is_root() {
-        eprintln!("skipped: the sandbox needs root");
+    if !require_root("booting sandbox hosts") {
         return;
     }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    if !root.join("recipes/munge.rhai").exists() {
-        eprintln!("skipped: no recipes/munge.rhai");
-        return;
-    }
+    assert!(
+        project().join("recipes/munge.rhai").exists(),
+        "recipes/munge.rhai is shipped and must be tested"
+    );
     let sb = Sandbox::up("secrets", &["k1", "k2"]).start();
     let run_munge = |extra: &[&str]| {
         Test::new()

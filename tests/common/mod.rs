@@ -6,7 +6,11 @@
 #![allow(dead_code)]
 
 pub mod loopback;
+#[path = "../../src/test_precondition.rs"]
+pub mod precondition;
 pub mod sandbox;
+#[allow(unused_imports)]
+pub use precondition::{is_root, require, require_root};
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
@@ -231,11 +235,6 @@ pub fn fixture(p: &str) -> PathBuf {
 /// Bytes as text, invalid UTF-8 replaced.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// The repository root, where every run starts unless told otherwise.
