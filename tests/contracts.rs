@@ -191,8 +191,16 @@ fn bash_completes(script: &std::path::Path, words: &[&str]) -> BTreeSet<String> 
          printf '%s\\n' \"${{COMPREPLY[@]}}\"",
         s = script.display(),
         n = words.len(),
-        cur = words.last().copied().filter(|w| !w.is_empty()).unwrap_or("''"),
-        prev = if words.len() > 1 { words[words.len() - 2] } else { "recipe" },
+        cur = words
+            .last()
+            .copied()
+            .filter(|w| !w.is_empty())
+            .unwrap_or("''"),
+        prev = if words.len() > 1 {
+            words[words.len() - 2]
+        } else {
+            "recipe"
+        },
     );
     let out = std::process::Command::new("bash")
         .args(["--norc", "-c", &prog])
@@ -209,7 +217,10 @@ fn completions_name_every_subcommand() {
     let cli = clap_commands();
     let dir = tempfile::tempdir().expect("tmp");
     let bash = dir.path().join("recipe.bash");
-    let out = Test::new().args(["completions", "bash"]).run().expect_success();
+    let out = Test::new()
+        .args(["completions", "bash"])
+        .run()
+        .expect_success();
     std::fs::write(&bash, &out.stdout).expect("write");
     let top: BTreeSet<String> = cli
         .keys()
@@ -217,7 +228,10 @@ fn completions_name_every_subcommand() {
         .collect();
     let got = bash_completes(&bash, &[""]);
     for sub in &top {
-        assert!(got.contains(sub), "bash does not complete `recipe {sub}`: {got:?}");
+        assert!(
+            got.contains(sub),
+            "bash does not complete `recipe {sub}`: {got:?}"
+        );
     }
     for (cmd, flags) in &cli {
         let mut words: Vec<&str> = cmd.split(' ').collect();
@@ -231,8 +245,16 @@ fn completions_name_every_subcommand() {
         }
     }
 
-    let zsh = Test::new().args(["completions", "zsh"]).run().expect_success().stdout;
-    let fish = Test::new().args(["completions", "fish"]).run().expect_success().stdout;
+    let zsh = Test::new()
+        .args(["completions", "zsh"])
+        .run()
+        .expect_success()
+        .stdout;
+    let fish = Test::new()
+        .args(["completions", "fish"])
+        .run()
+        .expect_success()
+        .stdout;
     let mut c = recipe::cli::command();
     c.build();
     for sub in c.get_subcommands().filter(|s| !s.is_hide_set()) {
@@ -248,11 +270,14 @@ fn completions_name_every_subcommand() {
     }
     for f in &cli["run"] {
         assert!(
-            zsh.contains(&format!("'--{f}")),
+            zsh.contains(&format!("--{f}=[")) || zsh.contains(&format!("--{f}[")),
             "zsh completions lack run --{f}"
         );
         assert!(
-            fish.contains(&format!("__fish_recipe_using_subcommand run\" -l {f} ")),
+            fish.lines().any(|l| {
+                l.starts_with("complete -c recipe -n \"__fish_recipe_using_subcommand run\"")
+                    && (l.contains(&format!(" -l {f} ")) || l.ends_with(&format!(" -l {f}")))
+            }),
             "fish completions lack run --{f}"
         );
     }
