@@ -113,6 +113,7 @@ pub fn run(cfg: RunConfig) -> Result<(), Error> {
             rt: rt.handle().clone(),
             interrupted: Arc::new(AtomicBool::new(false)),
             planned: Default::default(),
+            downloads: Default::default(),
         }),
         forks: cfg.forks,
         keep_connections: matches!(mode, RunsOn::Controller),
