@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod loopback;
+pub mod netns;
 pub mod sandbox;
 
 use std::ffi::{OsStr, OsString};
