@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod loopback;
+pub mod netns;
 #[path = "../../src/test_precondition.rs"]
 pub mod precondition;
 pub mod sandbox;
