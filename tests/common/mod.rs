@@ -5,6 +5,7 @@
 //! end-to-end harness ([`sandbox`]).
 #![allow(dead_code)]
 
+pub mod leaks;
 pub mod loopback;
 #[path = "../../src/test_precondition.rs"]
 pub mod precondition;
