@@ -135,17 +135,8 @@ fn run_human(inv: &Path, recipe: &str, args: &[&str]) -> Output {
         .run()
 }
 
-/// What a dry run must not touch on a host.
-const FINGERPRINT: &str = r#"
-dpkg-query -W -f '${Package} ${Version} ${db:Status-Abbrev}\n' | sort
-systemctl list-unit-files --no-legend --no-pager | awk '{print "unit-file", $1, $2}' | sort
-find /etc /usr /opt /var/lib /root -xdev \
-  \( -path /var/lib/systemd -o -path /var/lib/apt/lists -o -path /root/.cache \) -prune \
-  -o -printf '%p|%y|%s|%m|%u|%g|%T@|%l\n' | sort
-"#;
-
 fn fingerprints(sb: &Sandbox, hosts: &[&str]) -> BTreeMap<String, String> {
-    sb.fingerprints(hosts, FINGERPRINT)
+    sb.root_fingerprints(hosts)
 }
 
 /// Fails if any spelling of `secret` (raw, and the lines of output that may carry it) is in `raw`.

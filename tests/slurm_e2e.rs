@@ -67,20 +67,9 @@ fn check_cluster(sb: &Sandbox, bin: &str, workers: &[&str], t0: Instant) {
     );
 }
 
-/// Everything a dry run must not touch on a host, as lines (compared before/after).
-const FINGERPRINT: &str = r#"
-dpkg-query -W -f '${Package} ${Version} ${db:Status-Abbrev}\n' | sort
-getent passwd; getent group
-systemctl list-units --all --plain --no-legend --no-pager 'munge*' 'slurm*' | awk '{print "unit", $1, $3, $4}'
-systemctl list-unit-files --no-legend --no-pager | awk '{print "unit-file", $1, $2}' | sort
-find /etc /usr /opt /srv /var/lib /var/spool /var/cache/apt/archives /root -xdev \
-  \( -path /var/lib/systemd -o -path /var/lib/apt/lists -o -path /root/.cache \) -prune \
-  -o -printf '%p|%y|%s|%m|%u|%g|%T@|%l\n' | sort
-"#;
-
 fn fingerprints(sb: &Sandbox) -> std::collections::BTreeMap<String, String> {
     let hosts: Vec<&str> = sb.addrs.keys().map(String::as_str).collect();
-    sb.fingerprints(&hosts, FINGERPRINT)
+    sb.root_fingerprints(&hosts)
 }
 
 fn fetch_source(release: &str) -> PathBuf {
