@@ -325,15 +325,7 @@ fn sshd_killed_mid_transfer_leaves_the_old_file_whole() {
     let dir = s.dir.path();
     let recipe = write_recipe(dir);
     // 50 MB of incompressible bytes: goes over a channel of its own with streamed stdin.
-    let mut big = vec![0u8; 50 * 1024 * 1024];
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    for chunk in big.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let b = x.to_le_bytes();
-        chunk.copy_from_slice(&b[..chunk.len()]);
-    }
+    let big = common::leaks::random_bytes(50 * 1024 * 1024);
     std::fs::write(dir.join("big.src"), &big).expect("big");
     let base = dir.join("t");
     std::fs::create_dir_all(&base).expect("base");
