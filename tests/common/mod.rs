@@ -5,6 +5,7 @@
 //! end-to-end harness ([`sandbox`]).
 #![allow(dead_code)]
 
+pub mod leaks;
 pub mod loopback;
 pub mod netns;
 #[path = "../../src/test_precondition.rs"]
@@ -84,6 +85,28 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// Whether process `pid` holds a TCP socket listening on `port` (from /proc/net/tcp{,6} and
+/// the process's file descriptors).
+pub fn listens(pid: u32, port: u16) -> bool {
+    let want = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st ... inode (10th field); 0A = LISTEN.
+            if f.len() > 9 && f[1].ends_with(&want) && f[3] == "0A" {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .any(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
+}
+
 pub fn sshd_path() -> PathBuf {
     for p in ["/usr/sbin/sshd", "/usr/bin/sshd"] {
         if Path::new(p).exists() {
@@ -114,44 +137,59 @@ impl Sshd {
         keygen(&d.join("client_key"));
         std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).expect("copy key");
         std::fs::create_dir_all("/run/sshd").ok();
-        let port = free_port();
-        let cfg = format!(
-            "Port {port}\nListenAddress {addr}\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPermitRootLogin prohibit-password\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {pid}\n\
-             Subsystem sftp internal-sftp\nLogLevel ERROR\nMaxStartups 200:30:400\n{extra}\n",
-            hk = d.join("host_key").display(),
-            ak = d.join("authorized_keys").display(),
-            pid = d.join("sshd.pid").display(),
-        );
-        std::fs::write(d.join("sshd_config"), cfg).expect("write config");
-        let child = Command::new(sshd_path())
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(d.join("sshd_config"))
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(d.join("sshd.log"))
-                    .map(Stdio::from)
-                    .unwrap_or(Stdio::null()),
-            )
-            .spawn()
-            .expect("sshd starts");
+        // A free port may be taken by someone else before sshd binds it: then sshd exits (or
+        // another process answers there), and we start again on another port. Listening is
+        // judged by the socket sshd itself holds, not by a connect that anyone could answer.
+        let mut attempt = 0;
+        let (port, child) = loop {
+            attempt += 1;
+            let port = free_port();
+            let cfg = format!(
+                "Port {port}\nListenAddress {addr}\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {pid}\n\
+                 Subsystem sftp internal-sftp\nLogLevel ERROR\nMaxStartups 200:30:400\n{extra}\n",
+                hk = d.join("host_key").display(),
+                ak = d.join("authorized_keys").display(),
+                pid = d.join("sshd.pid").display(),
+            );
+            std::fs::write(d.join("sshd_config"), cfg).expect("write config");
+            let mut child = Command::new(sshd_path())
+                .arg("-D")
+                .arg("-e")
+                .arg("-f")
+                .arg(d.join("sshd_config"))
+                .stdout(Stdio::null())
+                .stderr(
+                    std::fs::File::create(d.join("sshd.log"))
+                        .map(Stdio::from)
+                        .unwrap_or(Stdio::null()),
+                )
+                .spawn()
+                .expect("sshd starts");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let up = loop {
+                if listens(child.id(), port) {
+                    break true;
+                }
+                if matches!(child.try_wait(), Ok(Some(_))) || Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if up {
+                break (port, child);
+            }
+            let log = std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default();
+            assert!(attempt < 5, "sshd did not listen (5 ports tried): {log}");
+        };
         let s = Sshd {
             dir,
             port,
             addr: addr.to_string(),
             child: Some(child),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect((addr, port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not listen: {}",
-                s.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
         let pubkey = std::fs::read_to_string(d.join("host_key.pub")).expect("host key");
         let mut parts = pubkey.split_whitespace();
         let line = format!(
