@@ -10,8 +10,10 @@
 //!   idle and srun -N3 answers from all three.
 //! - `packages_mode_after_pure_dry_run`: fresh master,w1,w2 → a dry run of every recipe
 //!   (and of cluster.rhai in both modes) leaves the hosts exactly as they were →
-//!   cluster.rhai in packages mode → the same sinfo/srun checks → a second run reports 0
-//!   changed.
+//!   cluster.rhai in packages mode as a site whose workers only the master reaches (the
+//!   controller in a network namespace with no route to them, `jump = "master"`) → the same
+//!   sinfo/srun checks → a second run reports 0 changed → without the jump host the workers
+//!   are unreachable.
 //!
 //! Needs root and the sandbox tools (debootstrap, systemd-container, tinyproxy) plus access
 //! to Debian's archive (packages, and the Slurm source package for the tarball, since
