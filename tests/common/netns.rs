@@ -80,12 +80,12 @@ impl Netns {
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id() as usize;
         let name = format!("rcp-{pid}-{seq}");
-        // A /30 of 10.231.0.0/16 of its own (pid and sequence), names within 15 bytes.
+        // A /30 of 10.239.0.0/16 (sandbox bridges use 10.231) of its own (pid and sequence), names within 15 bytes.
         let idx = (pid * 8 + seq) % 16384;
         let (c, d) = (idx / 64, (idx % 64) * 4);
         let link = format!("rcj{}", (pid * 8 + seq) % 1_000_000);
-        let near = format!("10.231.{c}.{}", d + 1);
-        let far = format!("10.231.{c}.{}", d + 2);
+        let near = format!("10.239.{c}.{}", d + 1);
+        let far = format!("10.239.{c}.{}", d + 2);
         ip(&["netns", "add", &name]);
         let dir = tempfile::tempdir().expect("tempdir");
         let client_key = dir.path().join("client_key");
@@ -235,4 +235,61 @@ pub fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, body).expect("write");
     p
+}
+
+/// The controller's view of a site whose workers only the login node reaches: a network
+/// namespace on a sandbox's bridge (address `.250`) with no route to the hosts named, so a
+/// `recipe` run in it (`Test::netns`) gets to them through a jump host or not at all.
+pub struct Outside {
+    pub name: String,
+    link: String,
+}
+
+impl Outside {
+    /// On the bridge of the sandbox network 10.231.`octet`.0/24, `blocked` unreachable.
+    pub fn on_sandbox(octet: u8, blocked: &[&str]) -> Outside {
+        assert!(super::is_root(), "network namespaces need root");
+        let pid = std::process::id();
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let o = Outside {
+            name: format!("rcp-out-{pid}-{seq}"),
+            link: format!("rco{}", (pid as usize * 8 + seq) % 1_000_000),
+        };
+        ip(&["netns", "add", &o.name]);
+        let inside = |argv: &[&str]| {
+            let mut a = vec!["netns", "exec", &o.name];
+            a.extend_from_slice(argv);
+            ip(&a);
+        };
+        inside(&["ip", "link", "set", "lo", "up"]);
+        ip(&[
+            "link", "add", &o.link, "type", "veth", "peer", "name", "eth0", "netns", &o.name,
+        ]);
+        ip(&["link", "set", &o.link, "master", &format!("rcp{octet}br")]);
+        ip(&["link", "set", &o.link, "up"]);
+        inside(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.231.{octet}.250/24"),
+            "dev",
+            "eth0",
+        ]);
+        inside(&["ip", "link", "set", "eth0", "up"]);
+        for b in blocked {
+            inside(&["ip", "route", "add", "unreachable", &format!("{b}/32")]);
+        }
+        o
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.link])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
 }
