@@ -122,7 +122,7 @@ impl InventoryError {
             line: Some(line),
             column: Some(column),
             message: message.into(),
-            source_line: Some(source),
+            source_line: Some(hide_secret_value(&source)),
         }
     }
 }
@@ -159,6 +159,24 @@ impl fmt::Display for InventoryError {
 }
 
 impl std::error::Error for InventoryError {}
+
+/// A source line as an excerpt may show it: the value of a secret-named key
+/// (`db_password = "..."`, also `db.password` and inside `{ ... }`) replaced, up to the end
+/// of the line, by `<secret: hidden>` (the excerpt of a syntax error must not print it).
+fn hide_secret_value(line: &str) -> String {
+    for (i, _) in line.match_indices('=') {
+        let before = line[..i].trim_end();
+        let key = before
+            .rsplit(|c: char| c.is_whitespace() || matches!(c, '{' | ',' | '.'))
+            .next()
+            .unwrap_or("")
+            .trim_matches(|c| c == '"' || c == '\'');
+        if crate::vars::is_secret_name(key) {
+            return format!("{}= {}", &line[..i], crate::vars::HIDDEN);
+        }
+    }
+    line.to_string()
+}
 
 /// Byte offset → (line, column in characters, that line's text), all 1-based; never panics.
 fn locate(text: &str, offset: usize) -> (usize, usize, String) {
@@ -1092,6 +1110,23 @@ vars = { partition = "gpu" }
             "{shown}"
         );
         assert!(shown.ends_with("\n  |\n3 | y = = 2\n  |     ^"), "{shown}");
+    }
+
+    #[test]
+    fn a_syntax_error_never_shows_a_secret_value() {
+        for text in [
+            "[vars]\ndb_password = \"INVSECRET-333\n",
+            "[vars]\napi_key = \"INVSECRET-333\" x\n",
+            "[vars]\ndb = { passphrase = \"INVSECRET-333\", port = }\n",
+            "[vars]\ndb.private_key = 'INVSECRET-333\n",
+            "[hosts.a]\naddress = \"a\"\n[hosts.a.vars]\n\"join_tokens\" = [\"INVSECRET-333\",\n",
+        ] {
+            let shown = err(text).to_string();
+            assert!(!shown.contains("INVSECRET"), "{shown}");
+            assert!(shown.contains("<secret: hidden>"), "{shown}");
+        }
+        let shown = err("[vars]\nport = \"22\n").to_string();
+        assert!(shown.contains("port = \"22"), "{shown}");
     }
 
     #[test]
