@@ -819,15 +819,14 @@ fn do_template(
                 None => return Err("template option `vars` must be a map".into()),
             }
         }
-        let json: serde_json::Value = rhai::serde::from_dynamic(&Dynamic::from_map(vars))
-            .map_err(|e| format!("template variables: {e}"))?;
+        let (json, has_secret) = crate::secret_ops::template_json(vars)?;
         let rendered = render(src, &text, &json)?;
         ensure_content(
             h,
             dest,
             &Payload {
                 bytes: Arc::new(rendered.into_bytes()),
-                secret: o.secret,
+                secret: o.secret || has_secret,
             },
             &o.attrs,
         )
