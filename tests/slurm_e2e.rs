@@ -781,15 +781,13 @@ fn site_on_minimal_debian13() {
     );
     assert_eq!(got, "0: bookworm\n1: bookworm\n", "srun output");
     log(t0, &format!("srun -N2 apptainer exec as jobuser:\n{got}"));
-    // The FUSE tools are there; the sandbox's hosts have no /dev/fuse, and the recipe says so.
+    // The sandbox's hosts have no /dev/fuse: the recipe says so and leaves the FUSE tools
+    // out (with them, Apptainer fails instead of unpacking the image).
     for w in ["w1", "w2"] {
-        sb.ssh_ok(
-            w,
-            "command -v squashfuse && command -v fuse2fs && command -v fuse-overlayfs",
-        );
+        sb.ssh_ok(w, "! test -e /dev/fuse && ! command -v squashfuse");
     }
     assert!(
-        r.stderr.contains("has no usable /dev/fuse"),
+        r.stderr.contains("has no /dev/fuse"),
         "no note about /dev/fuse\n{}",
         r.show()
     );
