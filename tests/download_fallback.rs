@@ -14,40 +14,7 @@
 mod common;
 use common::*;
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command};
-
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(dir: &Path) -> (Served, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_recipe"))
-        .args(["sandbox", "serve-files"])
-        .arg(dir)
-        .arg(&addr)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("recipe sandbox serve-files");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(&addr).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    (Served(child), format!("http://{addr}"))
-}
 
 /// A folder of links to every program in /usr/bin, /usr/sbin, /bin and /sbin but curl
 /// and wget.
@@ -86,7 +53,8 @@ fn a_host_without_curl_or_wget_gets_the_file_through_the_controller() {
     let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(files.join("payload.bin"), &payload).expect("payload");
     let sha = hex_sha(&payload);
-    let (_served, url) = serve(&files);
+    let served = ServedFiles::start(&files);
+    let url = served.1.clone();
     let dest = tmp.path().join("dest");
     let recipe = tmp.path().join("dl.rhai");
     std::fs::write(&recipe, RECIPE.replace("/DEST", &dest.to_string_lossy())).expect("recipe");
@@ -100,7 +68,7 @@ fn a_host_without_curl_or_wget_gets_the_file_through_the_controller() {
         .run();
     assert!(probe.success(), "{}", probe.show());
 
-    let run = |extra: &[&str], sha: &str| {
+    let cmd = |extra: &[&str], sha: &str| {
         Test::new()
             .arg("run")
             .arg(&recipe)
@@ -113,8 +81,8 @@ fn a_host_without_curl_or_wget_gets_the_file_through_the_controller() {
                 &format!("sha={sha}"),
             ])
             .args(extra)
-            .run()
     };
+    let run = |extra: &[&str], sha: &str| cmd(extra, sha).run();
     // Dry run: says which way, changes nothing.
     let d = run(&["--dry-run"], &sha);
     assert!(d.success(), "{}", d.show());
@@ -128,20 +96,7 @@ fn a_host_without_curl_or_wget_gets_the_file_through_the_controller() {
 
     // A controller without curl or wget either: said before anything runs, dry run too.
     for extra in [&["--dry-run"][..], &[]] {
-        let n = Test::new()
-            .arg("run")
-            .arg(&recipe)
-            .args(["--group", "all", "-i"])
-            .arg(&inv)
-            .args([
-                "--var",
-                &format!("url={url}"),
-                "--var",
-                &format!("sha={sha}"),
-            ])
-            .args(extra)
-            .env("PATH", &bin)
-            .run();
+        let n = cmd(extra, &sha).env("PATH", &bin).run();
         assert!(!n.success(), "{}", n.show());
         assert!(
             n.all().contains("neither has the controller"),

@@ -17,49 +17,10 @@
 mod common;
 use common::*;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 
 const ARCHIVE: &str = "http://deb.debian.org/debian";
-
-/// `recipe sandbox serve-files DIR 127.0.0.1:PORT`, killed when dropped.
-struct Served {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(dir: &Path) -> Served {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_recipe"))
-        .args(["sandbox", "serve-files"])
-        .arg(dir)
-        .arg(&addr)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("recipe sandbox serve-files");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(&addr).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    Served {
-        child,
-        url: format!("http://{addr}"),
-    }
-}
 
 /// Fetches `rel` from Debian's archive into `mirror/rel` (apt's own downloader).
 fn get(rel: &str, mirror: &Path) -> PathBuf {
@@ -164,9 +125,9 @@ fn check_script(script: &str, env_mirror: &str, extra_env: &[(&str, &str)], inde
     let pool = mirror.join(format!("pool/main/{}/{pkg}", &pkg[..1]));
     std::fs::create_dir_all(&pool).expect("mkdir");
     std::fs::copy(&real, pool.join(&name)).expect("copy");
-    let served = serve(&mirror);
+    let served = ServedFiles::start(&mirror);
     let mut env: Vec<(&str, &str)> = extra_env.to_vec();
-    env.push((env_mirror, served.url.as_str()));
+    env.push((env_mirror, served.1.as_str()));
 
     let cache = tmp.path().join("cache");
     let got = fetched(

@@ -139,17 +139,7 @@ fn source_mode(release: &str, name: &str, full: bool) {
         .unwrap_or_default()
         .to_string();
     let templ = file.replace(&version, "{version}");
-    let sha = text(
-        &Command::new("sha256sum")
-            .arg(&tarball)
-            .output()
-            .expect("sha256sum")
-            .stdout,
-    )
-    .split_whitespace()
-    .next()
-    .unwrap_or_default()
-    .to_string();
+    let sha = sha256_of(&tarball);
     log(
         t0,
         &format!("tarball {file} (Slurm {version}), sha256 {sha}"),
@@ -459,17 +449,7 @@ fn containers_on_debian13() {
     let parts: Vec<&str> = deb_name.trim_end_matches(".deb").split('_').collect();
     assert_eq!(parts.len(), 3, "unexpected package name {deb_name}");
     let (version, arch) = (parts[1].to_string(), parts[2].to_string());
-    let sha = text(
-        &Command::new("sha256sum")
-            .arg(&deb)
-            .output()
-            .expect("sha256sum")
-            .stdout,
-    )
-    .split_whitespace()
-    .next()
-    .unwrap_or_default()
-    .to_string();
+    let sha = sha256_of(&deb);
     log(t0, &format!("{deb_name}: Apptainer {version} for {arch}"));
 
     let sb = Sandbox::up("e2e-sif", &["master", "w1", "w2"])

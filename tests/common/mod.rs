@@ -711,3 +711,38 @@ impl Output {
         self
     }
 }
+
+/// `recipe sandbox serve-files DIR 127.0.0.1:PORT` (the sandbox's file server on loopback),
+/// stopped when dropped; `.1` is its URL.
+pub struct ServedFiles(Child, pub String);
+
+impl ServedFiles {
+    pub fn start(dir: &Path) -> ServedFiles {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_recipe"))
+            .args(["sandbox", "serve-files"])
+            .arg(dir)
+            .arg(&addr)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("recipe sandbox serve-files");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ServedFiles(child, format!("http://{addr}"))
+    }
+}
+
+impl Drop for ServedFiles {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
