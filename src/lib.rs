@@ -23,6 +23,7 @@ mod recipe;
 mod report;
 mod run;
 pub mod sandbox;
+mod secret_ops;
 mod secrets;
 mod ssh_config;
 mod transport;

@@ -7,6 +7,7 @@
 
 pub mod leaks;
 pub mod loopback;
+pub mod netns;
 #[path = "../../src/test_precondition.rs"]
 pub mod precondition;
 pub mod sandbox;
@@ -299,6 +300,8 @@ pub struct Test {
     dir: PathBuf,
     timeout: Duration,
     stderr_to: Option<Stdio>,
+    /// A network namespace to run in (`ip netns exec`): the controller's view of a site.
+    netns: Option<String>,
 }
 
 impl Default for Test {
@@ -316,7 +319,14 @@ impl Test {
             dir: project().to_path_buf(),
             timeout: DEFAULT_TIMEOUT,
             stderr_to: None,
+            netns: None,
         }
+    }
+
+    /// Runs `recipe` inside network namespace `ns` (None: here).
+    pub fn netns(mut self, ns: Option<&str>) -> Test {
+        self.netns = ns.map(str::to_string);
+        self
     }
 
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Test {
@@ -392,7 +402,14 @@ impl Test {
 
     fn try_spawn(self) -> Result<Running, String> {
         let line = self.line();
-        let mut c = Command::new(env!("CARGO_BIN_EXE_recipe"));
+        let mut c = match &self.netns {
+            None => Command::new(env!("CARGO_BIN_EXE_recipe")),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_recipe")]);
+                c
+            }
+        };
         c.current_dir(&self.dir).args(&self.args);
         for (k, v) in &self.env {
             match v {

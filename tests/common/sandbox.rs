@@ -235,13 +235,23 @@ impl Sandbox {
 
     /// `recipe run RECIPE -i <the test inventory> --json ARGS...`.
     pub fn run(&self, recipe: &str, args: &[&str]) -> Output {
-        run_json(&self.inv, recipe, args)
+        self.run_in(None, recipe, args)
+    }
+
+    /// [`Sandbox::run`] from inside network namespace `netns` (see `netns::Outside`).
+    pub fn run_in(&self, netns: Option<&str>, recipe: &str, args: &[&str]) -> Output {
+        run_json_in(netns, &self.inv, recipe, args)
     }
 
     /// [`Sandbox::run`] that must succeed. On failure the message starts with what CI logs
     /// keep: the failed steps and, from every host, its failed units and their last lines.
     pub fn run_ok(&self, recipe: &str, args: &[&str]) -> Output {
-        let r = self.run(recipe, args);
+        self.run_ok_in(None, recipe, args)
+    }
+
+    /// [`Sandbox::run_ok`] from inside network namespace `netns`.
+    pub fn run_ok_in(&self, netns: Option<&str>, recipe: &str, args: &[&str]) -> Output {
+        let r = self.run_in(netns, recipe, args);
         if !r.success() {
             let failed: Vec<String> = r
                 .events()
@@ -335,7 +345,18 @@ pub fn ssh(key: &Path, known_hosts: &Path, addr: &str, cmd: &str) -> std::proces
 
 /// `recipe run RECIPE -i INV --json ARGS...`, with the sandbox runs' long timeout.
 pub fn run_json(inv: &Path, recipe: impl AsRef<OsStr>, args: &[&str]) -> Output {
+    run_json_in(None, inv, recipe, args)
+}
+
+/// [`run_json`] from inside network namespace `netns` (None: here).
+pub fn run_json_in(
+    netns: Option<&str>,
+    inv: &Path,
+    recipe: impl AsRef<OsStr>,
+    args: &[&str],
+) -> Output {
     Test::new()
+        .netns(netns)
         .arg("run")
         .arg(recipe)
         .arg("-i")
