@@ -47,22 +47,6 @@ fn require_root() {
     sandbox::require_root("k8s_e2e");
 }
 
-fn log(t0: Instant, what: &str) {
-    eprintln!("[k8s_e2e {:>6.1}s] {what}", t0.elapsed().as_secs_f64());
-}
-
-fn sha256_of(p: &Path) -> String {
-    let o = Command::new("sha256sum")
-        .arg(p)
-        .output()
-        .expect("sha256sum");
-    text(&o.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
 fn k8s_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
@@ -84,7 +68,7 @@ fn served_files(dir: &Path) {
         }
         let p = bin.join(name);
         std::fs::write(&p, body).expect("write");
-        std::fs::write(bin.join(format!("{name}.sha256")), sha256_of(&p)).expect("write");
+        std::fs::write(bin.join(format!("{name}.sha256")), sha256_file(&p)).expect("write");
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     std::fs::copy(s.join("crictl"), tmp.path().join("crictl")).expect("copy");
@@ -103,7 +87,7 @@ fn served_files(dir: &Path) {
             "crictl-v{CRICTL}-linux-{}.tar.gz.sha256",
             k8s_arch()
         )),
-        format!("{}  crictl.tar.gz\n", sha256_of(&crictl)),
+        format!("{}  crictl.tar.gz\n", sha256_file(&crictl)),
     )
     .expect("write");
     let top = format!("singularity-cri-{SYCRI}");
@@ -459,7 +443,7 @@ fn cluster_with_standins() {
         format!("sycri_url={url}/singularity-cri-{{version}}.tar.gz"),
         format!(
             "sycri_sha256={}",
-            sha256_of(
+            sha256_file(
                 &served
                     .path()
                     .join(format!("singularity-cri-{SYCRI}.tar.gz"))

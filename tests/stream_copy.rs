@@ -6,18 +6,6 @@
 mod common;
 use common::*;
 
-fn sha(p: &std::path::Path) -> String {
-    let out = std::process::Command::new("sha256sum")
-        .arg(p)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// An inventory with two hosts on the same sshd: "a" holds the file, "b" gets it.
 fn two_hosts(sshd: &Sshd) -> std::path::PathBuf {
     let inv = sshd.inventory("a", "");
@@ -107,7 +95,7 @@ fn a_big_file_streams_host_to_host_and_is_never_held_whole() {
         .expect("a file step");
     assert_eq!(step["status"], "changed", "{step}");
     assert!(step.to_string().contains("streamed from a"), "{step}");
-    assert_eq!(sha(&dst), sha(&src), "the copy differs");
+    assert_eq!(sha256_file(&dst), sha256_file(&src), "the copy differs");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&dst).expect("copy").permissions().mode() & 0o777;
     assert_eq!(mode, 0o640);
