@@ -335,15 +335,16 @@ fn sshd_killed_mid_transfer_leaves_the_old_file_whole() {
         )],
     );
     let child = run_all(&recipe, &inv).spawn();
-    // Cut as soon as the temporary file holds part of the new content.
+    // Once the temporary file exists, the controller is frozen: what it has sent so far
+    // (socket and pipe buffers, a few MiB at most) cannot be the whole 50 MB, so the cut
+    // falls in the middle of the transfer however fast or slow this machine is.
+    // (a.txt, the step before, is renamed into place before big.bin's temporary file is made.)
     wait_until("the transfer to start", 60, || {
-        leftovers(&base).iter().any(|n| {
-            std::fs::metadata(base.join(n))
-                .map(|m| m.len() > 1024 * 1024)
-                .unwrap_or(false)
-        })
+        base.join("a.txt").exists() && !leftovers(&base).is_empty()
     });
+    child.signal(libc::SIGSTOP);
     cut(&mut s);
+    child.signal(libc::SIGCONT);
     let r = child.finish();
     assert_eq!(r.code, 1, "{}", r.show());
     assert_one_screen(&r, &["t1"]);
