@@ -443,6 +443,65 @@ fn a_full_disk_fails_the_write_and_keeps_the_old_file() {
 // ---------------------------------------------------------------------------------------
 // The write and command protocols, checked step by step on this machine.
 
+/// The dry-run fingerprint sees a change in every folder recipes write (a new file, a
+/// rewrite of the same size, a mode), and not what a booted host writes by itself.
+#[test]
+fn the_dry_run_fingerprint_sees_every_folder_recipes_write() {
+    use common::sandbox::fingerprint;
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().expect("tmp");
+    let r = root.path();
+    for d in [
+        "etc",
+        "opt",
+        "root",
+        "srv",
+        "tmp",
+        "usr/local",
+        "usr/bin",
+        "var/lib",
+        "var/log/journal",
+        "var/spool",
+        "var/cache/apt/archives",
+    ] {
+        std::fs::create_dir_all(r.join(d)).expect("mkdir");
+    }
+    let base = fingerprint(r);
+    for f in [
+        "etc/x",
+        "opt/x",
+        "root/x",
+        "srv/x",
+        "tmp/x",
+        "usr/local/x",
+        "usr/bin/x",
+        "var/lib/x",
+        "var/log/x",
+        "var/spool/x",
+        "var/cache/apt/archives/x.deb",
+    ] {
+        let p = r.join(f);
+        std::fs::write(&p, "one").expect("write");
+        let with = fingerprint(r);
+        assert_ne!(with, base, "a new {f} is not seen");
+        if !f.starts_with("usr/bin") {
+            std::fs::write(&p, "two").expect("rewrite");
+            assert_ne!(fingerprint(r), with, "a rewrite of {f} is not seen");
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_ne!(fingerprint(r), with, "a new mode of {f} is not seen");
+        std::fs::remove_file(&p).expect("rm");
+        assert_eq!(fingerprint(r), base, "{f} removed");
+    }
+    // What the host does by itself: the journal, services' private tmp, a folder that a
+    // run's worker made and removed.
+    std::fs::write(r.join("var/log/journal/j"), "x").expect("journal");
+    std::fs::create_dir_all(r.join("tmp/systemd-private-abc/tmp")).expect("private");
+    std::fs::create_dir(r.join("tmp/.recipe.x")).expect("worker");
+    std::fs::remove_dir(r.join("tmp/.recipe.x")).expect("worker gone");
+    assert_eq!(fingerprint(r), base, "changes of the host's own are seen");
+}
+
 // ---------------------------------------------------------------------------------------
 // Sandbox hosts (systemd-nspawn): one boot for every test that needs a real machine.
 
