@@ -581,11 +581,14 @@ fn on_sandbox_hosts() {
     let keys = tempfile::tempdir().expect("tmp");
     for r in &recipes {
         let before = sb.root_fingerprints(&hosts);
-        let controller = std::fs::read_to_string(r)
-            .unwrap_or_default()
-            .contains("play(");
+        let src = std::fs::read_to_string(r).unwrap_or_default();
         let mut c = Test::new().arg("run").arg(r).arg("-i").arg(sb.inventory());
-        if !controller {
+        // Each recipe on the hosts it is for: the master's on f1, the workers' on f2.
+        if src.contains("!= vars.master") {
+            c = c.args(["--host", hosts[0]]);
+        } else if src.contains("== vars.master") {
+            c = c.args(["--host", hosts[1]]);
+        } else if !src.contains("play(") {
             c = c.args(["--group", "all"]);
         }
         c = c.args(["--dry-run", "--diff", "--timeout", "60"]);
