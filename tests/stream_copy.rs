@@ -8,15 +8,7 @@ use common::*;
 
 /// An inventory with two hosts on the same sshd: "a" holds the file, "b" gets it.
 fn two_hosts(sshd: &Sshd) -> std::path::PathBuf {
-    let inv = sshd.inventory("a", "");
-    let text = std::fs::read_to_string(&inv).expect("inventory");
-    let block = text
-        .split("[hosts.a]")
-        .nth(1)
-        .expect("host block")
-        .to_string();
-    std::fs::write(&inv, format!("{text}\n[hosts.b]{block}")).expect("inventory");
-    inv
+    common::loopback::inventory_of(sshd, &["a", "b"], "")
 }
 
 /// `recipe run RECIPE -i INV --host b --json`.
