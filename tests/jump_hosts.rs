@@ -322,3 +322,44 @@ fn a_wrong_key_for_the_bastion_fails_once_for_every_node_behind_it() {
     );
     assert_eq!(ns.servers[bastion].logins(), 0);
 }
+
+#[test]
+fn a_big_copy_between_two_hosts_behind_one_bastion_does_not_wait_on_itself() {
+    // Both ends of the copy share the bastion connection: its incoming data must never wait
+    // for a slow reader, or the source's data and the destination's window wait on each other.
+    let mut ns = Netns::new();
+    let far = ns.far.clone();
+    ns.sshd(&far, BASTION);
+    start_nodes(&mut ns, 2);
+    let kh = ns.known_hosts();
+    let mut inv = format!("known_hosts = \"{}\"\n", kh.display());
+    inv.push_str(&host("bastion", &far, PORT, &ns.client_key, ""));
+    inv.push_str(&node_hosts(&ns, 1..=2, "bastion"));
+    inv.push_str(&nodes_group(2));
+    let inv = netns::write(ns.dir.path(), "inventory.toml", &inv);
+    let src = ns.path("big.bin");
+    let bytes = common::leaks::random_bytes(24 << 20);
+    std::fs::write(&src, &bytes).expect("source");
+    let dest = ns.path("copied.bin");
+    let recipe = netns::write(
+        ns.dir.path(),
+        "copy.rhai",
+        "fn defaults() { #{ src: \"\", dest: \"\" } }\nfile(vars.dest, #{from_host: \"node01\", src: vars.src});\n",
+    );
+    Test::new()
+        .arg("run")
+        .arg(&recipe)
+        .args(["--host", "node02", "--var"])
+        .arg(format!("src={}", src.display()))
+        .arg("--var")
+        .arg(format!("dest={}", dest.display()))
+        .args(["--json", "-i"])
+        .arg(&inv)
+        .timeout(std::time::Duration::from_secs(300))
+        .run()
+        .expect_success();
+    assert!(
+        std::fs::read(&dest).expect("copied") == bytes,
+        "the copy differs"
+    );
+}

@@ -301,7 +301,7 @@ async fn handshake(
                 })?;
             tokio::time::timeout(
                 opts.connect_timeout,
-                client::connect_stream(config(), ch.into_stream(), handler),
+                client::connect_stream(config(), Forwarded::new(ch), handler),
             )
             .await
         }
@@ -328,6 +328,99 @@ async fn handshake(
             }
         }
         Ok(Ok(h)) => Ok(h),
+    }
+}
+
+/// A channel through a jump host as a byte stream whose incoming side is read at once:
+/// russh hands a connection's incoming data to its channels one at a time and waits while a
+/// channel's queue is full, so one host behind a shared jump connection that is slow to read
+/// (a copy's destination) would stall every other host on it, and a copy between two hosts
+/// behind it would wait on itself. What waits here is bounded by the inner connection's own
+/// SSH window (its sshd sends no more until the inner session has read it).
+struct Forwarded {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    pending: Vec<u8>,
+    pos: usize,
+    writer: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send + Sync>>,
+    _half: russh::ChannelWriteHalf<client::Msg>,
+}
+
+impl Forwarded {
+    fn new(ch: russh::Channel<client::Msg>) -> Forwarded {
+        let (mut rd, wr) = ch.split();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(msg) = rd.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => {
+                        if tx.send(data.to_vec()).is_err() {
+                            break;
+                        }
+                    }
+                    ChannelMsg::Eof | ChannelMsg::Close => break,
+                    _ => {}
+                }
+            }
+        });
+        Forwarded {
+            rx,
+            pending: Vec::new(),
+            pos: 0,
+            writer: Box::pin(wr.make_writer()),
+            _half: wr,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Forwarded {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let me = &mut *self;
+        loop {
+            if me.pos < me.pending.len() {
+                let n = (me.pending.len() - me.pos).min(buf.remaining());
+                buf.put_slice(&me.pending[me.pos..me.pos + n]);
+                me.pos += n;
+                return Poll::Ready(Ok(()));
+            }
+            match me.rx.poll_recv(cx) {
+                Poll::Ready(Some(v)) => {
+                    me.pending = v;
+                    me.pos = 0;
+                }
+                // The channel ended: end of stream.
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Forwarded {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.writer.as_mut().poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.writer.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.writer.as_mut().poll_shutdown(cx)
     }
 }
 
