@@ -352,11 +352,7 @@ impl Forwarded {
         tokio::spawn(async move {
             while let Some(msg) = rd.wait().await {
                 match msg {
-                    ChannelMsg::Data { data } => {
-                        if tx.send(data.to_vec()).is_err() {
-                            break;
-                        }
-                    }
+                    ChannelMsg::Data { data } if tx.send(data.to_vec()).is_err() => break,
                     ChannelMsg::Eof | ChannelMsg::Close => break,
                     _ => {}
                 }
