@@ -313,7 +313,13 @@ fn a_wrong_key_for_the_bastion_fails_once_for_every_node_behind_it() {
     );
     assert!(all.contains("authentication failed"), "{all}");
     assert_eq!(all.matches("same as node01").count(), N - 1, "{all}");
-    // One try at the bastion for all of them: authentication is never retried.
+    // One try at the bastion for all of them: authentication is never retried. sshd logs the
+    // close once it has seen it, which may be just after recipe has exited.
+    loopback::wait_until("the bastion's log of the refused login", 20, || {
+        ns.servers[bastion]
+            .log()
+            .contains("authenticating user root")
+    });
     let log = ns.servers[bastion].log();
     assert_eq!(
         log.matches("authenticating user root").count(),
