@@ -133,6 +133,19 @@ pub struct Tries {
     pub first: Option<String>,
 }
 
+impl Tries {
+    /// "connected at try N (the first: why)" when it took more than one try.
+    pub fn note(&self) -> Option<String> {
+        (self.attempts > 1).then(|| {
+            format!(
+                "connected at try {} (the first: {})",
+                self.attempts,
+                self.first.as_deref().unwrap_or_default()
+            )
+        })
+    }
+}
+
 /// A connection and what it took to open it, for the report.
 pub struct Connected {
     pub spawner: SshSpawner,
@@ -469,13 +482,7 @@ impl Jumps {
             Ok(c) => {
                 self.opened.fetch_add(1, Ordering::Relaxed);
                 let mut notes = c.notes;
-                if c.tries.attempts > 1 {
-                    notes.push(format!(
-                        "{name}: connected at try {} (the first: {})",
-                        c.tries.attempts,
-                        c.tries.first.unwrap_or_default()
-                    ));
-                }
+                notes.extend(c.tries.note().map(|n| format!("{name}: {n}")));
                 let sp = Arc::new(c.spawner);
                 *slot = Some(Ok(sp.clone()));
                 Ok((sp, notes))
