@@ -21,6 +21,8 @@ pub struct RunCtx {
     /// Set by Ctrl-C or SIGTERM: hosts stop after their current step.
     pub interrupted: Arc<AtomicBool>,
     pub planned: crate::planned::Planned,
+    /// Files the controller fetched for hosts without curl or wget (`download`).
+    pub downloads: crate::primitives::download::Cache,
 }
 
 /// The recipe a host runs.

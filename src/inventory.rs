@@ -25,6 +25,9 @@ pub const ALL_GROUP: &str = "all";
 /// How many hops a jump chain may have; longer chains are surely loops.
 const MAX_JUMP_DEPTH: usize = 16;
 
+/// The most tries of one connection `connection_attempts` may ask for.
+pub const MAX_CONNECTION_ATTEMPTS: u32 = 20;
+
 /// A parsed inventory. Paths in it are already expanded (`~`) and absolute when the
 /// inventory file's own path is.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -33,6 +36,8 @@ pub struct Inventory {
     pub path: Option<PathBuf>,
     /// `known_hosts = ...`; `None` means the default (see [`Inventory::known_hosts_path`]).
     pub known_hosts: Option<PathBuf>,
+    /// `connection_attempts = N` (as OpenSSH's ConnectionAttempts); `None` = the default.
+    pub connection_attempts: Option<u32>,
     /// `[vars]`: every host's variables.
     pub vars: Vars,
     /// `[hosts.NAME]` tables.
@@ -195,6 +200,7 @@ fn locate(text: &str, offset: usize) -> (usize, usize, String) {
 #[serde(deny_unknown_fields)]
 struct RawInventory {
     known_hosts: Option<Spanned<String>>,
+    connection_attempts: Option<Spanned<i64>>,
     #[serde(default)]
     vars: BTreeMap<String, Spanned<toml::Value>>,
     #[serde(default)]
@@ -291,6 +297,20 @@ fn parse_with_home(
             problems.add(kh.span(), "known_hosts must not be empty");
         } else {
             inventory.known_hosts = Some(resolve_path(kh.get_ref(), &base, home));
+        }
+    }
+    if let Some(n) = &raw.connection_attempts {
+        match u32::try_from(*n.get_ref()) {
+            Ok(v) if (1..=MAX_CONNECTION_ATTEMPTS).contains(&v) => {
+                inventory.connection_attempts = Some(v)
+            }
+            _ => problems.add(
+                n.span(),
+                format!(
+                    "connection_attempts must be 1 to {MAX_CONNECTION_ATTEMPTS} (tries per host \
+                     when a connection is reset or refused before login)"
+                ),
+            ),
         }
     }
     inventory.vars = convert_vars(&raw.vars, &mut problems);
@@ -1172,6 +1192,20 @@ vars = { partition = "gpu" }
         let e = err("[hosts.a]\njump = \"outside,a\"\n");
         assert_eq!(e.message, "jump loop: a -> a");
         inv("[hosts.a]\njump = \"b\"\n[hosts.b]\njump = \"elsewhere\"\n");
+    }
+
+    #[test]
+    fn connection_attempts_are_bounded() {
+        assert_eq!(
+            inv("connection_attempts = 5\n").connection_attempts,
+            Some(5)
+        );
+        assert_eq!(inv("").connection_attempts, None);
+        for bad in ["0", "-1", "21", "99999999999"] {
+            let e = err(&format!("connection_attempts = {bad}\n"));
+            assert!(e.message.contains("1 to 20"), "{bad}: {e}");
+            assert_eq!((e.line, e.column), (Some(1), Some(23)), "{bad}");
+        }
     }
 
     #[test]

@@ -31,3 +31,5 @@ mod vars;
 
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod test_precondition;

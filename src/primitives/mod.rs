@@ -34,6 +34,7 @@ macro_rules! choice {
 }
 
 pub mod command;
+pub mod download;
 pub mod facts;
 pub mod files;
 pub mod packages;
