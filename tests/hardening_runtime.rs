@@ -148,7 +148,9 @@ fn stdin_is_not_left_on_a_target_whose_sshd_is_killed() {
     // The orphaned shell ends when its command does.
     wait_until("the command to end", 30, || !running(&["sleep", &sleep]));
     // Then the orphaned shell removes its folder.
-    wait_until("the worker's folder to go", 30, || leftovers(&tmp).is_empty());
+    wait_until("the worker's folder to go", 30, || {
+        leftovers(&tmp).is_empty()
+    });
     assert_no_trace(&tmp);
     std::fs::remove_dir_all(&tmp).ok();
 }
@@ -160,7 +162,9 @@ fn sigterm_stops_like_ctrl_c_with_a_recap_and_leaves_nothing() {
     let (recipe, sleep, never) = stdin_recipe(s.dir.path());
     let var = format!("api_token={TOKEN}");
     let child = run_all(&recipe, &inv).args(["--var", &var]).spawn();
-    wait_until("the commands", 30, || running_count(&["sleep", &sleep]) == 2);
+    wait_until("the commands", 30, || {
+        running_count(&["sleep", &sleep]) == 2
+    });
     child.signal(libc::SIGTERM);
     let out = child.finish();
     assert_ne!(out.code, 143, "killed, not stopped: {}", out.show());

@@ -47,7 +47,9 @@ fn a_controller_killed_mid_write_leaves_the_old_file_or_the_new_one() {
     child.signal(libc::SIGKILL);
     assert_eq!(child.finish().code, -1, "killed by the signal");
     // The connection is gone; the worker on the target sees its input end and cleans up.
-    wait_until("the temporary file to go", 60, || leftovers(&base).is_empty());
+    wait_until("the temporary file to go", 60, || {
+        leftovers(&base).is_empty()
+    });
     let now = std::fs::read(base.join("big.bin")).expect("target");
     assert!(
         now == old || now == big,

@@ -118,6 +118,7 @@ fn a_secret_joined_into_text_reaches_the_host_as_itself_and_no_output() {
     for extra in [
         &["--json"][..],
         &["-v", "--diff"],
+        &["-vvv"],
         &["--dry-run", "--diff", "--json"],
     ] {
         let again = run(&r, &inv, &base, extra);

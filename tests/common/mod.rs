@@ -91,7 +91,11 @@ pub fn listens(pid: u32, port: u16) -> bool {
     let want = format!(":{port:04X}");
     let mut inodes = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+        for line in std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
             let f: Vec<&str> = line.split_whitespace().collect();
             // sl local_address rem_address st ... inode (10th field); 0A = LISTEN.
             if f.len() > 9 && f[1].ends_with(&want) && f[3] == "0A" {
