@@ -254,7 +254,7 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
         Cmd::Doc { definitions } => crate::commands::doc(definitions),
         Cmd::Completions { shell } => {
             let mut out = std::io::stdout();
-            clap_complete::generate(shell, &mut command(), "recipe", &mut out);
+            clap_complete::generate(shell, &mut visible(command()), "recipe", &mut out);
             Ok(())
         }
         Cmd::Man { dir } => man(dir),
@@ -268,10 +268,40 @@ pub fn command() -> clap::Command {
     Cli::command()
 }
 
+/// `cmd` without its hidden arguments and subcommands (internal ones: `run --slurm-node`,
+/// `sandbox serve-files`), which the completion generators would offer.
+fn visible(cmd: clap::Command) -> clap::Command {
+    let mut out = clap::Command::new(cmd.get_name().to_string())
+        .about(cmd.get_about().cloned().unwrap_or_default())
+        .args(cmd.get_arguments().filter(|a| !a.is_hide_set()).cloned())
+        .subcommands(
+            cmd.get_subcommands()
+                .filter(|c| !c.is_hide_set())
+                .cloned()
+                .map(visible),
+        );
+    if let Some(v) = cmd.get_version() {
+        out = out.version(v.to_string());
+    }
+    if let Some(t) = cmd.get_long_about() {
+        out = out.long_about(t.clone());
+    }
+    if let Some(t) = cmd.get_after_help() {
+        out = out.after_help(t.clone());
+    }
+    if let Some(t) = cmd.get_after_long_help() {
+        out = out.after_long_help(t.clone());
+    }
+    out
+}
+
 fn man(dir: Option<PathBuf>) -> Result<(), Error> {
+    // The man pages are written for every subcommand but `help` (whose page would only repeat
+    // this one), so none of them may point to `recipe-help(1)`.
+    let cmd = visible(command()).disable_help_subcommand(true);
     let res = match &dir {
-        Some(d) => clap_mangen::generate_to(command(), d),
-        None => clap_mangen::Man::new(command()).render(&mut std::io::stdout()),
+        Some(d) => clap_mangen::generate_to(cmd, d),
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout()),
     };
     match (res, dir) {
         (Ok(()), Some(d)) => {
