@@ -39,8 +39,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-const VERSION: &str = "1.25.16";
-const CRICTL: &str = "1.25.0";
+/// Debian 12's containerd (1.6.20) serves Kubernetes up to 1.28 (containerd's support
+/// matrix): the recipes refuse the containerd default (1.35.9) there, so the test pins 1.28.
+const VERSION: &str = "1.28.15";
+const CRICTL: &str = "1.28.0";
 const SYCRI: &str = "1.0.0-beta.7";
 
 fn require_root() {
@@ -77,7 +79,11 @@ fn served_files(dir: &Path) {
     let bin = dir.join(format!("v{VERSION}/bin/linux/{}", k8s_arch()));
     std::fs::create_dir_all(&bin).expect("mkdir");
     for name in ["kubeadm", "kubelet", "kubectl"] {
-        let mut body = std::fs::read(s.join(name)).expect("stand-in");
+        // The stand-ins model the version they are served as.
+        let mut body = std::fs::read_to_string(s.join(name))
+            .expect("stand-in")
+            .replacen("\nV=v1.25.16\n", &format!("\nV=v{VERSION}\n"), 1)
+            .into_bytes();
         if name == "kubeadm" {
             body.extend_from_slice(b"\n__APISERVER__\n");
             body.extend(std::fs::read(s.join("kube-apiserver.pl")).expect("apiserver"));
@@ -190,6 +196,16 @@ fn refusals_before_any_host() {
             vec!["k8s_install=packages", "k8s_version=1.23.17"],
             "needs k8s_version >= 1.24",
         ),
+        (vec!["k8s_version=1.26"], "three numbers"),
+        (vec!["k8s_version=v1.26.0"], "three numbers"),
+        (
+            vec!["k8s_version=1.19.16"],
+            "outside what these recipes drive",
+        ),
+        (
+            vec!["k8s_runtime=sycri", "k8s_install=packages"],
+            "1.21.14 here",
+        ),
     ] {
         let t = Instant::now();
         let mut args = Vec::new();
@@ -243,6 +259,15 @@ fn cluster_with_standins() {
         (
             "k8s_cni_manifest_url",
             format!("{url}/kube-flannel.yml").into(),
+        ),
+        // These containers cannot set the host's sysctls (k8s_node.rhai notes it): kubeadm's
+        // preflight would refuse them, as the real one does; the site ignores those two checks.
+        (
+            "k8s_ignore_preflight_errors",
+            toml::Value::Array(vec![
+                "FileContent--proc-sys-net-bridge-bridge-nf-call-iptables".into(),
+                "FileContent--proc-sys-net-ipv4-ip_forward".into(),
+            ]),
         ),
     ];
     sb.write_inventory(&["w1", "w2"], &vars);
@@ -304,6 +329,16 @@ fn cluster_with_standins() {
         sb.ssh_ok(h, "ctr --address /run/containerd/containerd.sock version");
         sb.ssh_ok(h, "grep -q 'SystemdCgroup = true' /etc/containerd/config.toml && systemctl is-active containerd");
         sb.ssh_ok(h, "[ \"$(readlink /opt/cni/bin/bridge)\" = /usr/lib/cni/bridge ] && CNI_COMMAND=VERSION /opt/cni/bin/bridge </dev/null | grep -q cniVersion");
+        // What kubeadm's preflight requires is installed; the KubeletConfiguration of
+        // init's configuration file reached every node (cgroup driver = containerd's).
+        sb.ssh_ok(
+            h,
+            "command -v conntrack && command -v socat && command -v ethtool && command -v iptables",
+        );
+        sb.ssh_ok(
+            h,
+            "grep -qx 'cgroupDriver: systemd' /var/lib/kubelet/config.yaml",
+        );
         sb.ssh_ok(h, "grep -qx 'net.ipv4.ip_forward = 1' /etc/sysctl.d/99-kubernetes.conf && grep -qx br_netfilter /etc/modules-load.d/k8s.conf");
         sb.ssh_ok(h, "grep -q unix:///run/containerd/containerd.sock /etc/crictl.yaml && crictl version | grep -q containerd");
         sb.ssh_ok(
@@ -334,17 +369,14 @@ fn cluster_with_standins() {
     let joined = sb.ssh_ok("master", "cat /var/lib/kube-standin/apiserver/joined");
     assert!(joined.contains("w1 ") && joined.contains("w2 "), "{joined}");
     // The token(s) the run made, and the CA hash: in no output (-vv, --diff, --json).
-    let tokens = sb.ssh_ok(
-        "master",
-        "cat /var/lib/kube-standin/apiserver/token-history",
-    );
+    let tokens = sb.ssh_ok("master", "cat /var/lib/kube-standin/token-history");
     let live = sb.ssh_ok(
         "master",
         "cut -d' ' -f3- /var/lib/kube-standin/apiserver/tokens",
     );
     assert!(
-        !live.contains("recipe"),
-        "the join token was not revoked: {live}"
+        !live.contains("recipe") && !live.contains("default bootstrap token"),
+        "a bootstrap token (join or kubeadm init's) was not revoked: {live}"
     );
     let hash = sb.ssh_ok("master", "openssl x509 -pubkey -in /etc/kubernetes/pki/ca.crt | openssl rsa -pubin -outform der 2>/dev/null | openssl dgst -sha256 -hex | sed 's/^.* //'");
     for t in tokens.lines() {
@@ -450,10 +482,7 @@ fn cluster_with_standins() {
         "{nodes}"
     );
     for t in sb
-        .ssh_ok(
-            "master",
-            "cat /var/lib/kube-standin/apiserver/token-history",
-        )
+        .ssh_ok("master", "cat /var/lib/kube-standin/token-history")
         .lines()
     {
         assert_absent(
@@ -485,6 +514,17 @@ fn cluster_with_standins() {
     for v in &sycri_vars {
         args.extend(["--var", v]);
     }
+    // These hosts run cgroup v2: sycri is refused there, with what to change.
+    let r = sb.run("sycri.rhai", &args);
+    assert!(
+        r.code != 0
+            && r.all().contains("sycri needs cgroup v1")
+            && r.all().contains("systemd.unified_cgroup_hierarchy=0"),
+        "sycri on cgroup v2 was not refused\n{}",
+        r.show()
+    );
+    // Installing anyway is a site's explicit choice (here: to test the install).
+    args.extend(["--var", "sycri_accept_cgroup_v2=true"]);
     for (bad, want) in [
         ("k8s_version=1.27.3", "kubelet removed in 1.26"),
         ("singularity_flavor=apptainer", "Apptainer"),
@@ -544,31 +584,109 @@ fn cluster_with_standins() {
         "sycri.rhai: built, answering, 0 changed on re-run, restarted on a config change",
     );
 
-    // 6. The stand-in kubeadm is strict: from s1 (its CRI socket is sycri's) against the master.
-    let kubeadm = served
+    // 6. The stand-ins are strict: from s1 (its CRI socket is sycri's) against the master.
+    let bin = served
         .path()
-        .join(format!("v{VERSION}/bin/linux/{}/kubeadm", k8s_arch()));
-    let body = std::fs::read_to_string(kubeadm).expect("read");
-    sb.ssh_ok(
-        "s1",
-        &format!(
-            "cat > /tmp/kubeadm <<'EOF_KUBEADM'\n{body}\nEOF_KUBEADM\nchmod 0755 /tmp/kubeadm"
-        ),
-    );
+        .join(format!("v{VERSION}/bin/linux/{}", k8s_arch()));
+    for name in ["kubeadm", "kubelet"] {
+        let body = std::fs::read_to_string(bin.join(name)).expect("read");
+        sb.ssh_ok(
+            "s1",
+            &format!(
+                "cat > /tmp/{name} <<'EOF_STANDIN'\n{body}\nEOF_STANDIN\nchmod 0755 /tmp/{name}"
+            ),
+        );
+    }
     let sock = "--cri-socket=unix:///var/run/singularity.sock";
     let zero = "0".repeat(64);
+    // s1 is not prepared for Kubernetes (no conntrack, no kubelet): preflight fails with
+    // kubeadm's check names, and ignoring them by those names gets past it.
+    let o = sb.ssh("s1", &format!("/tmp/kubeadm join master:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:{} {sock}", hash.trim()));
+    let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        !o.status.success()
+            && all.contains("[ERROR FileExisting-conntrack]: conntrack not found in system path")
+            && all.contains("[ERROR FileExisting-kubelet]"),
+        "preflight did not fail on s1:\n{all}"
+    );
+    let ign = "--ignore-preflight-errors=all";
     for (args, want) in [
-        (format!("--token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:{zero} {sock}"), "none of the public keys"),
-        (format!("--discovery-token-ca-cert-hash sha256:{} {sock}", hash.trim()), "bootstrapToken or file must be set"),
-        (format!("--token abcdef.0123456789abcdef {sock}"), "without caCertHashes"),
-        (format!("--token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:{} {sock}", hash.trim()), "token rejected"),
+        (format!("--token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:{zero} {sock} {ign}"), "none of the public keys"),
+        (format!("--discovery-token-ca-cert-hash sha256:{} {sock} {ign}", hash.trim()), "bootstrapToken or file must be set"),
+        (format!("--token abcdef.0123456789abcdef {sock} {ign}"), "without caCertHashes"),
+        (format!("--token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:{} {sock} {ign}", hash.trim()), "token rejected"),
         (format!("--token abcdef.0123456789abcdef --bogus {sock}"), "unknown flag: --bogus"),
+        (format!("--config /dev/null --token abcdef.0123456789abcdef {sock}"), "can not mix '--config' with arguments [cri-socket token]"),
+        (format!("--token abcdef.0123456789abcdef {sock} --ignore-preflight-errors=all,Swap"), "don't specify individual checks if 'all' is used"),
     ] {
         let o = sb.ssh("s1", &format!("/tmp/kubeadm join master:6443 {args}"));
         let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
         assert!(!o.status.success() && all.contains(want), "kubeadm join {args}: want {want:?}, got:\n{all}");
     }
     sb.ssh_ok("s1", "! test -e /etc/kubernetes/kubelet.conf");
-    log(t0, "stand-in kubeadm join refuses a wrong hash, a missing token or hash, an unknown token and an unknown flag");
+    // A flag kubelet removed in 1.24 (and --container-runtime, gone in 1.27) fails as pflag does.
+    for f in ["--network-plugin=cni", "--container-runtime=remote"] {
+        let o = sb.ssh("s1", &format!("/tmp/kubelet {f}"));
+        let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+        let name = f.split('=').next().unwrap_or(f);
+        assert!(
+            !o.status.success() && all.contains(&format!("unknown flag: {name}")),
+            "kubelet {VERSION} {f}: {all}"
+        );
+    }
+    log(t0, "stand-ins: preflight names, wrong hash, missing token or hash, unknown token, unknown and removed flags, --config mixing refused");
+
+    // 7. Containerd too old for the version asked: refused on the host, before it changes.
+    let r = sb.run(
+        "k8s_node.rhai",
+        &[
+            "--host",
+            "master",
+            "--dry-run",
+            "--var",
+            "k8s_version=1.35.9",
+        ],
+    );
+    assert!(
+        r.code != 0
+            && r.all().contains("is too old for Kubernetes 1.35.9")
+            && r.changed().is_empty(),
+        "containerd 1.6 was not refused for 1.35.9\n{}",
+        r.show()
+    );
+
+    // 8. A half-done init (kubeadm stopped after its certificates and manifests, before
+    // admin.conf): k8s_master.rhai says so and stops; with k8s_reset=true it resets and inits.
+    sb.ssh_ok("master", "rm -f /etc/kubernetes/admin.conf");
+    let r = sb.run("k8s_master.rhai", &["--host", "master"]);
+    assert!(
+        r.code != 0
+            && r.all().contains("kubeadm init did not finish")
+            && r.all().contains("k8s_reset=true"),
+        "a half-done init was not reported\n{}",
+        r.show()
+    );
+    assert!(
+        !r.changed().iter().any(|c| c.contains("kubeadm")),
+        "kubeadm ran without k8s_reset\n{}",
+        r.show()
+    );
+    let r = sb.run_ok(
+        "k8s_master.rhai",
+        &["--host", "master", "--var", "k8s_reset=true"],
+    );
+    assert!(
+        r.changed().iter().any(|c| c.contains("kubeadm reset"))
+            && r.changed().iter().any(|c| c.contains("kubeadm init")),
+        "{}",
+        r.show()
+    );
+    sb.ssh_ok(
+        "master",
+        "kubectl --kubeconfig /etc/kubernetes/admin.conf get --raw=/healthz",
+    );
+    let r = sb.run_ok("k8s_master.rhai", &["--host", "master"]);
+    assert_unchanged(&r, "k8s_master.rhai after the reset");
+    log(t0, "half-done init: reported, then reset and initialised with k8s_reset=true; next run 0 changed");
     log(t0, "done");
 }
