@@ -22,8 +22,15 @@
 //! - `cluster_with_standins`: a dry run on fresh hosts changes nothing; k8s.rhai with
 //!   containerd: the plays in order, every node Ready, the sample pods Succeeded, the
 //!   token and the CA hash in no output; a second run changes nothing; w3 added joins;
-//!   sycri.rhai on its own host (refusals, build, unit, socket, restart on change); the
-//!   stand-in kubeadm refuses a wrong CA hash, a missing token and an unknown flag.
+//!   sycri.rhai on its own host (refusals, cgroup v2 refused, build, unit, socket,
+//!   restart on change); the stand-ins refuse as the real programs: failed preflight by
+//!   kubeadm's check names, a wrong CA hash, a missing token, unknown and removed flags,
+//!   `--config` mixed with other flags; containerd too old for the version is refused; a
+//!   half-done init is reported and recovered only with `k8s_reset=true`.
+//!
+//! Not covered here: the packages install beyond a dry run (no local apt repository of
+//! stand-in .debs yet), a whole cluster with the sycri runtime, and Kubernetes 1.35 (the
+//! containerd default; Debian 12's containerd is too old for it, see VERSION).
 //!
 //! Needs root and the sandbox tools (debootstrap, systemd-container, tinyproxy) and
 //! Debian's archive (containerd, containernetworking-plugins, make). The sandbox is torn
@@ -510,7 +517,8 @@ fn cluster_with_standins() {
         "sycri_build_packages=[\"make\"]".into(),
         "sycri_go_packages=[]".into(),
     ];
-    let mut args: Vec<&str> = vec!["--host", "s1"];
+    // The cluster above runs 1.28 (containerd); sycri serves 1.25 at most: its default.
+    let mut args: Vec<&str> = vec!["--host", "s1", "--var", "k8s_version="];
     for v in &sycri_vars {
         args.extend(["--var", v]);
     }
