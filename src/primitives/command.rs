@@ -4,23 +4,21 @@ use rhai::plugin::*;
 
 use crate::transport::TransportError;
 
-/// Options of `sh`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShOpts {
-    pub creates: Option<String>,
-    pub removes: Option<String>,
-    pub unless: Option<String>,
-    pub onlyif: Option<String>,
-    pub chdir: Option<String>,
-    #[serde(default)]
-    pub env: std::collections::BTreeMap<String, String>,
-    pub timeout: Option<u64>,
-    #[serde(default)]
-    pub ignore_errors: bool,
-    pub stdin: Option<String>,
-    /// Show this instead of the command in output (for long scripts).
-    pub name: Option<String>,
+crate::primitives::options::options! {
+    /// Options of `sh`.
+    pub struct ShOpts for "sh" {
+        creates: Option<String>,
+        removes: Option<String>,
+        unless: Option<String>,
+        onlyif: Option<String>,
+        chdir: Option<String>,
+        env: std::collections::BTreeMap<String, String>,
+        timeout: Option<u64>,
+        ignore_errors: bool,
+        stdin: Option<String>,
+        /// Show this instead of the command in output (for long scripts).
+        name: Option<String>,
+    }
 }
 
 use super::GUARD_SKIP as SKIP;
@@ -178,23 +176,17 @@ pub fn probe_result(out: &crate::transport::ExecOutput) -> Dynamic {
     Dynamic::from_map(m)
 }
 
-/// Options of `wait_for`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WaitOpts {
-    #[serde(default = "default_wait")]
-    pub timeout: u64,
-    #[serde(default = "default_interval")]
-    pub interval: u64,
-    pub name: Option<String>,
-    /// Run the check on this other inventory host instead.
-    pub on: Option<String>,
-}
-fn default_wait() -> u64 {
-    60
-}
-fn default_interval() -> u64 {
-    2
+crate::primitives::options::options! {
+    /// Options of `wait_for`.
+    pub struct WaitOpts for "wait_for" {
+        /// Seconds (default 60).
+        timeout: Option<u64>,
+        /// Seconds between tries (default 2).
+        interval: Option<u64>,
+        name: Option<String>,
+        /// Run the check on this other inventory host instead.
+        on: Option<String>,
+    }
 }
 
 #[export_module]
@@ -220,7 +212,7 @@ pub mod api {
         cmd: &str,
         opts: rhai::Map,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        let o: ShOpts = crate::primitives::opts(&ctx, "sh", opts)?;
+        let o: ShOpts = crate::primitives::opts(&ctx, opts)?;
         do_sh(&ctx, cmd, o)
     }
 
@@ -269,7 +261,7 @@ pub mod api {
         cmd: &str,
         opts: rhai::Map,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        let o: WaitOpts = crate::primitives::opts(&ctx, "wait_for", opts)?;
+        let o: WaitOpts = crate::primitives::opts(&ctx, opts)?;
         let label = o.name.clone().unwrap_or_else(|| cmd.to_string());
         crate::primitives::step(&ctx, "wait_for", &label, |_| {
             // A wait changes nothing and needs what earlier steps did: a dry run skips it.
@@ -282,13 +274,14 @@ pub mod api {
 
 /// Repeats `cmd` until it succeeds or `o.timeout` passes.
 fn wait(h: &crate::context::HostCtx, cmd: &str, o: &WaitOpts) -> Result<rhai::Map, String> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(o.timeout);
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_secs(o.timeout.unwrap_or(60));
     let target = o.on.clone().unwrap_or_else(|| h.name.clone());
     loop {
         if h.run.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
             return Err("interrupted".into());
         }
-        let limit = std::time::Duration::from_secs(o.interval.max(1) * 5 + 10);
+        let limit = std::time::Duration::from_secs(o.interval.unwrap_or(2).max(1) * 5 + 10);
         let out = match h.exec_on(&target, &crate::primitives::in_c_locale(cmd), Some(limit)) {
             Ok(out) => out,
             // A check that hangs is a check that has not succeeded yet.
@@ -307,11 +300,13 @@ fn wait(h: &crate::context::HostCtx, cmd: &str, o: &WaitOpts) -> Result<rhai::Ma
         if std::time::Instant::now() >= deadline {
             return Err(format!(
                 "still failing after {}s on {target}; last {}",
-                o.timeout,
+                o.timeout.unwrap_or(60),
                 crate::primitives::failure_text(&out)
             ));
         }
-        std::thread::sleep(std::time::Duration::from_secs(o.interval.max(1)));
+        std::thread::sleep(std::time::Duration::from_secs(
+            o.interval.unwrap_or(2).max(1),
+        ));
     }
 }
 

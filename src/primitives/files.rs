@@ -14,17 +14,18 @@ use crate::secrets::{describe_bytes, sha256_hex, Secret};
 use crate::transport::quote;
 use std::sync::Arc;
 
-/// Options of `file` (besides `content`, taken out first).
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileOpts {
-    pub src: Option<String>,
-    pub from_host: Option<String>,
-    #[serde(flatten)]
-    pub attrs: Attrs,
-    #[serde(default)]
-    pub secret: bool,
-    pub state: Option<FileState>,
+crate::primitives::options::options! {
+    /// Options of `file`.
+    pub struct FileOpts for "file" {
+        /// A string, a blob or a secret: taken out of the map before it is read.
+        #[serde(skip)]
+        content: Option<Dynamic>,
+        src: Option<String>,
+        from_host: Option<String>,
+        secret: bool,
+        state: Option<FileState>,
+        ..attrs: Attrs
+    }
 }
 
 choice!(
@@ -645,13 +646,14 @@ fn do_file(
     mut m: rhai::Map,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
     let content = m.remove("content");
-    let o: FileOpts = super::opts(ctx, "file", m)?;
+    let mut o: FileOpts = super::opts(ctx, m)?;
+    o.content = content;
     super::step(ctx, "file", path, |h| {
         if o.state == Some(FileState::Absent) {
             return remove_path(h, path, false);
         }
-        let mut payload = match (content, &o.src, &o.from_host) {
-            (Some(c), None, None) => content_of(c)?,
+        let mut payload = match (&o.content, &o.src, &o.from_host) {
+            (Some(c), None, None) => content_of(c.clone())?,
             (None, Some(src), None) => Payload {
                 bytes: Arc::new(controller_file(h, src)?.1),
                 secret: false,
@@ -713,13 +715,12 @@ fn do_file(
     })
 }
 
-/// Options of `directory`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DirOpts {
-    #[serde(flatten)]
-    pub attrs: Attrs,
-    pub state: Option<DirState>,
+crate::primitives::options::options! {
+    /// Options of `directory`.
+    pub struct DirOpts for "directory" {
+        state: Option<DirState>,
+        ..attrs: Attrs
+    }
 }
 
 fn do_directory(
@@ -741,14 +742,15 @@ fn do_directory(
     })
 }
 
-/// Options of `template`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateOpts {
-    #[serde(flatten)]
-    pub attrs: Attrs,
-    #[serde(default)]
-    pub secret: bool,
+crate::primitives::options::options! {
+    /// Options of `template`.
+    pub struct TemplateOpts for "template" {
+        /// Variables besides the recipe's: taken out of the map before it is read.
+        #[serde(skip)]
+        vars: Option<rhai::Map>,
+        secret: bool,
+        ..attrs: Attrs
+    }
 }
 
 /// Renders a Jinja template (minijinja, undefined variables are errors).
@@ -807,18 +809,17 @@ fn do_template(
     mut m: rhai::Map,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
     let extra = m.remove("vars");
-    let o: TemplateOpts = super::opts(ctx, "template", m)?;
+    let mut o: TemplateOpts = super::opts(ctx, m)?;
+    if let Some(e) = extra {
+        super::opt_value::<TemplateOpts>(ctx, "vars", &e)?;
+        o.vars = e.try_cast::<rhai::Map>();
+    }
     super::step(ctx, "template", dest, |h| {
         let (path, bytes) = controller_file(h, src)?;
         let text = String::from_utf8(bytes)
             .map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
         let mut vars = h.vars.clone();
-        if let Some(e) = extra {
-            match e.try_cast::<rhai::Map>() {
-                Some(em) => vars.extend(em),
-                None => return Err("template option `vars` must be a map".into()),
-            }
-        }
+        vars.extend(o.vars.clone().unwrap_or_default());
         let json: serde_json::Value = rhai::serde::from_dynamic(&Dynamic::from_map(vars))
             .map_err(|e| format!("template variables: {e}"))?;
         let rendered = render(src, &text, &json)?;
@@ -834,14 +835,13 @@ fn do_template(
     })
 }
 
-/// Options of `download`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DownloadOpts {
-    pub sha256: Option<String>,
-    #[serde(flatten)]
-    pub attrs: Attrs,
-    pub timeout: Option<u64>,
+crate::primitives::options::options! {
+    /// Options of `download`.
+    pub struct DownloadOpts for "download" {
+        sha256: Option<String>,
+        timeout: Option<u64>,
+        ..attrs: Attrs
+    }
 }
 
 /// The script that downloads `url` to `dest` (checked against `want`), atomically.
@@ -934,14 +934,13 @@ fn do_download(
     })
 }
 
-/// Options of `unpack`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UnpackOpts {
-    pub creates: Option<String>,
-    #[serde(default)]
-    pub strip_components: u32,
-    pub owner: Option<String>,
+crate::primitives::options::options! {
+    /// Options of `unpack`.
+    pub struct UnpackOpts for "unpack" {
+        creates: Option<String>,
+        strip_components: u32,
+        owner: Option<String>,
+    }
 }
 
 /// What `unpack` finds: whether its marker (`creates`, default `dest`) exists, whether the
@@ -1018,14 +1017,12 @@ fn do_unpack(
     })
 }
 
-/// Options of `read_file`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReadOpts {
-    #[serde(default)]
-    pub secret: bool,
-    #[serde(default)]
-    pub binary: bool,
+crate::primitives::options::options! {
+    /// Options of `read_file`.
+    pub struct ReadOpts for "read_file" {
+        secret: bool,
+        binary: bool,
+    }
 }
 
 /// read_file for this or another host: string, blob, or secret.
@@ -1190,7 +1187,7 @@ pub mod api {
         path: &str,
         opts: rhai::Map,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        let o: DirOpts = crate::primitives::opts(&ctx, "directory", opts)?;
+        let o: DirOpts = crate::primitives::opts(&ctx, opts)?;
         do_directory(&ctx, path, o)
     }
 
@@ -1242,7 +1239,7 @@ pub mod api {
         dest: &str,
         opts: rhai::Map,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        let o: DownloadOpts = crate::primitives::opts(&ctx, "download", opts)?;
+        let o: DownloadOpts = crate::primitives::opts(&ctx, opts)?;
         do_download(&ctx, url, dest, o)
     }
 
@@ -1269,7 +1266,7 @@ pub mod api {
         dest: &str,
         opts: rhai::Map,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        let o: UnpackOpts = crate::primitives::opts(&ctx, "unpack", opts)?;
+        let o: UnpackOpts = crate::primitives::opts(&ctx, opts)?;
         do_unpack(&ctx, archive, dest, o)
     }
 
@@ -1290,7 +1287,7 @@ pub mod api {
         path: &str,
         opts: rhai::Map,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        let o: ReadOpts = crate::primitives::opts(&ctx, "read_file", opts)?;
+        let o: ReadOpts = crate::primitives::opts(&ctx, opts)?;
         read_value(&ctx, None, path, o)
     }
 

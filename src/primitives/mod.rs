@@ -24,6 +24,10 @@ macro_rules! choice {
                 match self { $($name::$var => $word),+ }
             }
         }
+        impl $crate::primitives::options::OptType for $name {
+            const KIND: $crate::primitives::options::Kind =
+                $crate::primitives::options::Kind::Choice(Self::WORDS, |s| Self::parse(s).map(|_| ()));
+        }
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = <String as serde::Deserialize>::deserialize(d)?;
@@ -36,6 +40,7 @@ macro_rules! choice {
 pub mod command;
 pub mod facts;
 pub mod files;
+pub mod options;
 pub mod packages;
 pub mod remote;
 pub mod services;
@@ -44,7 +49,6 @@ pub mod users;
 mod write_tests;
 
 use rhai::{Dynamic, EvalAltResult, Map, NativeCallContext, Position};
-use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -245,108 +249,23 @@ pub fn err_at(msg: impl Into<String>, pos: Position) -> Box<EvalAltResult> {
     Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(msg.into()), pos))
 }
 
-/// The option keys each primitive (and `play`) accepts; `recipe check` uses the same table.
-const OPTION_KEYS: &[(&str, &[&str])] = &[
-    (
-        "sh",
-        &[
-            "creates",
-            "removes",
-            "unless",
-            "onlyif",
-            "chdir",
-            "env",
-            "timeout",
-            "ignore_errors",
-            "stdin",
-            "name",
-        ],
-    ),
-    ("wait_for", &["timeout", "interval", "name", "on"]),
-    (
-        "file",
-        &[
-            "content",
-            "src",
-            "from_host",
-            "owner",
-            "group",
-            "mode",
-            "secret",
-            "state",
-        ],
-    ),
-    ("directory", &["owner", "group", "mode", "state"]),
-    ("template", &["vars", "owner", "group", "mode", "secret"]),
-    ("download", &["sha256", "owner", "group", "mode", "timeout"]),
-    ("unpack", &["creates", "strip_components", "owner"]),
-    ("read_file", &["secret", "binary"]),
-    ("packages", &["state", "update_cache", "start_services"]),
-    ("service", &["state", "enabled", "daemon_reload"]),
-    (
-        "user",
-        &[
-            "uid",
-            "group",
-            "groups",
-            "home",
-            "shell",
-            "system",
-            "create_home",
-            "comment",
-            "state",
-        ],
-    ),
-    ("group", &["gid", "system", "state"]),
-    ("play", &["hosts", "group", "ignore_errors", "vars"]),
-];
-
-/// The option keys `what` accepts, if it takes an options map.
-pub fn option_keys(what: &str) -> Option<&'static [&'static str]> {
-    OPTION_KEYS
-        .iter()
-        .find(|(n, _)| *n == what)
-        .map(|(_, k)| *k)
+/// Reads an options map into `T` (see [`options::parse`]). A bad option fails the step: a
+/// failed step event is reported before the error is returned.
+pub fn opts<T: options::Options>(ctx: &NativeCallContext, m: Map) -> Result<T, Box<EvalAltResult>> {
+    options::parse::<T>(m).map_err(|msg| {
+        failed_options_step(ctx, T::WHAT, &msg);
+        err_at(msg, ctx.call_position())
+    })
 }
 
-/// "file: unknown option `mdoe` (did you mean `mode`?); valid options: ...".
-pub fn unknown_option(what: &str, key: &str, valid: &[&str]) -> String {
-    let hint = crate::hints::did_you_mean(key, valid.iter().copied())
-        .map(|k| format!(" (did you mean `{k}`?)"))
-        .unwrap_or_default();
-    format!(
-        "{what}: unknown option `{key}`{hint}; valid options: {}",
-        valid.join(", ")
-    )
-}
-
-/// Decodes an options map into `T`, naming the unknown or mistyped option. A bad option
-/// fails the step: a failed step event is reported before the error is returned.
-pub fn opts<T: DeserializeOwned>(
+/// Checks an option a primitive takes out of its map itself (see [`options::check_key`]).
+pub fn opt_value<T: options::Options>(
     ctx: &NativeCallContext,
-    what: &str,
-    m: Map,
-) -> Result<T, Box<EvalAltResult>> {
-    let unknown = option_keys(what).and_then(|valid| {
-        m.keys()
-            .find(|k| !valid.contains(&k.as_str()))
-            .map(|k| unknown_option(what, k, valid))
-    });
-    let res = match unknown {
-        Some(msg) => Err(msg),
-        None => rhai::serde::from_dynamic::<T>(&Dynamic::from_map(m)).map_err(|e| {
-            let msg = e.to_string();
-            let msg = msg.split(" (line").next().unwrap_or(&msg);
-            // Rhai files our own messages (a bad `state`, a bad `mode`) as syntax errors.
-            let msg = msg
-                .strip_prefix("Syntax error: ")
-                .unwrap_or(msg)
-                .to_string();
-            format!("{what}: bad options: {msg}")
-        }),
-    };
-    res.map_err(|msg| {
-        failed_options_step(ctx, what, &msg);
+    key: &str,
+    v: &Dynamic,
+) -> Result<(), Box<EvalAltResult>> {
+    options::check_key::<T>(key, v).map_err(|msg| {
+        failed_options_step(ctx, T::WHAT, &msg);
         err_at(msg, ctx.call_position())
     })
 }
@@ -794,9 +713,14 @@ pub fn no_nul(what: &str, s: &str) -> Result<(), String> {
     }
 }
 
-/// A file mode given as "0644"/"644"/"u=rw,go=r"-free octal string, or an integer (0o644).
+/// A file mode, written as an octal string ("0644"); an integer is refused (644 is not
+/// rw-r--r--: see [`options::int_mode`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mode(pub u32);
+
+impl options::OptType for Mode {
+    const KIND: options::Kind = options::Kind::Mode;
+}
 
 impl<'de> serde::Deserialize<'de> for Mode {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -807,19 +731,10 @@ impl<'de> serde::Deserialize<'de> for Mode {
             I(i64),
         }
         match Raw::deserialize(d)? {
-            Raw::S(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8)
-                .ok()
-                .filter(|m| *m <= 0o7777)
+            Raw::S(s) => options::parse_mode(&s)
                 .map(Mode)
-                .ok_or_else(|| {
-                    serde::de::Error::custom(format!(
-                        "mode {s:?} is not an octal mode like \"0644\""
-                    ))
-                }),
-            Raw::I(i) if (0..=0o7777).contains(&i) => Ok(Mode(i as u32)),
-            Raw::I(i) => Err(serde::de::Error::custom(format!(
-                "mode {i} out of range; write it as a string like \"0644\""
-            ))),
+                .map_err(serde::de::Error::custom),
+            Raw::I(i) => Err(serde::de::Error::custom(options::int_mode(i))),
         }
     }
 }
@@ -830,12 +745,13 @@ impl std::fmt::Display for Mode {
     }
 }
 
-/// Owner/group/mode options shared by files and directories.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-pub struct Attrs {
-    pub owner: Option<String>,
-    pub group: Option<String>,
-    pub mode: Option<Mode>,
+options::options! {
+    /// Owner/group/mode options shared by files and directories.
+    pub struct Attrs for "" {
+        owner: Option<String>,
+        group: Option<String>,
+        mode: Option<Mode>,
+    }
 }
 
 /// The type of a path, from the file-type bits of its mode.

@@ -60,7 +60,7 @@ pub mod api {
         path: &str,
         opts: rhai::Map,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        let o: ReadOpts = crate::primitives::opts(&ctx, "read_file", opts)?;
+        let o: ReadOpts = crate::primitives::opts(&ctx, opts)?;
         read_value(&ctx, Some(&h.name), path, o)
     }
 
