@@ -189,7 +189,7 @@ fn escapes_in_backtick_strings_are_warned_about() {
         "2 such escapes",
     ];
     let o = Test::new()
-        .args(&["check", &path])
+        .args(["check", &path])
         .run()
         .expect_success()
         .expect_contains(pieces);
@@ -200,7 +200,7 @@ fn escapes_in_backtick_strings_are_warned_about() {
         o.show()
     );
     let o = Test::new()
-        .args(&["run", &path, "--local", "--dry-run", "--json"])
+        .args(["run", &path, "--local", "--dry-run", "--json"])
         .run()
         .expect_success()
         .expect_contains(pieces);
@@ -265,6 +265,20 @@ fn an_unknown_option_built_at_run_time_fails_its_step() {
         ],
         1,
         &["FAILED", "unknown option `mdoe`"],
+    );
+}
+
+#[test]
+fn a_misspelt_result_field_is_an_error() {
+    expect_error(
+        &["run", &bad("result_field.rhai"), "--local"],
+        1,
+        &[
+            "this result has no field `chagned` (did you mean `changed`?)",
+            "it has: changed, rc, skipped, status, stderr, stdout, timed_out",
+            "result_field.rhai:5:",
+            "5 | if r.chagned",
+        ],
     );
 }
 

@@ -144,7 +144,7 @@ fn do_probe(
         Err(e @ TransportError::Timeout(_)) => {
             let mut m = timed_out(&e);
             m.insert("ok".into(), false.into());
-            Ok(Dynamic::from_map(m))
+            Ok(super::fields::Fields::dynamic(m))
         }
         Err(e) => Err(super::err_at(
             format!("probe {cmd:?}: {e}"),
@@ -173,7 +173,8 @@ pub fn probe_result(out: &crate::transport::ExecOutput) -> Dynamic {
     m.insert("ok".into(), (out.status == 0).into());
     m.insert("stdout".into(), out.stdout_str().into());
     m.insert("stderr".into(), out.stderr_str().into());
-    Dynamic::from_map(m)
+    m.insert("timed_out".into(), false.into());
+    super::fields::Fields::dynamic(m)
 }
 
 crate::primitives::options::options! {
@@ -199,8 +200,8 @@ pub mod api {
     /// `chdir`, `env` (map), `timeout` (seconds), `ignore_errors`, `stdin` (string), `name` (label).
     /// The guards run with `LC_ALL=C`, like every check; the command itself runs with the
     /// login's locale.
-    /// Returns `#{changed, rc, stdout, stderr}` (plus `timed_out: true`, rc 124, when it ran out
-    /// of time); a non-zero exit or a timeout is a failure unless `ignore_errors`.
+    /// Returns `#{changed, rc, stdout, stderr, timed_out}` (`timed_out: true`, rc 124, when it
+    /// ran out of time); a non-zero exit or a timeout is a failure unless `ignore_errors`.
     /// In a dry run the guard is checked and the command is only reported.
     ///
     /// ```rhai

@@ -387,6 +387,7 @@ pub fn ensure_content<'a>(
 }
 
 fn remove_path<'a>(h: &HostCtx, path: &str, dir: bool) -> StepResult<'a> {
+    super::no_nul("path", path)?;
     let cur = probe_file(h, path)?;
     Ok(
         StepPlan::from(plan_remove(path, cur.as_ref().map(|(st, _)| st), dir)?)
@@ -649,6 +650,7 @@ fn do_file(
     let mut o: FileOpts = super::opts(ctx, m)?;
     o.content = content;
     super::step(ctx, "file", path, |h| {
+        super::no_nul("path", path)?;
         if o.state == Some(FileState::Absent) {
             return remove_path(h, path, false);
         }
@@ -1149,6 +1151,38 @@ pub fn stat_value(
     Ok(Dynamic::from_map(m))
 }
 
+/// `require`: whether `path` is there (on this host or `host`), or planned by an earlier step of
+/// this dry run. Missing: a real run stops with `message`; a dry run, where earlier steps may
+/// only have been reported, says what a real run would need and returns false.
+pub fn require_value(
+    ctx: &NativeCallContext,
+    host: Option<&str>,
+    path: &str,
+    message: &str,
+) -> Result<bool, Box<EvalAltResult>> {
+    if !stat_value(ctx, host, path)?.is_unit() {
+        return Ok(true);
+    }
+    let h = super::host_ctx(ctx)?;
+    let who = host.unwrap_or(&h.name);
+    if !h.run.dry_run {
+        return Err(super::err_at(
+            format!("{message} ({who}:{path} does not exist)"),
+            ctx.call_position(),
+        ));
+    }
+    h.run.reporter.note(
+        &h.name,
+        &format!(
+            "{who}:{path} is not there and no step of this run plans it (a command of an earlier step may make it); \
+             if it is still missing, a real run stops at {}:{}: {message}",
+            super::call_file(ctx, &h).unwrap_or_else(|| h.recipe.name.clone()),
+            ctx.call_position().line().unwrap_or(0),
+        ),
+    );
+    Ok(false)
+}
+
 #[export_module]
 pub mod api {
     use super::*;
@@ -1307,6 +1341,24 @@ pub mod api {
     #[rhai_fn(name = "exists", return_raw)]
     pub fn exists(ctx: NativeCallContext, path: &str) -> Result<bool, Box<EvalAltResult>> {
         Ok(!stat_value(&ctx, None, path)?.is_unit())
+    }
+
+    /// Requires a path that an earlier recipe or step makes: true when it exists (or an
+    /// earlier step of this dry run plans it). When it is missing, a real run stops here with
+    /// `message`; a dry run, whose earlier steps may only have been reported, notes what a
+    /// real run would need and returns false (so the recipe can skip what depends on it).
+    ///
+    /// ```rhai
+    /// require(`${prefix}/sbin/slurmd`, "run slurm_build.rhai first");
+    /// if require(conf, "the installation writes it") { file(conf, #{content: ...}); }
+    /// ```
+    #[rhai_fn(name = "require", return_raw)]
+    pub fn require(
+        ctx: NativeCallContext,
+        path: &str,
+        message: &str,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        require_value(&ctx, None, path, message)
     }
 }
 

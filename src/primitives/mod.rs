@@ -39,6 +39,7 @@ macro_rules! choice {
 
 pub mod command;
 pub mod facts;
+pub mod fields;
 pub mod files;
 pub mod options;
 pub mod packages;
@@ -374,7 +375,7 @@ pub fn step_after<'a>(
                     .to_string(),
                 ),
             );
-            Ok(Dynamic::from_map(m))
+            Ok(fields::Fields::dynamic(m))
         }
         Err(msg) => {
             let msg = h.run.reporter.redactor().redact(&msg);
@@ -517,6 +518,7 @@ fn run_guarded(h: &HostCtx, g: &Guarded, out: &mut Outcome) -> Result<bool, Stri
         m.insert("rc".into(), rc.into());
         m.insert("stdout".into(), stdout.into());
         m.insert("stderr".into(), stderr.into());
+        m.insert("timed_out".into(), false.into());
         m
     };
     let r = match h.exec(&script, stdin, g.timeout) {
