@@ -260,6 +260,16 @@ pub fn reference() -> String {
                 crate::engine::short_type(&sig),
                 doc.trim()
             ));
+            // The option types, from the same definition the run and `recipe check` use.
+            let name = sig.split('(').next().unwrap_or("");
+            if crate::engine::short_type(&sig).contains("opts: Map") {
+                if let Some(fields) = crate::primitives::options::of(name) {
+                    out.push_str(&format!(
+                        "Option types: {}.\n\n",
+                        crate::primitives::options::describe(&fields)
+                    ));
+                }
+            }
         }
     }
     out

@@ -150,6 +150,28 @@ pub fn of(what: &str) -> Option<Vec<Field>> {
     all().into_iter().find(|(n, _)| *n == what).map(|(_, f)| f)
 }
 
+/// `creates` (string), `timeout` (integer), ...: for the reference.
+pub fn describe(fields: &[Field]) -> String {
+    fields
+        .iter()
+        .map(|f| {
+            let t = match f.kind {
+                Kind::Str => "string".to_string(),
+                Kind::Int => "integer".into(),
+                Kind::Bool => "bool".into(),
+                Kind::Mode => "octal string such as \"0644\"".into(),
+                Kind::Choice(w, _) => format!("one of {}", quoted(w)),
+                Kind::StrList => "array of strings".into(),
+                Kind::StrMap => "map of strings".into(),
+                Kind::Map => "map".into(),
+                Kind::Any => "string, blob or secret".into(),
+            };
+            format!("`{}` ({t})", f.key)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// "file: unknown option `mdoe` (did you mean `mode`?); valid options: ...".
 pub fn unknown_option(what: &str, key: &str, fields: &[Field]) -> String {
     let valid: Vec<&str> = fields.iter().map(|f| f.key).collect();
@@ -371,6 +393,23 @@ mod tests {
         // unknown key
         let e = err::<files::FileOpts>(&[("mdoe", s("0644"))]);
         assert!(e.contains("did you mean `mode`"), "{e}");
+    }
+
+    #[test]
+    fn every_primitive_taking_options_is_in_the_table() {
+        let mut missing = Vec::new();
+        for m in crate::engine::api_modules() {
+            let json = crate::engine::module_metadata(m);
+            for f in json["functions"].as_array().into_iter().flatten() {
+                let (Some(name), Some(sig)) = (f["name"].as_str(), f["signature"].as_str()) else {
+                    continue;
+                };
+                if crate::engine::short_type(sig).contains("opts: Map") && of(name).is_none() {
+                    missing.push(name.to_string());
+                }
+            }
+        }
+        assert!(missing.is_empty(), "no options table for {missing:?}");
     }
 
     #[test]
