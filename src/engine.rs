@@ -130,6 +130,7 @@ pub fn register(e: &mut Engine) {
     e.register_type_with_name::<primitives::remote::HostRef>("Host");
     e.register_type_with_name::<crate::secrets::Secret>("Secret");
     primitives::fields::register(e);
+    crate::secret_ops::register(e);
     for m in api_modules() {
         e.register_global_module(m);
     }

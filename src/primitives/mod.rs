@@ -38,6 +38,7 @@ macro_rules! choice {
 }
 
 pub mod command;
+pub mod download;
 pub mod facts;
 pub mod fields;
 pub mod files;
@@ -54,7 +55,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::context::HostCtx;
-use crate::planned::PlannedFile;
+use crate::planned::{PlannedContent, PlannedFile};
 use crate::report::{Status, StepEvent};
 
 /// What a step did (or, in a dry run, would do): what `step` reports and returns.
@@ -400,6 +401,7 @@ fn carry_out(
     at: &str,
     plan: StepPlan,
 ) -> Result<Outcome, String> {
+    no_placeholder(&plan)?;
     let StepPlan {
         changes,
         diff,
@@ -465,6 +467,30 @@ fn carry_out(
     }
     out.result = result;
     Ok(out)
+}
+
+/// Refuses a plan that would put a secret's placeholder text on the host (dry runs too).
+fn no_placeholder(plan: &StepPlan) -> Result<(), String> {
+    use crate::secrets::refuse_placeholder as refuse;
+    for (path, f) in &plan.writes {
+        if let PlannedContent::Bytes { bytes, .. } = &f.content {
+            refuse(&format!("the content of {path}"), bytes)?;
+        }
+    }
+    match &plan.action {
+        Action::Script { cmd, stdin, .. } => {
+            refuse("the command", cmd.as_bytes())?;
+            refuse("the input", stdin.as_deref().map_or(&[][..], |v| v))
+        }
+        Action::Guarded(g) => {
+            refuse(
+                "the command",
+                format!("{}{}", g.guard, g.command).as_bytes(),
+            )?;
+            refuse("the input", g.stdin.as_deref().unwrap_or(b""))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The note of a dry-run step whose change an earlier step of the run plans.

@@ -321,6 +321,20 @@ pub fn check_key<T: Options>(key: &str, v: &Dynamic) -> Result<(), String> {
     }
 }
 
+/// Whether `v` is a secret or holds one (in a map or list).
+pub fn holds_secret(v: &Dynamic) -> bool {
+    if v.is::<crate::secrets::Secret>() {
+        return true;
+    }
+    if let Some(m) = v.read_lock::<Map>() {
+        return m.values().any(holds_secret);
+    }
+    if let Some(a) = v.read_lock::<rhai::Array>() {
+        return a.iter().any(holds_secret);
+    }
+    false
+}
+
 /// Reads an options map into `T`: unknown keys and mistyped values are refused with the
 /// primitive's name, the key and what to write instead.
 pub fn parse<T: Options>(m: Map) -> Result<T, String> {
@@ -329,6 +343,13 @@ pub fn parse<T: Options>(m: Map) -> Result<T, String> {
         let Some(f) = fields.iter().find(|f| f.key == k.as_str()) else {
             return Err(unknown_option(T::WHAT, k, &fields));
         };
+        if holds_secret(v) {
+            return Err(format!(
+                "{}: option `{k}` cannot take a secret (a secret goes to a host only as \
+                 `file` content, `sh` command or `stdin`, or in a template's `vars`)",
+                T::WHAT
+            ));
+        }
         check_value(T::WHAT, f, v)?;
     }
     // Unit values stand for "not given".

@@ -124,7 +124,16 @@ async fn run_one(
         rep.finish_host(&name, false, Some("not started: interrupted".into()), None);
         return true;
     }
-    let conn = match run.hosts.connection(t).await {
+    let conn = run.hosts.connection(t).await;
+    if let Some((tries, notes)) = run.hosts.take_connect_notes(&name) {
+        if tries > 1 {
+            rep.connect_tries(&name, tries);
+        }
+        for n in notes {
+            rep.note(&name, &n);
+        }
+    }
+    let conn = match conn {
         Ok(c) => c,
         Err(e) => {
             rep.finish_host(&name, true, Some(format!("{name}: {e}")), None);
