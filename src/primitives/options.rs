@@ -2,7 +2,7 @@
 //! one list of its keys and their types. The run reads a map through it (key and type checks,
 //! then serde), and `recipe check` checks literal maps against the same list.
 
-use rhai::{Dynamic, Map};
+use rhai::{Dynamic, EvalAltResult, Map, NativeCallContext};
 use serde::de::DeserializeOwned;
 
 /// What an option's value must be.
@@ -121,6 +121,45 @@ macro_rules! options {
 }
 
 pub(crate) use options;
+
+/// `state "abesnt" is not one of "present", "absent" (did you mean "absent"?)`.
+pub fn bad_choice(field: &str, got: &str, words: &[&str]) -> String {
+    let hint = crate::hints::did_you_mean(got, words.iter().copied())
+        .map(|w| format!(" (did you mean {w:?}?)"))
+        .unwrap_or_default();
+    let list = words
+        .iter()
+        .map(|w| format!("{w:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("{field} {got:?} is not one of {list}{hint}")
+}
+
+choice!(
+    /// `state` of file, directory, packages, user and group.
+    Presence, "state", ["present" => Present, "absent" => Absent]
+);
+
+/// Reads an options map into `T` (see [`parse`]). A bad option fails the step: a
+/// failed step event is reported before the error is returned.
+pub fn opts<T: Options>(ctx: &NativeCallContext, m: Map) -> Result<T, Box<EvalAltResult>> {
+    parse::<T>(m).map_err(|msg| {
+        super::step::failed_options_step(ctx, T::WHAT, &msg);
+        super::err_at(msg, ctx.call_position())
+    })
+}
+
+/// Checks an option a primitive takes out of its map itself (see [`check_key`]).
+pub fn opt_value<T: Options>(
+    ctx: &NativeCallContext,
+    key: &str,
+    v: &Dynamic,
+) -> Result<(), Box<EvalAltResult>> {
+    check_key::<T>(key, v).map_err(|msg| {
+        super::step::failed_options_step(ctx, T::WHAT, &msg);
+        super::err_at(msg, ctx.call_position())
+    })
+}
 
 /// Every primitive that takes an options map, with its options: the table `recipe check` reads.
 pub fn all() -> Vec<(&'static str, Vec<Field>)> {
@@ -379,6 +418,32 @@ mod tests {
     }
     fn s(x: &str) -> Dynamic {
         Dynamic::from(x.to_string())
+    }
+
+    #[test]
+    fn a_misspelt_choice_names_the_allowed_words() {
+        assert_eq!(Presence::parse("absent"), Ok(Presence::Absent));
+        let e = Presence::parse("abesnt").unwrap_err();
+        assert_eq!(
+            e,
+            "state \"abesnt\" is not one of \"present\", \"absent\" (did you mean \"absent\"?)"
+        );
+        let e = Presence::parse("Present").unwrap_err();
+        assert!(e.contains("did you mean \"present\"?"), "{e}");
+        // Through serde, the way options maps are read.
+        let m: Map = [("state".into(), Dynamic::from("gone".to_string()))]
+            .into_iter()
+            .collect();
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct O {
+            state: Option<Presence>,
+        }
+        let e = rhai::serde::from_dynamic::<O>(&Dynamic::from_map(m)).unwrap_err();
+        assert!(
+            e.to_string().contains("state \"gone\" is not one of"),
+            "{e}"
+        );
     }
 
     #[test]
