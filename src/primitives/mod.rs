@@ -48,9 +48,12 @@ pub mod fields;
 pub mod files;
 pub mod options;
 pub mod packages;
+pub mod read;
 pub mod remote;
 pub mod services;
 pub mod step;
+pub mod template;
+pub mod unpack;
 pub mod users;
 #[cfg(test)]
 mod write_tests;

@@ -173,7 +173,7 @@ pub fn all() -> Vec<(&'static str, Vec<Field>)> {
         one::<files::FileOpts>(),
         one::<files::DirOpts>(),
         one::<files::TemplateOpts>(),
-        one::<files::DownloadOpts>(),
+        one::<super::download::DownloadOpts>(),
         one::<files::UnpackOpts>(),
         one::<files::ReadOpts>(),
         one::<packages::PkgOpts>(),
