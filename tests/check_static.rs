@@ -108,38 +108,35 @@ fn mistyped_option_values_are_found_before_any_host() {
     expect_error(&["check", &bad("play_vars.rhai")], 2, pieces);
 }
 
-/// A value only known at run time is checked at the call: the step fails on its options and
-/// the file is not written.
-#[test]
-fn a_mistyped_option_built_at_run_time_fails_its_step() {
+/// Runs a fixture that writes `dest` with `--local --json`; it must fail (exit 1) on its
+/// first step, which is returned, without writing `dest`.
+fn first_step_fails(fixture: &str) -> serde_json::Value {
     let dest = tempfile::tempdir().expect("tmp");
     let d = dest.path().join("out");
     let dv = format!("dest={}", d.display());
     let o = expect_error(
-        &[
-            "run",
-            &bad("option_types_runtime.rhai"),
-            "--local",
-            "--json",
-            "--var",
-            &dv,
-        ],
+        &["run", &bad(fixture), "--local", "--json", "--var", &dv],
         1,
         &[],
     );
-    let ev = o.events();
-    let step = ev
-        .iter()
+    let step = o
+        .events()
+        .into_iter()
         .find(|e| e["event"] == "step")
         .unwrap_or_else(|| panic!("no step event: {}", o.show()));
-    assert_eq!(
-        (step["status"].as_str(), step["target"].as_str()),
-        (Some("failed"), Some("(options)")),
-        "{step}"
-    );
+    assert_eq!(step["status"], "failed", "{step}");
+    assert!(!d.exists());
+    step
+}
+
+/// A value only known at run time is checked at the call: the step fails on its options and
+/// the file is not written.
+#[test]
+fn a_mistyped_option_built_at_run_time_fails_its_step() {
+    let step = first_step_fails("option_types_runtime.rhai");
+    assert_eq!(step["target"], "(options)", "{step}");
     let msg = step["msg"].as_str().unwrap_or("");
     assert!(msg.contains("write \"0644\""), "{msg}");
-    assert!(!d.exists());
 }
 
 #[test]
@@ -226,35 +223,16 @@ fn a_runtime_error_shows_its_source_line() {
 
 #[test]
 fn an_unknown_option_built_at_run_time_fails_its_step() {
-    let dest = tempfile::tempdir().expect("tmp");
-    let d = dest.path().join("out");
-    let dv = format!("dest={}", d.display());
-    let o = expect_error(
-        &[
-            "run",
-            &bad("unknown_option_runtime.rhai"),
-            "--local",
-            "--json",
-            "--var",
-            &dv,
-        ],
-        1,
-        &[],
-    );
-    let ev = o.events();
-    let step = ev
-        .iter()
-        .find(|e| e["event"] == "step")
-        .unwrap_or_else(|| panic!("no step event: {}", o.show()));
-    assert_eq!(step["status"], "failed", "{step}");
+    let step = first_step_fails("unknown_option_runtime.rhai");
     assert_eq!(step["op"], "file", "{step}");
     assert_eq!(step["line"], 6, "{step}");
     let msg = step["msg"].as_str().unwrap_or("");
     assert!(msg.contains("unknown option `mdoe`"), "{msg}");
     assert!(msg.contains("did you mean `mode`?"), "{msg}");
     assert!(msg.contains("valid options: content"), "{msg}");
-    assert!(!d.exists());
     // Without --json: a FAILED step line.
+    let dest = tempfile::tempdir().expect("tmp");
+    let dv = format!("dest={}", dest.path().join("out").display());
     expect_error(
         &[
             "run",

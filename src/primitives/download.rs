@@ -37,10 +37,13 @@ struct Fetched {
 
 /// The run's controller-side downloads: each URL is fetched once, whatever the number of
 /// hosts that need it; the folder goes when the run ends.
+/// One URL's fetch, shared by the hosts that wait for it.
+type Slot = Arc<Mutex<Option<Result<Fetched, String>>>>;
+
 #[derive(Default)]
 pub struct Cache {
     dir: Mutex<Option<PathBuf>>,
-    urls: Mutex<HashMap<String, Arc<Mutex<Option<Result<Fetched, String>>>>>>,
+    urls: Mutex<HashMap<String, Slot>>,
 }
 
 impl Drop for Cache {
