@@ -150,6 +150,11 @@ impl Located {
         s
     }
 
+    /// The same, as a warning (`warning: ...`): it does not stop anything.
+    pub fn render_warning(&self) -> String {
+        self.render().replacen("error: ", "warning: ", 1)
+    }
+
     /// The message without its source excerpt.
     pub fn head(&self) -> &str {
         match self.excerpt_at {
