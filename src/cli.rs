@@ -77,7 +77,7 @@ enum Cmd {
     /// Run a recipe on hosts
     Run {
         #[command(flatten)]
-        run: RunConfig,
+        run: Box<RunConfig>,
         #[command(flatten)]
         via: ViaArgs,
         #[command(flatten)]
@@ -189,8 +189,8 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
         Cmd::Run { mut run, via, conn } => {
             run.conn = conn.config();
             match via.via()? {
-                None => crate::commands::run::run(run),
-                Some(v) => crate::commands::via::run(run, v),
+                None => crate::commands::run::run(*run),
+                Some(v) => crate::commands::via::run(*run, v),
             }
         }
         Cmd::Check { recipes } => crate::commands::check(&recipes),
