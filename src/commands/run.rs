@@ -171,5 +171,9 @@ pub fn run(cfg: RunConfig) -> Result<(), Error> {
         stopped.and(end)
     });
     rt.shutdown_timeout(Duration::from_secs(2));
-    res.map_err(|e| e.map_text(|t| reporter.redactor().redact(&signals::stopped_by(t))))
+    // A second signal: the recap is out and the connections are closed; its status.
+    if let Some(code) = signals::abort_status() {
+        return Err(Error::Signal(code));
+    }
+    res.map_err(|e| e.map_text(|t| reporter.redactor().redact(t)))
 }

@@ -120,11 +120,20 @@ async fn run_one(
 ) -> bool {
     let rep = run.reporter.clone();
     let name = t.name.clone();
+    let not_started = || {
+        let why = format!("not started: {}", signals::reason());
+        rep.finish_host(&name, false, Some(why), None);
+        true
+    };
     if run.interrupted.load(Ordering::Relaxed) {
-        rep.finish_host(&name, false, Some("not started: interrupted".into()), None);
-        return true;
+        return not_started();
     }
-    let conn = match run.hosts.connection(t).await {
+    // A stop while connecting (a handshake that stalls) ends the attempt at once.
+    let conn = tokio::select! {
+        c = run.hosts.connection(t) => c,
+        _ = signals::reached(signals::Stop::AfterStep) => return not_started(),
+    };
+    let conn = match conn {
         Ok(c) => c,
         Err(e) => {
             rep.finish_host(&name, true, Some(format!("{name}: {e}")), None);
@@ -177,7 +186,7 @@ fn run_host(ctx: Arc<HostCtx>, ast: &rhai::AST, vars: rhai::Map) -> Result<(), (
             let mut loc = crate::errors::locate_eval(&err, &ctx.recipe.source);
             loc.source = loc.source.map(|s| module_file(&s, &dir));
             let place = loc.place();
-            let mut msg = format!("{place}: {}", signals::stopped_by(&loc.message));
+            let mut msg = format!("{place}: {}", loc.message);
             for n in &loc.notes {
                 msg.push_str(&format!("\n  ({n})"));
             }

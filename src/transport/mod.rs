@@ -48,6 +48,9 @@ pub enum TransportError {
     Timeout(String),
     #[error("{0}")]
     Shell(String),
+    /// A second Ctrl-C or SIGTERM abandoned the command.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 /// Counters the benchmark reports: channels opened and commands sent.
