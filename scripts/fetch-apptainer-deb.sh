@@ -4,7 +4,10 @@
 #
 #   scripts/fetch-apptainer-deb.sh [CACHE_DIR]      (default /var/cache/recipe/apptainer)
 #
-# Idempotent: does nothing when a .deb is already there. Uses its own apt lists and
+# Only the .deb is fetched, checked against the SHA256 that the suite's Packages index
+# gives for it (an index apt verified through the suite's signed InRelease); a corrupted
+# file is refused. Idempotent: does nothing when a .deb is already there (and still
+# matches the checksum it was fetched with). Uses its own apt lists and
 # sources (nothing in /etc/apt is changed); unstable's Release file may be past its
 # Valid-Until date, which is not checked here. Prints the .deb's path on stdout. The
 # .deb needs libc6 >= 2.38: it installs on Debian 13 (trixie) hosts, not on Debian 12.
@@ -17,7 +20,8 @@ mirror=${APPTAINER_MIRROR:-http://deb.debian.org/debian}
 arch=$(dpkg --print-architecture)
 mkdir -p "$dir"
 existing=$(ls "$dir"/apptainer_*_"$arch".deb 2>/dev/null | head -n 1 || true)
-if [ -n "$existing" ]; then
+if [ -n "$existing" ] && [ -f "$existing.sha256" ] &&
+    [ "$(sha256sum < "$existing" | cut -d' ' -f1)" = "$(cat "$existing.sha256")" ]; then
     echo "$existing"
     exit 0
 fi
@@ -26,10 +30,30 @@ mkdir -p "$state/lists/partial" "$state/cache/archives/partial" "$state/etc/sour
 echo "deb $mirror $suite main" > "$state/etc/sources.list"
 aptopts="-o Dir::Etc::SourceList=$state/etc/sources.list -o Dir::Etc::SourceParts=$state/etc/sources.list.d \
  -o Dir::Etc::PreferencesParts=$state/etc/preferences.d -o Dir::State::Lists=$state/lists -o Dir::Cache=$state/cache \
- -o Dir::State::Status=/dev/null -o Acquire::Check-Valid-Until=false -o APT::Sandbox::User=root"
+ -o Dir::State::Status=/dev/null -o Acquire::Check-Valid-Until=false -o APT::Sandbox::User=root \
+ -o Acquire::Languages=none -o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false \
+ -o Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false -o Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled=false"
 # shellcheck disable=SC2086
 apt-get -q $aptopts update >&2
-cd "$dir"
+# 'URI' NAME SIZE SHA256:HASH, from the Packages index.
 # shellcheck disable=SC2086
-apt-get -q $aptopts download "apptainer:$arch" >&2
-ls "$dir"/apptainer_*_"$arch".deb | head -n 1
+line=$(cd "$state" && apt-get -q $aptopts download --print-uris "apptainer:$arch" | grep "^'" | head -n 1)
+if [ -z "$line" ]; then
+    echo "the $suite Packages index at $mirror lists no apptainer for $arch" >&2
+    exit 1
+fi
+# shellcheck disable=SC2086
+set -- $line
+uri=$(echo "$1" | tr -d "'")
+name=$2
+hash=$4
+case "$hash" in SHA256:*) ;; *) echo "no SHA256 for $name in the Packages index: $line" >&2; exit 1;; esac
+rm -f "$dir/$name" "$dir/$name.FAILED"
+# shellcheck disable=SC2086
+if ! /usr/lib/apt/apt-helper -q $aptopts download-file "$uri" "$dir/$name" "$hash" >&2; then
+    rm -f "$dir/$name" "$dir/$name.FAILED"
+    echo "could not fetch $name with the checksum the $suite Packages index gives ($hash) from $uri" >&2
+    exit 1
+fi
+echo "${hash#SHA256:}" > "$dir/$name.sha256"
+echo "$dir/$name"

@@ -6,9 +6,13 @@
 #
 # SLURM_SRC_SUITE picks the Debian release whose Slurm is fetched: bookworm (22.05),
 # trixie (24.11). SLURM_SRC_MIRROR overrides the mirror.
-# Idempotent: does nothing when the tarball is already there. Uses its own apt
-# lists and a deb-src line of its own (nothing in /etc/apt is changed). Prints
-# the tarball's path on stdout. Serve CACHE_DIR to the hosts (for example with
+# Only the upstream tarball is fetched, checked against the SHA256 that the suite's
+# Sources index gives for it (apt verified that index through the suite's signed
+# InRelease with the machine's Debian keyring): a mirror that lacks the package's other
+# parts (.dsc, .debian.tar.xz) does not matter, a corrupted tarball is refused.
+# Idempotent: does nothing when the tarball is already there (and still matches the
+# checksum it was fetched with). Uses its own apt lists and a deb-src line of its own
+# (nothing in /etc/apt is changed). Prints the tarball's path on stdout. Serve CACHE_DIR to the hosts (for example with
 # `recipe sandbox up --serve CACHE_DIR`) and set slurm_build.rhai's variable
 #   slurm_url = "<files url>/slurm-wlm_{version}.orig.tar.gz"
 set -eu
@@ -16,8 +20,9 @@ suite=${SLURM_SRC_SUITE:-bookworm}
 dir=${1:-/var/cache/recipe/src/$suite}
 mirror=${SLURM_SRC_MIRROR:-http://deb.debian.org/debian}
 mkdir -p "$dir"
-existing=$(ls "$dir"/slurm-wlm_*.orig.tar.* 2>/dev/null | head -n 1 || true)
-if [ -n "$existing" ]; then
+existing=$(ls "$dir"/slurm-wlm_*.orig.tar.* 2>/dev/null | grep -v '\.sha256$' | head -n 1 || true)
+if [ -n "$existing" ] && [ -f "$existing.sha256" ] &&
+    [ "$(sha256sum < "$existing" | cut -d' ' -f1)" = "$(cat "$existing.sha256")" ]; then
     echo "$existing"
     exit 0
 fi
@@ -29,7 +34,26 @@ aptopts="-o Dir::Etc::SourceList=$state/etc/sources.list -o Dir::Etc::SourcePart
  -o APT::Sandbox::User=root"
 # shellcheck disable=SC2086
 apt-get -q $aptopts update >&2
-cd "$dir"
+# The parts of the source package, each as 'URI' NAME SIZE SHA256:HASH from the index.
 # shellcheck disable=SC2086
-apt-get -q $aptopts source --download-only slurm-wlm >&2
-ls "$dir"/slurm-wlm_*.orig.tar.* | head -n 1
+line=$(cd "$state" && apt-get -q $aptopts source --print-uris slurm-wlm | grep "^'.*\.orig\.tar\.[a-z0-9]*' " | head -n 1)
+if [ -z "$line" ]; then
+    echo "the $suite Sources index at $mirror lists no upstream tarball of slurm-wlm" >&2
+    exit 1
+fi
+# shellcheck disable=SC2086
+set -- $line
+uri=$(echo "$1" | tr -d "'")
+name=$2
+hash=$4
+case "$hash" in SHA256:*) ;; *) echo "no SHA256 for $name in the Sources index: $line" >&2; exit 1;; esac
+rm -f "$dir/$name" "$dir/$name.FAILED"
+# apt's own downloader: the file is kept only when its SHA256 is the index's.
+# shellcheck disable=SC2086
+if ! /usr/lib/apt/apt-helper -q $aptopts download-file "$uri" "$dir/$name" "$hash" >&2; then
+    rm -f "$dir/$name" "$dir/$name.FAILED"
+    echo "could not fetch $name with the checksum the $suite Sources index gives ($hash) from $uri" >&2
+    exit 1
+fi
+echo "${hash#SHA256:}" > "$dir/$name.sha256"
+echo "$dir/$name"

@@ -32,6 +32,10 @@ struct ConnArgs {
     /// Seconds to wait for a connection and SSH handshake
     #[arg(long, default_value_t = 15, value_name = "SECS")]
     connect_timeout: u64,
+    /// Tries per connection when it is reset, refused or closed before login (default: the
+    /// inventory's connection_attempts, else 3)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=crate::inventory::MAX_CONNECTION_ATTEMPTS as i64))]
+    connection_attempts: Option<u32>,
 }
 
 impl ConnArgs {
@@ -41,6 +45,7 @@ impl ConnArgs {
             accept_new: self.accept_new_host_keys,
             local: self.local,
             connect_timeout: self.connect_timeout,
+            connection_attempts: self.connection_attempts,
         }
     }
 }

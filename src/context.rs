@@ -21,6 +21,8 @@ pub struct RunCtx {
     /// Set by Ctrl-C or SIGTERM: hosts stop after their current step.
     pub interrupted: Arc<AtomicBool>,
     pub planned: crate::planned::Planned,
+    /// Files the controller fetched for hosts without curl or wget (`download`).
+    pub downloads: crate::primitives::download::Cache,
 }
 
 /// `work`, unless a second Ctrl-C or SIGTERM abandons it first (its worker is dropped, and
@@ -87,6 +89,7 @@ impl HostCtx {
         stdin: Option<&[u8]>,
         (remote, limit): (Option<Duration>, Duration),
     ) -> Result<ExecOutput, TransportError> {
+        outbound(cmd, stdin)?;
         // Boxed: the future (channel open, worker start, framing) would otherwise live on
         // this host's thread stack, one large copy per concurrently running host.
         let fut = Box::pin(conn.exec(cmd, stdin, remote));
@@ -108,6 +111,8 @@ impl HostCtx {
         src_cmd: &str,
         dst_cmd: &str,
     ) -> Result<(ExecOutput, ExecOutput), TransportError> {
+        outbound(src_cmd, None)?;
+        outbound(dst_cmd, None)?;
         let src = self.run.rt.block_on(Box::pin(self.run.hosts.reach(host)))?;
         let (remote, limit) = self.remote_limit(None);
         let fut = Box::pin(crate::transport::pipe(
@@ -153,4 +158,11 @@ impl HostCtx {
         let conn = self.run.rt.block_on(Box::pin(self.run.hosts.reach(host)))?;
         self.exec_via(&conn, cmd, None, self.remote_limit(timeout))
     }
+}
+
+/// The last look at what goes to a host: a secret's placeholder text never does.
+fn outbound(cmd: &str, stdin: Option<&[u8]>) -> Result<(), TransportError> {
+    crate::secrets::refuse_placeholder("the command", cmd.as_bytes())
+        .and_then(|()| crate::secrets::refuse_placeholder("the input", stdin.unwrap_or(b"")))
+        .map_err(TransportError::Shell)
 }

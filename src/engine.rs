@@ -129,6 +129,7 @@ pub fn register(e: &mut Engine) {
         .register_fn("to_map", |v: &mut Vars| v.0.clone());
     e.register_type_with_name::<primitives::remote::HostRef>("Host");
     e.register_type_with_name::<crate::secrets::Secret>("Secret");
+    crate::secret_ops::register(e);
     for m in api_modules() {
         e.register_global_module(m);
     }

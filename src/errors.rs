@@ -289,6 +289,15 @@ pub fn locate_eval(err: &EvalAltResult, top_source: &str) -> Located {
     };
     // The README promises the source line for every recipe error: runtime ones too.
     let mut message = bare(e);
+    if let EvalAltResult::ErrorFunctionNotFound(sig, _) = e {
+        if sig.contains("Secret") {
+            message.push_str(
+                " (a secret has no text functions, so that it never turns into text: join it \
+                 with `+` (the result is a secret), give it to file content, `sh` or a \
+                 template's `vars`, or compare its `sha256`)",
+            );
+        }
+    }
     if let EvalAltResult::ErrorModuleNotFound(name, _) = e {
         if let Some(why) = module_not_utf8(name, &src) {
             message = why;

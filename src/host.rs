@@ -5,11 +5,15 @@ use std::sync::{Arc, Mutex};
 
 use crate::inventory::{Inventory, Target};
 use crate::transport::local::LocalSpawner;
-use crate::transport::ssh::{self, SshOptions};
+use crate::transport::ssh::{self, Jumps, SshOptions};
 use crate::transport::{Connection, Stats, TransportError};
 
 /// Channels per connection: under OpenSSH's default MaxSessions (10), leaving room.
 const MAX_WORKERS: usize = 6;
+
+/// Tries per connection when none is set (OpenSSH's ConnectionAttempts is 1; a run reaching
+/// many hosts at once, or a node whose sshd restarts, needs more).
+pub const DEFAULT_CONNECTION_ATTEMPTS: u32 = 3;
 
 type Slot = Arc<tokio::sync::OnceCell<Result<Arc<Connection>, String>>>;
 
@@ -28,6 +32,10 @@ pub struct Hosts {
     facts: Mutex<HashMap<String, rhai::Map>>,
     /// Connections closed by [`Hosts::release`] (for the count of connections opened).
     released: std::sync::atomic::AtomicUsize,
+    /// The jump hosts' connections, one per hop for the whole run.
+    jumps: Jumps,
+    /// What opening a host's connection took, when worth saying (tries, jump hosts).
+    notes: Mutex<HashMap<String, (u32, Vec<String>)>>,
 }
 
 /// Connection settings shared by every command that connects, free of clap types.
@@ -37,6 +45,8 @@ pub struct ConnConfig {
     pub accept_new: bool,
     pub local: bool,
     pub connect_timeout: u64,
+    /// `--connection-attempts`: overrides the inventory's `connection_attempts`.
+    pub connection_attempts: Option<u32>,
 }
 
 impl Hosts {
@@ -49,6 +59,11 @@ impl Hosts {
                 .unwrap_or_else(|| inventory.known_hosts_path()),
             accept_new: conn.accept_new,
             connect_timeout: std::time::Duration::from_secs(conn.connect_timeout.max(1)),
+            attempts: conn
+                .connection_attempts
+                .or(inventory.connection_attempts)
+                .unwrap_or(DEFAULT_CONNECTION_ATTEMPTS),
+            interrupted: None,
         };
         Hosts {
             inventory,
@@ -60,6 +75,8 @@ impl Hosts {
             reached: Mutex::new(std::collections::HashSet::new()),
             facts: Mutex::new(HashMap::new()),
             released: std::sync::atomic::AtomicUsize::new(0),
+            jumps: Jumps::default(),
+            notes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -107,9 +124,27 @@ impl Hosts {
                         .target(name)
                         .map_err(|e| format!("{name}: {e}"))?,
                 };
-                match ssh::connect(&target, &self.ssh, self.inventory.path.as_deref()).await {
-                    Ok(sp) => {
-                        let c = Connection::new(Box::new(sp), MAX_WORKERS, self.stats.clone());
+                let inv = self.inventory.path.as_deref();
+                match ssh::connect(&target, &self.ssh, inv, &self.jumps).await {
+                    Ok(done) => {
+                        if done.tries.attempts > 1 || !done.notes.is_empty() {
+                            let mut notes = done.notes;
+                            if done.tries.attempts > 1 {
+                                notes.push(format!(
+                                    "connected at try {} (the first: {})",
+                                    done.tries.attempts,
+                                    done.tries.first.unwrap_or_default()
+                                ));
+                            }
+                            if let Ok(mut n) = self.notes.lock() {
+                                n.insert(name.to_string(), (done.tries.attempts, notes));
+                            }
+                        }
+                        let c = Connection::new(
+                            Box::new(done.spawner),
+                            MAX_WORKERS,
+                            self.stats.clone(),
+                        );
                         c.sweep_stale();
                         Ok(Arc::new(c))
                     }
@@ -165,7 +200,13 @@ impl Hosts {
         }
     }
 
-    /// Connections opened successfully so far.
+    /// What opening `name`'s connection took when worth saying: its tries and notes (retries,
+    /// the jump host's own tries). Given once.
+    pub fn take_connect_notes(&self, name: &str) -> Option<(u32, Vec<String>)> {
+        self.notes.lock().ok().and_then(|mut n| n.remove(name))
+    }
+
+    /// Connections opened successfully so far (jump hosts' included).
     pub fn connection_count(&self) -> usize {
         self.conns
             .lock()
@@ -176,6 +217,7 @@ impl Hosts {
             })
             .unwrap_or(0)
             + self.released.load(std::sync::atomic::Ordering::Relaxed)
+            + self.jumps.opened()
     }
 
     pub fn cached_facts(&self, name: &str) -> Option<rhai::Map> {
@@ -200,5 +242,6 @@ impl Hosts {
                 c.close().await;
             }
         }
+        self.jumps.close_all().await;
     }
 }

@@ -25,6 +25,9 @@ pub const ALL_GROUP: &str = "all";
 /// How many hops a jump chain may have; longer chains are surely loops.
 const MAX_JUMP_DEPTH: usize = 16;
 
+/// The most tries of one connection `connection_attempts` may ask for.
+pub const MAX_CONNECTION_ATTEMPTS: u32 = 20;
+
 /// A parsed inventory. Paths in it are already expanded (`~`) and absolute when the
 /// inventory file's own path is.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -33,6 +36,8 @@ pub struct Inventory {
     pub path: Option<PathBuf>,
     /// `known_hosts = ...`; `None` means the default (see [`Inventory::known_hosts_path`]).
     pub known_hosts: Option<PathBuf>,
+    /// `connection_attempts = N` (as OpenSSH's ConnectionAttempts); `None` = the default.
+    pub connection_attempts: Option<u32>,
     /// `[vars]`: every host's variables.
     pub vars: Vars,
     /// `[hosts.NAME]` tables.
@@ -117,7 +122,7 @@ impl InventoryError {
             line: Some(line),
             column: Some(column),
             message: message.into(),
-            source_line: Some(source),
+            source_line: Some(hide_secret_value(&source)),
         }
     }
 }
@@ -155,6 +160,24 @@ impl fmt::Display for InventoryError {
 
 impl std::error::Error for InventoryError {}
 
+/// A source line as an excerpt may show it: the value of a secret-named key
+/// (`db_password = "..."`, also `db.password` and inside `{ ... }`) replaced, up to the end
+/// of the line, by `<secret: hidden>` (the excerpt of a syntax error must not print it).
+fn hide_secret_value(line: &str) -> String {
+    for (i, _) in line.match_indices('=') {
+        let before = line[..i].trim_end();
+        let key = before
+            .rsplit(|c: char| c.is_whitespace() || matches!(c, '{' | ',' | '.'))
+            .next()
+            .unwrap_or("")
+            .trim_matches(|c| c == '"' || c == '\'');
+        if crate::vars::is_secret_name(key) {
+            return format!("{}= {}", &line[..i], crate::vars::HIDDEN);
+        }
+    }
+    line.to_string()
+}
+
 /// Byte offset → (line, column in characters, that line's text), all 1-based; never panics.
 fn locate(text: &str, offset: usize) -> (usize, usize, String) {
     let mut offset = offset.min(text.len());
@@ -177,6 +200,7 @@ fn locate(text: &str, offset: usize) -> (usize, usize, String) {
 #[serde(deny_unknown_fields)]
 struct RawInventory {
     known_hosts: Option<Spanned<String>>,
+    connection_attempts: Option<Spanned<i64>>,
     #[serde(default)]
     vars: BTreeMap<String, Spanned<toml::Value>>,
     #[serde(default)]
@@ -273,6 +297,20 @@ fn parse_with_home(
             problems.add(kh.span(), "known_hosts must not be empty");
         } else {
             inventory.known_hosts = Some(resolve_path(kh.get_ref(), &base, home));
+        }
+    }
+    if let Some(n) = &raw.connection_attempts {
+        match u32::try_from(*n.get_ref()) {
+            Ok(v) if (1..=MAX_CONNECTION_ATTEMPTS).contains(&v) => {
+                inventory.connection_attempts = Some(v)
+            }
+            _ => problems.add(
+                n.span(),
+                format!(
+                    "connection_attempts must be 1 to {MAX_CONNECTION_ATTEMPTS} (tries per host \
+                     when a connection is reset or refused before login)"
+                ),
+            ),
         }
     }
     inventory.vars = convert_vars(&raw.vars, &mut problems);
@@ -1075,6 +1113,23 @@ vars = { partition = "gpu" }
     }
 
     #[test]
+    fn a_syntax_error_never_shows_a_secret_value() {
+        for text in [
+            "[vars]\ndb_password = \"INVSECRET-333\n",
+            "[vars]\napi_key = \"INVSECRET-333\" x\n",
+            "[vars]\ndb = { passphrase = \"INVSECRET-333\", port = }\n",
+            "[vars]\ndb.private_key = 'INVSECRET-333\n",
+            "[hosts.a]\naddress = \"a\"\n[hosts.a.vars]\n\"join_tokens\" = [\"INVSECRET-333\",\n",
+        ] {
+            let shown = err(text).to_string();
+            assert!(!shown.contains("INVSECRET"), "{shown}");
+            assert!(shown.contains("<secret: hidden>"), "{shown}");
+        }
+        let shown = err("[vars]\nport = \"22\n").to_string();
+        assert!(shown.contains("port = \"22"), "{shown}");
+    }
+
+    #[test]
     fn unknown_fields_are_refused_at_their_key() {
         let e = err("[hosts.a]\nadress = \"x\"\n");
         assert_eq!(e.line, Some(2));
@@ -1137,6 +1192,20 @@ vars = { partition = "gpu" }
         let e = err("[hosts.a]\njump = \"outside,a\"\n");
         assert_eq!(e.message, "jump loop: a -> a");
         inv("[hosts.a]\njump = \"b\"\n[hosts.b]\njump = \"elsewhere\"\n");
+    }
+
+    #[test]
+    fn connection_attempts_are_bounded() {
+        assert_eq!(
+            inv("connection_attempts = 5\n").connection_attempts,
+            Some(5)
+        );
+        assert_eq!(inv("").connection_attempts, None);
+        for bad in ["0", "-1", "21", "99999999999"] {
+            let e = err(&format!("connection_attempts = {bad}\n"));
+            assert!(e.message.contains("1 to 20"), "{bad}: {e}");
+            assert_eq!((e.line, e.column), (Some(1), Some(23)), "{bad}");
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod recipe;
 mod report;
 mod run;
 pub mod sandbox;
+mod secret_ops;
 mod secrets;
 mod ssh_config;
 mod transport;
@@ -30,3 +31,5 @@ mod vars;
 
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod test_precondition;

@@ -103,6 +103,9 @@ pub struct Recap {
     /// Where the host stopped (interrupted or failed): `recipe:line`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<String>,
+    /// Tries its connection took, when more than one (a reset or refused handshake retried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_tries: Option<u32>,
 }
 
 /// A recipe's `log()` line on a `--via` node, carried to the controller as an event.
@@ -322,6 +325,18 @@ impl Reporter {
         }
     }
 
+    /// Records that `host`'s connection took `tries` tries (shown in its recap).
+    pub fn connect_tries(&self, host: &str, tries: u32) {
+        if let Ok(mut i) = self.inner.lock() {
+            let r = i.recaps.entry(host.to_string()).or_insert_with(|| Recap {
+                event: "recap",
+                host: host.to_string(),
+                ..Default::default()
+            });
+            r.connect_tries = Some(tries);
+        }
+    }
+
     /// Whether `host` has ended (has a recap with an outcome) already.
     pub fn has_recap(&self, host: &str) -> bool {
         self.inner
@@ -388,6 +403,7 @@ impl Reporter {
                 } else {
                     "\nRECAP\n"
                 });
+                let mut said_by: BTreeMap<String, String> = BTreeMap::new();
                 for r in &recaps {
                     let state = if r.unreachable {
                         self.paint("unreachable", "1;31")
@@ -406,8 +422,19 @@ impl Reporter {
                         state
                     ));
                     if let Some(m) = &r.msg {
-                        for l in self.safe(m).lines() {
-                            t.push_str(&format!("{:<12}   {}\n", "", l));
+                        // Hosts that failed alike (all behind one jump host) say it once.
+                        let own = format!("{}: ", r.host);
+                        let body = m.strip_prefix(&own).unwrap_or(m);
+                        match said_by.get(body) {
+                            Some(first) => {
+                                t.push_str(&format!("{:<12}   same as {}\n", "", self.safe(first)))
+                            }
+                            None => {
+                                said_by.insert(body.to_string(), r.host.clone());
+                                for l in self.safe(m).lines() {
+                                    t.push_str(&format!("{:<12}   {}\n", "", l));
+                                }
+                            }
                         }
                     }
                     // A failed step's message starts with its place already.

@@ -32,6 +32,47 @@ pub fn describe_bytes(b: &[u8]) -> String {
     format!("<secret: {} bytes, sha256 {}>", b.len(), &h[..16])
 }
 
+/// The placeholder text of a secret inside `bytes`, if any: `<secret: N bytes, sha256 X>`
+/// (what a secret turns into when made text: `${s}`, `to_string`) or `<secret: hidden>`.
+/// Such text must never reach a host in place of the secret.
+pub fn placeholder_in(bytes: &[u8]) -> Option<String> {
+    const OPEN: &[u8] = b"<secret: ";
+    for at in memchr::memmem::find_iter(bytes, OPEN) {
+        let rest = &bytes[at + OPEN.len()..];
+        if rest.starts_with(b"hidden>") {
+            return Some(crate::vars::HIDDEN.to_string());
+        }
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let rest2 = &rest[digits..];
+        const MID: &[u8] = b" bytes, sha256 ";
+        if digits == 0 || !rest2.starts_with(MID) {
+            continue;
+        }
+        let hexpart = &rest2[MID.len()..];
+        if hexpart.len() > 16
+            && hexpart[..16].iter().all(|b| b.is_ascii_hexdigit())
+            && hexpart[16] == b'>'
+        {
+            let len = OPEN.len() + digits + MID.len() + 17;
+            return Some(String::from_utf8_lossy(&bytes[at..at + len]).into_owned());
+        }
+    }
+    None
+}
+
+/// Refuses text bound for a host that holds a secret's placeholder instead of the secret.
+pub fn refuse_placeholder(what: &str, bytes: &[u8]) -> Result<(), String> {
+    match placeholder_in(bytes) {
+        None => Ok(()),
+        Some(p) => Err(format!(
+            "{what} holds the placeholder {p} where a secret was meant: the secret was turned \
+             into text (`${{...}}` interpolation, to_string, print, or a string function), and \
+             a host never gets that text. Join a secret with `+` instead (`\"password=\" + s` is \
+             a secret too, written as the real bytes), or pass it in a template's `vars`"
+        )),
+    }
+}
+
 pub fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
@@ -161,6 +202,16 @@ mod tests {
             assert!(!out.contains(&raw), "{out}");
             assert!(out.contains("<secret:"), "{out}");
         }
+    }
+
+    #[test]
+    fn placeholders_are_found() {
+        let p = describe_bytes(b"hunter2");
+        assert_eq!(placeholder_in(format!("pw={p}\n").as_bytes()), Some(p));
+        assert!(placeholder_in(b"x <secret: hidden> y").is_some());
+        assert!(placeholder_in(b"<secret: 3 bytes, sha256 0123>").is_none());
+        assert!(placeholder_in(b"<secret: many> <secret: bytes").is_none());
+        assert!(refuse_placeholder("command", b"echo hi").is_ok());
     }
 
     #[test]

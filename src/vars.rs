@@ -5,15 +5,43 @@ use rhai::{Dynamic, Map};
 
 use crate::recipe::Recipe;
 
-/// Names whose values are secrets: never shown in any output.
+/// The last word of a name that makes its value a secret (docs/security.md).
+pub const SECRET_WORDS: &[&str] = &[
+    "secret",
+    "secrets",
+    "password",
+    "passwords",
+    "passwd",
+    "passphrase",
+    "passphrases",
+    "token",
+    "tokens",
+    "key",
+    "apikey",
+    "credential",
+    "credentials",
+];
+
+/// Names whose values are secrets: never shown in any output. The name's last word (split at
+/// `_`, `-`, `.` and lower-to-upper case changes: `db_password`, `apiKey`, `join-token`)
+/// is one of [`SECRET_WORDS`]; `munge_key_file` is not a secret, `munge_key` is.
 pub fn is_secret_name(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    ["_secret", "_password", "_token", "_passphrase"]
-        .iter()
-        .any(|s| n.ends_with(s))
-        || n == "secret"
-        || n == "password"
-        || n == "token"
+    let mut last = String::new();
+    let mut prev_lower = false;
+    for c in name.chars() {
+        if matches!(c, '_' | '-' | '.') || (c.is_uppercase() && prev_lower) {
+            if !matches!(c, '_' | '-' | '.') {
+                last.clear();
+                last.push(c);
+            } else {
+                last.clear();
+            }
+        } else {
+            last.push(c);
+        }
+        prev_lower = c.is_lowercase() || c.is_ascii_digit();
+    }
+    SECRET_WORDS.contains(&last.to_lowercase().as_str())
 }
 
 /// What output shows for a secret-named variable's value (its name is enough to find it).
@@ -383,7 +411,38 @@ mod tests {
 
     #[test]
     fn secret_names() {
-        assert!(is_secret_name("k8s_join_token"));
-        assert!(!is_secret_name("munge_key_path"));
+        for n in [
+            "k8s_join_token",
+            "api_key",
+            "private_key",
+            "munge_key",
+            "passphrase",
+            "ssh_passphrase",
+            "tokens",
+            "join_tokens",
+            "secret",
+            "DB_PASSWORD",
+            "db-password",
+            "apiKey",
+            "apikey",
+            "aws.secret",
+            "ldap_passwd",
+            "registry_credentials",
+        ] {
+            assert!(is_secret_name(n), "{n}");
+        }
+        for n in [
+            "munge_key_path",
+            "munge_key_file",
+            "keyboard",
+            "monkey",
+            "port",
+            "token_ttl",
+            "password_file",
+            "",
+            "hosts",
+        ] {
+            assert!(!is_secret_name(n), "{n}");
+        }
     }
 }

@@ -302,22 +302,26 @@ fn controller_mode_plays_recipes_in_order_and_reuses_connections() {
 
 #[test]
 fn a_host_behind_a_jump_host_is_reached_through_it() {
-    let jump = Sshd::start();
-    let inner = Sshd::start_with("127.0.0.2", "");
-    // The inner host is named by its address as seen from the jump host.
-    let mut kh = std::fs::read_to_string(jump.path("known_hosts")).unwrap_or_default();
-    kh.push_str(&std::fs::read_to_string(inner.path("known_hosts")).unwrap_or_default());
-    std::fs::write(jump.path("known_hosts"), kh).expect("known_hosts");
-    std::fs::copy(jump.path("client_key.pub"), inner.path("authorized_keys")).expect("authorize");
-    let inv = jump.inventory(
-        "bastion",
+    use common::netns::{self, Netns, PORT};
+    // The inner host listens in a network namespace this machine cannot enter: only the
+    // jump host, on the namespace's one link, can reach it. Ignoring `jump` fails.
+    let mut ns = Netns::new();
+    let far = ns.far.clone();
+    ns.sshd(&far, "");
+    ns.sshd("127.0.0.2", "");
+    assert!(!netns::reachable_from_here("127.0.0.2", PORT));
+    let kh = ns.known_hosts();
+    let key = ns.client_key.display().to_string();
+    let inv = netns::write(
+        ns.dir.path(),
+        "inventory.toml",
         &format!(
-            "\n[hosts.inner]\naddress = \"127.0.0.2\"\nport = {}\nuser = \"root\"\nkey = \"{}\"\njump = \"bastion\"\n",
-            inner.port,
-            jump.path("client_key").display()
+            "known_hosts = \"{kh}\"\n\n[hosts.bastion]\naddress = \"{far}\"\nport = {PORT}\nuser = \"root\"\nkey = \"{key}\"\n\
+             \n[hosts.inner]\naddress = \"127.0.0.2\"\nport = {PORT}\nuser = \"root\"\nkey = \"{key}\"\njump = \"bastion\"\n",
+            kh = kh.display(),
         ),
     );
-    let base = inner.path("via-jump");
+    let base = ns.path("via-jump");
     engine(base.display())
         .args(["--host", "inner", "--json", "-i"])
         .arg(&inv)

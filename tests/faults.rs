@@ -342,23 +342,24 @@ fn sshd_killed_mid_command_fails_that_host_only() {
     let other = Sshd::start();
     let dir = other.dir.path();
     let recipe = write_recipe(dir);
+    let (slow_cut, slow_other) = (own_sleep("6.25"), own_sleep("3.25"));
     let inv = inventory(
         dir,
         &[
             spec(
                 "cut",
                 &victim,
-                format!("{}, slow = \"6.25\"", base_var(dir, "c")),
+                format!("{}, slow = \"{slow_cut}\"", base_var(dir, "c")),
             ),
             spec(
                 "other",
                 &other,
-                format!("{}, slow = \"3.25\"", base_var(dir, "o")),
+                format!("{}, slow = \"{slow_other}\"", base_var(dir, "o")),
             ),
         ],
     );
     let child = run_all(&recipe, &inv).spawn();
-    wait_until("the slow command", 30, || running(&["sleep", "6.25"]));
+    wait_until("the slow command", 30, || running(&["sleep", &slow_cut]));
     cut(&mut victim);
     let r = child.finish();
     assert_eq!(r.code, 1, "{}", r.show());
@@ -387,15 +388,7 @@ fn sshd_killed_mid_transfer_leaves_the_old_file_whole() {
     let dir = s.dir.path();
     let recipe = write_recipe(dir);
     // 50 MB of incompressible bytes: goes over a channel of its own with streamed stdin.
-    let mut big = vec![0u8; 50 * 1024 * 1024];
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    for chunk in big.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let b = x.to_le_bytes();
-        chunk.copy_from_slice(&b[..chunk.len()]);
-    }
+    let big = common::leaks::random_bytes(50 * 1024 * 1024);
     std::fs::write(dir.join("big.src"), &big).expect("big");
     let base = dir.join("t");
     std::fs::create_dir_all(&base).expect("base");
@@ -454,8 +447,7 @@ fn sshd_killed_mid_transfer_leaves_the_old_file_whole() {
 
 #[test]
 fn a_full_disk_fails_the_write_and_keeps_the_old_file() {
-    if !is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
+    if !require_root("mounting a tmpfs") {
         return;
     }
     let s = Sshd::start();
@@ -525,7 +517,7 @@ const SANDBOX: &str = "faults";
 
 /// Variables a shipped recipe needs to run on the sandbox: the first host is the master.
 /// The recipe's declarations are read from `recipe list` (name = default).
-fn sandbox_vars(recipe: &Path, master: &str) -> Vec<String> {
+fn sandbox_vars(recipe: &Path, master: &str, work: &Path) -> Vec<String> {
     let dir = recipe.parent().unwrap_or(Path::new("."));
     let file = recipe
         .file_name()
@@ -560,14 +552,19 @@ fn sandbox_vars(recipe: &Path, master: &str) -> Vec<String> {
         if name == "slurm_task_plugin" && is_string {
             v.push(format!("{name}=task/none"));
         }
+        if name == "key_src" {
+            // The benchmark's MUNGE key, on the controller.
+            let key = work.join("munge.key");
+            std::fs::write(&key, common::leaks::random_bytes(1024)).expect("key");
+            v.push(format!("{name}={}", key.display()));
+        }
     }
     v
 }
 
 #[test]
 fn on_sandbox_hosts() {
-    if !is_root() {
-        eprintln!("skipped: the sandbox needs root");
+    if !require_root("booting sandbox hosts") {
         return;
     }
     let sb = Sandbox::up(SANDBOX, &["f1", "f2"]).start();
@@ -584,6 +581,7 @@ fn on_sandbox_hosts() {
         .collect();
     recipes.sort();
     assert!(!recipes.is_empty());
+    let keys = tempfile::tempdir().expect("tmp");
     for r in &recipes {
         let before = sb.root_fingerprints(&hosts);
         let controller = std::fs::read_to_string(r)
@@ -594,21 +592,19 @@ fn on_sandbox_hosts() {
             c = c.args(["--group", "all"]);
         }
         c = c.args(["--dry-run", "--diff", "--timeout", "60"]);
-        for v in sandbox_vars(r, hosts[0]) {
+        for v in sandbox_vars(r, hosts[0], keys.path()) {
             c = c.args(["--var", &v]);
         }
         let out = c
             .timeout(common::sandbox::RUN_TIMEOUT)
             .run()
             .expect_no_panic();
-        assert_ne!(out.code, 2, "{}: {}", r.display(), out.show());
-        if !out.success() {
-            eprintln!(
-                "note: the dry run of {} on fresh hosts ended with {}",
-                r.display(),
-                out.code
-            );
-        }
+        assert!(
+            out.success(),
+            "the dry run of {} on fresh hosts failed:\n{}",
+            r.display(),
+            out.show()
+        );
         common::sandbox::assert_same_hosts(
             &before,
             &sb.root_fingerprints(&hosts),

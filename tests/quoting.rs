@@ -9,8 +9,8 @@
 mod common;
 use common::*;
 
-use proptest::strategy::{Strategy, ValueTree};
-use proptest::test_runner::{Config, TestRunner};
+use proptest::prelude::{proptest, Strategy};
+use proptest::test_runner::{Config, FileFailurePersistence};
 
 const RECIPE: &str = r#"// Quoting test: every name is used as a path and as an argument.
 import "text" as text;
@@ -60,105 +60,111 @@ fn names() -> impl Strategy<Value = Vec<String>> {
     proptest::collection::vec(name, 12)
 }
 
-#[test]
-fn arbitrary_paths_and_arguments_arrive_byte_exact() {
+/// One run on a fresh sshd with `list` as the names; every result read back byte-exact.
+fn arrive_byte_exact(list: &[String]) {
     let sshd = Sshd::start();
     let dir = sshd.dir.path();
     let recipe_path = dir.join("quoting.rhai");
     std::fs::write(&recipe_path, RECIPE).expect("recipe");
-    let mut runner = TestRunner::new(Config::default());
-    // A few independent batches: each is one run over one connection.
-    for batch in 0..3 {
-        let mut list: Vec<String> = names().new_tree(&mut runner).expect("generate").current();
-        // Always include the classics.
-        if batch == 0 {
-            list.extend(
-                [
-                    "-rf",
-                    "--",
-                    "a b",
-                    "it's",
-                    "$(touch pwned)",
-                    "`id`",
-                    "\\",
-                    "\n",
-                    "*",
-                    ";touch pwned;",
-                    "' ; touch pwned ; '",
-                ]
-                .map(String::from),
+    let base = dir.join("b");
+    let mut vars = toml::Table::new();
+    vars.insert(
+        "names".into(),
+        toml::Value::Array(list.iter().cloned().map(toml::Value::String).collect()),
+    );
+    vars.insert(
+        "base".into(),
+        toml::Value::String(base.display().to_string()),
+    );
+    let inv = sshd.inventory("q", &format!("vars = {}", toml::Value::Table(vars)));
+    let out = Test::new()
+        .arg("run")
+        .arg(&recipe_path)
+        .args(["--host", "q", "--json", "-i"])
+        .arg(&inv)
+        .run();
+    assert!(out.success(), "names {list:?}\n{}", out.show());
+    for (i, n) in list.iter().enumerate() {
+        let d = base.join(format!("d-{n}"));
+        let read = |p: std::path::PathBuf| {
+            std::fs::read(&p).unwrap_or_else(|e| panic!("{n:?}: {}: {e}", p.display()))
+        };
+        assert_eq!(read(d.join(format!("f-{n}"))), n.as_bytes(), "file {n:?}");
+        for what in ["arg", "env", "stdin"] {
+            assert_eq!(
+                read(base.join(format!("{what}-{i}"))),
+                n.as_bytes(),
+                "{what} {n:?}"
             );
         }
-        let base = dir.join(format!("b{batch}"));
-        let mut vars = toml::Table::new();
-        vars.insert(
-            "names".into(),
-            toml::Value::Array(list.iter().cloned().map(toml::Value::String).collect()),
+        assert_eq!(
+            read(base.join(format!("pwd-{i}"))),
+            format!("{}\n", d.display()).as_bytes(),
+            "chdir {n:?}"
         );
-        vars.insert(
-            "base".into(),
-            toml::Value::String(base.display().to_string()),
-        );
-        let inv = sshd.inventory("q", &format!("vars = {}", toml::Value::Table(vars)));
-        let out = Test::new()
-            .arg("run")
-            .arg(&recipe_path)
-            .args(["--host", "q", "--json", "-i"])
-            .arg(&inv)
-            .run();
-        assert!(out.success(), "names {list:?}\n{}", out.show());
-        for (i, n) in list.iter().enumerate() {
-            let d = base.join(format!("d-{n}"));
-            let read = |p: std::path::PathBuf| {
-                std::fs::read(&p).unwrap_or_else(|e| panic!("{n:?}: {}: {e}", p.display()))
-            };
-            assert_eq!(read(d.join(format!("f-{n}"))), n.as_bytes(), "file {n:?}");
-            assert_eq!(
-                read(base.join(format!("arg-{i}"))),
-                n.as_bytes(),
-                "argument {n:?}"
-            );
-            assert_eq!(
-                read(base.join(format!("env-{i}"))),
-                n.as_bytes(),
-                "env {n:?}"
-            );
-            assert_eq!(
-                read(base.join(format!("stdin-{i}"))),
-                n.as_bytes(),
-                "stdin {n:?}"
-            );
-            assert_eq!(
-                read(base.join(format!("pwd-{i}"))),
-                format!("{}\n", d.display()).as_bytes(),
-                "chdir {n:?}"
-            );
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&d).map(|m| m.permissions().mode() & 0o7777);
-            assert_eq!(mode.ok(), Some(0o750), "directory mode {n:?}");
-        }
-        // Nothing else was created next to the base (no stray word-split or glob results).
-        let stray: Vec<_> = std::fs::read_dir(dir)
-            .expect("dir")
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| {
-                !n.starts_with('b')
-                    && !n.contains("key")
-                    && !n.starts_with("sshd")
-                    && !n.starts_with("inventory")
-                    && n != "known_hosts"
-                    && n != "quoting.rhai"
-                    && n != "authorized_keys"
-            })
-            .collect();
-        assert!(stray.is_empty(), "stray files: {stray:?}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&d).map(|m| m.permissions().mode() & 0o7777);
+        assert_eq!(mode.ok(), Some(0o750), "directory mode {n:?}");
     }
+    // Nothing else was created next to the base (no stray word-split or glob results).
+    let stray: Vec<_> = std::fs::read_dir(dir)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n != "b"
+                && !n.contains("key")
+                && !n.starts_with("sshd")
+                && !n.starts_with("inventory")
+                && n != "known_hosts"
+                && n != "quoting.rhai"
+                && n != "authorized_keys"
+        })
+        .collect();
+    assert!(stray.is_empty(), "stray files: {stray:?}");
     for d in [
         dir.to_path_buf(),
         std::path::PathBuf::from("/root"),
         std::path::PathBuf::from("/"),
     ] {
         assert!(!d.join("pwned").exists(), "a name ran as a command");
+    }
+}
+
+/// The classics, every time.
+#[test]
+fn known_hard_names_arrive_byte_exact() {
+    arrive_byte_exact(
+        &[
+            "-rf",
+            "--",
+            "a b",
+            "it's",
+            "$(touch pwned)",
+            "`id`",
+            "\\",
+            "\n",
+            "*",
+            ";touch pwned;",
+            "' ; touch pwned ; '",
+        ]
+        .map(String::from),
+    );
+}
+
+proptest! {
+    // A failing case is saved in tests/quoting.proptest-regressions (commit it) and replayed
+    // first on every later run; each case is one run over one connection, so few cases and
+    // a short shrink.
+    #![proptest_config(Config {
+        cases: 3,
+        max_shrink_iters: 64,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        ..Config::default()
+    })]
+
+    #[test]
+    fn arbitrary_paths_and_arguments_arrive_byte_exact(list in names()) {
+        arrive_byte_exact(&list);
     }
 }

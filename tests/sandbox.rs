@@ -1,6 +1,6 @@
 //! Integration test of `recipe sandbox`: two real systemd hosts (systemd-nspawn), the example
 //! recipe run on both through the generated inventory, name resolution between them, and a
-//! `down` that leaves nothing behind. Needs root (it skips itself otherwise); the first run on
+//! `down` that leaves nothing behind. Needs root (it fails otherwise); the first run on
 //! a machine builds the base image with debootstrap (a couple of minutes).
 
 mod common;
@@ -66,8 +66,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 #[test]
 fn sandbox_up_run_reach_down() {
-    if !is_root() {
-        eprintln!("skipped: `recipe sandbox` needs root");
+    if !require_root("`recipe sandbox`") {
         return;
     }
     let _guard = common::sandbox::Down::new(NAME);

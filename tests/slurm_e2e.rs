@@ -10,8 +10,10 @@
 //!   idle and srun -N3 answers from all three.
 //! - `packages_mode_after_pure_dry_run`: fresh master,w1,w2 → a dry run of every recipe
 //!   (and of cluster.rhai in both modes) leaves the hosts exactly as they were →
-//!   cluster.rhai in packages mode → the same sinfo/srun checks → a second run reports 0
-//!   changed.
+//!   cluster.rhai in packages mode as a site whose workers only the master reaches (the
+//!   controller in a network namespace with no route to them, `jump = "master"`) → the same
+//!   sinfo/srun checks → a second run reports 0 changed → without the jump host the workers
+//!   are unreachable.
 //!
 //! Needs root and the sandbox tools (debootstrap, systemd-container, tinyproxy) plus access
 //! to Debian's archive (packages, and the Slurm source package for the tarball, since
@@ -23,6 +25,7 @@
 //! 10.5 minutes (the Slurm build most of it), the packages test 1 to 1.5; they run in parallel.
 
 mod common;
+use common::netns;
 use common::sandbox::{self, assert_same_hosts, assert_unchanged, Sandbox};
 use common::*;
 
@@ -67,20 +70,9 @@ fn check_cluster(sb: &Sandbox, bin: &str, workers: &[&str], t0: Instant) {
     );
 }
 
-/// Everything a dry run must not touch on a host, as lines (compared before/after).
-const FINGERPRINT: &str = r#"
-dpkg-query -W -f '${Package} ${Version} ${db:Status-Abbrev}\n' | sort
-getent passwd; getent group
-systemctl list-units --all --plain --no-legend --no-pager 'munge*' 'slurm*' | awk '{print "unit", $1, $3, $4}'
-systemctl list-unit-files --no-legend --no-pager | awk '{print "unit-file", $1, $2}' | sort
-find /etc /usr /opt /srv /var/lib /var/spool /var/cache/apt/archives /root -xdev \
-  \( -path /var/lib/systemd -o -path /var/lib/apt/lists -o -path /root/.cache \) -prune \
-  -o -printf '%p|%y|%s|%m|%u|%g|%T@|%l\n' | sort
-"#;
-
 fn fingerprints(sb: &Sandbox) -> std::collections::BTreeMap<String, String> {
     let hosts: Vec<&str> = sb.addrs.keys().map(String::as_str).collect();
-    sb.fingerprints(&hosts, FINGERPRINT)
+    sb.root_fingerprints(&hosts)
 }
 
 fn fetch_source(release: &str) -> PathBuf {
@@ -221,25 +213,14 @@ fn source_mode(release: &str, name: &str, full: bool) {
         );
     }
     check_cluster(&sb, "/usr/local/bin/", &["w1", "w2"], t0);
-    // The key never appears in the output, in any form.
-    let key_b64 = sb.ssh_ok("master", "base64 -w0 /etc/munge/munge.key");
-    let key_hex = sb.ssh_ok(
-        "master",
-        "od -An -tx1 -v /etc/munge/munge.key | tr -d ' \\n'",
-    );
+    // The key never appears in the output (stdout or stderr), in any spelling: raw, hex,
+    // base64, or a window of one.
     let key_raw = sb.ssh("master", "cat /etc/munge/munge.key").stdout;
     assert!(key_raw.len() >= 32, "cannot read the munge key");
-    for out in [&r.stdout, &r.stderr] {
-        assert!(
-            !out.contains(key_b64.trim()) && !out.contains(key_hex.trim()),
-            "the munge key leaked"
-        );
-    }
-    assert!(
-        !r.all_bytes()
-            .windows(key_raw.len())
-            .any(|w| w == key_raw.as_slice()),
-        "the munge key's bytes leaked"
+    common::leaks::assert_clean(
+        "cluster.rhai --diff -vv",
+        &r.all_bytes(),
+        &[("munge key", &key_raw)],
     );
 
     // 2. Second run: nothing changes, through cluster.rhai and every recipe on its own.
@@ -265,9 +246,10 @@ fn source_mode(release: &str, name: &str, full: bool) {
         args.extend(["--dry-run", "--diff", "-vv"]);
         let r = sb.run_ok(recipe, &args);
         assert_unchanged(&r, &format!("{recipe} --dry-run"));
-        assert!(
-            !r.stdout.contains(key_b64.trim()),
-            "the munge key leaked in a dry run of {recipe}"
+        common::leaks::assert_clean(
+            &format!("a dry run of {recipe}"),
+            &r.all_bytes(),
+            &[("munge key", &key_raw)],
         );
     }
     log(
@@ -347,8 +329,14 @@ fn packages_mode_after_pure_dry_run() {
         "dry runs of every recipe and of cluster.rhai: hosts unchanged",
     );
 
-    // 2. The whole of Part 1 with Debian's packages.
-    let r = sb.run_ok("cluster.rhai", &[]);
+    // 2. The whole of Part 1 with Debian's packages, from here on as a site whose workers
+    //    only the master (the login node) reaches: the controller runs in a network
+    //    namespace on the sandbox's bridge with no route to the workers, and the inventory
+    //    reaches them with `jump = "master"` (one shared connection to it per run).
+    let outside = netns::Outside::on_sandbox(sb.octet(), &[&sb.addrs["w1"], &sb.addrs["w2"]]);
+    let via = Some(outside.name.as_str());
+    behind_master(&sb, &["w1", "w2"]);
+    let r = sb.run_ok_in(via, "cluster.rhai", &[]);
     log(
         t0,
         &format!(
@@ -369,13 +357,13 @@ fn packages_mode_after_pure_dry_run() {
     }
 
     // 3. Second run: 0 changed.
-    let r = sb.run_ok("cluster.rhai", &[]);
+    let r = sb.run_ok_in(via, "cluster.rhai", &[]);
     assert_unchanged(&r, "cluster.rhai (packages)");
     log(t0, "second run (packages): 0 changed");
 
     // 4. Configless: slurmd fetches slurm.conf from slurmctld (--conf-server), through a
     //    drop-in that also clears Debian's ConditionPathExists.
-    let r = sb.run_ok("cluster.rhai", &["--var", "slurm_configless=true"]);
+    let r = sb.run_ok_in(via, "cluster.rhai", &["--var", "slurm_configless=true"]);
     log(
         t0,
         &format!(
@@ -394,9 +382,38 @@ fn packages_mode_after_pure_dry_run() {
         .ssh_ok("master", "cat /usr/local/etc/slurm.conf")
         .contains("SlurmctldParameters=enable_configless"));
     check_cluster(&sb, "", &["w1", "w2"], t0);
-    let r = sb.run_ok("cluster.rhai", &["--var", "slurm_configless=true"]);
+    let r = sb.run_ok_in(via, "cluster.rhai", &["--var", "slurm_configless=true"]);
     assert_unchanged(&r, "cluster.rhai (packages, configless)");
-    log(t0, "packages mode done");
+    // The workers really were out of reach: without the jump host, they are unreachable.
+    let direct = std::fs::read_to_string(&sb.inv)
+        .expect("inventory")
+        .replace("jump = \"master\"\n", "");
+    let direct_inv = sb.dir.join("inventory-direct.toml");
+    std::fs::write(&direct_inv, direct).expect("inventory");
+    let r = sandbox::run_json_in(
+        via,
+        &direct_inv,
+        "slurm_check.rhai",
+        &["--group", "workers"],
+    );
+    for w in ["w1", "w2"] {
+        assert_eq!(r.recap(w)["unreachable"], true, "{}", r.show());
+    }
+    log(t0, "packages mode done (through the master as jump host)");
+}
+
+/// Puts `workers` behind the master in the test's inventory (`jump = "master"`).
+fn behind_master(sb: &Sandbox, workers: &[&str]) {
+    let mut inv: toml::Table =
+        toml::from_str(&std::fs::read_to_string(&sb.inv).expect("read")).expect("toml");
+    for w in workers {
+        inv.get_mut("hosts")
+            .and_then(|h| h.get_mut(*w))
+            .and_then(|h| h.as_table_mut())
+            .unwrap_or_else(|| panic!("no host {w} in the inventory"))
+            .insert("jump".into(), "master".into());
+    }
+    std::fs::write(&sb.inv, toml::to_string(&inv).expect("toml")).expect("write inventory");
 }
 
 fn fetch_apptainer() -> PathBuf {

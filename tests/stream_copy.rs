@@ -132,8 +132,7 @@ fn a_big_file_streams_host_to_host_and_is_never_held_whole() {
 /// waited for room the finished receiver would never make, until the run's time limit.
 #[test]
 fn a_copy_whose_destination_fills_up_fails_at_once() {
-    if !is_root() {
-        eprintln!("skipped: mounting a small file system needs root");
+    if !require_root("mounting a small file system") {
         return;
     }
     let sshd = Sshd::start();

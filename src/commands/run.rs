@@ -137,6 +137,8 @@ pub fn run(cfg: RunConfig) -> Result<(), Error> {
     if let RunsOn::Node(me) = &mode {
         hosts.only = Some(me.clone());
     }
+    let interrupted = Arc::new(AtomicBool::new(false));
+    hosts.ssh.interrupted = Some(interrupted.clone());
     let r = Run {
         ctx: Arc::new(RunCtx {
             dry_run: cfg.dry_run,
@@ -144,8 +146,9 @@ pub fn run(cfg: RunConfig) -> Result<(), Error> {
             reporter: reporter.clone(),
             hosts: Arc::new(hosts),
             rt: rt.handle().clone(),
-            interrupted: Arc::new(AtomicBool::new(false)),
+            interrupted,
             planned: Default::default(),
+            downloads: Default::default(),
         }),
         forks: cfg.forks,
         keep_connections: matches!(mode, RunsOn::Controller),

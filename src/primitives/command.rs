@@ -130,6 +130,44 @@ fn do_sh(ctx: &NativeCallContext, cmd: &str, o: ShOpts) -> Result<Dynamic, Box<E
     })
 }
 
+/// `sh` with options; `stdin` may be a secret.
+fn do_sh_opts(
+    ctx: &NativeCallContext,
+    cmd: &str,
+    mut m: rhai::Map,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    let secret_stdin = match m.get("stdin") {
+        Some(v) if v.is::<crate::secrets::Secret>() => m.remove("stdin").map(|v| v.cast()),
+        _ => None,
+    };
+    let mut o: ShOpts = crate::primitives::opts(ctx, "sh", m)?;
+    if let Some(s) = secret_stdin {
+        o.stdin = Some(secret_command(ctx, &s)?.0);
+    }
+    do_sh(ctx, cmd, o)
+}
+
+/// A secret as command text, known to the redactor, and what output shows instead.
+fn secret_command(
+    ctx: &NativeCallContext,
+    s: &crate::secrets::Secret,
+) -> Result<(String, String), Box<EvalAltResult>> {
+    let text = String::from_utf8(s.0.to_vec()).map_err(|_| {
+        super::err_at(
+            format!(
+                "sh: a secret of {} bytes is not UTF-8 text; write binary secrets with \
+                 file(path, #{{content: s}})",
+                s.0.len()
+            ),
+            ctx.call_position(),
+        )
+    })?;
+    if let Ok(h) = super::host_ctx(ctx) {
+        h.run.reporter.redactor().add(&s.0);
+    }
+    Ok((text, s.describe()))
+}
+
 fn do_probe(
     ctx: &NativeCallContext,
     cmd: &str,
@@ -220,8 +258,35 @@ pub mod api {
         cmd: &str,
         opts: rhai::Map,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        let o: ShOpts = crate::primitives::opts(&ctx, "sh", opts)?;
-        do_sh(&ctx, cmd, o)
+        do_sh_opts(&ctx, cmd, opts)
+    }
+
+    /// Runs a command that holds a secret (`"login -p " + s`): the host gets the real
+    /// command, output shows its size and checksum (or `name`). Options as for `sh`.
+    #[rhai_fn(name = "sh", return_raw)]
+    pub fn sh_secret_opts(
+        ctx: NativeCallContext,
+        cmd: crate::secrets::Secret,
+        opts: rhai::Map,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
+        let (text, label) = secret_command(&ctx, &cmd)?;
+        let mut opts = opts;
+        opts.entry("name".into()).or_insert_with(|| label.into());
+        do_sh_opts(&ctx, &text, opts)
+    }
+
+    /// Runs a command that holds a secret, without guards.
+    #[rhai_fn(name = "sh", return_raw)]
+    pub fn sh_secret(
+        ctx: NativeCallContext,
+        cmd: crate::secrets::Secret,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
+        let (text, label) = secret_command(&ctx, &cmd)?;
+        let o = ShOpts {
+            name: Some(label),
+            ..ShOpts::default()
+        };
+        do_sh(&ctx, &text, o)
     }
 
     /// Runs a shell command without guards: always runs, always `changed`.

@@ -819,15 +819,14 @@ fn do_template(
                 None => return Err("template option `vars` must be a map".into()),
             }
         }
-        let json: serde_json::Value = rhai::serde::from_dynamic(&Dynamic::from_map(vars))
-            .map_err(|e| format!("template variables: {e}"))?;
+        let (json, has_secret) = crate::secret_ops::template_json(vars)?;
         let rendered = render(src, &text, &json)?;
         ensure_content(
             h,
             dest,
             &Payload {
                 bytes: Arc::new(rendered.into_bytes()),
-                secret: o.secret,
+                secret: o.secret || has_secret,
             },
             &o.attrs,
         )
@@ -930,7 +929,23 @@ fn do_download(
     super::step(ctx, "download", dest, |h| {
         super::no_nul("path", dest)?;
         let cur = probe_file(h, dest)?;
-        download_step(url, dest, cur.as_ref(), &o)
+        let plan = download_step(url, dest, cur.as_ref(), &o)?;
+        // Due, on a host without curl or wget: the controller fetches and streams it.
+        if matches!(plan.action, super::Action::Script { .. })
+            && !super::download::host_can_fetch(h)?
+        {
+            let want = o
+                .sha256
+                .as_ref()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty());
+            let t = std::time::Duration::from_secs(o.timeout.unwrap_or(1800));
+            return Ok(
+                super::download::via_controller(url, dest, want, &o.attrs, t, &h.name)
+                    .with("path", dest.to_string()),
+            );
+        }
+        Ok(plan)
     })
 }
 
@@ -976,7 +991,10 @@ pub fn unpack_step<'a>(
         }
     }
     let (a, d) = (quote(archive), quote(dest));
-    let mut cmd = format!("mkdir -p -- {d} && tar -xf {a} -C {d} --no-same-owner");
+    let mut cmd = format!(
+        "{}mkdir -p -- {d} && tar -xf {a} -C {d} --no-same-owner",
+        unpack_needs(archive)
+    );
     if o.strip_components > 0 {
         cmd.push_str(&format!(" --strip-components={}", o.strip_components));
     }
@@ -987,6 +1005,29 @@ pub fn unpack_step<'a>(
     p.result = plan.result;
     p.identity = plan.identity;
     Ok(p.writes(&marker, PlannedFile::new(PlannedContent::Unknown, "")))
+}
+
+/// tar runs a decompressor a minimal host may lack (debootstrap minbase has gzip only):
+/// say which package is missing before anything is unpacked.
+fn unpack_needs(archive: &str) -> String {
+    let a = archive.to_ascii_lowercase();
+    let need = [
+        (&[".xz", ".txz"][..], "xz", "xz-utils"),
+        (&[".bz2", ".tbz2", ".tbz"][..], "bzip2", "bzip2"),
+        (&[".zst", ".tzst"][..], "zstd", "zstd"),
+        (&[".lz4"][..], "lz4", "lz4"),
+    ];
+    for (ends, tool, pkg) in need {
+        if ends.iter().any(|e| a.ends_with(e)) {
+            return format!(
+                "if ! command -v {tool} >/dev/null 2>&1; then echo {} >&2; exit 1; fi; ",
+                quote(&format!(
+                    "{archive} needs {tool}, which is not installed on this host: install it first (packages([\"{pkg}\"]))"
+                ))
+            );
+        }
+    }
+    String::new()
 }
 
 fn do_unpack(
@@ -1726,6 +1767,45 @@ mod decisions {
             p.changes,
             ["unpack /a.tgz into /src/t (depends on h:/a.tgz (planned at b.rhai:3, not yet there))"]
         );
+    }
+
+    /// A host without xz hears which package to install before anything is unpacked.
+    #[test]
+    fn unpack_names_a_missing_decompressor() {
+        let dir = std::env::temp_dir().join(format!("recipe-unpack-{}", std::process::id()));
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        // A PATH with the shell's tools but no xz.
+        for t in ["mkdir", "tar", "cat"] {
+            let _ = std::os::unix::fs::symlink(format!("/bin/{t}"), bin.join(t));
+        }
+        let o = UnpackOpts::default();
+        let facts = UnpackFacts {
+            marker: false,
+            archive: true,
+            planned_archive: None,
+        };
+        let xz = dir.join("a.tar.xz").to_string_lossy().to_string();
+        let out_dir = dir.join("out").to_string_lossy().to_string();
+        let p = unpack_step(&xz, &out_dir, &facts, &o).unwrap();
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script_of(&p))
+            .env("PATH", &bin)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        let made = dir.join("out").exists();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains("needs xz") && err.contains("packages([\"xz-utils\"])"),
+            "{err}"
+        );
+        assert!(!made, "the folder was made before the check");
+        // gzip needs no check: tar has it on every Debian host.
+        let p = unpack_step("/a.tgz", "/t", &facts, &o).unwrap();
+        assert!(script_of(&p).starts_with("mkdir"), "{}", script_of(&p));
     }
 
     #[test]

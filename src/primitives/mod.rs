@@ -34,6 +34,7 @@ macro_rules! choice {
 }
 
 pub mod command;
+pub mod download;
 pub mod facts;
 pub mod files;
 pub mod packages;
@@ -49,7 +50,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::context::HostCtx;
-use crate::planned::PlannedFile;
+use crate::planned::{PlannedContent, PlannedFile};
 use crate::report::{Status, StepEvent};
 
 /// What a step did (or, in a dry run, would do): what `step` reports and returns.
@@ -332,6 +333,14 @@ pub fn opts<T: DeserializeOwned>(
             .find(|k| !valid.contains(&k.as_str()))
             .map(|k| unknown_option(what, k, valid))
     });
+    let unknown = unknown.or_else(|| {
+        m.iter().find(|(_, v)| holds_secret(v)).map(|(k, _)| {
+            format!(
+                "{what}: option `{k}` cannot take a secret (a secret goes to a host only as \
+                 `file` content, `sh` command or `stdin`, or in a template's `vars`)"
+            )
+        })
+    });
     let res = match unknown {
         Some(msg) => Err(msg),
         None => rhai::serde::from_dynamic::<T>(&Dynamic::from_map(m)).map_err(|e| {
@@ -349,6 +358,20 @@ pub fn opts<T: DeserializeOwned>(
         failed_options_step(ctx, what, &msg);
         err_at(msg, ctx.call_position())
     })
+}
+
+/// Whether `v` is a secret or holds one (in a map or list).
+fn holds_secret(v: &Dynamic) -> bool {
+    if v.is::<crate::secrets::Secret>() {
+        return true;
+    }
+    if let Some(m) = v.read_lock::<Map>() {
+        return m.values().any(holds_secret);
+    }
+    if let Some(a) = v.read_lock::<rhai::Array>() {
+        return a.iter().any(holds_secret);
+    }
+    false
 }
 
 /// Reports a step that failed on its options (there is no target yet: it is "(options)").
@@ -480,6 +503,7 @@ fn carry_out(
     at: &str,
     plan: StepPlan,
 ) -> Result<Outcome, String> {
+    no_placeholder(&plan)?;
     let StepPlan {
         changes,
         diff,
@@ -545,6 +569,30 @@ fn carry_out(
     }
     out.result = result;
     Ok(out)
+}
+
+/// Refuses a plan that would put a secret's placeholder text on the host (dry runs too).
+fn no_placeholder(plan: &StepPlan) -> Result<(), String> {
+    use crate::secrets::refuse_placeholder as refuse;
+    for (path, f) in &plan.writes {
+        if let PlannedContent::Bytes { bytes, .. } = &f.content {
+            refuse(&format!("the content of {path}"), bytes)?;
+        }
+    }
+    match &plan.action {
+        Action::Script { cmd, stdin, .. } => {
+            refuse("the command", cmd.as_bytes())?;
+            refuse("the input", stdin.as_deref().map_or(&[][..], |v| v))
+        }
+        Action::Guarded(g) => {
+            refuse(
+                "the command",
+                format!("{}{}", g.guard, g.command).as_bytes(),
+            )?;
+            refuse("the input", g.stdin.as_deref().unwrap_or(b""))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The note of a dry-run step whose change an earlier step of the run plans.

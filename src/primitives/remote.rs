@@ -133,6 +133,15 @@ pub mod api {
         Ok(())
     }
 
+    /// A note that holds a secret shows the secret's size and checksum.
+    #[rhai_fn(name = "log", return_raw)]
+    pub fn log_secret(
+        ctx: NativeCallContext,
+        msg: crate::secrets::Secret,
+    ) -> Result<(), Box<EvalAltResult>> {
+        log(ctx, &msg.describe())
+    }
+
     /// Stops the recipe on this host with an error message.
     #[rhai_fn(name = "fail", return_raw)]
     pub fn fail(ctx: NativeCallContext, msg: &str) -> Result<(), Box<EvalAltResult>> {

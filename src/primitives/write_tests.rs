@@ -12,8 +12,7 @@ use super::{Attrs, Mode};
 /// requested owner, at any point where it could be opened.
 #[test]
 fn the_temporary_file_is_never_wider_than_requested() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: chown needs root");
+    if !crate::test_precondition::require_root("chown") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");

@@ -133,6 +133,14 @@ async fn run_one(
         c = run.hosts.connection(t) => c,
         _ = signals::reached(signals::Stop::AfterStep) => return not_started(),
     };
+    if let Some((tries, notes)) = run.hosts.take_connect_notes(&name) {
+        if tries > 1 {
+            rep.connect_tries(&name, tries);
+        }
+        for n in notes {
+            rep.note(&name, &n);
+        }
+    }
     let conn = match conn {
         Ok(c) => c,
         Err(e) => {

@@ -1,6 +1,9 @@
-//! SSH transport on russh: one authenticated connection per host, workers on its channels.
+//! SSH transport on russh: one authenticated connection per host, workers on its channels;
+//! one shared connection per jump host, retries of connections turned away before login.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +24,10 @@ pub struct SshOptions {
     pub known_hosts: PathBuf,
     pub accept_new: bool,
     pub connect_timeout: Duration,
+    /// Tries per connection when it is reset, refused or closed before the key exchange ends.
+    pub attempts: u32,
+    /// Set on Ctrl-C: no more waiting to try again.
+    pub interrupted: Option<Arc<AtomicBool>>,
 }
 
 struct Client {
@@ -117,91 +124,301 @@ fn config() -> Arc<client::Config> {
     })
 }
 
-/// Connects and authenticates to `target` (through its jump host if any).
+/// How the first tries of a connection went, when one try was not enough.
+#[derive(Debug, Clone, Default)]
+pub struct Tries {
+    /// Tries it took (1 = the first one succeeded).
+    pub attempts: u32,
+    /// What stopped the first try.
+    pub first: Option<String>,
+}
+
+/// A connection and what it took to open it, for the report.
+pub struct Connected {
+    pub spawner: SshSpawner,
+    pub tries: Tries,
+    /// Notes on the jump hosts this connection opened (tries, reuse of a failed one).
+    pub notes: Vec<String>,
+}
+
+/// One try at the transport and key exchange failed: again, or give up.
+enum Fail {
+    /// Reset, refused or closed before the key exchange ended: worth another try.
+    Again(String),
+    Final(TransportError),
+}
+
+/// Connects and authenticates to `target`, through its jump host if any: that one's
+/// connection comes from `jumps`, opened once per run and shared by every host behind it.
+/// A connection reset, refused or closed before the key exchange ends is tried again, up to
+/// `opts.attempts` tries in all; host key and authentication failures never are.
 pub fn connect<'a>(
     target: &'a Target,
     opts: &'a SshOptions,
     inventory: Option<&'a Path>,
-) -> BoxFut<'a, Result<SshSpawner, TransportError>> {
+    jumps: &'a Jumps,
+) -> BoxFut<'a, Result<Connected, TransportError>> {
     Box::pin(async move {
-        let verdict = Arc::new(Mutex::new(None));
-        let handler = Client {
-            host: target.address.clone(),
-            port: target.port,
-            opts: opts.clone(),
-            verdict: verdict.clone(),
-        };
-        let where_ = format!("{}:{}", target.address, target.port);
-        let (session, jump) = match &target.jump {
-            None => {
-                let tcp = tokio::time::timeout(
-                    opts.connect_timeout,
-                    tokio::net::TcpStream::connect((target.address.as_str(), target.port)),
-                )
-                .await
-                .map_err(|_| {
-                    TransportError::Unreachable(format!(
-                        "no answer from {where_} within {}s",
-                        opts.connect_timeout.as_secs()
-                    ))
-                })?
-                .map_err(|e| TransportError::Unreachable(format!("{where_}: {e}")))?;
-                let _ = tcp.set_nodelay(true);
-                let s = tokio::time::timeout(
-                    opts.connect_timeout,
-                    client::connect_stream(config(), tcp, handler),
-                )
-                .await;
-                (s, None)
-            }
+        let mut notes = Vec::new();
+        let jump = match &target.jump {
+            None => None,
             Some(j) => {
-                let jump = Arc::new(connect(j, opts, inventory).await.map_err(|e| {
-                    TransportError::Unreachable(format!("jump host {}: {e}", j.name))
-                })?);
-                let ch = jump
-                    .handle
-                    .channel_open_direct_tcpip(
-                        target.address.clone(),
-                        target.port as u32,
-                        "127.0.0.1",
-                        0,
-                    )
-                    .await
-                    .map_err(|e| {
-                        TransportError::Unreachable(format!("{where_} through {}: {e}", j.name))
-                    })?;
-                let s = tokio::time::timeout(
-                    opts.connect_timeout,
-                    client::connect_stream(config(), ch.into_stream(), handler),
-                )
-                .await;
-                (s, Some(jump))
+                let (sp, note) = jumps.get(j, opts, inventory).await?;
+                notes.extend(note);
+                Some(sp)
             }
         };
-        let mut handle = match session {
-            Err(_) => {
-                return Err(TransportError::Unreachable(format!(
-                    "{where_}: SSH handshake did not finish within {}s",
-                    opts.connect_timeout.as_secs()
-                )))
+        let mut tries = Tries::default();
+        let mut handle = loop {
+            tries.attempts += 1;
+            match handshake(target, opts, jump.as_deref()).await {
+                Ok(h) => break h,
+                Err(Fail::Final(e)) => return Err(e),
+                Err(Fail::Again(why)) => {
+                    if tries.first.is_none() {
+                        tries.first = Some(why.clone());
+                    }
+                    if tries.attempts >= opts.attempts.max(1) {
+                        let n = tries.attempts;
+                        return Err(TransportError::Unreachable(if n == 1 {
+                            why
+                        } else {
+                            format!("{why} ({n} tries; connection_attempts in the inventory or --connection-attempts gives more)")
+                        }));
+                    }
+                    if !backoff(tries.attempts, opts.interrupted.as_deref()).await {
+                        return Err(TransportError::Unreachable(format!(
+                            "{why}; interrupted before trying again"
+                        )));
+                    }
+                }
             }
-            Ok(Err(e)) => {
-                let said = verdict.lock().ok().and_then(|v| v.clone());
-                return Err(match said {
-                    Some(msg) => TransportError::HostKey(msg),
-                    None => TransportError::Unreachable(format!("{where_}: {e}")),
-                });
-            }
-            Ok(Ok(h)) => h,
         };
         authenticate(&mut handle, target, inventory).await?;
-        Ok(SshSpawner {
-            handle: Arc::new(handle),
-            _jump: jump,
-            become_: target.become_ && target.user != "root",
-            user: target.user.clone(),
+        Ok(Connected {
+            spawner: SshSpawner {
+                handle: Arc::new(handle),
+                _jump: jump,
+                become_: target.become_ && target.user != "root",
+                user: target.user.clone(),
+            },
+            tries,
+            notes,
         })
     })
+}
+
+/// Waits before try `done + 1`: 0.25 s doubling per try, up to 4 s, jittered to half or
+/// one and a half of that, so hosts turned away together do not come back together (as
+/// many at once is what sshd's MaxStartups refuses). False when the run was interrupted.
+async fn backoff(done: u32, interrupted: Option<&AtomicBool>) -> bool {
+    use std::hash::{BuildHasher, Hasher};
+    let base = 250u64 << done.saturating_sub(1).min(4);
+    // A randomly seeded hasher: a random number without another dependency.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(done);
+    let wait = Duration::from_millis(base / 2 + h.finish() % base.max(1));
+    let until = tokio::time::Instant::now() + wait;
+    while tokio::time::Instant::now() < until {
+        if interrupted.is_some_and(|f| f.load(Ordering::Relaxed)) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50).min(wait)).await;
+    }
+    !interrupted.is_some_and(|f| f.load(Ordering::Relaxed))
+}
+
+/// Whether an I/O error is the peer turning the connection away (and may not next time).
+fn turned_away(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe
+    )
+}
+
+/// One try: the TCP connection (or a channel through `jump`) and the key exchange.
+async fn handshake(
+    target: &Target,
+    opts: &SshOptions,
+    jump: Option<&SshSpawner>,
+) -> Result<Handle<Client>, Fail> {
+    let verdict = Arc::new(Mutex::new(None));
+    let handler = Client {
+        host: target.address.clone(),
+        port: target.port,
+        opts: opts.clone(),
+        verdict: verdict.clone(),
+    };
+    let where_ = match (jump, &target.jump) {
+        (Some(_), Some(j)) => format!("{}:{} (through {})", target.address, target.port, j.name),
+        _ => format!("{}:{}", target.address, target.port),
+    };
+    let secs = opts.connect_timeout.as_secs();
+    let session = match jump {
+        None => {
+            let tcp = tokio::time::timeout(
+                opts.connect_timeout,
+                tokio::net::TcpStream::connect((target.address.as_str(), target.port)),
+            )
+            .await
+            .map_err(|_| {
+                Fail::Final(TransportError::Unreachable(format!(
+                    "no answer from {where_} within {secs}s"
+                )))
+            })?
+            .map_err(|e| {
+                let msg = format!("{where_}: {e}");
+                if turned_away(&e) {
+                    Fail::Again(msg)
+                } else {
+                    Fail::Final(TransportError::Unreachable(msg))
+                }
+            })?;
+            let _ = tcp.set_nodelay(true);
+            tokio::time::timeout(
+                opts.connect_timeout,
+                client::connect_stream(config(), tcp, handler),
+            )
+            .await
+        }
+        Some(j) => {
+            let ch = j
+                .handle
+                .channel_open_direct_tcpip(target.address.clone(), target.port as u32, "127.0.0.1", 0)
+                .await
+                .map_err(|e| match e {
+                    // The jump host could not connect (refused, reset): as a direct refusal.
+                    russh::Error::ChannelOpenFailure(russh::ChannelOpenFailure::ConnectFailed) => {
+                        Fail::Again(format!("{where_}: the jump host could not connect"))
+                    }
+                    russh::Error::ChannelOpenFailure(
+                        russh::ChannelOpenFailure::AdministrativelyProhibited,
+                    ) => Fail::Final(TransportError::Unreachable(format!(
+                        "{where_}: the jump host refuses to forward (its sshd_config has AllowTcpForwarding no or DisableForwarding yes)"
+                    ))),
+                    e => Fail::Final(TransportError::Unreachable(format!("{where_}: {e}"))),
+                })?;
+            tokio::time::timeout(
+                opts.connect_timeout,
+                client::connect_stream(config(), ch.into_stream(), handler),
+            )
+            .await
+        }
+    };
+    match session {
+        Err(_) => Err(Fail::Final(TransportError::Unreachable(format!(
+            "{where_}: SSH handshake did not finish within {secs}s"
+        )))),
+        Ok(Err(e)) => {
+            if let Some(msg) = verdict.lock().ok().and_then(|v| v.clone()) {
+                return Err(Fail::Final(TransportError::HostKey(msg)));
+            }
+            match &e {
+                russh::Error::Disconnect | russh::Error::HUP => Err(Fail::Again(format!(
+                    "{where_}: the server closed the connection during the SSH handshake \
+                     (its MaxStartups, a restart, or a connection limit)"
+                ))),
+                russh::Error::IO(io) if turned_away(io) => Err(Fail::Again(format!(
+                    "{where_}: {io} during the SSH handshake"
+                ))),
+                _ => Err(Fail::Final(TransportError::Unreachable(format!(
+                    "{where_}: {e}"
+                )))),
+            }
+        }
+        Ok(Ok(h)) => Ok(h),
+    }
+}
+
+/// The connections to jump hosts of a run: one per hop (user, address, port, keys and its
+/// own jump), opened by the first host behind it and shared by all of them, each host's
+/// connection a direct-tcpip channel on it. A hop that failed stays failed for the run, so
+/// its failure is one handshake and one message, not one per host behind it.
+#[derive(Default)]
+pub struct Jumps {
+    hops: Mutex<HashMap<String, Hop>>,
+    opened: AtomicUsize,
+}
+
+type Hop = Arc<tokio::sync::Mutex<Option<Result<Arc<SshSpawner>, String>>>>;
+
+/// What names a hop: two jump entries with the same key share one connection.
+fn hop_key(t: &Target) -> String {
+    let mut k = format!("{}@{}:{} {:?}", t.user, t.address, t.port, t.keys);
+    if let Some(j) = &t.jump {
+        k.push_str(" via ");
+        k.push_str(&hop_key(j));
+    }
+    k
+}
+
+impl Jumps {
+    /// The connection to jump host `j` (opened now if needed, again if it was lost), and a
+    /// note on it when it took more than one try.
+    async fn get(
+        &self,
+        j: &Target,
+        opts: &SshOptions,
+        inventory: Option<&Path>,
+    ) -> Result<(Arc<SshSpawner>, Vec<String>), TransportError> {
+        let hop = {
+            let mut hops = self
+                .hops
+                .lock()
+                .map_err(|_| TransportError::Lost("internal lock poisoned".into()))?;
+            hops.entry(hop_key(j)).or_default().clone()
+        };
+        let mut slot = hop.lock().await;
+        match slot.as_ref() {
+            Some(Ok(sp)) if !sp.handle.is_closed() => return Ok((sp.clone(), Vec::new())),
+            Some(Err(msg)) => return Err(TransportError::Unreachable(msg.clone())),
+            _ => {}
+        }
+        let name = format!("jump host {} ({}@{}:{})", j.name, j.user, j.address, j.port);
+        match connect(j, opts, inventory, self).await {
+            Ok(c) => {
+                self.opened.fetch_add(1, Ordering::Relaxed);
+                let mut notes = c.notes;
+                if c.tries.attempts > 1 {
+                    notes.push(format!(
+                        "{name}: connected at try {} (the first: {})",
+                        c.tries.attempts,
+                        c.tries.first.unwrap_or_default()
+                    ));
+                }
+                let sp = Arc::new(c.spawner);
+                *slot = Some(Ok(sp.clone()));
+                Ok((sp, notes))
+            }
+            Err(e) => {
+                let msg = format!(
+                    "{name}: {e} (one connection serves every host behind it: they all stop here)"
+                );
+                *slot = Some(Err(msg.clone()));
+                Err(TransportError::Unreachable(msg))
+            }
+        }
+    }
+
+    /// Jump host connections opened so far.
+    pub fn opened(&self) -> usize {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    /// Ends every jump host connection (after the hosts behind them are done).
+    pub async fn close_all(&self) {
+        let hops: Vec<Hop> = self
+            .hops
+            .lock()
+            .map(|h| h.values().cloned().collect())
+            .unwrap_or_default();
+        for hop in hops {
+            if let Some(Ok(sp)) = hop.lock().await.as_ref() {
+                sp.disconnect().await;
+            }
+        }
+    }
 }
 
 /// The signature hash for RSA keys (what the server supports best); `None` otherwise.

@@ -56,6 +56,16 @@ pub fn running_count(argv: &[&str]) -> usize {
         .count()
 }
 
+/// A `sleep` argument of `secs` seconds that no other process on this machine runs: the
+/// test's pid and a counter go in the last decimals, so [`running`] finds this test's command
+/// and not a neighbour's (other tests, other checkouts).
+pub fn own_sleep(secs: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dot = if secs.contains('.') { "" } else { "." };
+    format!("{secs}{dot}000{:07}{n:03}", std::process::id())
+}
+
 /// Waits until `f` holds; the test fails after `secs` seconds.
 pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);

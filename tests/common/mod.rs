@@ -5,8 +5,14 @@
 //! end-to-end harness ([`sandbox`]).
 #![allow(dead_code)]
 
+pub mod leaks;
 pub mod loopback;
+pub mod netns;
+#[path = "../../src/test_precondition.rs"]
+pub mod precondition;
 pub mod sandbox;
+#[allow(unused_imports)]
+pub use precondition::{is_root, require, require_root};
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
@@ -79,6 +85,32 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// Whether process `pid` holds a TCP socket listening on `port` (from /proc/net/tcp{,6} and
+/// the process's file descriptors).
+pub fn listens(pid: u32, port: u16) -> bool {
+    let want = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+        {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st ... inode (10th field); 0A = LISTEN.
+            if f.len() > 9 && f[1].ends_with(&want) && f[3] == "0A" {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .any(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
+}
+
 pub fn sshd_path() -> PathBuf {
     for p in ["/usr/sbin/sshd", "/usr/bin/sshd"] {
         if Path::new(p).exists() {
@@ -109,44 +141,59 @@ impl Sshd {
         keygen(&d.join("client_key"));
         std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).expect("copy key");
         std::fs::create_dir_all("/run/sshd").ok();
-        let port = free_port();
-        let cfg = format!(
-            "Port {port}\nListenAddress {addr}\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPermitRootLogin prohibit-password\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {pid}\n\
-             Subsystem sftp internal-sftp\nLogLevel ERROR\nMaxStartups 200:30:400\n{extra}\n",
-            hk = d.join("host_key").display(),
-            ak = d.join("authorized_keys").display(),
-            pid = d.join("sshd.pid").display(),
-        );
-        std::fs::write(d.join("sshd_config"), cfg).expect("write config");
-        let child = Command::new(sshd_path())
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(d.join("sshd_config"))
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(d.join("sshd.log"))
-                    .map(Stdio::from)
-                    .unwrap_or(Stdio::null()),
-            )
-            .spawn()
-            .expect("sshd starts");
+        // A free port may be taken by someone else before sshd binds it: then sshd exits (or
+        // another process answers there), and we start again on another port. Listening is
+        // judged by the socket sshd itself holds, not by a connect that anyone could answer.
+        let mut attempt = 0;
+        let (port, child) = loop {
+            attempt += 1;
+            let port = free_port();
+            let cfg = format!(
+                "Port {port}\nListenAddress {addr}\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile {pid}\n\
+                 Subsystem sftp internal-sftp\nLogLevel ERROR\nMaxStartups 200:30:400\n{extra}\n",
+                hk = d.join("host_key").display(),
+                ak = d.join("authorized_keys").display(),
+                pid = d.join("sshd.pid").display(),
+            );
+            std::fs::write(d.join("sshd_config"), cfg).expect("write config");
+            let mut child = Command::new(sshd_path())
+                .arg("-D")
+                .arg("-e")
+                .arg("-f")
+                .arg(d.join("sshd_config"))
+                .stdout(Stdio::null())
+                .stderr(
+                    std::fs::File::create(d.join("sshd.log"))
+                        .map(Stdio::from)
+                        .unwrap_or(Stdio::null()),
+                )
+                .spawn()
+                .expect("sshd starts");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let up = loop {
+                if listens(child.id(), port) {
+                    break true;
+                }
+                if matches!(child.try_wait(), Ok(Some(_))) || Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if up {
+                break (port, child);
+            }
+            let log = std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default();
+            assert!(attempt < 5, "sshd did not listen (5 ports tried): {log}");
+        };
         let s = Sshd {
             dir,
             port,
             addr: addr.to_string(),
             child: Some(child),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect((addr, port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not listen: {}",
-                s.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
         let pubkey = std::fs::read_to_string(d.join("host_key.pub")).expect("host key");
         let mut parts = pubkey.split_whitespace();
         let line = format!(
@@ -233,11 +280,6 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// The repository root, where every run starts unless told otherwise.
 pub fn project() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -258,6 +300,8 @@ pub struct Test {
     dir: PathBuf,
     timeout: Duration,
     stderr_to: Option<Stdio>,
+    /// A network namespace to run in (`ip netns exec`): the controller's view of a site.
+    netns: Option<String>,
 }
 
 impl Default for Test {
@@ -275,7 +319,14 @@ impl Test {
             dir: project().to_path_buf(),
             timeout: DEFAULT_TIMEOUT,
             stderr_to: None,
+            netns: None,
         }
+    }
+
+    /// Runs `recipe` inside network namespace `ns` (None: here).
+    pub fn netns(mut self, ns: Option<&str>) -> Test {
+        self.netns = ns.map(str::to_string);
+        self
     }
 
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Test {
@@ -351,7 +402,14 @@ impl Test {
 
     fn try_spawn(self) -> Result<Running, String> {
         let line = self.line();
-        let mut c = Command::new(env!("CARGO_BIN_EXE_recipe"));
+        let mut c = match &self.netns {
+            None => Command::new(env!("CARGO_BIN_EXE_recipe")),
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_recipe")]);
+                c
+            }
+        };
         c.current_dir(&self.dir).args(&self.args);
         for (k, v) in &self.env {
             match v {

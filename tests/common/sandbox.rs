@@ -235,13 +235,23 @@ impl Sandbox {
 
     /// `recipe run RECIPE -i <the test inventory> --json ARGS...`.
     pub fn run(&self, recipe: &str, args: &[&str]) -> Output {
-        run_json(&self.inv, recipe, args)
+        self.run_in(None, recipe, args)
+    }
+
+    /// [`Sandbox::run`] from inside network namespace `netns` (see `netns::Outside`).
+    pub fn run_in(&self, netns: Option<&str>, recipe: &str, args: &[&str]) -> Output {
+        run_json_in(netns, &self.inv, recipe, args)
     }
 
     /// [`Sandbox::run`] that must succeed. On failure the message starts with what CI logs
     /// keep: the failed steps and, from every host, its failed units and their last lines.
     pub fn run_ok(&self, recipe: &str, args: &[&str]) -> Output {
-        let r = self.run(recipe, args);
+        self.run_ok_in(None, recipe, args)
+    }
+
+    /// [`Sandbox::run_ok`] from inside network namespace `netns`.
+    pub fn run_ok_in(&self, netns: Option<&str>, recipe: &str, args: &[&str]) -> Output {
+        let r = self.run_in(netns, recipe, args);
         if !r.success() {
             let failed: Vec<String> = r
                 .events()
@@ -274,28 +284,27 @@ impl Sandbox {
             .join("")
     }
 
-    /// The output of `script` (a fingerprint of what a dry run must not touch) on each host.
-    pub fn fingerprints(&self, hosts: &[&str], script: &str) -> BTreeMap<String, String> {
-        hosts
-            .iter()
-            .map(|h| (h.to_string(), self.ssh_ok(h, script)))
-            .collect()
-    }
-
-    /// A fingerprint of `host`'s files read on the controller through its root (no login on
-    /// the host, which would itself write to var/log): path, size, mode, numeric owner and
-    /// group, type, link target and the sha256 of every regular file under etc, usr/local,
-    /// var/lib and var/log. The journal is left out: journald writes it all the time.
+    /// Everything a dry run must not touch on `host`, read on the controller through its root
+    /// (no login on the host, which would itself write): every entry under etc, opt, root,
+    /// srv, tmp, usr and var with its path, type, size, mode, numeric owner and group, link
+    /// target and (files) mtime, plus the sha256 of every regular file outside usr (where
+    /// size and mtime stand in, to keep it fast). Packages (var/lib/dpkg), users (etc/passwd),
+    /// enabled units (etc/systemd) and downloads (var/cache/apt/archives) are all files here.
+    /// Left out is what the host writes by itself: the journal, systemd's and apt's state,
+    /// the apt and man caches, and services' private tmp folders.
     pub fn root_fingerprint(&self, host: &str) -> String {
-        let script = "cd \"$1\" && { find etc usr/local var/lib var/log -xdev \\( -path var/log/journal -prune \\) -o -printf '%p %s %m %U %G %y %l\\n'; \
-                      find etc usr/local var/lib var/log -xdev \\( -path var/log/journal -prune \\) -o -type f -print0 | xargs -0 -r sha256sum; } | sort";
         let out = Command::new("sh")
             .arg("-c")
-            .arg(script)
+            .arg(FINGERPRINT)
             .arg("sh")
             .arg(self.root(host))
             .output()
             .expect("find");
+        assert!(
+            out.status.success(),
+            "the fingerprint of {host} failed: {}",
+            text(&out.stderr)
+        );
         text(&out.stdout)
     }
 
@@ -307,6 +316,22 @@ impl Sandbox {
             .collect()
     }
 }
+
+/// The one fingerprint script of [`Sandbox::root_fingerprint`]: `sh -c FINGERPRINT sh ROOT`.
+/// Directories show no time: a run's worker folder comes and goes in tmp.
+const FINGERPRINT: &str = r#"set -e
+cd "$1"
+prune='( -path var/log/journal -o -path var/lib/systemd -o -path var/lib/apt/lists
+  -o -path var/cache/man -o -path var/cache/apt/pkgcache.bin -o -path var/cache/apt/srcpkgcache.bin
+  -o -path var/cache/debconf -o -path var/lib/logrotate -o -path var/backups -o -path root/.cache
+  -o -path tmp/systemd-private-* -o -path var/tmp/systemd-private-* ) -prune'
+set -f
+{
+  find etc opt root srv tmp usr var -xdev $prune -o -type d -printf '%p d %m %U %G\n'
+  find etc opt root srv tmp usr var -xdev $prune -o ! -type d -printf '%p %y %s %m %U %G %T@ %l\n'
+  find etc opt root srv tmp var usr/local -xdev $prune -o -type f -print0 | xargs -0 -r sha256sum
+} | LC_ALL=C sort
+"#;
 
 /// `ssh root@ADDR CMD` with this key and known_hosts only (the sandbox's own ssh command
 /// line).
@@ -320,7 +345,18 @@ pub fn ssh(key: &Path, known_hosts: &Path, addr: &str, cmd: &str) -> std::proces
 
 /// `recipe run RECIPE -i INV --json ARGS...`, with the sandbox runs' long timeout.
 pub fn run_json(inv: &Path, recipe: impl AsRef<OsStr>, args: &[&str]) -> Output {
+    run_json_in(None, inv, recipe, args)
+}
+
+/// [`run_json`] from inside network namespace `netns` (None: here).
+pub fn run_json_in(
+    netns: Option<&str>,
+    inv: &Path,
+    recipe: impl AsRef<OsStr>,
+    args: &[&str],
+) -> Output {
     Test::new()
+        .netns(netns)
         .arg("run")
         .arg(recipe)
         .arg("-i")

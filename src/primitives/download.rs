@@ -1,0 +1,240 @@
+//! `download` on a host that has neither curl nor wget: the controller fetches the URL once
+//! per run (its own curl or wget) and streams the file to each such host, where size and
+//! sha256 are checked before it replaces the destination.
+
+use super::files::write_script_checked;
+use super::{in_c_locale, Attrs, StepPlan};
+use crate::context::HostCtx;
+use crate::planned::{PlannedContent, PlannedFile};
+use crate::transport::{local::LocalSpawner, quote, Connection, Stats};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The host's own fetcher, asked only when a download is due (one round trip): `true` when
+/// curl or wget is on its PATH.
+pub fn host_can_fetch(h: &HostCtx) -> Result<bool, String> {
+    let out = super::check(
+        h,
+        "command -v curl >/dev/null 2>&1 || command -v wget >/dev/null 2>&1 || echo none",
+    )?;
+    if out.status != 0 {
+        return Err(super::failure_text(&out));
+    }
+    Ok(out.stdout_str().trim() != "none")
+}
+
+/// A URL fetched on the controller: where it is, its size and sha256.
+#[derive(Debug, Clone)]
+struct Fetched {
+    path: PathBuf,
+    size: u64,
+    sha256: String,
+}
+
+/// The run's controller-side downloads: each URL is fetched once, whatever the number of
+/// hosts that need it; the folder goes when the run ends.
+#[derive(Default)]
+pub struct Cache {
+    dir: Mutex<Option<PathBuf>>,
+    urls: Mutex<HashMap<String, Arc<Mutex<Option<Result<Fetched, String>>>>>>,
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        if let Some(d) = self.dir.lock().ok().and_then(|mut d| d.take()) {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+impl Cache {
+    fn folder(&self) -> Result<PathBuf, String> {
+        let mut d = self.dir.lock().map_err(|_| "download cache poisoned")?;
+        if let Some(p) = d.as_ref() {
+            return Ok(p.clone());
+        }
+        let p = std::env::temp_dir().join(format!("recipe-download-{}", std::process::id()));
+        std::fs::create_dir_all(&p)
+            .map_err(|e| format!("cannot create {} on the controller: {e}", p.display()))?;
+        *d = Some(p.clone());
+        Ok(p)
+    }
+
+    /// The file at `url`, fetched here the first time it is asked for.
+    fn get(&self, url: &str, timeout: Duration) -> Result<Fetched, String> {
+        let slot = {
+            let mut m = self.urls.lock().map_err(|_| "download cache poisoned")?;
+            m.entry(url.to_string()).or_default().clone()
+        };
+        let mut s = slot.lock().map_err(|_| "download cache poisoned")?;
+        if let Some(r) = s.as_ref() {
+            return r.clone();
+        }
+        let n = self.urls.lock().map(|m| m.len()).unwrap_or(0);
+        let r = self
+            .folder()
+            .and_then(|d| fetch_here(url, &d.join(format!("{n}.part")), timeout));
+        *s = Some(r.clone());
+        r
+    }
+}
+
+/// Fetches `url` into `dest` with this machine's curl (or wget).
+fn fetch_here(url: &str, dest: &std::path::Path, timeout: Duration) -> Result<Fetched, String> {
+    let secs = timeout.as_secs().max(1).to_string();
+    let d = dest.to_string_lossy().to_string();
+    let tries: [(&str, Vec<&str>); 2] = [
+        (
+            "curl",
+            vec![
+                "-fsSL",
+                "--retry",
+                "3",
+                "--max-time",
+                &secs,
+                "-o",
+                &d,
+                "--",
+                url,
+            ],
+        ),
+        ("wget", vec!["-q", "-T", &secs, "-O", &d, "--", url]),
+    ];
+    let mut tried = false;
+    for (tool, args) in tries {
+        let out = match std::process::Command::new(tool).args(&args).output() {
+            Ok(o) => o,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("cannot run {tool} on the controller: {e}")),
+        };
+        tried = true;
+        if !out.status.success() {
+            let _ = std::fs::remove_file(dest);
+            return Err(format!(
+                "{tool} on the controller could not fetch {url} ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        break;
+    }
+    if !tried {
+        return Err(format!(
+            "the host has neither curl nor wget, and neither has the controller: install one \
+             of them on either (packages([\"curl\"]) before this step) to download {url}"
+        ));
+    }
+    let (size, sha256) = sum_file(dest)?;
+    Ok(Fetched {
+        path: dest.to_path_buf(),
+        size,
+        sha256,
+    })
+}
+
+fn sum_file(p: &std::path::Path) -> Result<(u64, String), String> {
+    let mut f = std::fs::File::open(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((size, hex::encode(h.finalize())))
+}
+
+/// The change line of a download the controller makes for this host.
+pub fn change_line(url: &str, host: &str) -> String {
+    format!(
+        "download {url} (on the controller: {host} has neither curl nor wget; streamed to {host})"
+    )
+}
+
+/// The plan of a download the controller makes and streams to this host: `want` is checked
+/// on the controller, then size and sha256 again on the host before the rename.
+pub fn via_controller<'a>(
+    url: &'a str,
+    dest: &'a str,
+    want: Option<String>,
+    attrs: &'a Attrs,
+    timeout: Duration,
+    host: &str,
+) -> StepPlan<'a> {
+    let mut plan = StepPlan::work(false, move |h| {
+        let f = h.run.downloads.get(url, timeout)?;
+        if let Some(w) = &want {
+            if &f.sha256 != w {
+                return Err(format!(
+                    "checksum mismatch: {url} (fetched on the controller) has sha256 {}, expected {w}",
+                    f.sha256
+                ));
+            }
+        }
+        let size = usize::try_from(f.size).map_err(|_| "file too big".to_string())?;
+        let script = write_script_checked(dest, attrs, false, Some((size, &f.sha256)));
+        let local = Connection::new(Box::new(LocalSpawner), 1, Arc::new(Stats::default()));
+        let src = format!("cat -- {}", quote(&f.path.to_string_lossy()));
+        let dst = in_c_locale(&script);
+        let fut = Box::pin(crate::transport::pipe(
+            &local,
+            &src,
+            &h.conn,
+            &dst,
+            Some(timeout),
+        ));
+        let limit = timeout + Duration::from_secs(15);
+        let (a, b) = h
+            .run
+            .rt
+            .block_on(async { tokio::time::timeout(limit, fut).await })
+            .map_err(|_| {
+                format!(
+                    "sending {url} to the host: no answer within {}s",
+                    limit.as_secs()
+                )
+            })?;
+        let b = b.map_err(|e| format!("sending {url} to the host: {e}"))?;
+        if b.status != 0 {
+            return Err(super::failure_text(&b));
+        }
+        a.map_err(|e| format!("reading the controller's copy of {url}: {e}"))?;
+        Ok(rhai::Map::new())
+    });
+    plan.changes = vec![change_line(url, host)];
+    plan.writes(dest, PlannedFile::new(PlannedContent::Unknown, ""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_a_file_in_chunks() {
+        let d = std::env::temp_dir().join(format!("recipe-sum-test-{}", std::process::id()));
+        std::fs::write(&d, vec![7u8; 200_000]).unwrap();
+        let (n, s) = sum_file(&d).unwrap();
+        let _ = std::fs::remove_file(&d);
+        assert_eq!(n, 200_000);
+        assert_eq!(s, hex::encode(Sha256::digest(vec![7u8; 200_000])));
+    }
+
+    #[test]
+    fn the_change_says_which_way() {
+        let c = change_line("http://m/x.deb", "w1");
+        assert!(
+            c.contains("on the controller") && c.contains("streamed to w1"),
+            "{c}"
+        );
+    }
+}
