@@ -55,7 +55,7 @@ fn watch(e: &mut Engine, interrupted: Option<Arc<AtomicBool>>) {
             .as_ref()
             .is_some_and(|f| f.load(Ordering::Relaxed))
         {
-            return Some(Dynamic::from("interrupted (Ctrl-C)".to_string()));
+            return Some(Dynamic::from(crate::run::signals::reason()));
         }
         if ops <= 1 {
             if let Ok(mut s) = start.lock() {

@@ -24,6 +24,8 @@ pub enum Error {
     /// The command got going and then failed: a controller recipe stopped, a file could
     /// not be written here, the runtime could not start (exit 1).
     Failed(String),
+    /// A run aborted by a second Ctrl-C or SIGTERM, after its recap: 128 + the signal.
+    Signal(i32),
 }
 
 impl Error {
@@ -32,6 +34,7 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Recipe(_) | Error::Reported => EXIT_USAGE,
             Error::HostsFailed | Error::Failed(_) => EXIT_FAILED,
+            Error::Signal(code) => *code,
         }
     }
 
@@ -45,7 +48,7 @@ impl Error {
         match self {
             Error::Usage(m) | Error::Failed(m) => Some(line(m)),
             Error::Recipe(l) => Some(l.render()),
-            Error::Reported | Error::HostsFailed => None,
+            Error::Reported | Error::HostsFailed | Error::Signal(_) => None,
         }
     }
 

@@ -70,31 +70,42 @@ pub enum Status {
     Skipped,
 }
 
-/// One step on one host: one `--json` event.
-#[derive(Debug, Clone, Serialize)]
+fn step_tag() -> &'static str {
+    "step"
+}
+fn recap_tag() -> &'static str {
+    "recap"
+}
+
+/// One step on one host: one `--json` event (read back from a `--via` node's output too).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StepEvent {
+    #[serde(skip_deserializing, default = "step_tag")]
     pub event: &'static str,
     pub host: String,
     pub recipe: String,
     pub line: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     pub op: String,
     pub target: String,
     pub status: Status,
     pub dry_run: bool,
     pub ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msg: Option<String>,
     /// What changed or would change (package names, transitions, commands).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+/// One host's end: one `--json` event (read back from a `--via` node's output too).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Recap {
+    #[serde(skip_deserializing, default = "recap_tag")]
     pub event: &'static str,
     pub host: String,
     pub ok: u64,
@@ -112,10 +123,24 @@ pub struct Recap {
     pub connect_tries: Option<u32>,
 }
 
+/// A recipe's `log()` line on a `--via` node, carried to the controller as an event.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct NoteEvent {
+    #[serde(skip_deserializing, default = "note_tag")]
+    pub event: &'static str,
+    pub host: String,
+    pub msg: String,
+}
+fn note_tag() -> &'static str {
+    "note"
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Json,
     Human,
+    /// A task of `--via slurm`: JSON Lines for the controller, notes included.
+    Node,
 }
 
 struct Inner {
@@ -189,7 +214,7 @@ impl Reporter {
     /// on stderr and is only hidden while stdout is written.
     fn out(&self, line: &str) {
         let mut line = self.redactor.redact(line);
-        if self.mode == Mode::Json {
+        if self.mode != Mode::Human {
             line = json_c1_escaped(&line);
         }
         let write = || {
@@ -233,7 +258,7 @@ impl Reporter {
             }
         }
         match self.mode {
-            Mode::Json => {
+            Mode::Json | Mode::Node => {
                 if let Ok(s) = serde_json::to_string(&ev) {
                     self.out(&s);
                 }
@@ -285,6 +310,18 @@ impl Reporter {
 
     /// A note from a recipe (`log(..)`), shown at -v or always in human mode.
     pub fn note(&self, host: &str, msg: &str) {
+        if self.mode == Mode::Node {
+            // The controller decides how to show it (and whether, with -q).
+            let ev = NoteEvent {
+                event: "note",
+                host: host.to_string(),
+                msg: msg.to_string(),
+            };
+            if let Ok(s) = serde_json::to_string(&ev) {
+                self.out(&s);
+            }
+            return;
+        }
         if self.quiet {
             return;
         }
@@ -368,7 +405,7 @@ impl Reporter {
         }
         let ok = recaps.iter().all(|r| r.failed == 0 && !r.unreachable);
         match self.mode {
-            Mode::Json => {
+            Mode::Json | Mode::Node => {
                 for r in &recaps {
                     if let Ok(s) = serde_json::to_string(r) {
                         self.out(&s);

@@ -248,9 +248,10 @@ fn a_hung_command_is_stopped_by_its_timeout() {
         .as_str()
         .unwrap_or("")
         .contains("within 2s"));
-    // Known limit: without a per-step `timeout` the target runs no `timeout(1)`, so the
-    // controller gives up but the command goes on there (docs/security.md). Clean it up.
-    kill_all(&["sleep", "602"]);
+    // The run-wide limit stops the command on the target too.
+    wait_until("the hung command to be stopped on the host", 20, || {
+        !running(&["sleep", "602"])
+    });
 
     // Re-run without the hang: converges, then nothing changes.
     let inv = inventory(
@@ -266,6 +267,68 @@ fn a_hung_command_is_stopped_by_its_timeout() {
     assert_eq!(r.recap("fine")["changed"], 0);
     let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.recap("hangs")["changed"], 0);
+}
+
+/// A command that sleeps after reading its stdin: small (inline in the worker's frame) or
+/// 1 MiB (over a channel of its own, the path that had neither a time limit nor an end with
+/// its session on the target).
+const LINGER_RHAI: &str = r#"// Linger test recipe.
+fn defaults() { #{ secs: "1", big: false } }
+let input = "0123456789abcdef";
+if vars.big { while input.len() < 1048576 { input += input; } }
+sh(`cat >/dev/null; sleep ${vars.secs}`, #{stdin: input});
+"#;
+
+/// What runs on a host ends there: at its time limit (`--timeout`), and when the
+/// controller is killed (SIGKILL: no chance to clean up) in the middle of it. Seen in the
+/// host's process list, for both ways a command's stdin travels.
+#[test]
+fn commands_end_on_the_host_at_their_limit_and_with_their_session() {
+    let s = Sshd::start();
+    let dir = s.dir.path();
+    let recipe = dir.join("linger.rhai");
+    std::fs::write(&recipe, LINGER_RHAI).expect("recipe");
+    let inv = inventory(dir, &[spec("h", &s, base_var(dir, "l"))]);
+    for (i, big) in ["false", "true"].into_iter().enumerate() {
+        // Own arguments, so that no other process on this machine matches.
+        let secs = format!("{}.{}", 611 + 2 * i, std::process::id() % 1000);
+        let args = [
+            "--var",
+            &format!("secs={secs}"),
+            "--var",
+            &format!("big={big}"),
+        ];
+        let r = run_all(&recipe, &inv)
+            .args(args)
+            .args(["--json", "--timeout", "2"])
+            .run();
+        assert_eq!(r.code, 1, "{}", r.show());
+        assert!(r.stdout.contains("within 2s"), "{}", r.show());
+        wait_until(
+            &format!("`sleep {secs}` (big stdin: {big}) to be stopped by --timeout"),
+            20,
+            || !running(&["sleep", &secs]),
+        );
+
+        let secs = format!("{}.{}", 612 + 2 * i, std::process::id() % 1000);
+        let args = [
+            "--var",
+            &format!("secs={secs}"),
+            "--var",
+            &format!("big={big}"),
+        ];
+        let child = run_all(&recipe, &inv).args(args).spawn();
+        wait_until(&format!("`sleep {secs}` to start"), 30, || {
+            running(&["sleep", &secs])
+        });
+        child.signal(libc::SIGKILL);
+        let _ = child.finish();
+        wait_until(
+            &format!("`sleep {secs}` (big stdin: {big}) to end with its session"),
+            30,
+            || !running(&["sleep", &secs]),
+        );
+    }
 }
 
 #[test]

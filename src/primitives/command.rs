@@ -345,7 +345,7 @@ fn wait(h: &crate::context::HostCtx, cmd: &str, o: &WaitOpts) -> Result<rhai::Ma
     let target = o.on.clone().unwrap_or_else(|| h.name.clone());
     loop {
         if h.run.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err("interrupted".into());
+            return Err(crate::run::signals::reason());
         }
         let limit = std::time::Duration::from_secs(o.interval.unwrap_or(2).max(1) * 5 + 10);
         let out = match h.exec_on(&target, &crate::primitives::in_c_locale(cmd), Some(limit)) {

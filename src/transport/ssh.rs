@@ -14,7 +14,7 @@ use russh::keys::{load_secret_key, PrivateKeyWithHashAlg};
 use russh::{ChannelMsg, Disconnect};
 
 use super::shell::Worker;
-use super::{quote, BoxFut, ChunkSink, Chunks, ExecOutput, Spawner, TransportError};
+use super::{BoxFut, ChunkSink, Chunks, ExecOutput, Spawner, TransportError};
 use crate::inventory::Target;
 use crate::known_hosts::{self, HostKeyStatus};
 
@@ -749,10 +749,12 @@ impl Spawner for SshSpawner {
                 .channel_open_session()
                 .await
                 .map_err(|e| TransportError::Lost(format!("cannot open a channel: {e}")))?;
+            // The command ends with this connection's sshd ("$PPID" of the login shell).
+            let run = super::shell::stream_command(cmd, "\"$PPID\"", timeout);
             let wrapped = if self.become_ {
-                format!("sudo -n /bin/sh -c {}", quote(cmd))
+                format!("exec sudo -n {run}")
             } else {
-                format!("/bin/sh -c {}", quote(cmd))
+                format!("exec {run}")
             };
             ch.exec(true, wrapped)
                 .await
@@ -844,12 +846,14 @@ impl Spawner for SshSpawner {
                 }
             };
             let res = match timeout {
-                Some(t) => tokio::time::timeout(t, guarded).await.unwrap_or_else(|_| {
-                    Err(TransportError::Timeout(format!(
-                        "no result within {}s",
-                        t.as_secs()
-                    )))
-                }),
+                Some(t) => tokio::time::timeout(t + super::shell::GRACE, guarded)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(TransportError::Timeout(format!(
+                            "no result within {}s",
+                            (t + super::shell::GRACE).as_secs()
+                        )))
+                    }),
                 None => guarded.await,
             };
             let _ = wr.close().await;
