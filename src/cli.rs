@@ -50,54 +50,41 @@ impl ConnArgs {
     }
 }
 
+/// `--via` and the flags that go with it.
+#[derive(Args, Debug, Clone)]
+struct ViaArgs {
+    /// Run node-local on the selected hosts through Slurm (srun from --login), not over SSH to each
+    #[arg(long, value_name = "slurm[:PARTITION]", requires = "login")]
+    via: Option<String>,
+    /// With --via: the login or master node (an inventory host) the controller connects to
+    #[arg(long, value_name = "HOST", requires = "via")]
+    login: Option<String>,
+    /// With --via: where Slurm is installed on the login node (sinfo and srun in DIR/bin);
+    /// default: the login host's `slurm_prefix`/`slurm_install` in the inventory, then its PATH
+    #[arg(long, value_name = "DIR", requires = "via")]
+    slurm_prefix: Option<String>,
+}
+
+impl ViaArgs {
+    fn via(self) -> Result<Option<crate::commands::via::Via>, Error> {
+        let Some(spec) = self.via else {
+            return Ok(None);
+        };
+        let mut v = crate::commands::via::Via::parse(&spec).map_err(crate::errors::usage)?;
+        v.login = self.login;
+        v.slurm_prefix = self.slurm_prefix;
+        Ok(Some(v))
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run a recipe on hosts
     Run {
-        /// Recipe path, or a bare name looked up in ./recipes/
-        recipe: String,
-        /// Target host (inventory name, or anything `ssh NAME` accepts); repeatable
-        #[arg(long = "host", value_name = "NAME")]
-        hosts: Vec<String>,
-        /// Target inventory group ("all" = every host); repeatable
-        #[arg(long = "group", value_name = "NAME")]
-        groups: Vec<String>,
-        /// Inventory file (TOML)
-        #[arg(short = 'i', long, value_name = "INVENTORY")]
-        inventory: Option<PathBuf>,
-        /// Set a declared variable; repeatable
-        #[arg(long = "var", value_name = "KEY=VALUE")]
-        vars: Vec<String>,
-        /// Check and report what would change; change nothing
-        #[arg(long)]
-        dry_run: bool,
-        /// Show unified diffs of file contents
-        #[arg(long)]
-        diff: bool,
-        /// Hosts worked on at once
-        #[arg(long, default_value_t = 32, value_name = "N")]
-        forks: usize,
-        /// JSON Lines events on stdout, nothing else
-        #[arg(long)]
-        json: bool,
-        /// More output (-v: timings and debug notes; -vv: diffs of changes too)
-        #[arg(short, long, action = clap::ArgAction::Count)]
-        verbose: u8,
-        /// Only failures and the recap (no line per step)
-        #[arg(short, long)]
-        quiet: bool,
-        /// Default time limit of one command, in seconds
-        #[arg(long, default_value_t = 3600, value_name = "SECS")]
-        timeout: u64,
-        /// Run node-local on the selected hosts through Slurm (srun from --login), not over SSH to each
-        #[arg(long, value_name = "slurm[:PARTITION]", requires = "login")]
-        via: Option<String>,
-        /// With --via: the login or master node (an inventory host) the controller connects to
-        #[arg(long, value_name = "HOST", requires = "via")]
-        login: Option<String>,
-        /// A task of --via slurm: the file of per-node hosts and variables
-        #[arg(long, value_name = "FILE", hide = true)]
-        slurm_node: Option<PathBuf>,
+        #[command(flatten)]
+        run: Box<RunConfig>,
+        #[command(flatten)]
+        via: ViaArgs,
         #[command(flatten)]
         conn: ConnArgs,
     },
@@ -208,44 +195,11 @@ pub fn main() -> i32 {
 /// Runs one command.
 fn dispatch(cmd: Cmd) -> Result<(), Error> {
     match cmd {
-        Cmd::Run {
-            recipe,
-            hosts,
-            groups,
-            inventory,
-            vars,
-            dry_run,
-            diff,
-            forks,
-            json,
-            verbose,
-            quiet,
-            timeout,
-            via,
-            login,
-            slurm_node,
-            conn,
-        } => {
-            let cfg = RunConfig {
-                recipe,
-                hosts,
-                groups,
-                inventory,
-                vars,
-                dry_run,
-                diff,
-                forks,
-                json,
-                verbose,
-                quiet,
-                conn: conn.config(),
-                timeout,
-                slurm_node,
-            };
-            match via.as_deref().map(crate::commands::via::Via::parse) {
-                None => crate::commands::run::run(cfg),
-                Some(Ok(v)) => crate::commands::via::run(cfg, v, login),
-                Some(Err(e)) => Err(crate::errors::usage(e)),
+        Cmd::Run { mut run, via, conn } => {
+            run.conn = conn.config();
+            match via.via()? {
+                None => crate::commands::run::run(*run),
+                Some(v) => crate::commands::via::run(*run, v),
             }
         }
         Cmd::Check { recipes } => crate::commands::check(&recipes),
@@ -258,7 +212,7 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
         Cmd::Doc { definitions } => crate::commands::doc(definitions),
         Cmd::Completions { shell } => {
             let mut out = std::io::stdout();
-            clap_complete::generate(shell, &mut command(), "recipe", &mut out);
+            clap_complete::generate(shell, &mut visible(command()), "recipe", &mut out);
             Ok(())
         }
         Cmd::Man { dir } => man(dir),
@@ -272,10 +226,40 @@ pub fn command() -> clap::Command {
     Cli::command()
 }
 
+/// `cmd` without its hidden arguments and subcommands (internal ones: `run --slurm-node`,
+/// `sandbox serve-files`), which the completion generators would offer.
+fn visible(cmd: clap::Command) -> clap::Command {
+    let mut out = clap::Command::new(cmd.get_name().to_string())
+        .about(cmd.get_about().cloned().unwrap_or_default())
+        .args(cmd.get_arguments().filter(|a| !a.is_hide_set()).cloned())
+        .subcommands(
+            cmd.get_subcommands()
+                .filter(|c| !c.is_hide_set())
+                .cloned()
+                .map(visible),
+        );
+    if let Some(v) = cmd.get_version() {
+        out = out.version(v.to_string());
+    }
+    if let Some(t) = cmd.get_long_about() {
+        out = out.long_about(t.clone());
+    }
+    if let Some(t) = cmd.get_after_help() {
+        out = out.after_help(t.clone());
+    }
+    if let Some(t) = cmd.get_after_long_help() {
+        out = out.after_long_help(t.clone());
+    }
+    out
+}
+
 fn man(dir: Option<PathBuf>) -> Result<(), Error> {
+    // The man pages are written for every subcommand but `help` (whose page would only repeat
+    // this one), so none of them may point to `recipe-help(1)`.
+    let cmd = visible(command()).disable_help_subcommand(true);
     let res = match &dir {
-        Some(d) => clap_mangen::generate_to(command(), d),
-        None => clap_mangen::Man::new(command()).render(&mut std::io::stdout()),
+        Some(d) => clap_mangen::generate_to(cmd, d),
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout()),
     };
     match (res, dir) {
         (Ok(()), Some(d)) => {
@@ -320,7 +304,7 @@ fn parse_release(s: &str) -> Result<crate::sandbox::Release, String> {
 
 fn init_tracing(cmd: &Cmd) {
     let level = match cmd {
-        Cmd::Run { verbose, .. } if *verbose >= 3 => "debug",
+        Cmd::Run { run, .. } if run.verbose >= 3 => "debug",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RECIPE_LOG")

@@ -25,6 +25,21 @@ pub struct RunCtx {
     pub downloads: crate::primitives::download::Cache,
 }
 
+/// `work`, unless a second Ctrl-C or SIGTERM abandons it first (its worker is dropped, and
+/// the command on the host ends with its session).
+async fn abortable<T>(
+    work: impl std::future::Future<Output = Result<T, TransportError>>,
+) -> Result<T, TransportError> {
+    use crate::run::signals;
+    tokio::select! {
+        r = work => r,
+        _ = signals::reached(signals::Stop::Now) => Err(TransportError::Interrupted(format!(
+            "{}, abandoned by a second signal",
+            signals::reason()
+        ))),
+    }
+}
+
 /// The recipe a host runs.
 pub struct RecipeInfo {
     pub name: String,
@@ -78,14 +93,14 @@ impl HostCtx {
         // Boxed: the future (channel open, worker start, framing) would otherwise live on
         // this host's thread stack, one large copy per concurrently running host.
         let fut = Box::pin(conn.exec(cmd, stdin, remote));
-        self.run.rt.block_on(async {
+        self.run.rt.block_on(abortable(async {
             tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
                 Err(TransportError::Timeout(format!(
                     "no answer within {}s",
                     limit.as_secs()
                 )))
             })
-        })
+        }))
     }
 
     /// Pipes `src_cmd`'s output on `host` into `dst_cmd` on this host, streamed through the
@@ -104,15 +119,20 @@ impl HostCtx {
             &src, src_cmd, &self.conn, dst_cmd, remote,
         ));
         let (a, b) = self.run.rt.block_on(async {
-            tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
-                let e = || {
-                    Err(TransportError::Timeout(format!(
-                        "no answer within {}s",
-                        limit.as_secs()
-                    )))
-                };
-                (e(), e())
-            })
+            let work = async { Ok(tokio::time::timeout(limit, fut).await) };
+            match abortable(work).await {
+                Ok(Ok(ab)) => ab,
+                Ok(Err(_)) => {
+                    let e = || {
+                        Err(TransportError::Timeout(format!(
+                            "no answer within {}s",
+                            limit.as_secs()
+                        )))
+                    };
+                    (e(), e())
+                }
+                Err(e) => (Err(TransportError::Interrupted(e.to_string())), Err(e)),
+            }
         });
         // The destination's own failure says most (no folder, disk full); then the source's.
         let b = b?;

@@ -15,15 +15,16 @@ struct ControllerCtx {
     dir: std::path::PathBuf,
 }
 
-/// Options of `play`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlayOpts {
-    #[serde(default)]
-    hosts: Vec<String>,
-    group: Option<String>,
-    #[serde(default)]
-    ignore_errors: bool,
+crate::primitives::options::options! {
+    /// Options of `play`.
+    pub struct PlayOpts for "play" {
+        hosts: Vec<String>,
+        group: Option<String>,
+        ignore_errors: bool,
+        /// Values for the played recipe's variables: taken out of the map before it is read.
+        #[serde(skip)]
+        vars: Option<Map>,
+    }
 }
 
 fn play(
@@ -37,14 +38,12 @@ fn play(
         .tag()
         .and_then(|t| t.clone().try_cast::<Arc<ControllerCtx>>())
         .ok_or_else(|| err("play() runs only in controller mode (recipe run RECIPE -i INVENTORY, without --host/--group)".into()))?;
-    let extra = match opts.remove("vars") {
-        None => Map::new(),
-        Some(v) => v
-            .try_cast::<Map>()
-            .ok_or_else(|| err("play: `vars` must be a map".into()))?,
-    };
-    let o: PlayOpts = rhai::serde::from_dynamic(&Dynamic::from_map(opts))
-        .map_err(|e| err(format!("play: bad options: {e}")))?;
+    // `vars` may hold secrets, which serde cannot carry: taken out first.
+    let extra = opts.remove("vars").unwrap_or_default();
+    crate::primitives::options::check_key::<PlayOpts>("vars", &extra).map_err(err)?;
+    let mut o: PlayOpts = crate::primitives::options::parse(opts).map_err(err)?;
+    o.vars = extra.try_cast::<Map>();
+    let extra = o.vars.clone().unwrap_or_default();
     let ctx_run = &c.run.ctx;
     let inv = &ctx_run.hosts.inventory;
     let groups: Vec<String> = o.group.into_iter().collect();

@@ -55,7 +55,7 @@ fn watch(e: &mut Engine, interrupted: Option<Arc<AtomicBool>>) {
             .as_ref()
             .is_some_and(|f| f.load(Ordering::Relaxed))
         {
-            return Some(Dynamic::from("interrupted (Ctrl-C)".to_string()));
+            return Some(Dynamic::from(crate::run::signals::reason()));
         }
         if ops <= 1 {
             if let Ok(mut s) = start.lock() {
@@ -129,6 +129,7 @@ pub fn register(e: &mut Engine) {
         .register_fn("to_map", |v: &mut Vars| v.0.clone());
     e.register_type_with_name::<primitives::remote::HostRef>("Host");
     e.register_type_with_name::<crate::secrets::Secret>("Secret");
+    primitives::fields::register(e);
     crate::secret_ops::register(e);
     for m in api_modules() {
         e.register_global_module(m);

@@ -24,6 +24,8 @@ pub enum Error {
     /// The command got going and then failed: a controller recipe stopped, a file could
     /// not be written here, the runtime could not start (exit 1).
     Failed(String),
+    /// A run aborted by a second Ctrl-C or SIGTERM, after its recap: 128 + the signal.
+    Signal(i32),
 }
 
 impl Error {
@@ -32,6 +34,7 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Recipe(_) | Error::Reported => EXIT_USAGE,
             Error::HostsFailed | Error::Failed(_) => EXIT_FAILED,
+            Error::Signal(code) => *code,
         }
     }
 
@@ -45,7 +48,7 @@ impl Error {
         match self {
             Error::Usage(m) | Error::Failed(m) => Some(line(m)),
             Error::Recipe(l) => Some(l.render()),
-            Error::Reported | Error::HostsFailed => None,
+            Error::Reported | Error::HostsFailed | Error::Signal(_) => None,
         }
     }
 
@@ -148,6 +151,11 @@ impl Located {
             s.push_str(&m.render());
         }
         s
+    }
+
+    /// The same, as a warning (`warning: ...`): it does not stop anything.
+    pub fn render_warning(&self) -> String {
+        self.render().replacen("error: ", "warning: ", 1)
     }
 
     /// The message without its source excerpt.
@@ -268,11 +276,15 @@ pub fn locate_eval(err: &EvalAltResult, top_source: &str) -> Located {
                 e = inner;
             }
             EvalAltResult::ErrorInModule(name, inner, p) => {
-                let (l, c) = pos(*p);
-                notes.push(format!("in module \"{name}\" imported at {source}:{l}:{c}"));
-                if let EvalAltResult::ErrorParsing(_, _) = inner.as_ref() {
-                    source = name.to_string();
-                }
+                let (l, c) = match pos(*p) {
+                    (0, _) => import_place(&module_path(&source, top_source), name),
+                    lc => lc,
+                };
+                let at = module_path(&source, top_source);
+                notes.push(format!("in module \"{name}\" imported at {at}:{l}:{c}"));
+                // What went wrong in the module (a syntax error, its own top-level code, a
+                // module it imports) is placed in the module's file.
+                source = name.to_string();
                 e = inner;
             }
             _ => break,
@@ -280,10 +292,7 @@ pub fn locate_eval(err: &EvalAltResult, top_source: &str) -> Located {
     }
     notes.reverse();
     let (line, column) = pos(e.position());
-    let src = match e {
-        EvalAltResult::ErrorRuntime(..) | EvalAltResult::ErrorParsing(..) => source,
-        _ => source,
-    };
+    let src = module_path(&source, top_source);
     // The README promises the source line for every recipe error: runtime ones too.
     let mut message = bare(e);
     if let EvalAltResult::ErrorFunctionNotFound(sig, _) = e {
@@ -322,6 +331,21 @@ pub fn locate_eval(err: &EvalAltResult, top_source: &str) -> Located {
     }
 }
 
+/// Line and column of `import "name"` in `file` (Rhai gives no place when the import runs
+/// inside a function call); (0, 0) when not found.
+fn import_place(file: &str, name: &str) -> (usize, usize) {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let quoted = format!("\"{name}\"");
+    for (i, line) in text.lines().enumerate() {
+        if let Some(at) = line.find(&quoted) {
+            if line[..at].contains("import") {
+                return (i + 1, line[..at].chars().count() + 1);
+            }
+        }
+    }
+    (0, 0)
+}
+
 /// A module's source is its import name (`"broken"`): its file, looked up the way the
 /// engine does from the recipe's folder; any other source as it is.
 fn module_path(src: &str, recipe: &str) -> String {
@@ -336,7 +360,7 @@ fn module_path(src: &str, recipe: &str) -> String {
         .into_iter()
         .map(|d| d.join(format!("{src}.rhai")))
         .find(|p| p.is_file())
-        .map(|p| p.display().to_string())
+        .map(|p| p.strip_prefix(".").unwrap_or(&p).display().to_string())
         .unwrap_or_else(|| src.to_string())
 }
 

@@ -129,13 +129,7 @@ impl Hosts {
                     Ok(done) => {
                         if done.tries.attempts > 1 || !done.notes.is_empty() {
                             let mut notes = done.notes;
-                            if done.tries.attempts > 1 {
-                                notes.push(format!(
-                                    "connected at try {} (the first: {})",
-                                    done.tries.attempts,
-                                    done.tries.first.unwrap_or_default()
-                                ));
-                            }
+                            notes.extend(done.tries.note());
                             if let Ok(mut n) = self.notes.lock() {
                                 n.insert(name.to_string(), (done.tries.attempts, notes));
                             }

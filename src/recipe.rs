@@ -15,6 +15,8 @@ pub struct Recipe {
     /// Declared variables in declaration order: name, default, doc comment.
     pub vars: Vec<(String, Dynamic, String)>,
     pub ast: AST,
+    /// What `recipe check` and `run` warn about before any host (it runs, likely not as meant).
+    pub warnings: Vec<Located>,
 }
 
 /// Finds a recipe: a path as given, else a bare name in `./recipes/` (with or without `.rhai`).
@@ -107,6 +109,51 @@ fn strip_comment(line: &str) -> &str {
     line
 }
 
+/// The map `fn defaults()` returns, if the recipe has one.
+fn defaults(
+    engine: &Engine,
+    scope: &mut Scope,
+    ast: &rhai::AST,
+    shown: &str,
+) -> Result<Option<rhai::Map>, Located> {
+    let has_defaults = ast
+        .iter_functions()
+        .any(|f| f.name == "defaults" && f.params.is_empty());
+    if !has_defaults {
+        return Ok(None);
+    }
+    let opts = rhai::CallFnOptions::new()
+        .eval_ast(false)
+        .rewind_scope(true);
+    let v: Dynamic = engine
+        .call_fn_with_options(opts, scope, ast, "defaults", ())
+        .map_err(|e| locate_eval(&e, shown))?;
+    v.try_cast::<rhai::Map>().map(Some).ok_or_else(|| Located {
+        message: "fn defaults() must return a map of variable names to default values".into(),
+        source: Some(shown.to_string()),
+        line: 0,
+        column: 0,
+        ..Default::default()
+    })
+}
+
+/// The variables a recipe declares, without checking the rest of it (`None` if it does not
+/// compile or its `defaults()` fails: checking that recipe says why).
+pub fn declared(engine: &Engine, path: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut scope = Scope::new();
+    scope.push("vars", crate::engine::Vars::default());
+    let ast = engine.compile_with_scope(&scope, &text).ok()?;
+    let map = defaults(engine, &mut scope, &ast, &path.display().to_string()).ok()?;
+    let mut names: Vec<String> = map
+        .unwrap_or_default()
+        .keys()
+        .map(|k| k.to_string())
+        .collect();
+    names.sort();
+    Some(names)
+}
+
 /// Reads, compiles (strict variables: `vars` is the only free name) and evaluates `defaults()`.
 pub fn load(engine: &Engine, path: &Path) -> Result<Recipe, Located> {
     let shown = path.display().to_string();
@@ -125,24 +172,8 @@ pub fn load(engine: &Engine, path: &Path) -> Result<Recipe, Located> {
         .compile_with_scope(&scope, &text)
         .map_err(|e| locate_parse(&e, &shown))?;
     ast.set_source(shown.clone());
-    let has_defaults = ast
-        .iter_functions()
-        .any(|f| f.name == "defaults" && f.params.is_empty());
     let mut vars = Vec::new();
-    if has_defaults {
-        let opts = rhai::CallFnOptions::new()
-            .eval_ast(false)
-            .rewind_scope(true);
-        let v: Dynamic = engine
-            .call_fn_with_options(opts, &mut scope, &ast, "defaults", ())
-            .map_err(|e| locate_eval(&e, &shown))?;
-        let map = v.try_cast::<rhai::Map>().ok_or_else(|| Located {
-            message: "fn defaults() must return a map of variable names to default values".into(),
-            source: Some(shown.clone()),
-            line: 0,
-            column: 0,
-            ..Default::default()
-        })?;
+    if let Some(map) = defaults(engine, &mut scope, &ast, &shown)? {
         let docs = var_docs(&text);
         let order: Vec<String> = docs.iter().map(|(k, _)| k.clone()).collect();
         let mut names: Vec<String> = map.keys().map(|k| k.to_string()).collect();
@@ -159,7 +190,8 @@ pub fn load(engine: &Engine, path: &Path) -> Result<Recipe, Located> {
     }
     // Mistakes that would fail on every host are reported now, before any host is touched.
     let declared: Vec<String> = vars.iter().map(|(n, _, _)| n.clone()).collect();
-    let mut found = check::check(path, &text, &declared).into_iter();
+    let findings = check::check(path, &text, &declared);
+    let mut found = findings.errors.into_iter();
     if let Some(mut first) = found.next() {
         first.more = found.collect();
         return Err(first);
@@ -174,6 +206,7 @@ pub fn load(engine: &Engine, path: &Path) -> Result<Recipe, Located> {
         doc: doc_of(&text),
         vars,
         ast,
+        warnings: findings.warnings,
     })
 }
 

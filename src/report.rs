@@ -7,11 +7,23 @@ use std::sync::{Arc, Mutex};
 
 use crate::secrets::Redactor;
 
-/// `s` with every control character but newline and tab spelt visibly (`\x1b`, `\r`,
-/// `\u{9b}`): text from targets must not move the cursor, retitle or clear the operator's
-/// terminal. Newlines and tabs are layout and stay.
+/// Characters a terminal obeys or hides instead of showing: controls (C0, DEL, C1) and the
+/// invisible format characters: bidirectional overrides and isolates (U+202A..U+202E,
+/// U+2066..U+2069, marks), zero-width ones (U+200B..U+200D, U+2060.., U+FEFF), the line and
+/// paragraph separators U+2028/U+2029, soft hyphen, interlinear annotations and tags. A
+/// target printing them could reorder or hide what the operator reads.
+pub fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c as u32,
+            0x00AD | 0x061C | 0x180E | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x206F
+            | 0xFEFF | 0xFFF9..=0xFFFB | 0x1D173..=0x1D17A | 0xE0000..=0xE007F)
+}
+
+/// `s` with every unsafe character ([`unsafe_char`]) but newline and tab spelt visibly
+/// (`\x1b`, `\r`, `\u{9b}`, `\u{202e}`): text from targets must not move the cursor, retitle or
+/// clear the operator's terminal, nor reorder or hide text. Newlines and tabs are layout and stay.
 pub fn printable(s: &str) -> String {
-    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if !s.chars().any(|c| unsafe_char(c) && c != '\n' && c != '\t') {
         return s.to_string();
     }
     let mut out = String::with_capacity(s.len() + 16);
@@ -22,28 +34,31 @@ pub fn printable(s: &str) -> String {
             c if (c as u32) < 0x80 && c.is_control() => {
                 out.push_str(&format!("\\x{:02x}", c as u32));
             }
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
         }
     }
     out
 }
 
-/// A JSON line with DEL and the C1 controls (which serde leaves raw and some terminals obey)
-/// escaped as `\u00XX`; they can only occur inside strings, where that spelling is valid.
+/// A JSON line with DEL, the C1 controls and the invisible format characters (which serde
+/// leaves raw and terminals obey) escaped as `\uXXXX`; they can only occur inside strings,
+/// where that spelling is valid.
 fn json_c1_escaped(line: &str) -> String {
-    if !line.chars().any(|c| c.is_control()) {
+    if !line.chars().any(unsafe_char) {
         return line.to_string();
     }
-    line.chars()
-        .map(|c| {
-            if c.is_control() && c != '\n' {
-                format!("\\u{:04x}", c as u32)
-            } else {
-                c.to_string()
+    let mut out = String::with_capacity(line.len() + 16);
+    for c in line.chars() {
+        if unsafe_char(c) && c != '\n' {
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                out.push_str(&format!("\\u{unit:04x}"));
             }
-        })
-        .collect()
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -55,31 +70,42 @@ pub enum Status {
     Skipped,
 }
 
-/// One step on one host: one `--json` event.
-#[derive(Debug, Clone, Serialize)]
+fn step_tag() -> &'static str {
+    "step"
+}
+fn recap_tag() -> &'static str {
+    "recap"
+}
+
+/// One step on one host: one `--json` event (read back from a `--via` node's output too).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StepEvent {
+    #[serde(skip_deserializing, default = "step_tag")]
     pub event: &'static str,
     pub host: String,
     pub recipe: String,
     pub line: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     pub op: String,
     pub target: String,
     pub status: Status,
     pub dry_run: bool,
     pub ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msg: Option<String>,
     /// What changed or would change (package names, transitions, commands).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+/// One host's end: one `--json` event (read back from a `--via` node's output too).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Recap {
+    #[serde(skip_deserializing, default = "recap_tag")]
     pub event: &'static str,
     pub host: String,
     pub ok: u64,
@@ -97,10 +123,24 @@ pub struct Recap {
     pub connect_tries: Option<u32>,
 }
 
+/// A recipe's `log()` line on a `--via` node, carried to the controller as an event.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct NoteEvent {
+    #[serde(skip_deserializing, default = "note_tag")]
+    pub event: &'static str,
+    pub host: String,
+    pub msg: String,
+}
+fn note_tag() -> &'static str {
+    "note"
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Json,
     Human,
+    /// A task of `--via slurm`: JSON Lines for the controller, notes included.
+    Node,
 }
 
 struct Inner {
@@ -174,7 +214,7 @@ impl Reporter {
     /// on stderr and is only hidden while stdout is written.
     fn out(&self, line: &str) {
         let mut line = self.redactor.redact(line);
-        if self.mode == Mode::Json {
+        if self.mode != Mode::Human {
             line = json_c1_escaped(&line);
         }
         let write = || {
@@ -218,7 +258,7 @@ impl Reporter {
             }
         }
         match self.mode {
-            Mode::Json => {
+            Mode::Json | Mode::Node => {
                 if let Ok(s) = serde_json::to_string(&ev) {
                     self.out(&s);
                 }
@@ -270,6 +310,18 @@ impl Reporter {
 
     /// A note from a recipe (`log(..)`), shown at -v or always in human mode.
     pub fn note(&self, host: &str, msg: &str) {
+        if self.mode == Mode::Node {
+            // The controller decides how to show it (and whether, with -q).
+            let ev = NoteEvent {
+                event: "note",
+                host: host.to_string(),
+                msg: msg.to_string(),
+            };
+            if let Ok(s) = serde_json::to_string(&ev) {
+                self.out(&s);
+            }
+            return;
+        }
         if self.quiet {
             return;
         }
@@ -353,7 +405,7 @@ impl Reporter {
         }
         let ok = recaps.iter().all(|r| r.failed == 0 && !r.unreachable);
         match self.mode {
-            Mode::Json => {
+            Mode::Json | Mode::Node => {
                 for r in &recaps {
                     if let Ok(s) = serde_json::to_string(r) {
                         self.out(&s);
@@ -435,5 +487,22 @@ mod tests {
         assert!(!escaped.chars().any(|c| c.is_control()), "{escaped}");
         let back: String = serde_json::from_str(&escaped).unwrap_or_default();
         assert_eq!(back, "a\u{9b}2J\u{7f}\x1b");
+    }
+
+    #[test]
+    fn bidi_and_invisible_characters_are_spelt_out() {
+        let raw = "a\u{202e}b\u{202c}c\u{200b}d\u{2028}e\u{2066}f\u{feff}g\u{e0041}h\u{ad}i";
+        let shown = printable(raw);
+        assert_eq!(
+            shown,
+            "a\\u{202e}b\\u{202c}c\\u{200b}d\\u{2028}e\\u{2066}f\\u{feff}g\\u{e0041}h\\u{ad}i"
+        );
+        // Letters of other scripts and emoji stay.
+        assert_eq!(printable("日本語 Ünïcode ✓ 🙂"), "日本語 Ünïcode ✓ 🙂");
+        let line = serde_json::to_string(&raw).unwrap_or_default();
+        let escaped = super::json_c1_escaped(&line);
+        assert!(!escaped.chars().any(super::unsafe_char), "{escaped}");
+        let back: String = serde_json::from_str(&escaped).unwrap_or_default();
+        assert_eq!(back, raw);
     }
 }

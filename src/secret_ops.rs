@@ -150,6 +150,14 @@ mod tests {
                 r#"let s = secret("x"); let t = "p="; t += s + "!"; t"#,
                 "p=x!",
             ),
+            (
+                r#"let s = secret("x"); let m = #{k: "a"}; m.k += s; m.k"#,
+                "ax",
+            ),
+            (
+                r#"let s = secret("x"); let a = ["a"]; a[0] += s; a[0]"#,
+                "ax",
+            ),
         ] {
             let got = eval(script).unwrap_or_else(|e| panic!("{script}: {e}"));
             assert_eq!(bytes(got), want.as_bytes(), "{script}");

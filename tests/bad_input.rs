@@ -267,3 +267,39 @@ fn a_recipes_validate_refuses_before_any_host_with_exit_2() {
     // Good values pass validation and the recipe runs.
     expect_short(&["run", &r, "--local"], 0, &["ran"]);
 }
+
+/// A path with a NUL byte fails its step on every branch of `file` and `directory`
+/// (`state: absent` included), before anything is probed or removed: the shell would cut
+/// the path at the NUL and act on another one.
+#[test]
+fn a_nul_byte_in_a_path_fails_every_file_branch() {
+    let d = tempfile::tempdir().expect("tmp");
+    std::fs::write(d.path().join("keep"), "x").expect("write");
+    let dir = format!("dir={}", d.path().display());
+    for op in ["file-absent", "dir-absent", "file", "dir", "attrs"] {
+        let opv = format!("op={op}");
+        let o = expect_error(
+            &[
+                "run",
+                &bad("nul_paths.rhai"),
+                "--local",
+                "--json",
+                "--var",
+                &dir,
+                "--var",
+                &opv,
+            ],
+            1,
+            &[],
+        );
+        let ev = o.events();
+        let step = ev
+            .iter()
+            .find(|e| e["event"] == "step")
+            .unwrap_or_else(|| panic!("{op}: no step: {}", o.show()));
+        assert_eq!(step["status"], "failed", "{op}: {step}");
+        let msg = step["msg"].as_str().unwrap_or("");
+        assert!(msg.contains("path contains a NUL byte"), "{op}: {msg}");
+        assert!(d.path().join("keep").exists(), "{op}");
+    }
+}

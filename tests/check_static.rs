@@ -32,7 +32,7 @@ fn mistakes_are_found_before_any_host_is_touched() {
             &[
                 "file: unknown option `mdoe`",
                 "did you mean `mode`?",
-                "valid options: content, src, from_host, owner, group, mode, secret, state",
+                "valid options: content, src, from_host, secret, state, owner, group, mode",
                 "unknown_option.rhai:4:",
             ],
         ),
@@ -70,6 +70,75 @@ fn mistakes_are_found_before_any_host_is_touched() {
     }
 }
 
+/// Every option type (mode, bool, int, enum, string list, string map, string), every
+/// primitive's literal options: a wrong value is found by `check` and by `run` before any
+/// host, each at its own file:line:col, with what to write instead.
+#[test]
+fn mistyped_option_values_are_found_before_any_host() {
+    let path = bad("option_types.rhai");
+    let pieces: &[&str] = &[
+        "option_types.rhai:4:56",
+        "file: option `mode` must be a string: write \"0644\" (the integer 644 is the mode 01204",
+        "option_types.rhai:5:29",
+        "service: option `enabled` must be true or false, not the string \"yes\"",
+        "option_types.rhai:6:23",
+        "sh: option `timeout` must be a number, not the string \"10\": write 10 without quotes",
+        "option_types.rhai:7:26",
+        "user: state \"abesnt\" is not one of \"present\", \"absent\" (did you mean \"absent\"?)",
+        "option_types.rhai:8:",
+        "directory: mode \"0999\" is not an octal mode",
+        "option_types.rhai:9:",
+        "packages: option `update_cache` must be true or false, not the integer 1",
+        "option_types.rhai:10:",
+        "user: option `groups` must be an array of strings, not the string \"wheel\": write [\"wheel\"]",
+        "user: option `uid` must be a whole number, 0 or more",
+        "option_types.rhai:11:",
+        "sh: option `env`: the value of `N` must be a string, not the integer 4: write \"4\"",
+        "option_types.rhai:12:",
+        "download: option `sha256` must be a string, not the integer 0",
+    ];
+    expect_error(&["check", &path], 2, pieces);
+    let o = expect_error(&["run", &path, "--local", "--json"], 2, pieces);
+    assert!(o.stdout.is_empty(), "no step ran: {}", o.stdout);
+    // A variable the played recipe does not declare, in a literal `vars` of `play`.
+    let pieces: &[&str] = &[
+        "play_vars.rhai:2:",
+        "play vars.rhai: it declares no variable `lable` (did you mean `label`?)",
+    ];
+    expect_error(&["check", &bad("play_vars.rhai")], 2, pieces);
+}
+
+/// Runs a fixture that writes `dest` with `--local --json`; it must fail (exit 1) on its
+/// first step, which is returned, without writing `dest`.
+fn first_step_fails(fixture: &str) -> serde_json::Value {
+    let dest = tempfile::tempdir().expect("tmp");
+    let d = dest.path().join("out");
+    let dv = format!("dest={}", d.display());
+    let o = expect_error(
+        &["run", &bad(fixture), "--local", "--json", "--var", &dv],
+        1,
+        &[],
+    );
+    let step = o
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "step")
+        .unwrap_or_else(|| panic!("no step event: {}", o.show()));
+    assert_eq!(step["status"], "failed", "{step}");
+    assert!(!d.exists());
+    step
+}
+
+/// A value only known at run time is checked at the call: the step fails on its options and
+/// the file is not written.
+#[test]
+fn a_mistyped_option_built_at_run_time_fails_its_step() {
+    let step = first_step_fails("option_types_runtime.rhai");
+    assert_eq!(step["target"], "(options)", "{step}");
+    let msg = step["msg"].as_str().unwrap_or("");
+    assert!(msg.contains("write \"0644\""), "{msg}");
+}
+
 #[test]
 fn shipped_recipes_stdlib_and_fixtures_pass() {
     let mut files = Vec::new();
@@ -99,6 +168,42 @@ fn shipped_recipes_stdlib_and_fixtures_pass() {
         "{}",
         o.show()
     );
+    assert!(!o.stderr.contains("warning:"), "{}", o.show());
+}
+
+/// A backtick string holding `\n`, `\t` or `\"` is warned about by `check` and by `run`
+/// before any host, at the escape's file:line:col with the ways to write it; a command
+/// handed to the shell keeps its escapes without a warning.
+#[test]
+fn escapes_in_backtick_strings_are_warned_about() {
+    let path = bad("backtick_escapes.rhai");
+    let pieces: &[&str] = &[
+        "warning: this backtick string holds `\\n`, which stays a backslash followed by `n`, not a line break",
+        "backtick_escapes.rhai:4:40",
+        "write `...` + \"\\n\" instead, or a real line break inside the backticks",
+        "backtick_escapes.rhai:5:10",
+        "holds `\\\"`",
+        "2 such escapes",
+    ];
+    let o = Test::new()
+        .args(["check", &path])
+        .run()
+        .expect_success()
+        .expect_contains(pieces);
+    assert_eq!(o.stderr.matches("warning:").count(), 2, "{}", o.show());
+    assert!(
+        !o.stderr.contains(":7:"),
+        "the shell's escapes: {}",
+        o.show()
+    );
+    let o = Test::new()
+        .args(["run", &path, "--local", "--dry-run", "--json"])
+        .run()
+        .expect_success()
+        .expect_contains(pieces);
+    // Printed before the run begins (no host was touched yet).
+    let first_warning = o.stderr.find("warning:").unwrap_or(usize::MAX);
+    assert_eq!(first_warning, 0, "{}", o.show());
 }
 
 #[test]
@@ -118,35 +223,16 @@ fn a_runtime_error_shows_its_source_line() {
 
 #[test]
 fn an_unknown_option_built_at_run_time_fails_its_step() {
-    let dest = tempfile::tempdir().expect("tmp");
-    let d = dest.path().join("out");
-    let dv = format!("dest={}", d.display());
-    let o = expect_error(
-        &[
-            "run",
-            &bad("unknown_option_runtime.rhai"),
-            "--local",
-            "--json",
-            "--var",
-            &dv,
-        ],
-        1,
-        &[],
-    );
-    let ev = o.events();
-    let step = ev
-        .iter()
-        .find(|e| e["event"] == "step")
-        .unwrap_or_else(|| panic!("no step event: {}", o.show()));
-    assert_eq!(step["status"], "failed", "{step}");
+    let step = first_step_fails("unknown_option_runtime.rhai");
     assert_eq!(step["op"], "file", "{step}");
     assert_eq!(step["line"], 6, "{step}");
     let msg = step["msg"].as_str().unwrap_or("");
     assert!(msg.contains("unknown option `mdoe`"), "{msg}");
     assert!(msg.contains("did you mean `mode`?"), "{msg}");
     assert!(msg.contains("valid options: content"), "{msg}");
-    assert!(!d.exists());
     // Without --json: a FAILED step line.
+    let dest = tempfile::tempdir().expect("tmp");
+    let dv = format!("dest={}", dest.path().join("out").display());
     expect_error(
         &[
             "run",
@@ -157,6 +243,20 @@ fn an_unknown_option_built_at_run_time_fails_its_step() {
         ],
         1,
         &["FAILED", "unknown option `mdoe`"],
+    );
+}
+
+#[test]
+fn a_misspelt_result_field_is_an_error() {
+    expect_error(
+        &["run", &bad("result_field.rhai"), "--local"],
+        1,
+        &[
+            "this result has no field `chagned` (did you mean `changed`?)",
+            "it has: changed, rc, skipped, status, stderr, stdout, timed_out",
+            "result_field.rhai:5:",
+            "5 | if r.chagned",
+        ],
     );
 }
 

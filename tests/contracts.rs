@@ -328,3 +328,32 @@ fn version_names_the_commit() {
         "{version} (HEAD {h})"
     );
 }
+
+/// The promise table of docs/contracts.md names tests that exist: for each `FILE::NAME`,
+/// FILE has a `fn NAME`. A test renamed or removed fails here until the table follows.
+#[test]
+fn every_promise_names_a_test_that_exists() {
+    let text = contracts();
+    let start = text
+        .find("## Promises and the tests that keep them")
+        .expect("the promise table in docs/contracts.md");
+    let mut named = 0;
+    for line in text[start..].lines().filter(|l| l.starts_with("| ")) {
+        let Some(kept) = line.trim_end_matches('|').rsplit('|').next() else {
+            continue;
+        };
+        for cell in kept.split(',').map(|c| c.trim().trim_matches('`')) {
+            let Some((file, name)) = cell.split_once("::") else {
+                continue;
+            };
+            let src = std::fs::read_to_string(project().join(file))
+                .unwrap_or_else(|e| panic!("docs/contracts.md names {file}: {e}"));
+            assert!(
+                src.contains(&format!("fn {name}(")),
+                "docs/contracts.md names {file}::{name}, which is not a test there any more"
+            );
+            named += 1;
+        }
+    }
+    assert!(named >= 30, "only {named} tests named in the promise table");
+}

@@ -131,11 +131,7 @@ fn changed_host_key_is_refused_with_the_fix() {
     let inv = sshd.inventory("t1", "");
     // Replace the recorded key with another one of the same type.
     let other = sshd.path("other_key");
-    std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&other)
-        .status()
-        .expect("keygen");
+    keygen(&other);
     let pubkey = std::fs::read_to_string(sshd.path("other_key.pub")).expect("pub");
     let mut p = pubkey.split_whitespace();
     std::fs::write(

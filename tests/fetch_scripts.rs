@@ -45,7 +45,7 @@ fn get(rel: &str, mirror: &Path) -> PathBuf {
 fn partial_mirror(mirror: &Path, suite: &str, index: &str) {
     let inrel = get(&format!("dists/{suite}/InRelease"), mirror);
     let idx = get(&format!("dists/{suite}/{index}"), mirror);
-    let sum = sha256(&idx);
+    let sum = sha256_file(&idx);
     let dir = idx.parent().expect("parent").join("by-hash/SHA256");
     std::fs::create_dir_all(&dir).expect("mkdir");
     std::fs::copy(&idx, dir.join(&sum)).expect("copy");
@@ -55,18 +55,6 @@ fn partial_mirror(mirror: &Path, suite: &str, index: &str) {
             .contains(&sum),
         "{index} does not have the checksum InRelease gives"
     );
-}
-
-fn sha256(p: &Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(p)
-        .output()
-        .expect("sha256sum");
-    text(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 fn run_script(script: &str, cache: &Path, env: &[(&str, &str)]) -> std::process::Output {
@@ -116,7 +104,7 @@ fn check_script(script: &str, env_mirror: &str, extra_env: &[(&str, &str)], inde
         .and_then(|n| n.to_str())
         .expect("name")
         .to_string();
-    let want = sha256(&real);
+    let want = sha256_file(&real);
 
     // The mirror: the index and that one file, nothing else of the package.
     let mirror = tmp.path().join("mirror");
@@ -135,13 +123,13 @@ fn check_script(script: &str, env_mirror: &str, extra_env: &[(&str, &str)], inde
         &format!("{script} against a mirror without the rest of the package"),
     );
     assert_eq!(got.file_name(), real.file_name());
-    assert_eq!(sha256(&got), want, "{script} fetched another file");
+    assert_eq!(sha256_file(&got), want, "{script} fetched another file");
 
     // A corrupted file in the cache is fetched again, not reused.
     corrupt(&got);
     let again = fetched(&run_script(script, &cache, &env), script);
     assert_eq!(
-        sha256(&again),
+        sha256_file(&again),
         want,
         "{script} reused a corrupted cache file"
     );

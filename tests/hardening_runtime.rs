@@ -11,7 +11,6 @@ use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// `recipe run RECIPE --host HOST -i INV`.
 fn run_host(recipe: &Path, host: &str, inv: &Path) -> Test {
@@ -190,10 +189,13 @@ fn sigterm_stops_like_ctrl_c_with_a_recap_and_leaves_nothing() {
         "{}",
         out.all()
     );
+    // (The second host's identical message may be folded into "same as" the first.)
     assert_eq!(
         out.stdout
             .matches("stdin.rhai:4:1: stopped: interrupted (SIGTERM)")
-            .count(),
+            .count()
+            + out.stdout.matches("same as a\n").count()
+            + out.stdout.matches("same as b\n").count(),
         2,
         "{}",
         out.all()
@@ -202,6 +204,127 @@ fn sigterm_stops_like_ctrl_c_with_a_recap_and_leaves_nothing() {
     assert!(!out.all().contains(TOKEN), "{}", out.all());
     assert_no_trace(&tmp);
     std::fs::remove_dir_all(&tmp).ok();
+}
+
+/// A recipe whose first step sleeps (own argument), then writes a file.
+fn sleeper(dir: &Path, secs: &str) -> PathBuf {
+    write(
+        dir,
+        "sleeper.rhai",
+        &format!(
+            "// Signal test.\nfn defaults() {{ #{{ out: \"\" }} }}\n\
+             sh(\"sleep {secs}\");\nfile(vars.out, #{{content: \"x\"}});\n"
+        ),
+    )
+}
+
+/// Ctrl-C (SIGINT) stops like SIGTERM; a second signal of either kind abandons the step
+/// under way and exits 128 + that signal after the recap, with the connections closed and
+/// so the host's command ended (its process list).
+#[test]
+fn a_second_signal_aborts_after_the_recap_with_128_plus_its_number() {
+    let s = Sshd::start();
+    let inv = inventory_of(&s, &["a", "b"], "");
+    let cases = [
+        (libc::SIGINT, None, 1, "interrupted (Ctrl-C)"),
+        (
+            libc::SIGINT,
+            Some(libc::SIGINT),
+            130,
+            "interrupted (Ctrl-C)",
+        ),
+        (
+            libc::SIGTERM,
+            Some(libc::SIGTERM),
+            143,
+            "interrupted (SIGTERM)",
+        ),
+        (
+            libc::SIGINT,
+            Some(libc::SIGTERM),
+            143,
+            "interrupted (Ctrl-C)",
+        ),
+    ];
+    for (i, (first, second, code, why)) in cases.into_iter().enumerate() {
+        let secs = format!("{}.{}", 621 + i, std::process::id() % 1000);
+        let short = if second.is_none() {
+            "2.5"
+        } else {
+            secs.as_str()
+        };
+        let dir = s.dir.path().join(format!("sig{i}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let recipe = sleeper(&dir, short);
+        let out_file = dir.join("written");
+        let child = run_all(&recipe, &inv)
+            .args(["--var", &format!("out={}", out_file.display())])
+            .spawn();
+        wait_until("the commands", 30, || running_count(&["sleep", short]) == 2);
+        child.signal(first);
+        if let Some(sig) = second {
+            std::thread::sleep(Duration::from_millis(300));
+            child.signal(sig);
+        }
+        let out = child
+            .finish()
+            .expect_code(code)
+            .expect_stderr_contains(&[why])
+            .expect_stdout_contains(&["RECAP"]);
+        for h in ["a", "b"] {
+            assert!(
+                out.stdout
+                    .lines()
+                    .any(|l| l.starts_with(h) && l.contains("failed=1")),
+                "{}",
+                out.all()
+            );
+        }
+        if second.is_some() {
+            assert!(
+                out.stdout.contains("abandoned by a second signal"),
+                "{}",
+                out.all()
+            );
+            wait_until("the abandoned commands to end on the host", 30, || {
+                !running(&["sleep", short])
+            });
+        }
+        assert!(!out_file.exists(), "the next step ran");
+    }
+}
+
+/// Ctrl-C while a host's SSH handshake stalls (a server that accepts and never speaks)
+/// stops that host at once, as not started, instead of waiting out the connect timeout.
+#[test]
+fn ctrl_c_during_a_stalled_handshake_stops_at_once() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let s = Sshd::start();
+    let dir = s.dir.path();
+    let inv = dir.join("stall.toml");
+    std::fs::write(
+        &inv,
+        format!(
+            "known_hosts = \"{}\"\n[hosts.mute]\naddress = \"127.0.0.1\"\nport = {port}\nuser = \"nobody\"\n",
+            s.path("known_hosts").display()
+        ),
+    )
+    .expect("inventory");
+    let recipe = sleeper(dir, "1");
+    let child = run_all(&recipe, &inv)
+        .args(["--connect-timeout", "3000", "--var", "out=/nonexistent/x"])
+        .spawn();
+    // The controller has connected and waits for the server's SSH banner.
+    let (_conn, _) = listener.accept().expect("accept");
+    child.signal(libc::SIGINT);
+    let out = child.finish().expect_code(1);
+    assert!(
+        out.stdout.contains("not started: interrupted (Ctrl-C)"),
+        "{}",
+        out.all()
+    );
+    assert!(!out.stdout.contains("unreachable"), "{}", out.all());
 }
 
 #[test]
@@ -385,12 +508,7 @@ impl Agent {
             .expect("agent pid");
         for i in 0..n {
             let k = dir.path().join(format!("k{i}"));
-            let st = Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                .arg(&k)
-                .status()
-                .expect("keygen");
-            assert!(st.success());
+            keygen(&k);
             let st = Command::new("ssh-add")
                 .arg("-q")
                 .arg(&k)
@@ -432,12 +550,7 @@ fn the_inventory_key_is_offered_before_a_full_agent() {
     run().expect_success();
     // With a wrong inventory key the failure says what was offered, not "Channel send error".
     let bad = s.path("other_key");
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&bad)
-        .status()
-        .expect("keygen");
-    assert!(st.success());
+    keygen(&bad);
     let text = std::fs::read_to_string(&inv)
         .expect("inv")
         .replace("client_key", "other_key");
@@ -452,12 +565,7 @@ fn the_inventory_key_is_offered_before_a_full_agent() {
 
     // An encrypted inventory key is used through the agent's copy, before the other 8.
     let enc = s.path("enc_key");
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "pass phrase", "-f"])
-        .arg(&enc)
-        .status()
-        .expect("keygen");
-    assert!(st.success());
+    keygen_with(&enc, "pass phrase");
     let mut ak = std::fs::read_to_string(s.path("authorized_keys")).expect("ak");
     ak.push_str(&std::fs::read_to_string(s.path("enc_key.pub")).expect("pub"));
     std::fs::write(s.path("authorized_keys"), ak).expect("ak");
@@ -497,13 +605,8 @@ fn time_limits_are_named_covered_by_ignore_errors_and_false_for_probes() {
          log(`sh rc=${r.rc} timed_out=${r.timed_out}`);\n\
          sh(\"trap '' TERM; sleep 32\", #{timeout: 1});\n",
     );
-    let started = Instant::now();
+    // No clock: a limit not enforced shows as rc 0 and timed_out=false below.
     let out = run_host(&recipe, "t", &inv).run();
-    assert!(
-        started.elapsed() < Duration::from_secs(25),
-        "{}",
-        out.show()
-    );
     let out = out.expect_code(1).expect_stdout_contains(&[
         "probe ok=false rc=124 timed_out=true",
         "sh rc=124 timed_out=true",

@@ -313,7 +313,13 @@ fn a_wrong_key_for_the_bastion_fails_once_for_every_node_behind_it() {
     );
     assert!(all.contains("authentication failed"), "{all}");
     assert_eq!(all.matches("same as node01").count(), N - 1, "{all}");
-    // One try at the bastion for all of them: authentication is never retried.
+    // One try at the bastion for all of them: authentication is never retried. sshd logs the
+    // close once it has seen it, which may be just after recipe has exited.
+    loopback::wait_until("the bastion's log of the refused login", 20, || {
+        ns.servers[bastion]
+            .log()
+            .contains("authenticating user root")
+    });
     let log = ns.servers[bastion].log();
     assert_eq!(
         log.matches("authenticating user root").count(),
@@ -321,4 +327,45 @@ fn a_wrong_key_for_the_bastion_fails_once_for_every_node_behind_it() {
         "one handshake with the bastion: {log}"
     );
     assert_eq!(ns.servers[bastion].logins(), 0);
+}
+
+#[test]
+fn big_copies_between_hosts_behind_one_bastion_do_not_wait_on_each_other() {
+    // Every end of the copies shares the bastion connection: its incoming data must never
+    // wait for a slow reader, or the source's data and the destinations' windows wait on
+    // each other (they did, with 4 destinations).
+    let mut ns = Netns::new();
+    let far = ns.far.clone();
+    ns.sshd(&far, BASTION);
+    const N: usize = 5;
+    start_nodes(&mut ns, N);
+    let kh = ns.known_hosts();
+    let mut inv = format!("known_hosts = \"{}\"\n", kh.display());
+    inv.push_str(&host("bastion", &far, PORT, &ns.client_key, ""));
+    inv.push_str(&node_hosts(&ns, 1..=N, "bastion"));
+    inv.push_str(&nodes_group(N));
+    let inv = netns::write(ns.dir.path(), "inventory.toml", &inv);
+    let src = ns.path("big.bin");
+    let bytes = common::leaks::random_bytes(24 << 20);
+    std::fs::write(&src, &bytes).expect("source");
+    let recipe = netns::write(
+        ns.dir.path(),
+        "copy.rhai",
+        "fn defaults() { #{ src: \"\", out: \"\" } }\nfile(vars.out, #{from_host: \"node01\", src: vars.src});\n",
+    );
+    let mut t = Test::new().arg("run").arg(&recipe);
+    for i in 2..=N {
+        t = t.args(["--host", &node(i).0]);
+    }
+    t.arg("--var")
+        .arg(format!("src={}", src.display()))
+        .args(["--json", "-i"])
+        .arg(&inv)
+        .timeout(std::time::Duration::from_secs(300))
+        .run()
+        .expect_success();
+    for i in 2..=N {
+        let got = std::fs::read(ns.path(&format!("out-{}", node(i).0))).expect("copied");
+        assert!(got == bytes, "the copy on {} differs", node(i).0);
+    }
 }

@@ -31,7 +31,7 @@ fn a_controller_killed_mid_write_leaves_the_old_file_or_the_new_one() {
     );
     let inv = s.inventory("t1", "");
 
-    let mut child = run_all(&recipe, &inv).spawn();
+    let child = run_all(&recipe, &inv).spawn();
     wait_until("the temporary file", 120, || !leftovers(&base).is_empty());
     // Frozen first, so what reached the target can be looked at: part of the file.
     child.signal(libc::SIGSTOP);

@@ -38,10 +38,6 @@ const HOSTS: &[(&str, &str, &str)] = &[
     ("zh", "zh_CN.UTF-8", "目录"),
 ];
 
-fn log(t0: Instant, what: &str) {
-    eprintln!("[locale_e2e {:>6.1}s] {what}", t0.elapsed().as_secs_f64());
-}
-
 /// Locales, a package to remove, and the things the recipe removes or fixes, made by hand.
 fn setup_host(sb: &Sandbox, host: &str, lang: &str) {
     let enable: String = HOSTS

@@ -9,13 +9,7 @@ use serde_json::Value;
 use std::path::Path;
 
 fn inventory(sshd: &Sshd) -> std::path::PathBuf {
-    let w1 = format!(
-        "\n[hosts.w1]\naddress = \"{}\"\nport = {}\nuser = \"root\"\nkey = \"{}\"\n",
-        sshd.addr,
-        sshd.port,
-        sshd.path("client_key").display()
-    );
-    sshd.inventory("master", &w1)
+    common::loopback::inventory_of(sshd, &["master", "w1"], "")
 }
 
 fn run(inv: &Path, base: &Path, extra: &[&str]) -> (i32, Vec<Value>, String) {

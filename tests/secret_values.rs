@@ -118,6 +118,7 @@ fn a_secret_joined_into_text_reaches_the_host_as_itself_and_no_output() {
     for extra in [
         &["--json"][..],
         &["-v", "--diff"],
+        &["-vvv"],
         &["--dry-run", "--diff", "--json"],
     ] {
         let again = run(&r, &inv, &base, extra);
@@ -199,6 +200,109 @@ fn text_made_of_a_secret_is_refused_before_the_host_gets_it() {
                 "{name} {extra:?} wrote {:?}",
                 files(&base)
             );
+        }
+    }
+}
+
+/// Secret-named variables (the names of docs/security.md) given on the command line, in the
+/// inventory, or computed by a controller recipe at run time, are used in commands, files,
+/// notes and errors: the host gets them, no output shows them.
+#[test]
+fn secret_named_variables_never_reach_output() {
+    let sshd = Sshd::start();
+    let base = sshd.path("vars-out");
+    std::fs::create_dir_all(&base).expect("base");
+    let inv = sshd.inventory(
+        "h",
+        "[vars]\npassphrase = \"PP-inventory-4471\"\nprivate_key = \"PK-inventory-9902\"\n",
+    );
+    let dir = sshd.path("vars-recipes");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("host.rhai"),
+        "fn defaults() { #{ api_key: \"\", passphrase: \"\", private_key: \"\", join_tokens: [], base: \"\" } }\n\
+         sh(\"echo \" + vars.api_key + \"; echo \" + vars.passphrase + \" >&2\");\n\
+         file(vars.base + \"/k\", #{content: `key=${vars.api_key} pp=${vars.passphrase} pk=${vars.private_key} t=${vars.join_tokens[0]}` + \"\\n\"});\n\
+         log(`key is ${vars.api_key}, tokens ${vars.join_tokens}`);\n\
+         sh(\"echo \" + vars.private_key + \"; exit 3\");\n",
+    )
+    .expect("host recipe");
+    std::fs::write(
+        dir.join("ctl.rhai"),
+        "fn defaults() { #{ base: \"\" } }\n\
+         let k = \"AK\" + \"-computed-\" + (6000 + 1234);\n\
+         play(\"host.rhai\", #{hosts: [\"h\"], vars: #{api_key: k, join_tokens: [\"JT-computed-\" + 5555], base: vars.base}});\n",
+    )
+    .expect("controller recipe");
+    let values = [
+        "PP-inventory-4471",
+        "PK-inventory-9902",
+        "AK-cli-3301",
+        "AK-computed-7234",
+        "JT-computed-5555",
+        "JT-cli-8080",
+    ];
+    for (recipe, extra) in [
+        (
+            "host.rhai",
+            &[
+                "--var",
+                "api_key=AK-cli-3301",
+                "--var",
+                "join_tokens=[\"JT-cli-8080\"]",
+            ][..],
+        ),
+        ("ctl.rhai", &[][..]),
+    ] {
+        for mode in [
+            &["-vv", "--diff"][..],
+            &["--json"],
+            &["--dry-run", "--diff"],
+        ] {
+            let _ = std::fs::remove_file(base.join("k"));
+            let out = Test::new()
+                .arg("run")
+                .arg(dir.join(recipe))
+                // A controller recipe names its hosts itself.
+                .args(if recipe == "ctl.rhai" {
+                    &["-i"][..]
+                } else {
+                    &["--group", "all", "-i"]
+                })
+                .arg(&inv)
+                .args(["--var", &format!("base={}", base.display())])
+                .args(extra)
+                .args(mode)
+                .run();
+            // The last command fails (exit 3), except in a dry run, which does not run it.
+            let code = if mode[0] == "--dry-run" { 0 } else { 1 };
+            assert_eq!(out.code, code, "{recipe} {mode:?}: {}", out.show());
+            for v in values {
+                assert!(
+                    !out.all().contains(v),
+                    "{recipe} {mode:?} shows {v}:\n{}",
+                    out.show()
+                );
+            }
+            if mode[0] == "-vv" {
+                let k = std::fs::read_to_string(base.join("k")).unwrap_or_default();
+                let ak = if recipe == "ctl.rhai" {
+                    "AK-computed-7234"
+                } else {
+                    "AK-cli-3301"
+                };
+                let jt = if recipe == "ctl.rhai" {
+                    "JT-computed-5555"
+                } else {
+                    "JT-cli-8080"
+                };
+                assert_eq!(
+                    k,
+                    format!("key={ak} pp=PP-inventory-4471 pk=PK-inventory-9902 t={jt}\n"),
+                    "{recipe}: {}",
+                    out.show()
+                );
+            }
         }
     }
 }

@@ -45,10 +45,6 @@ fn require_root() {
     sandbox::require_root("slurm_e2e");
 }
 
-fn log(t0: Instant, what: &str) {
-    eprintln!("[slurm_e2e {:>6.1}s] {what}", t0.elapsed().as_secs_f64());
-}
-
 /// The seed's final check, made independently of the recipes: on the master, the
 /// partition is up, every worker idle, and srun -N<n> hostname answers from each.
 fn check_cluster(sb: &Sandbox, bin: &str, workers: &[&str], t0: Instant) {

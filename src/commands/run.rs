@@ -13,30 +13,63 @@ use crate::report::{Mode, Reporter};
 use crate::run::{self, signals, Run};
 use crate::secrets::Redactor;
 
-/// Everything `recipe run` needs, free of clap types.
-#[derive(Debug, Clone, Default)]
+/// The flags of `recipe run`, defined once: clap reads them (flattened into the command
+/// line), the run and its `--via` form use them.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct RunConfig {
+    /// Recipe path, or a bare name looked up in ./recipes/
     pub recipe: String,
+    /// Target host (inventory name, or anything `ssh NAME` accepts); repeatable
+    #[arg(long = "host", value_name = "NAME")]
     pub hosts: Vec<String>,
+    /// Target inventory group ("all" = every host); repeatable
+    #[arg(long = "group", value_name = "NAME")]
     pub groups: Vec<String>,
+    /// Inventory file (TOML)
+    #[arg(short = 'i', long, value_name = "INVENTORY")]
     pub inventory: Option<PathBuf>,
+    /// Set a declared variable; repeatable
+    #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars: Vec<String>,
+    /// Check and report what would change; change nothing
+    #[arg(long)]
     pub dry_run: bool,
+    /// Show unified diffs of file contents
+    #[arg(long)]
     pub diff: bool,
+    /// Hosts worked on at once
+    #[arg(long, default_value_t = 32, value_name = "N")]
     pub forks: usize,
+    /// JSON Lines events on stdout, nothing else
+    #[arg(long)]
     pub json: bool,
+    /// More output (-v: timings and debug notes; -vv: diffs of changes too)
+    #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Only failures and the recap (no line per step)
+    #[arg(short, long)]
     pub quiet: bool,
-    pub conn: ConnConfig,
+    /// Default time limit of one command, in seconds
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
     pub timeout: u64,
-    /// Node side of `--via slurm`: the file of per-node hosts and variables.
+    /// How to reach the hosts (set from the connection flags).
+    #[arg(skip)]
+    pub conn: ConnConfig,
+    /// A task of --via slurm: the file of per-node hosts and variables
+    #[arg(long, value_name = "FILE", hide = true)]
     pub slurm_node: Option<PathBuf>,
 }
 
 impl RunConfig {
     /// The reporter these flags ask for.
     pub fn reporter(&self, redactor: Redactor) -> Reporter {
-        let mode = if self.json { Mode::Json } else { Mode::Human };
+        let mode = if self.slurm_node.is_some() {
+            Mode::Node
+        } else if self.json {
+            Mode::Json
+        } else {
+            Mode::Human
+        };
         Reporter::new(mode, self.verbose, self.quiet, self.diff, redactor)
     }
 }
@@ -141,5 +174,9 @@ pub fn run(cfg: RunConfig) -> Result<(), Error> {
         stopped.and(end)
     });
     rt.shutdown_timeout(Duration::from_secs(2));
-    res.map_err(|e| e.map_text(|t| reporter.redactor().redact(&signals::stopped_by(t))))
+    // A second signal: the recap is out and the connections are closed; its status.
+    if let Some(code) = signals::abort_status() {
+        return Err(Error::Signal(code));
+    }
+    res.map_err(|e| e.map_text(|t| reporter.redactor().redact(t)))
 }

@@ -18,7 +18,7 @@ use super::run::RunConfig;
 use crate::errors::{usage, Error};
 use crate::host::Hosts;
 use crate::inventory::Target;
-use crate::report::{Reporter, Status, StepEvent};
+use crate::report::{NoteEvent, Recap, Reporter, StepEvent};
 use crate::run;
 use crate::secrets::Redactor;
 use crate::transport::{quote, Connection};
@@ -29,13 +29,31 @@ pub const NODE_VAR: &str = "slurm_node";
 /// Files bigger than this in the recipe's folder are refused: they would be sent to every node.
 const MAX_BUNDLE: u64 = 64 * 1024 * 1024;
 
+/// The start of a node's task: `$d` becomes a private folder (removed at exit) in the first
+/// of the runtime folder, TMPDIR, /tmp, /var/tmp, /dev/shm and the home folder that is
+/// writable and lets a program run from it (hardened nodes mount the temporary ones
+/// `noexec`); none: exit 97 naming those tried.
+const NODE_DIR: &str = r#"n=${SLURMD_NODENAME:-this node}; d=; tried=; trap 'rm -rf "$d"' EXIT;
+for b in "${XDG_RUNTIME_DIR:-}" "${TMPDIR:-}" /tmp /var/tmp /dev/shm "${HOME:-}"; do
+  [ -n "$b" ] && [ -d "$b" ] && [ -w "$b" ] || continue;
+  d=$(umask 077 && mktemp -d "$b/recipe-node.XXXXXXXX" 2>/dev/null) || { d=; continue; };
+  printf '#!/bin/sh
+' > "$d/x" && chmod 700 "$d/x" && "$d/x" 2>/dev/null && { rm -f "$d/x"; break; };
+  tried="$tried $b"; rm -rf "$d"; d=;
+done;
+[ -n "$d" ] || { echo "no folder on $n lets this user run a program: tried$tried (mounted noexec?) and no other was writable; give the user a home or runtime folder that allows it" >&2; exit 97; };"#;
+
 /// How long srun may wait for the nodes to be allocated before it gives up.
 const ALLOC_WAIT_SECS: u64 = 60;
 
-/// `--via` parsed: `slurm` or `slurm:PARTITION`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `--via` parsed: `slurm` or `slurm:PARTITION`, with `--login` and `--slurm-prefix`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Via {
     pub partition: Option<String>,
+    /// `--login`: the inventory host srun runs on.
+    pub login: Option<String>,
+    /// `--slurm-prefix`: where Slurm is installed on the login node (its programs in `bin/`).
+    pub slurm_prefix: Option<String>,
 }
 
 impl Via {
@@ -62,6 +80,7 @@ impl Via {
             }
             p => Ok(Via {
                 partition: p.map(str::to_string),
+                ..Via::default()
             }),
         }
     }
@@ -74,41 +93,9 @@ fn usable(state: &str) -> bool {
     matches!(state, "idle" | "mixed")
 }
 
-/// One step event as a node printed it (owned strings, unlike [`StepEvent`]).
-#[derive(Debug, serde::Deserialize)]
-struct NodeStep {
-    host: String,
-    recipe: String,
-    line: usize,
-    #[serde(default)]
-    source: Option<String>,
-    op: String,
-    target: String,
-    status: Status,
-    dry_run: bool,
-    ms: u64,
-    #[serde(default)]
-    msg: Option<String>,
-    #[serde(default)]
-    changes: Vec<String>,
-    #[serde(default)]
-    diff: Option<String>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct NodeRecap {
-    host: String,
-    #[serde(default)]
-    unreachable: bool,
-    #[serde(default)]
-    msg: Option<String>,
-    #[serde(default)]
-    stopped_at: Option<String>,
-}
-
 /// Runs `cfg.recipe` on the selected hosts through Slurm, from the login node `login`.
-pub fn run(cfg: RunConfig, via: Via, login: Option<String>) -> Result<(), Error> {
-    let Some(login) = login else {
+pub fn run(cfg: RunConfig, via: Via) -> Result<(), Error> {
+    let Some(login) = via.login.clone() else {
         return Err(usage("--via slurm needs --login HOST: the login or master node (an inventory host) the controller connects to and runs srun on"));
     };
     if cfg.inventory.is_none() || (cfg.hosts.is_empty() && cfg.groups.is_empty()) {
@@ -122,8 +109,10 @@ pub fn run(cfg: RunConfig, via: Via, login: Option<String>) -> Result<(), Error>
         ));
     }
     let (inv, targets) = run::targets(&cfg.inventory, &cfg.hosts, &cfg.groups, false)?;
-    inv.target(&login)
+    let login_host = inv
+        .target(&login)
         .map_err(|e| usage(format!("--login {login}: {e}")))?;
+    let slurm_dirs = slurm_dirs(&login_host, via.slurm_prefix.as_deref());
     let redactor = Redactor::default();
     let hide = |e: Error| e.map_text(|t| redactor.redact(t));
     let cli = run::cli_vars(&cfg.vars, &redactor).map_err(hide)?;
@@ -175,6 +164,7 @@ pub fn run(cfg: RunConfig, via: Via, login: Option<String>) -> Result<(), Error>
         cfg: &cfg,
         via: &via,
         login: &login,
+        slurm_dirs,
         nodes,
         host_of,
         files,
@@ -213,6 +203,75 @@ fn slurm_name(t: &Target) -> String {
         .and_then(|v| v.as_str())
         .map(str::to_string)
         .unwrap_or_else(|| t.name.clone())
+}
+
+/// The folders where the login node's `sinfo` and `srun` may be, in order, each with why:
+/// `--slurm-prefix`, else what the recipes would use for that host (its `slurm_install` and
+/// `slurm_prefix` from the inventory, with the recipes' defaults `source` and `/usr/local`).
+/// The login shell's PATH is tried after them.
+fn slurm_dirs(login: &Target, option: Option<&str>) -> Vec<(String, String)> {
+    if let Some(p) = option {
+        return vec![(
+            format!("{}/bin", p.trim_end_matches('/')),
+            "--slurm-prefix".into(),
+        )];
+    }
+    let var = |k: &str| {
+        login
+            .vars
+            .get(k)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    let install = var("slurm_install");
+    let prefix = var("slurm_prefix");
+    let why = |what: &str| format!("{what} of {} in the inventory", login.name);
+    match (install.as_deref(), prefix) {
+        (Some("packages"), _) => vec![("/usr/bin".into(), why("slurm_install = \"packages\""))],
+        (_, Some(p)) => vec![(
+            format!("{}/bin", p.trim_end_matches('/')),
+            why(&format!("slurm_prefix = {p:?}")),
+        )],
+        _ => vec![(
+            "/usr/local/bin".into(),
+            "the recipes' default slurm_prefix".into(),
+        )],
+    }
+}
+
+/// A command that finds `sinfo` and `srun` in `dirs`, then on PATH, and runs `sinfo ARGS`.
+/// Its first two lines are the two programs' paths, or `-` and the PATH it searched.
+fn sinfo_cmd(dirs: &[(String, String)], args: &str) -> String {
+    let list: Vec<String> = dirs.iter().map(|(d, _)| quote(d)).collect();
+    format!(
+        "S=; R=; for d in {}; do if [ -x \"$d/sinfo\" ] && [ -x \"$d/srun\" ]; then S=$d/sinfo; R=$d/srun; break; fi; done; \
+         [ -n \"$S\" ] || {{ S=$(command -v sinfo) && R=$(command -v srun); }} || S=; \
+         case $S in /*) ;; *) S=;; esac; case $R in /*) ;; *) S=;; esac; \
+         [ -n \"$S\" ] || {{ printf -- '-\\n%s\\n' \"$PATH\"; exit 0; }}; \
+         printf '%s\\n%s\\n' \"$S\" \"$R\"; exec \"$S\" {args}",
+        list.join(" ")
+    )
+}
+
+/// The first two lines of [`sinfo_cmd`]'s reply: the two programs, or an error that says
+/// what was tried.
+fn found_slurm(
+    reply: &str,
+    dirs: &[(String, String)],
+    login: &str,
+) -> Result<(String, String), String> {
+    let mut lines = reply.lines();
+    let (s, r) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+    if s.starts_with('/') && r.starts_with('/') {
+        return Ok((s.to_string(), r.to_string()));
+    }
+    let tried: Vec<String> = dirs.iter().map(|(d, why)| format!("{d} ({why})")).collect();
+    Err(format!(
+        "sinfo and srun not found on the login node {login}: tried {}, then its PATH ({r}). \
+         Set `slurm_prefix` (or `slurm_install = \"packages\"`) for {login} in the inventory, as \
+         the recipes that installed Slurm read them, or give --slurm-prefix DIR",
+        tried.join(", ")
+    ))
 }
 
 /// Files the nodes need, as (path in the bundle, path here): the recipe's folder as
@@ -272,6 +331,8 @@ struct Job<'a> {
     cfg: &'a RunConfig,
     via: &'a Via,
     login: &'a str,
+    /// Folders that may hold `sinfo` and `srun` on the login node, each with why it is tried.
+    slurm_dirs: Vec<(String, String)>,
     nodes: NodeFile,
     host_of: HashMap<String, String>,
     files: Vec<(String, PathBuf)>,
@@ -354,19 +415,22 @@ impl Job<'_> {
             .as_ref()
             .map(|p| format!(" -p {}", quote(p)))
             .unwrap_or_default();
-        let q = format!(
-            "sinfo -h -N{part} -n {} -o '%N|%T|%E'",
-            quote(&names.join(","))
+        // Where Slurm is, then which nodes can take a task now: one round trip.
+        let q = sinfo_cmd(
+            &self.slurm_dirs,
+            &format!("-h -N{part} -n {} -o '%N|%T|%E'", quote(&names.join(","))),
         );
         let out = conn.exec(&q, None, t).await.map_err(|e| e.to_string())?;
+        let reply = out.stdout_str();
+        let (sinfo, srun_bin) = found_slurm(&reply, &self.slurm_dirs, login)?;
         if !out.ok() {
             return Err(format!(
-                "sinfo failed on {login} (is Slurm up there?): {}",
+                "{sinfo} failed on {login} (is Slurm up there?): {}",
                 out.stderr_str().trim()
             ));
         }
         let mut state: HashMap<String, (String, String)> = HashMap::new();
-        for l in out.stdout_str().lines() {
+        for l in reply.lines().skip(2) {
             let mut it = l.splitn(3, '|');
             if let (Some(n), Some(s)) = (it.next(), it.next()) {
                 let reason = it.next().unwrap_or("none").trim().to_string();
@@ -422,18 +486,19 @@ impl Job<'_> {
         if self.cfg.diff {
             args.push("--diff".into());
         }
-        // Each task: a private folder, the bundle from stdin, the run, the folder removed.
+        // Each task: a private folder it may run programs from, the bundle from stdin, the
+        // run, the folder removed.
         let node_script = format!(
-            "d=$(umask 077 && mktemp -d /tmp/recipe-node.XXXXXXXX) || exit 97; trap 'rm -rf \"$d\"' EXIT; \
-             tar -xzf - -C \"$d\" || {{ echo \"cannot unpack the recipe bundle on $SLURMD_NODENAME\" >&2; exit 97; }}; \
+            "{NODE_DIR} tar -xzf - -C \"$d\" || {{ echo \"cannot unpack the recipe bundle on $n\" >&2; exit 97; }}; \
              \"$d/recipe\" run \"$d/recipes/\"{} {}",
             quote(&self.recipe_file),
             args.join(" ")
         );
         let srun = format!(
             "cd {qs}/b && tar -czf ../bundle.tgz . && \
-             exec srun -J recipe-via{part} -N {n} -n {n} --ntasks-per-node=1 -w {} --immediate={ALLOC_WAIT_SECS} \
+             exec {} -J recipe-via{part} -N {n} -n {n} --ntasks-per-node=1 -w {} --immediate={ALLOC_WAIT_SECS} \
              --no-kill --kill-on-bad-exit=0 --input=all -l sh -c {} < ../bundle.tgz",
+            quote(&srun_bin),
             quote(&run_on.join(",")),
             quote(&node_script),
             n = run_on.len(),
@@ -499,37 +564,29 @@ impl Job<'_> {
             }
             return;
         };
+        // A node reports only for the host it was given; anything else is ignored.
         match v.get("event").and_then(|e| e.as_str()) {
             Some("step") => {
-                if let Ok(s) = serde_json::from_value::<NodeStep>(v) {
-                    if !self.known(&s.host) {
-                        return;
+                if let Ok(s) = serde_json::from_value::<StepEvent>(v) {
+                    if self.known(&s.host) {
+                        self.reporter.step(s);
                     }
-                    self.reporter.step(StepEvent {
-                        event: "step",
-                        host: s.host,
-                        recipe: s.recipe,
-                        line: s.line,
-                        source: s.source,
-                        op: s.op,
-                        target: s.target,
-                        status: s.status,
-                        dry_run: s.dry_run,
-                        ms: s.ms,
-                        msg: s.msg,
-                        changes: s.changes,
-                        diff: s.diff,
-                    });
+                }
+            }
+            Some("note") => {
+                if let Ok(n) = serde_json::from_value::<NoteEvent>(v) {
+                    if self.known(&n.host) {
+                        self.reporter.note(&n.host, &n.msg);
+                    }
                 }
             }
             Some("recap") => {
-                if let Ok(r) = serde_json::from_value::<NodeRecap>(v) {
-                    if !self.known(&r.host) {
-                        return;
+                if let Ok(r) = serde_json::from_value::<Recap>(v) {
+                    if self.known(&r.host) {
+                        seen.insert(r.host.clone(), true);
+                        self.reporter
+                            .finish_host(&r.host, r.unreachable, r.msg, r.stopped_at);
                     }
-                    seen.insert(r.host.clone(), true);
-                    self.reporter
-                        .finish_host(&r.host, r.unreachable, r.msg, r.stopped_at);
                 }
             }
             _ => {}
@@ -566,11 +623,12 @@ mod tests {
 
     #[test]
     fn via_spec_is_checked() {
-        assert_eq!(Via::parse("slurm"), Ok(Via { partition: None }));
+        assert_eq!(Via::parse("slurm"), Ok(Via::default()));
         assert_eq!(
             Via::parse("slurm:debug"),
             Ok(Via {
-                partition: Some("debug".into())
+                partition: Some("debug".into()),
+                ..Via::default()
             })
         );
         let e = Via::parse("pbs").err().unwrap_or_default();
@@ -595,6 +653,87 @@ mod tests {
         ] {
             assert!(!usable(s), "{s}");
         }
+    }
+
+    fn login(vars: serde_json::Value) -> Target {
+        let mut t = crate::run::this_machine("login1", &crate::inventory::Inventory::empty());
+        if let serde_json::Value::Object(m) = vars {
+            t.vars = m.into_iter().collect();
+        }
+        t
+    }
+
+    #[test]
+    fn slurm_is_looked_for_where_the_recipes_put_it() {
+        let dirs = |v, o| {
+            slurm_dirs(&login(v), o)
+                .into_iter()
+                .map(|(d, _)| d)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(dirs(serde_json::json!({}), None), ["/usr/local/bin"]);
+        assert_eq!(
+            dirs(serde_json::json!({"slurm_prefix": "/opt/hpc/slurm/"}), None),
+            ["/opt/hpc/slurm/bin"]
+        );
+        assert_eq!(
+            dirs(
+                serde_json::json!({"slurm_install": "packages", "slurm_prefix": "/opt/x"}),
+                None
+            ),
+            ["/usr/bin"]
+        );
+        assert_eq!(
+            dirs(
+                serde_json::json!({"slurm_prefix": "/opt/x"}),
+                Some("/site/slurm")
+            ),
+            ["/site/slurm/bin"]
+        );
+    }
+
+    /// The lookup runs in /bin/sh here against a folder with the two programs in it (empty
+    /// scripts: only where they are matters), then against none.
+    #[test]
+    fn the_lookup_finds_the_programs_or_says_what_it_tried() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let bin = tmp.path().join("slurm/bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        for p in ["sinfo", "srun"] {
+            let f = bin.join(p);
+            std::fs::write(&f, "#!/bin/sh\necho \"node1|idle|none $*\"\n").expect("write");
+            std::process::Command::new("chmod")
+                .arg("755")
+                .arg(&f)
+                .status()
+                .expect("chmod");
+        }
+        let run = |dirs: &[(String, String)]| {
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(sinfo_cmd(dirs, "-h"))
+                .env("PATH", "/usr/bin:/bin")
+                .output()
+                .expect("sh");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let here = vec![(bin.display().to_string(), "a test".to_string())];
+        let reply = run(&here);
+        let (s, r) = found_slurm(&reply, &here, "login1").expect("found");
+        assert_eq!(s, bin.join("sinfo").display().to_string());
+        assert_eq!(r, bin.join("srun").display().to_string());
+        assert_eq!(reply.lines().nth(2), Some("node1|idle|none -h"), "{reply}");
+        let nowhere = vec![(
+            "/no/such/bin".to_string(),
+            "slurm_prefix of login1".to_string(),
+        )];
+        let e = found_slurm(&run(&nowhere), &nowhere, "login1").expect_err("not found");
+        assert!(
+            e.contains(
+                "tried /no/such/bin (slurm_prefix of login1), then its PATH (/usr/bin:/bin)"
+            ) && e.contains("--slurm-prefix"),
+            "{e}"
+        );
     }
 
     #[test]

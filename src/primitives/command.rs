@@ -4,23 +4,21 @@ use rhai::plugin::*;
 
 use crate::transport::TransportError;
 
-/// Options of `sh`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ShOpts {
-    pub creates: Option<String>,
-    pub removes: Option<String>,
-    pub unless: Option<String>,
-    pub onlyif: Option<String>,
-    pub chdir: Option<String>,
-    #[serde(default)]
-    pub env: std::collections::BTreeMap<String, String>,
-    pub timeout: Option<u64>,
-    #[serde(default)]
-    pub ignore_errors: bool,
-    pub stdin: Option<String>,
-    /// Show this instead of the command in output (for long scripts).
-    pub name: Option<String>,
+crate::primitives::options::options! {
+    /// Options of `sh`.
+    pub struct ShOpts for "sh" {
+        creates: Option<String>,
+        removes: Option<String>,
+        unless: Option<String>,
+        onlyif: Option<String>,
+        chdir: Option<String>,
+        env: std::collections::BTreeMap<String, String>,
+        timeout: Option<u64>,
+        ignore_errors: bool,
+        stdin: Option<String>,
+        /// Show this instead of the command in output (for long scripts).
+        name: Option<String>,
+    }
 }
 
 use super::GUARD_SKIP as SKIP;
@@ -140,7 +138,7 @@ fn do_sh_opts(
         Some(v) if v.is::<crate::secrets::Secret>() => m.remove("stdin").map(|v| v.cast()),
         _ => None,
     };
-    let mut o: ShOpts = crate::primitives::opts(ctx, "sh", m)?;
+    let mut o: ShOpts = crate::primitives::opts(ctx, m)?;
     if let Some(s) = secret_stdin {
         o.stdin = Some(secret_command(ctx, &s)?.0);
     }
@@ -184,7 +182,7 @@ fn do_probe(
         Err(e @ TransportError::Timeout(_)) => {
             let mut m = timed_out(&e);
             m.insert("ok".into(), false.into());
-            Ok(Dynamic::from_map(m))
+            Ok(super::fields::Fields::dynamic(m))
         }
         Err(e) => Err(super::err_at(
             format!("probe {cmd:?}: {e}"),
@@ -213,26 +211,21 @@ pub fn probe_result(out: &crate::transport::ExecOutput) -> Dynamic {
     m.insert("ok".into(), (out.status == 0).into());
     m.insert("stdout".into(), out.stdout_str().into());
     m.insert("stderr".into(), out.stderr_str().into());
-    Dynamic::from_map(m)
+    m.insert("timed_out".into(), false.into());
+    super::fields::Fields::dynamic(m)
 }
 
-/// Options of `wait_for`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WaitOpts {
-    #[serde(default = "default_wait")]
-    pub timeout: u64,
-    #[serde(default = "default_interval")]
-    pub interval: u64,
-    pub name: Option<String>,
-    /// Run the check on this other inventory host instead.
-    pub on: Option<String>,
-}
-fn default_wait() -> u64 {
-    60
-}
-fn default_interval() -> u64 {
-    2
+crate::primitives::options::options! {
+    /// Options of `wait_for`.
+    pub struct WaitOpts for "wait_for" {
+        /// Seconds (default 60).
+        timeout: Option<u64>,
+        /// Seconds between tries (default 2).
+        interval: Option<u64>,
+        name: Option<String>,
+        /// Run the check on this other inventory host instead.
+        on: Option<String>,
+    }
 }
 
 #[export_module]
@@ -245,8 +238,8 @@ pub mod api {
     /// `chdir`, `env` (map), `timeout` (seconds), `ignore_errors`, `stdin` (string), `name` (label).
     /// The guards run with `LC_ALL=C`, like every check; the command itself runs with the
     /// login's locale.
-    /// Returns `#{changed, rc, stdout, stderr}` (plus `timed_out: true`, rc 124, when it ran out
-    /// of time); a non-zero exit or a timeout is a failure unless `ignore_errors`.
+    /// Returns `#{changed, rc, stdout, stderr, timed_out}` (`timed_out: true`, rc 124, when it
+    /// ran out of time); a non-zero exit or a timeout is a failure unless `ignore_errors`.
     /// In a dry run the guard is checked and the command is only reported.
     ///
     /// ```rhai
@@ -334,7 +327,7 @@ pub mod api {
         cmd: &str,
         opts: rhai::Map,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        let o: WaitOpts = crate::primitives::opts(&ctx, "wait_for", opts)?;
+        let o: WaitOpts = crate::primitives::opts(&ctx, opts)?;
         let label = o.name.clone().unwrap_or_else(|| cmd.to_string());
         crate::primitives::step(&ctx, "wait_for", &label, |_| {
             // A wait changes nothing and needs what earlier steps did: a dry run skips it.
@@ -347,13 +340,14 @@ pub mod api {
 
 /// Repeats `cmd` until it succeeds or `o.timeout` passes.
 fn wait(h: &crate::context::HostCtx, cmd: &str, o: &WaitOpts) -> Result<rhai::Map, String> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(o.timeout);
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_secs(o.timeout.unwrap_or(60));
     let target = o.on.clone().unwrap_or_else(|| h.name.clone());
     loop {
         if h.run.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err("interrupted".into());
+            return Err(crate::run::signals::reason());
         }
-        let limit = std::time::Duration::from_secs(o.interval.max(1) * 5 + 10);
+        let limit = std::time::Duration::from_secs(o.interval.unwrap_or(2).max(1) * 5 + 10);
         let out = match h.exec_on(&target, &crate::primitives::in_c_locale(cmd), Some(limit)) {
             Ok(out) => out,
             // A check that hangs is a check that has not succeeded yet.
@@ -372,11 +366,13 @@ fn wait(h: &crate::context::HostCtx, cmd: &str, o: &WaitOpts) -> Result<rhai::Ma
         if std::time::Instant::now() >= deadline {
             return Err(format!(
                 "still failing after {}s on {target}; last {}",
-                o.timeout,
+                o.timeout.unwrap_or(60),
                 crate::primitives::failure_text(&out)
             ));
         }
-        std::thread::sleep(std::time::Duration::from_secs(o.interval.max(1)));
+        std::thread::sleep(std::time::Duration::from_secs(
+            o.interval.unwrap_or(2).max(1),
+        ));
     }
 }
 

@@ -259,3 +259,125 @@ mod tests {
         );
     }
 }
+
+// ---- The `download` step: the host fetches (curl or wget), or the controller does (above).
+
+use super::files::{plan_content, probe_file, ContentPlan};
+use super::{attr_fixes, FileKind, StatInfo, StepResult};
+use rhai::{Dynamic, EvalAltResult, NativeCallContext};
+
+crate::primitives::options::options! {
+    /// Options of `download`.
+    pub struct DownloadOpts for "download" {
+        sha256: Option<String>,
+        timeout: Option<u64>,
+        ..attrs: Attrs
+    }
+}
+
+/// The script that downloads `url` to `dest` (checked against `want`), atomically.
+pub fn download_script(url: &str, dest: &str, want: Option<&str>, attrs: &Attrs) -> String {
+    let (u, d) = (quote(url), quote(dest));
+    let mut s = format!(
+        "set -e\nt=$(dirname -- {d}; printf x)\nt=$(mktemp \"${{t%?x}}/.recipe.XXXXXXXX\")\ntrap 'rm -f \"$t\"' EXIT\n\
+         if command -v curl >/dev/null 2>&1; then curl -fsSL --retry 3 -o \"$t\" {u}; \
+         elif command -v wget >/dev/null 2>&1; then wget -q -O \"$t\" {u}; \
+         else echo 'neither curl nor wget is installed on the target' >&2; exit 1; fi\n"
+    );
+    if let Some(w) = want {
+        s.push_str(&format!(
+            "got=$(sha256sum < \"$t\" | cut -d' ' -f1)\n[ \"$got\" = {w} ] || {{ echo \"checksum mismatch: expected {w}, got $got\" >&2; exit 1; }}\n"
+        ));
+    }
+    s.push_str("chmod 0644 \"$t\"\n");
+    let (cmds, _) = attr_fixes(
+        "\"$t\"",
+        &StatInfo {
+            kind: FileKind::Regular,
+            owner: String::new(),
+            group: String::new(),
+            mode: 0o644,
+            size: 0,
+        },
+        attrs,
+    );
+    for c in cmds {
+        s.push_str(&c);
+        s.push('\n');
+    }
+    s.push_str(&format!("mv -f \"$t\" {d}\ntrap - EXIT\n"));
+    s
+}
+
+/// The decision of `download`: from what is at `dest` to nothing, attribute fixes, or the
+/// download (with a sha256, a file with another checksum is downloaded again; without one,
+/// any regular file at `dest` is the download).
+pub fn download_step<'a>(
+    url: &str,
+    dest: &str,
+    cur: Option<&(StatInfo, String)>,
+    o: &DownloadOpts,
+) -> StepResult<'a> {
+    super::no_nul("url", url)?;
+    super::no_nul("path", dest)?;
+    // "" is "not checked", the convention of every `*_sha256` recipe variable.
+    let want = o
+        .sha256
+        .as_ref()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty());
+    if let Some(w) = &want {
+        if w.len() != 64 || !w.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("sha256 {w:?} is not 64 hex digits"));
+        }
+    }
+    let keep_sum = match (cur, &want) {
+        (Some((_, sum)), None) => sum.clone(),
+        (_, Some(w)) => w.clone(),
+        (None, None) => String::new(),
+    };
+    let identity = format!("{url} {want:?} {:?}", o.attrs);
+    let plan = match plan_content(dest, cur, &keep_sum, &o.attrs)? {
+        ContentPlan::Keep(fix) => StepPlan::from(fix).with("sha256", keep_sum),
+        ContentPlan::Write { .. } => StepPlan::script(
+            vec![format!("download {url}")],
+            download_script(url, dest, want.as_deref(), &o.attrs),
+            None,
+            Some(std::time::Duration::from_secs(o.timeout.unwrap_or(1800))),
+        ),
+    };
+    Ok(plan
+        .with("path", dest.to_string())
+        .same_as(identity)
+        .writes(dest, PlannedFile::new(PlannedContent::Unknown, "")))
+}
+
+pub(crate) fn do_download(
+    ctx: &NativeCallContext,
+    url: &str,
+    dest: &str,
+    o: DownloadOpts,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    super::step(ctx, "download", dest, |h| {
+        super::no_nul("path", dest)?;
+        let cur = probe_file(h, dest)?;
+        let plan = download_step(url, dest, cur.as_ref(), &o)?;
+        // Due, on a host without curl or wget: the controller fetches and streams it.
+        if matches!(plan.action, super::Action::Script { .. })
+            && !super::download::host_can_fetch(h)?
+        {
+            let want = o
+                .sha256
+                .as_ref()
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty());
+            super::download::controller_can_fetch(url)?;
+            let t = std::time::Duration::from_secs(o.timeout.unwrap_or(1800));
+            return Ok(
+                super::download::via_controller(url, dest, want, &o.attrs, t, &h.name)
+                    .with("path", dest.to_string()),
+            );
+        }
+        Ok(plan)
+    })
+}

@@ -1,5 +1,6 @@
-//! Files on the target: file (content, controller file or another host's file), directory,
-//! template, download, unpack, and the read-only read_file / stat / exists.
+//! Files on the target: `file` (content, a controller file or another host's file, streamed
+//! when large) and `directory`, and the Rhai API of the file family, whose other members
+//! live beside it: `template`, `download`, `unpack`, and `read` (read_file, stat, exists, require).
 
 use rhai::plugin::*;
 use std::path::PathBuf;
@@ -14,17 +15,25 @@ use crate::secrets::{describe_bytes, sha256_hex, Secret};
 use crate::transport::quote;
 use std::sync::Arc;
 
-/// Options of `file` (besides `content`, taken out first).
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileOpts {
-    pub src: Option<String>,
-    pub from_host: Option<String>,
-    #[serde(flatten)]
-    pub attrs: Attrs,
-    #[serde(default)]
-    pub secret: bool,
-    pub state: Option<FileState>,
+#[cfg(test)]
+use super::download::download_step;
+use super::download::{do_download, DownloadOpts};
+pub use super::read::*;
+pub use super::template::*;
+pub use super::unpack::*;
+
+crate::primitives::options::options! {
+    /// Options of `file`.
+    pub struct FileOpts for "file" {
+        /// A string, a blob or a secret: taken out of the map before it is read.
+        #[serde(skip)]
+        content: Option<Dynamic>,
+        src: Option<String>,
+        from_host: Option<String>,
+        secret: bool,
+        state: Option<FileState>,
+        ..attrs: Attrs
+    }
 }
 
 choice!(
@@ -43,15 +52,15 @@ pub struct Payload {
     pub secret: bool,
 }
 
-const DIFF_MAX: u64 = 256 * 1024;
+pub(crate) const DIFF_MAX: u64 = 256 * 1024;
 /// Another host's files above this size stream host to host instead of being read whole.
-const STREAM_OVER: u64 = 1024 * 1024;
+pub(crate) const STREAM_OVER: u64 = 1024 * 1024;
 
 /// What a step finds at `path`: the host's own state, or, in a dry run where an earlier
 /// step of this run plans the path with a known result (content, directory, removal), that
 /// result: the real run would find it there. A plan whose content is not known yet (a
 /// command makes the file) leaves the host's state and the callers' own "depends on" notes.
-fn probe_file(h: &HostCtx, path: &str) -> Result<Option<(StatInfo, String)>, String> {
+pub(crate) fn probe_file(h: &HostCtx, path: &str) -> Result<Option<(StatInfo, String)>, String> {
     let cur = probe_host_file(h, path)?;
     if !h.run.dry_run {
         return Ok(cur);
@@ -63,7 +72,10 @@ fn probe_file(h: &HostCtx, path: &str) -> Result<Option<(StatInfo, String)>, Str
 }
 
 /// The stat and checksum a path will have once the step that plans `pf` has run.
-fn as_planned(cur: Option<(StatInfo, String)>, pf: &PlannedFile) -> Option<(StatInfo, String)> {
+pub(crate) fn as_planned(
+    cur: Option<(StatInfo, String)>,
+    pf: &PlannedFile,
+) -> Option<(StatInfo, String)> {
     let st = planned_stat(cur.map(|(st, _)| st), Some(pf))?;
     let sum = match &pf.content {
         PlannedContent::Bytes { bytes, .. } => sha256_hex(bytes),
@@ -74,7 +86,7 @@ fn as_planned(cur: Option<(StatInfo, String)>, pf: &PlannedFile) -> Option<(Stat
 
 /// The bytes an earlier step of this dry run plans for `path` on this host, if known, and
 /// whether they are secret.
-fn planned_bytes(h: &HostCtx, path: &str) -> Option<(Arc<Vec<u8>>, bool)> {
+pub(crate) fn planned_bytes(h: &HostCtx, path: &str) -> Option<(Arc<Vec<u8>>, bool)> {
     if !h.run.dry_run {
         return None;
     }
@@ -85,7 +97,10 @@ fn planned_bytes(h: &HostCtx, path: &str) -> Option<(Arc<Vec<u8>>, bool)> {
 }
 
 /// One round trip: stat and checksum of `path` on the host, or `absent`.
-fn probe_host_file(h: &HostCtx, path: &str) -> Result<Option<(StatInfo, String)>, String> {
+pub(crate) fn probe_host_file(
+    h: &HostCtx,
+    path: &str,
+) -> Result<Option<(StatInfo, String)>, String> {
     let q = quote(path);
     let cmd = format!(
         "if [ -e {q} ] || [ -L {q} ]; then stat -c '{STAT_FMT}' -- {q} && if [ -f {q} ]; then sha256sum < {q}; else echo -; fi; else echo absent; fi"
@@ -200,7 +215,7 @@ pub fn plan_remove(path: &str, cur: Option<&StatInfo>, dir: bool) -> Result<Plan
     Ok(p)
 }
 
-fn is_text(b: &[u8]) -> bool {
+pub(crate) fn is_text(b: &[u8]) -> bool {
     !b.iter().take(8192).any(|c| *c == 0) && std::str::from_utf8(b).is_ok()
 }
 
@@ -385,7 +400,8 @@ pub fn ensure_content<'a>(
     content_step(path, cur.as_ref(), payload, attrs, diff)
 }
 
-fn remove_path<'a>(h: &HostCtx, path: &str, dir: bool) -> StepResult<'a> {
+pub(crate) fn remove_path<'a>(h: &HostCtx, path: &str, dir: bool) -> StepResult<'a> {
+    super::no_nul("path", path)?;
     let cur = probe_file(h, path)?;
     Ok(
         StepPlan::from(plan_remove(path, cur.as_ref().map(|(st, _)| st), dir)?)
@@ -395,7 +411,7 @@ fn remove_path<'a>(h: &HostCtx, path: &str, dir: bool) -> StepResult<'a> {
 }
 
 /// Turns a content value (string, blob or secret) into bytes.
-fn content_of(v: Dynamic) -> Result<Payload, String> {
+pub(crate) fn content_of(v: Dynamic) -> Result<Payload, String> {
     if v.is::<Secret>() {
         let s = v.cast::<Secret>();
         return Ok(Payload {
@@ -432,7 +448,7 @@ pub fn controller_file(h: &HostCtx, src: &str) -> Result<(PathBuf, Vec<u8>), Str
 /// Copies a big file of `host` here in bounded chunks (never whole in the controller's
 /// memory), checked by size and sha256 before it replaces `path`. `None`: the file is small
 /// enough to go the ordinary way (with a diff).
-fn stream_from_host<'a>(
+pub(crate) fn stream_from_host<'a>(
     h: &HostCtx,
     host: &'a str,
     src: &'a str,
@@ -542,49 +558,6 @@ pub fn stream_step<'a>(
         .writes(path, PlannedFile::new(PlannedContent::Unknown, "")))
 }
 
-/// A file of `host` as this run sees it: what is there, or what a dry-run step of this run
-/// plans to write there.
-pub enum Remote {
-    Bytes(Vec<u8>),
-    /// Planned, with content that exists only once that step has run.
-    Pending(PlannedFile),
-}
-
-/// Reads a whole file of another (or this) host, or what this run plans for it.
-pub fn read_remote(h: &HostCtx, host: &str, path: &str) -> Result<Remote, String> {
-    super::no_nul("path", path)?;
-    if let Some(pf) = super::planned_file(h, host, path) {
-        return match pf.content {
-            PlannedContent::Bytes { ref bytes, .. } => Ok(Remote::Bytes(bytes.to_vec())),
-            PlannedContent::Unknown => Ok(Remote::Pending(pf)),
-            PlannedContent::Directory => Err(format!(
-                "cannot read {path} on {host}: a directory is planned there (at {})",
-                pf.at
-            )),
-            PlannedContent::Absent => Err(format!(
-                "cannot read {path} on {host}: it is planned to be removed (at {})",
-                pf.at
-            )),
-        };
-    }
-    remote_read(h, host, path).map(Remote::Bytes)
-}
-
-/// Reads a whole file of another (or this) host through its connection.
-pub fn remote_read(h: &HostCtx, host: &str, path: &str) -> Result<Vec<u8>, String> {
-    super::no_nul("path", path)?;
-    let out = h
-        .exec_on(host, &in_c_locale(&format!("cat -- {}", quote(path))), None)
-        .map_err(|e| format!("{host}: {e}"))?;
-    if out.status != 0 {
-        return Err(format!(
-            "cannot read {path} on {host}: {}",
-            super::failure_text(&out)
-        ));
-    }
-    Ok(out.stdout)
-}
-
 /// The plan of a copy from a file that a step of this run plans but has not written: it
 /// says what it depends on instead of showing a guessed content.
 pub fn pending_step<'a>(
@@ -639,19 +612,21 @@ pub fn pending_attrs_step<'a>(
     Ok(p.same_as(format!("{attrs:?}")))
 }
 
-fn do_file(
+pub(crate) fn do_file(
     ctx: &NativeCallContext,
     path: &str,
     mut m: rhai::Map,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
     let content = m.remove("content");
-    let o: FileOpts = super::opts(ctx, "file", m)?;
+    let mut o: FileOpts = super::opts(ctx, m)?;
+    o.content = content;
     super::step(ctx, "file", path, |h| {
+        super::no_nul("path", path)?;
         if o.state == Some(FileState::Absent) {
             return remove_path(h, path, false);
         }
-        let mut payload = match (content, &o.src, &o.from_host) {
-            (Some(c), None, None) => content_of(c)?,
+        let mut payload = match (&o.content, &o.src, &o.from_host) {
+            (Some(c), None, None) => content_of(c.clone())?,
             (None, Some(src), None) => Payload {
                 bytes: Arc::new(controller_file(h, src)?.1),
                 secret: false,
@@ -713,16 +688,15 @@ fn do_file(
     })
 }
 
-/// Options of `directory`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DirOpts {
-    #[serde(flatten)]
-    pub attrs: Attrs,
-    pub state: Option<DirState>,
+crate::primitives::options::options! {
+    /// Options of `directory`.
+    pub struct DirOpts for "directory" {
+        state: Option<DirState>,
+        ..attrs: Attrs
+    }
 }
 
-fn do_directory(
+pub(crate) fn do_directory(
     ctx: &NativeCallContext,
     path: &str,
     o: DirOpts,
@@ -739,459 +713,6 @@ fn do_directory(
             .same_as(format!("{:?}", o.attrs))
             .writes(path, PlannedFile::new(PlannedContent::Directory, "")))
     })
-}
-
-/// Options of `template`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateOpts {
-    #[serde(flatten)]
-    pub attrs: Attrs,
-    #[serde(default)]
-    pub secret: bool,
-}
-
-/// Renders a Jinja template (minijinja, undefined variables are errors).
-pub fn render(name: &str, text: &str, ctx: &serde_json::Value) -> Result<String, String> {
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    // Configuration files are not HTML: `x.yaml.j2` or `x.json.j2` must not be escaped.
-    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
-    let mut syntax = minijinja::syntax::SyntaxConfig::builder();
-    syntax.keep_trailing_newline(true).trim_blocks(true);
-    if let Ok(sc) = syntax.build() {
-        env.set_syntax(sc);
-    }
-    let err = |e: minijinja::Error| template_error_in(&e, Some(text));
-    env.add_template(name, text).map_err(err)?;
-    let t = env.get_template(name).map_err(err)?;
-    t.render(minijinja::value::Serde(ctx)).map_err(err)
-}
-
-/// A template error with its line, and the column when the template text is at hand.
-pub fn template_error_in(e: &minijinja::Error, text: Option<&str>) -> String {
-    let col = match (e.range(), text) {
-        (Some(r), Some(t)) if r.start <= t.len() => {
-            let line_start = t[..r.start].rfind('\n').map(|i| i + 1).unwrap_or(0);
-            Some(t[line_start..r.start].chars().count() + 1)
-        }
-        _ => None,
-    };
-    let place = match (e.name(), e.line(), col) {
-        (Some(n), Some(l), Some(c)) => format!("{n}:{l}:{c}: "),
-        (Some(n), Some(l), None) => format!("{n}:{l}: "),
-        (Some(n), None, _) => format!("{n}: "),
-        _ => String::new(),
-    };
-    let mut msg = format!("{place}{}", e.kind());
-    if let Some(d) = e.detail() {
-        msg.push_str(": ");
-        msg.push_str(d);
-    }
-    if let Some(dbg) = e
-        .display_debug_info()
-        .to_string()
-        .lines()
-        .find(|l| l.contains('>'))
-    {
-        msg.push('\n');
-        msg.push_str(dbg.trim_end());
-    }
-    msg
-}
-
-fn do_template(
-    ctx: &NativeCallContext,
-    dest: &str,
-    src: &str,
-    mut m: rhai::Map,
-) -> Result<Dynamic, Box<EvalAltResult>> {
-    let extra = m.remove("vars");
-    let o: TemplateOpts = super::opts(ctx, "template", m)?;
-    super::step(ctx, "template", dest, |h| {
-        let (path, bytes) = controller_file(h, src)?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
-        let mut vars = h.vars.clone();
-        if let Some(e) = extra {
-            match e.try_cast::<rhai::Map>() {
-                Some(em) => vars.extend(em),
-                None => return Err("template option `vars` must be a map".into()),
-            }
-        }
-        let (json, has_secret) = crate::secret_ops::template_json(vars)?;
-        let rendered = render(src, &text, &json)?;
-        ensure_content(
-            h,
-            dest,
-            &Payload {
-                bytes: Arc::new(rendered.into_bytes()),
-                secret: o.secret || has_secret,
-            },
-            &o.attrs,
-        )
-    })
-}
-
-/// Options of `download`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DownloadOpts {
-    pub sha256: Option<String>,
-    #[serde(flatten)]
-    pub attrs: Attrs,
-    pub timeout: Option<u64>,
-}
-
-/// The script that downloads `url` to `dest` (checked against `want`), atomically.
-pub fn download_script(url: &str, dest: &str, want: Option<&str>, attrs: &Attrs) -> String {
-    let (u, d) = (quote(url), quote(dest));
-    let mut s = format!(
-        "set -e\nt=$(dirname -- {d}; printf x)\nt=$(mktemp \"${{t%?x}}/.recipe.XXXXXXXX\")\ntrap 'rm -f \"$t\"' EXIT\n\
-         if command -v curl >/dev/null 2>&1; then curl -fsSL --retry 3 -o \"$t\" {u}; \
-         elif command -v wget >/dev/null 2>&1; then wget -q -O \"$t\" {u}; \
-         else echo 'neither curl nor wget is installed on the target' >&2; exit 1; fi\n"
-    );
-    if let Some(w) = want {
-        s.push_str(&format!(
-            "got=$(sha256sum < \"$t\" | cut -d' ' -f1)\n[ \"$got\" = {w} ] || {{ echo \"checksum mismatch: expected {w}, got $got\" >&2; exit 1; }}\n"
-        ));
-    }
-    s.push_str("chmod 0644 \"$t\"\n");
-    let (cmds, _) = attr_fixes(
-        "\"$t\"",
-        &StatInfo {
-            kind: FileKind::Regular,
-            owner: String::new(),
-            group: String::new(),
-            mode: 0o644,
-            size: 0,
-        },
-        attrs,
-    );
-    for c in cmds {
-        s.push_str(&c);
-        s.push('\n');
-    }
-    s.push_str(&format!("mv -f \"$t\" {d}\ntrap - EXIT\n"));
-    s
-}
-
-/// The decision of `download`: from what is at `dest` to nothing, attribute fixes, or the
-/// download (with a sha256, a file with another checksum is downloaded again; without one,
-/// any regular file at `dest` is the download).
-pub fn download_step<'a>(
-    url: &str,
-    dest: &str,
-    cur: Option<&(StatInfo, String)>,
-    o: &DownloadOpts,
-) -> StepResult<'a> {
-    super::no_nul("url", url)?;
-    super::no_nul("path", dest)?;
-    // "" is "not checked", the convention of every `*_sha256` recipe variable.
-    let want = o
-        .sha256
-        .as_ref()
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !s.is_empty());
-    if let Some(w) = &want {
-        if w.len() != 64 || !w.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(format!("sha256 {w:?} is not 64 hex digits"));
-        }
-    }
-    let keep_sum = match (cur, &want) {
-        (Some((_, sum)), None) => sum.clone(),
-        (_, Some(w)) => w.clone(),
-        (None, None) => String::new(),
-    };
-    let identity = format!("{url} {want:?} {:?}", o.attrs);
-    let plan = match plan_content(dest, cur, &keep_sum, &o.attrs)? {
-        ContentPlan::Keep(fix) => StepPlan::from(fix).with("sha256", keep_sum),
-        ContentPlan::Write { .. } => StepPlan::script(
-            vec![format!("download {url}")],
-            download_script(url, dest, want.as_deref(), &o.attrs),
-            None,
-            Some(std::time::Duration::from_secs(o.timeout.unwrap_or(1800))),
-        ),
-    };
-    Ok(plan
-        .with("path", dest.to_string())
-        .same_as(identity)
-        .writes(dest, PlannedFile::new(PlannedContent::Unknown, "")))
-}
-
-fn do_download(
-    ctx: &NativeCallContext,
-    url: &str,
-    dest: &str,
-    o: DownloadOpts,
-) -> Result<Dynamic, Box<EvalAltResult>> {
-    super::step(ctx, "download", dest, |h| {
-        super::no_nul("path", dest)?;
-        let cur = probe_file(h, dest)?;
-        let plan = download_step(url, dest, cur.as_ref(), &o)?;
-        // Due, on a host without curl or wget: the controller fetches and streams it.
-        if matches!(plan.action, super::Action::Script { .. })
-            && !super::download::host_can_fetch(h)?
-        {
-            let want = o
-                .sha256
-                .as_ref()
-                .map(|s| s.trim().to_ascii_lowercase())
-                .filter(|s| !s.is_empty());
-            super::download::controller_can_fetch(url)?;
-            let t = std::time::Duration::from_secs(o.timeout.unwrap_or(1800));
-            return Ok(
-                super::download::via_controller(url, dest, want, &o.attrs, t, &h.name)
-                    .with("path", dest.to_string()),
-            );
-        }
-        Ok(plan)
-    })
-}
-
-/// Options of `unpack`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UnpackOpts {
-    pub creates: Option<String>,
-    #[serde(default)]
-    pub strip_components: u32,
-    pub owner: Option<String>,
-}
-
-/// What `unpack` finds: whether its marker (`creates`, default `dest`) exists, whether the
-/// archive does, or where a step of this run plans it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnpackFacts {
-    pub marker: bool,
-    pub archive: bool,
-    /// The archive is not there yet, and this step of the run makes it.
-    pub planned_archive: Option<String>,
-}
-
-/// The decision of `unpack`.
-pub fn unpack_step<'a>(
-    archive: &str,
-    dest: &str,
-    f: &UnpackFacts,
-    o: &UnpackOpts,
-) -> StepResult<'a> {
-    let marker = o.creates.clone().unwrap_or_else(|| dest.to_string());
-    let plan = StepPlan::ok()
-        .with("path", dest.to_string())
-        .same_as(format!("{archive} {o:?}"));
-    if f.marker {
-        return Ok(plan);
-    }
-    let mut change = format!("unpack {archive} into {dest}");
-    if !f.archive {
-        match &f.planned_archive {
-            Some(dep) => change.push_str(&format!(" ({dep})")),
-            None => return Err(format!("archive {archive} does not exist")),
-        }
-    }
-    let (a, d) = (quote(archive), quote(dest));
-    let mut cmd = format!(
-        "{}mkdir -p -- {d} && tar -xf {a} -C {d} --no-same-owner",
-        unpack_needs(archive)
-    );
-    if o.strip_components > 0 {
-        cmd.push_str(&format!(" --strip-components={}", o.strip_components));
-    }
-    if let Some(owner) = &o.owner {
-        cmd.push_str(&format!(" && chown -R {} {d}", quote(owner)));
-    }
-    let mut p = StepPlan::script(vec![change], cmd, None, None);
-    p.result = plan.result;
-    p.identity = plan.identity;
-    Ok(p.writes(&marker, PlannedFile::new(PlannedContent::Unknown, "")))
-}
-
-/// tar runs a decompressor a minimal host may lack (debootstrap minbase has gzip only):
-/// say which package is missing before anything is unpacked.
-fn unpack_needs(archive: &str) -> String {
-    let a = archive.to_ascii_lowercase();
-    let need = [
-        (&[".xz", ".txz"][..], "xz", "xz-utils"),
-        (&[".bz2", ".tbz2", ".tbz"][..], "bzip2", "bzip2"),
-        (&[".zst", ".tzst"][..], "zstd", "zstd"),
-        (&[".lz4"][..], "lz4", "lz4"),
-    ];
-    for (ends, tool, pkg) in need {
-        if ends.iter().any(|e| a.ends_with(e)) {
-            return format!(
-                "if ! command -v {tool} >/dev/null 2>&1; then echo {} >&2; exit 1; fi; ",
-                quote(&format!(
-                    "{archive} needs {tool}, which is not installed on this host: install it first (packages([\"{pkg}\"]))"
-                ))
-            );
-        }
-    }
-    String::new()
-}
-
-fn do_unpack(
-    ctx: &NativeCallContext,
-    archive: &str,
-    dest: &str,
-    o: UnpackOpts,
-) -> Result<Dynamic, Box<EvalAltResult>> {
-    super::step(ctx, "unpack", dest, |h| {
-        super::no_nul("path", archive)?;
-        super::no_nul("path", dest)?;
-        let marker = o.creates.clone().unwrap_or_else(|| dest.to_string());
-        let (a, m) = (quote(archive), quote(&marker));
-        let probe = check(h, &format!("if [ -e {m} ]; then echo present; else echo absent; fi; [ -f {a} ] && echo archive || echo noarchive"))?;
-        let text = probe.stdout_str();
-        let archive_there = !text.contains("noarchive");
-        let f = UnpackFacts {
-            marker: text.starts_with("present"),
-            archive: archive_there,
-            planned_archive: if archive_there {
-                None
-            } else {
-                super::planned_file(h, &h.name, archive)
-                    .filter(|pf| pf.content != PlannedContent::Absent)
-                    .map(|pf| pf.depends(&h.name, archive))
-            },
-        };
-        unpack_step(archive, dest, &f, &o)
-    })
-}
-
-/// Options of `read_file`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReadOpts {
-    #[serde(default)]
-    pub secret: bool,
-    #[serde(default)]
-    pub binary: bool,
-}
-
-/// read_file for this or another host: string, blob, or secret.
-pub fn read_value(
-    ctx: &NativeCallContext,
-    host: Option<&str>,
-    path: &str,
-    o: ReadOpts,
-) -> Result<Dynamic, Box<EvalAltResult>> {
-    let h = super::host_ctx(ctx)?;
-    let who = host.map(str::to_string).unwrap_or_else(|| h.name.clone());
-    let bytes = match read_remote(&h, &who, path) {
-        Ok(Remote::Bytes(b)) => b,
-        Ok(Remote::Pending(pf)) => {
-            // Not a value anyone can know before that step runs: say so, and read nothing.
-            h.run.reporter.note(
-                &h.name,
-                &format!(
-                    "read_file {who}:{path} at {}:{}: {}; read as empty",
-                    super::call_file(ctx, &h).unwrap_or_else(|| h.recipe.name.clone()),
-                    ctx.call_position().line().unwrap_or(0),
-                    pf.depends(&who, path)
-                ),
-            );
-            Vec::new()
-        }
-        Err(e) => return Err(super::err_at(e, ctx.call_position())),
-    };
-    if o.secret {
-        h.run.reporter.redactor().add(&bytes);
-        return Ok(Dynamic::from(Secret(std::sync::Arc::new(bytes))));
-    }
-    if o.binary {
-        return Ok(Dynamic::from_blob(bytes));
-    }
-    String::from_utf8(bytes).map(Dynamic::from).map_err(|_| {
-        super::err_at(
-            format!("{path} on {who} is not UTF-8 text; use #{{binary: true}}"),
-            ctx.call_position(),
-        )
-    })
-}
-
-/// What `stat` shows of a path that a step of this run plans (`planned`), from what is
-/// there (`cur`): the planned kind, size and attributes over the current ones.
-pub fn planned_stat(cur: Option<StatInfo>, planned: Option<&PlannedFile>) -> Option<StatInfo> {
-    let Some(pf) = planned else {
-        return cur;
-    };
-    let (kind, size, mode) = match &pf.content {
-        PlannedContent::Absent => return None,
-        PlannedContent::Directory => (FileKind::Directory, 4096, 0o755),
-        PlannedContent::Bytes { bytes, .. } => (FileKind::Regular, bytes.len() as u64, 0o644),
-        PlannedContent::Unknown => (
-            FileKind::Regular,
-            cur.as_ref().map(|c| c.size).unwrap_or(0),
-            0o644,
-        ),
-    };
-    let base = cur.filter(|c| c.kind == kind).unwrap_or(StatInfo {
-        kind,
-        owner: "root".into(),
-        group: "root".into(),
-        mode,
-        size,
-    });
-    Some(StatInfo {
-        kind,
-        owner: pf.owner.clone().unwrap_or(base.owner),
-        group: pf.group.clone().unwrap_or(base.group),
-        mode: pf.mode.unwrap_or(base.mode),
-        size,
-    })
-}
-
-/// stat for this or another host: a map, or () when the path does not exist.
-pub fn stat_value(
-    ctx: &NativeCallContext,
-    host: Option<&str>,
-    path: &str,
-) -> Result<Dynamic, Box<EvalAltResult>> {
-    let h = super::host_ctx(ctx)?;
-    let who = host.map(str::to_string).unwrap_or_else(|| h.name.clone());
-    let q = quote(path);
-    let out = h
-        .exec_on(
-            &who,
-            &in_c_locale(&format!(
-                "if [ -e {q} ] || [ -L {q} ]; then stat -c '{STAT_FMT}' -- {q}; else echo absent; fi"
-            )),
-            None,
-        )
-        .map_err(|e| super::err_at(format!("stat {path}: {e}"), ctx.call_position()))?;
-    if out.status != 0 {
-        return Err(super::err_at(
-            format!("stat {path} on {who}: {}", super::failure_text(&out)),
-            ctx.call_position(),
-        ));
-    }
-    let text = out.stdout_str();
-    let cur = if text.trim() == "absent" {
-        None
-    } else {
-        Some(parse_stat(&text).ok_or_else(|| {
-            super::err_at(
-                format!("stat {path}: cannot parse {text:?}"),
-                ctx.call_position(),
-            )
-        })?)
-    };
-    let planned = super::planned_file(&h, &who, path);
-    let Some(st) = planned_stat(cur, planned.as_ref()) else {
-        return Ok(Dynamic::UNIT);
-    };
-    let mut m = rhai::Map::new();
-    if let Some(pf) = &planned {
-        m.insert("planned".into(), pf.at.clone().into());
-    }
-    m.insert("kind".into(), st.kind_name().into());
-    m.insert("owner".into(), st.owner.into());
-    m.insert("group".into(), st.group.into());
-    m.insert("mode".into(), format!("{:04o}", st.mode).into());
-    m.insert("size".into(), (st.size as i64).into());
-    Ok(Dynamic::from_map(m))
 }
 
 #[export_module]
@@ -1232,7 +753,7 @@ pub mod api {
         path: &str,
         opts: rhai::Map,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        let o: DirOpts = crate::primitives::opts(&ctx, "directory", opts)?;
+        let o: DirOpts = crate::primitives::opts(&ctx, opts)?;
         do_directory(&ctx, path, o)
     }
 
@@ -1288,7 +809,7 @@ pub mod api {
         dest: &str,
         opts: rhai::Map,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        let o: DownloadOpts = crate::primitives::opts(&ctx, "download", opts)?;
+        let o: DownloadOpts = crate::primitives::opts(&ctx, opts)?;
         do_download(&ctx, url, dest, o)
     }
 
@@ -1315,7 +836,7 @@ pub mod api {
         dest: &str,
         opts: rhai::Map,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        let o: UnpackOpts = crate::primitives::opts(&ctx, "unpack", opts)?;
+        let o: UnpackOpts = crate::primitives::opts(&ctx, opts)?;
         do_unpack(&ctx, archive, dest, o)
     }
 
@@ -1336,7 +857,7 @@ pub mod api {
         path: &str,
         opts: rhai::Map,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        let o: ReadOpts = crate::primitives::opts(&ctx, "read_file", opts)?;
+        let o: ReadOpts = crate::primitives::opts(&ctx, opts)?;
         read_value(&ctx, None, path, o)
     }
 
@@ -1356,6 +877,24 @@ pub mod api {
     #[rhai_fn(name = "exists", return_raw)]
     pub fn exists(ctx: NativeCallContext, path: &str) -> Result<bool, Box<EvalAltResult>> {
         Ok(!stat_value(&ctx, None, path)?.is_unit())
+    }
+
+    /// Requires a path that an earlier recipe or step makes: true when it exists (or an
+    /// earlier step of this dry run plans it). When it is missing, a real run stops here with
+    /// `message`; a dry run, whose earlier steps may only have been reported, notes what a
+    /// real run would need and returns false (so the recipe can skip what depends on it).
+    ///
+    /// ```rhai
+    /// require(`${prefix}/sbin/slurmd`, "run slurm_build.rhai first");
+    /// if require(conf, "the installation writes it") { file(conf, #{content: ...}); }
+    /// ```
+    #[rhai_fn(name = "require", return_raw)]
+    pub fn require(
+        ctx: NativeCallContext,
+        path: &str,
+        message: &str,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        require_value(&ctx, None, path, message)
     }
 }
 

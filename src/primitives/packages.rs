@@ -5,15 +5,14 @@ use rhai::plugin::*;
 use super::{check, Plan, Presence, StepPlan};
 use crate::transport::quote;
 
-/// Options of `packages`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PkgOpts {
-    pub state: Option<Presence>,
-    #[serde(default)]
-    pub update_cache: bool,
-    /// `false`: the packages' services are not started (or restarted) by the install.
-    pub start_services: Option<bool>,
+crate::primitives::options::options! {
+    /// Options of `packages`.
+    pub struct PkgOpts for "packages" {
+        state: Option<Presence>,
+        update_cache: bool,
+        /// `false`: the packages' services are not started (or restarted) by the install.
+        start_services: Option<bool>,
+    }
 }
 
 /// What the target's package manager says.
@@ -203,7 +202,7 @@ pub mod api {
         names: rhai::Array,
         opts: rhai::Map,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        let o: PkgOpts = crate::primitives::opts(&ctx, "packages", opts)?;
+        let o: PkgOpts = crate::primitives::opts(&ctx, opts)?;
         let names = strings(&ctx, names)?;
         do_packages(&ctx, names, o)
     }

@@ -60,7 +60,7 @@ pub mod api {
         path: &str,
         opts: rhai::Map,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        let o: ReadOpts = crate::primitives::opts(&ctx, "read_file", opts)?;
+        let o: ReadOpts = crate::primitives::opts(&ctx, opts)?;
         read_value(&ctx, Some(&h.name), path, o)
     }
 
@@ -82,6 +82,18 @@ pub mod api {
         path: &str,
     ) -> Result<bool, Box<EvalAltResult>> {
         Ok(!stat_value(&ctx, Some(&h.name), path)?.is_unit())
+    }
+
+    /// `require` on that host: true when the path exists there (or is planned); else a real
+    /// run stops with the message and a dry run notes it and returns false.
+    #[rhai_fn(name = "require", return_raw)]
+    pub fn require_of(
+        ctx: NativeCallContext,
+        h: HostRef,
+        path: &str,
+        message: &str,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        crate::primitives::files::require_value(&ctx, Some(&h.name), path, message)
     }
 
     /// Runs a read-only command on that host with `LC_ALL=C`: `#{ok, rc, stdout, stderr}`.

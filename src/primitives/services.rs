@@ -11,14 +11,13 @@ choice!(
     ["started" => Started, "stopped" => Stopped, "restarted" => Restarted, "reloaded" => Reloaded]
 );
 
-/// Options of `service`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceOpts {
-    pub state: Option<ServiceState>,
-    pub enabled: Option<bool>,
-    #[serde(default)]
-    pub daemon_reload: bool,
+crate::primitives::options::options! {
+    /// Options of `service`.
+    pub struct ServiceOpts for "service" {
+        state: Option<ServiceState>,
+        enabled: Option<bool>,
+        daemon_reload: bool,
+    }
 }
 
 /// What systemd says about a unit.
@@ -185,7 +184,7 @@ pub mod api {
         name: &str,
         opts: rhai::Map,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        let o: ServiceOpts = crate::primitives::opts(&ctx, "service", opts)?;
+        let o: ServiceOpts = crate::primitives::opts(&ctx, opts)?;
         do_service(&ctx, name, o)
     }
 

@@ -5,32 +5,28 @@ use rhai::plugin::*;
 use super::{check, Plan, Presence, StepPlan};
 use crate::transport::quote;
 
-/// Options of `user`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserOpts {
-    pub uid: Option<u32>,
-    pub group: Option<String>,
-    #[serde(default)]
-    pub groups: Vec<String>,
-    pub home: Option<String>,
-    pub shell: Option<String>,
-    #[serde(default)]
-    pub system: bool,
-    #[serde(default)]
-    pub create_home: bool,
-    pub comment: Option<String>,
-    pub state: Option<Presence>,
+crate::primitives::options::options! {
+    /// Options of `user`.
+    pub struct UserOpts for "user" {
+        uid: Option<u32>,
+        group: Option<String>,
+        groups: Vec<String>,
+        home: Option<String>,
+        shell: Option<String>,
+        system: bool,
+        create_home: bool,
+        comment: Option<String>,
+        state: Option<Presence>,
+    }
 }
 
-/// Options of `group`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupOpts {
-    pub gid: Option<u32>,
-    #[serde(default)]
-    pub system: bool,
-    pub state: Option<Presence>,
+crate::primitives::options::options! {
+    /// Options of `group`.
+    pub struct GroupOpts for "group" {
+        gid: Option<u32>,
+        system: bool,
+        state: Option<Presence>,
+    }
 }
 
 fn valid_name(n: &str) -> Result<(), String> {
@@ -338,7 +334,7 @@ pub mod api {
         name: &str,
         opts: rhai::Map,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        let o: UserOpts = crate::primitives::opts(&ctx, "user", opts)?;
+        let o: UserOpts = crate::primitives::opts(&ctx, opts)?;
         do_user(&ctx, name, o)
     }
 
@@ -350,7 +346,7 @@ pub mod api {
         name: &str,
         opts: rhai::Map,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
-        let o: GroupOpts = crate::primitives::opts(&ctx, "group", opts)?;
+        let o: GroupOpts = crate::primitives::opts(&ctx, opts)?;
         do_group(&ctx, name, o)
     }
 }

@@ -94,8 +94,10 @@ struct Call {
     args: usize,
     method: bool,
     pos: Position,
-    /// Keys of a literal map given as the last argument.
-    opts: Option<Vec<(String, Position)>>,
+    /// Keys of a literal map given as the last argument, with their value when it is a literal.
+    opts: Option<Vec<Opt>>,
+    /// For `play("literal.rhai", #{vars: #{..}})`: the recipe and the keys of `vars`.
+    play: Option<(String, Vec<(String, Position)>)>,
     /// For `template(dest, "literal", ..)`: the path and its position.
     template: Option<(String, Position)>,
     /// For `template`: the keys of a literal `vars:` option; `None` when it is not literal.
@@ -147,6 +149,38 @@ fn map_keys(e: &Expr) -> Option<Vec<(String, Position)>> {
     }
 }
 
+/// One entry of a literal options map.
+struct Opt {
+    key: String,
+    pos: Position,
+    /// The value, when the source spells it out (`644`, `"yes"`, `#{A: "1"}`).
+    value: Option<(rhai::Dynamic, Position)>,
+}
+
+fn opts_of(e: &Expr) -> Option<Vec<Opt>> {
+    match e {
+        Expr::Map(x, _) => Some(
+            x.0.iter()
+                .map(|(id, v)| Opt {
+                    key: id.name.to_string(),
+                    pos: id.pos,
+                    value: v.get_literal_value(None).map(|d| (d, v.position())),
+                })
+                .collect(),
+        ),
+        Expr::DynamicConstant(d, pos) if d.is_map() => d.read_lock::<rhai::Map>().map(|m| {
+            m.iter()
+                .map(|(k, v)| Opt {
+                    key: k.to_string(),
+                    pos: *pos,
+                    value: Some((v.clone(), *pos)),
+                })
+                .collect()
+        }),
+        _ => None,
+    }
+}
+
 fn map_entry<'e>(e: &'e Expr, key: &str) -> Option<&'e Expr> {
     match e {
         Expr::Map(x, _) => x.0.iter().find(|(id, _)| id.name == key).map(|(_, v)| v),
@@ -165,7 +199,15 @@ fn call_of(x: &rhai::FnCallExpr, pos: Position, method: bool) -> Option<Call> {
         Some(x.namespace.root().to_string())
     };
     let last = x.args.last();
-    let opts = last.and_then(map_keys);
+    let opts = last.and_then(opts_of);
+    let play = match (x.args.first(), x.args.get(1)) {
+        (Some(Expr::StringConstant(r, _)), Some(m)) if name == "play" && !method => {
+            map_entry(m, "vars")
+                .and_then(map_keys)
+                .map(|k| (r.to_string(), k))
+        }
+        _ => None,
+    };
     let (mut template, mut template_vars) = (None, Some(Vec::new()));
     if name == "template" && !method && ns.is_none() && x.args.len() >= 2 {
         if let Expr::StringConstant(s, p) = &x.args[1] {
@@ -188,6 +230,7 @@ fn call_of(x: &rhai::FnCallExpr, pos: Position, method: bool) -> Option<Call> {
         method,
         pos,
         opts,
+        play,
         template,
         template_vars,
     })
@@ -207,6 +250,24 @@ struct Seen {
     var_uses: Vec<(String, Position)>,
     /// `vars.contains("x")`: names that are tested before use.
     var_tests: HashSet<String>,
+    /// Strings handed to the shell as written (`sh`'s command and guards): their escapes
+    /// are the shell's.
+    shell: HashSet<Position>,
+}
+
+/// Where `sh`/`probe`/`wait_for` take a command: its argument and the guards of its options.
+fn shell_strings(x: &rhai::FnCallExpr, out: &mut HashSet<Position>) {
+    if !matches!(x.name.as_str(), "sh" | "probe" | "wait_for") {
+        return;
+    }
+    if let Some(cmd) = x.args.first() {
+        out.insert(cmd.position());
+    }
+    for k in ["creates", "removes", "unless", "onlyif"] {
+        if let Some(v) = x.args.get(1).and_then(|m| map_entry(m, k)) {
+            out.insert(v.position());
+        }
+    }
 }
 
 fn scan(ast: &AST) -> Seen {
@@ -216,9 +277,15 @@ fn scan(ast: &AST) -> Seen {
     }
     ast.walk(&mut |path: &[ASTNode]| {
         match path.last() {
-            Some(ASTNode::Stmt(Stmt::FnCall(x, pos))) => s.calls.extend(call_of(x, *pos, false)),
-            Some(ASTNode::Expr(Expr::FnCall(x, pos))) => s.calls.extend(call_of(x, *pos, false)),
-            Some(ASTNode::Expr(Expr::MethodCall(x, pos))) => s.calls.extend(call_of(x, *pos, true)),
+            Some(ASTNode::Stmt(Stmt::FnCall(x, pos)))
+            | Some(ASTNode::Expr(Expr::FnCall(x, pos))) => {
+                shell_strings(x, &mut s.shell);
+                s.calls.extend(call_of(x, *pos, false))
+            }
+            Some(ASTNode::Expr(Expr::MethodCall(x, pos))) => {
+                shell_strings(x, &mut s.shell);
+                s.calls.extend(call_of(x, *pos, true))
+            }
             Some(ASTNode::Stmt(Stmt::Import(x, _))) => {
                 if let Expr::StringConstant(p, _) = &x.0 {
                     s.imports.insert(x.1.name.to_string(), p.to_string());
@@ -296,8 +363,16 @@ fn located(msg: String, source: &Path, pos: Position) -> Located {
     }
 }
 
+/// What the check found: errors (the recipe cannot run) and warnings (it runs, likely not as
+/// meant).
+#[derive(Default)]
+pub struct Findings {
+    pub errors: Vec<Located>,
+    pub warnings: Vec<Located>,
+}
+
 /// Checks a recipe (compiled by `load`) and the modules it imports; returns every finding.
-pub fn check(recipe: &Path, text: &str, declared: &[String]) -> Vec<Located> {
+pub fn check(recipe: &Path, text: &str, declared: &[String]) -> Findings {
     let dir = recipe
         .parent()
         .map(Path::to_path_buf)
@@ -306,18 +381,23 @@ pub fn check(recipe: &Path, text: &str, declared: &[String]) -> Vec<Located> {
     let mut scope = rhai::Scope::new();
     scope.push_constant("vars", crate::engine::Vars::default());
     let Ok(ast) = engine.compile_with_scope(&scope, text) else {
-        return Vec::new(); // `load` reports syntax errors itself
+        return Findings::default(); // `load` reports syntax errors itself
     };
     let mut c = Checker {
         engine,
         recipe_dir: dir,
         declared: declared.to_vec(),
         out: Vec::new(),
+        warnings: Vec::new(),
         visited: HashSet::new(),
         modules: HashMap::new(),
+        played: HashMap::new(),
     };
     c.file(recipe, &ast, true);
-    c.out
+    Findings {
+        errors: c.out,
+        warnings: c.warnings,
+    }
 }
 
 struct Checker {
@@ -325,9 +405,12 @@ struct Checker {
     recipe_dir: PathBuf,
     declared: Vec<String>,
     out: Vec<Located>,
+    warnings: Vec<Located>,
     visited: HashSet<PathBuf>,
     /// Module file -> its functions (`None`: not found or not compiled).
     modules: HashMap<PathBuf, Option<FileFns>>,
+    /// Played recipe -> the variables it declares (`None`: it does not load).
+    played: HashMap<PathBuf, Option<Vec<String>>>,
 }
 
 impl Checker {
@@ -361,6 +444,13 @@ impl Checker {
         }
         let own = fns_of(ast);
         let seen = scan(ast);
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for b in backticks(&text) {
+            let at = Position::new(b.line as u16, b.col as u16);
+            if !seen.shell.contains(&at) {
+                self.warnings.extend(escape_warning(file, &b));
+            }
+        }
         let mut mods: HashMap<String, Option<FileFns>> = HashMap::new();
         for (alias, name) in &seen.imports {
             let fns = self.module_file(file, name).and_then(|p| self.module(&p));
@@ -503,20 +593,76 @@ impl Checker {
             return;
         }
         if !own.all.contains_key(&c.name) {
-            if let (Some(keys), Some(valid)) = (&c.opts, crate::primitives::option_keys(&c.name)) {
-                for (k, pos) in keys {
-                    if !valid.contains(&k.as_str()) {
-                        self.out.push(located(
-                            crate::primitives::unknown_option(&c.name, k, valid),
-                            file,
-                            *pos,
-                        ));
-                    }
-                }
+            if let (Some(given), Some(fields)) = (&c.opts, crate::primitives::options::of(&c.name))
+            {
+                self.options(file, &c.name, given, &fields);
+            }
+            if let Some((played, keys)) = &c.play {
+                self.play_vars(file, played, keys);
             }
             if let Some((src, pos)) = &c.template {
                 self.template(file, src, *pos, c.template_vars.as_deref());
             }
+        }
+    }
+
+    /// A literal options map: every key known, every literal value of the right type (the
+    /// same checks a run makes at the call).
+    fn options(
+        &mut self,
+        file: &Path,
+        what: &str,
+        given: &[Opt],
+        fields: &[crate::primitives::options::Field],
+    ) {
+        use crate::primitives::options::{check_value, unknown_option};
+        for o in given {
+            let Some(f) = fields.iter().find(|f| f.key == o.key) else {
+                self.out
+                    .push(located(unknown_option(what, &o.key, fields), file, o.pos));
+                continue;
+            };
+            if let Some((v, pos)) = &o.value {
+                if let Err(e) = check_value(what, f, v) {
+                    self.out.push(located(e, file, *pos));
+                }
+            }
+        }
+    }
+
+    /// `play("x.rhai", #{vars: #{..}})`: the played recipe must declare each variable.
+    fn play_vars(&mut self, file: &Path, played: &str, keys: &[(String, Position)]) {
+        let beside = self.recipe_dir.join(played);
+        let path = if beside.is_file() {
+            Some(beside)
+        } else {
+            crate::recipe::resolve(played).ok()
+        };
+        let Some(path) = path else { return };
+        let declared = match self.played.get(&path) {
+            Some(d) => d.clone(),
+            None => {
+                let d = crate::recipe::declared(&self.engine, &path);
+                self.played.insert(path.clone(), d.clone());
+                d
+            }
+        };
+        let Some(declared) = declared else { return };
+        for (k, pos) in keys {
+            if declared.contains(k) {
+                continue;
+            }
+            let hint = did_you_mean(k, declared.iter().map(String::as_str))
+                .map(|n| format!(" (did you mean `{n}`?)"))
+                .unwrap_or_default();
+            self.out.push(located(
+                format!(
+                    "play {played}: it declares no variable `{k}`{hint} (declared: {})",
+                    list_or_none(&declared)
+                ),
+                file,
+                *pos,
+            ));
         }
     }
 
@@ -662,6 +808,176 @@ fn first_use(text: &str, name: &str) -> (usize, usize) {
     (0, 0)
 }
 
+/// Backslash escapes Rhai keeps as written inside a backtick string (`\n` stays a backslash
+/// and an `n`): in a backtick string they are almost always meant as in a "..." string.
+const KEPT_ESCAPES: &[char] = &['n', 't', 'r', '"'];
+
+/// A backtick string: where it starts, and the escapes it holds (line, column, the escape).
+#[derive(Debug, PartialEq, Eq)]
+struct Backtick {
+    line: usize,
+    col: usize,
+    escapes: Vec<(usize, usize, char)>,
+}
+
+/// An escape while reading: where, which, and whether inside shell single quotes.
+type EscapeSeen = (usize, usize, char, bool);
+
+/// Finds the backtick strings of Rhai source and the escapes each holds outside shell
+/// single quotes (`printf '%s\n'` hands the backslash to the shell, as meant). Comments,
+/// "..." strings and 'c' characters are skipped; `${...}` is code again, nesting.
+fn backticks(text: &str) -> Vec<Backtick> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum St {
+        Code,
+        /// Inside a backtick string.
+        Tick,
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let mut out: Vec<Backtick> = Vec::new();
+    // Open backtick strings (index into `out`) and, for each `${`, the brace depth it opened at.
+    let mut stack: Vec<(St, usize)> = vec![(St::Code, 0)];
+    // Per open string: its index in `out`, the escapes seen, inside shell single quotes.
+    let mut open: Vec<(usize, Vec<EscapeSeen>, bool)> = Vec::new();
+    let mut depth = 0usize;
+    let (mut line, mut col) = (1usize, 1usize);
+    let mut i = 0;
+    let step = |i: &mut usize, line: &mut usize, col: &mut usize, n: usize| {
+        for k in 0..n {
+            if chars.get(*i + k) == Some(&'\n') {
+                *line += 1;
+                *col = 1;
+            } else {
+                *col += 1;
+            }
+        }
+        *i += n;
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        let st = stack.last().map(|s| s.0).unwrap_or(St::Code);
+        match st {
+            St::Code => match c {
+                '/' if next == Some('/') => {
+                    while i < chars.len() && chars[i] != '\n' {
+                        step(&mut i, &mut line, &mut col, 1);
+                    }
+                }
+                '/' if next == Some('*') => {
+                    let mut nest = 0;
+                    while i < chars.len() {
+                        if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                            nest += 1;
+                            step(&mut i, &mut line, &mut col, 2);
+                        } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                            nest -= 1;
+                            step(&mut i, &mut line, &mut col, 2);
+                            if nest == 0 {
+                                break;
+                            }
+                        } else {
+                            step(&mut i, &mut line, &mut col, 1);
+                        }
+                    }
+                }
+                '"' | '\'' => {
+                    step(&mut i, &mut line, &mut col, 1);
+                    while i < chars.len() && chars[i] != c {
+                        let n = if chars[i] == '\\' { 2 } else { 1 };
+                        step(&mut i, &mut line, &mut col, n);
+                    }
+                    step(&mut i, &mut line, &mut col, 1);
+                }
+                '`' => {
+                    out.push(Backtick {
+                        line,
+                        col,
+                        escapes: Vec::new(),
+                    });
+                    open.push((out.len() - 1, Vec::new(), false));
+                    stack.push((St::Tick, depth));
+                    step(&mut i, &mut line, &mut col, 1);
+                }
+                '{' => {
+                    depth += 1;
+                    step(&mut i, &mut line, &mut col, 1);
+                }
+                '}' => {
+                    // The `}` closing a `${`: back into its backtick string.
+                    if stack.len() > 1 && stack.last().is_some_and(|s| s.1 == depth) {
+                        stack.pop();
+                    } else {
+                        depth = depth.saturating_sub(1);
+                    }
+                    step(&mut i, &mut line, &mut col, 1);
+                }
+                _ => step(&mut i, &mut line, &mut col, 1),
+            },
+            St::Tick => match c {
+                '`' if next == Some('`') => step(&mut i, &mut line, &mut col, 2),
+                '`' => {
+                    stack.pop();
+                    // Quotes that do not pair up (an apostrophe in prose) quote nothing.
+                    if let Some((k, seen, unpaired)) = open.pop() {
+                        out[k].escapes = seen
+                            .into_iter()
+                            .filter(|e| unpaired || !e.3)
+                            .map(|(l, c, e, _)| (l, c, e))
+                            .collect();
+                    }
+                    step(&mut i, &mut line, &mut col, 1);
+                }
+                '$' if next == Some('{') => {
+                    stack.push((St::Code, depth));
+                    step(&mut i, &mut line, &mut col, 2);
+                }
+                '\'' => {
+                    if let Some(o) = open.last_mut() {
+                        o.2 = !o.2;
+                    }
+                    step(&mut i, &mut line, &mut col, 1);
+                }
+                '\\' => {
+                    if let (Some(e), Some(o)) = (next, open.last_mut()) {
+                        if KEPT_ESCAPES.contains(&e) {
+                            o.1.push((line, col, e, o.2));
+                        }
+                    }
+                    let n = if next.is_some_and(|e| e != '`') { 2 } else { 1 };
+                    step(&mut i, &mut line, &mut col, n);
+                }
+                _ => step(&mut i, &mut line, &mut col, 1),
+            },
+        }
+    }
+    out
+}
+
+/// The warning for a backtick string holding escapes Rhai keeps as written.
+fn escape_warning(source: &Path, b: &Backtick) -> Option<Located> {
+    let &(line, column, e) = b.escapes.first()?;
+    let (meant, fix) = match e {
+        'n' => ("a line break", "`...` + \"\\n\" instead, or a real line break inside the backticks"),
+        't' => ("a tab", "`...` + \"\\t\" instead, or a real tab inside the backticks"),
+        'r' => ("a carriage return", "`...` + \"\\r\" instead, or a \"...\" string"),
+        _ => ("a double quote", "a plain \" instead (backticks need no backslash before it), or a \"...\" string with \\\""),
+    };
+    let more = match b.escapes.len() {
+        1 => String::new(),
+        n => format!("; {n} such escapes in this string"),
+    };
+    Some(Located {
+        message: format!(
+            "this backtick string holds `\\{e}`, which stays a backslash followed by `{e}`, not {meant} (backtick strings process no escapes{more}); write {fix}"
+        ),
+        source: Some(source.display().to_string()),
+        line,
+        column,
+        ..Default::default()
+    })
+}
+
 fn counts(n: &BTreeSet<usize>) -> String {
     let v: Vec<String> = n.iter().map(|k| k.to_string()).collect();
     match v.len() {
@@ -688,6 +1004,25 @@ fn list_or_none(v: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backtick_escapes_are_found_outside_shell_quotes() {
+        let esc = |t: &str| -> Vec<Vec<(usize, usize, char)>> {
+            backticks(t).into_iter().map(|b| b.escapes).collect()
+        };
+        assert_eq!(esc("let a = `${x} y\\n`;"), vec![vec![(1, 16, 'n')]]);
+        // Shell single quotes keep theirs; an unpaired quote (an apostrophe) quotes nothing.
+        assert_eq!(esc("sh(`printf '%s\\n' ${x}`);"), vec![vec![]]);
+        assert_eq!(esc("log(`it's done\\n`);"), vec![vec![(1, 15, 'n')]]);
+        // "..." strings, comments and code inside ${...} are not backtick strings.
+        assert_eq!(esc("let a = \"\\n`\"; // `\\n`\n"), Vec::<Vec<_>>::new());
+        assert_eq!(
+            esc("let a = `${ #{k: `in\\t`}.k } \\\"`;"),
+            vec![vec![(1, 30, '"')], vec![(1, 21, 't')]]
+        );
+        // Lines and columns count characters.
+        assert_eq!(esc("// é\nlet é = `\\t`;"), vec![vec![(2, 10, 't')]]);
+    }
 
     #[test]
     fn template_names_are_found_in_tags_only() {

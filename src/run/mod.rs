@@ -120,11 +120,19 @@ async fn run_one(
 ) -> bool {
     let rep = run.reporter.clone();
     let name = t.name.clone();
+    let not_started = || {
+        let why = format!("not started: {}", signals::reason());
+        rep.finish_host(&name, false, Some(why), None);
+        true
+    };
     if run.interrupted.load(Ordering::Relaxed) {
-        rep.finish_host(&name, false, Some("not started: interrupted".into()), None);
-        return true;
+        return not_started();
     }
-    let conn = run.hosts.connection(t).await;
+    // A stop while connecting (a handshake that stalls) ends the attempt at once.
+    let conn = tokio::select! {
+        c = run.hosts.connection(t) => c,
+        _ = signals::reached(signals::Stop::AfterStep) => return not_started(),
+    };
     if let Some((tries, notes)) = run.hosts.take_connect_notes(&name) {
         if tries > 1 {
             rep.connect_tries(&name, tries);
@@ -186,7 +194,7 @@ fn run_host(ctx: Arc<HostCtx>, ast: &rhai::AST, vars: rhai::Map) -> Result<(), (
             let mut loc = crate::errors::locate_eval(&err, &ctx.recipe.source);
             loc.source = loc.source.map(|s| module_file(&s, &dir));
             let place = loc.place();
-            let mut msg = format!("{place}: {}", signals::stopped_by(&loc.message));
+            let mut msg = format!("{place}: {}", loc.message);
             for n in &loc.notes {
                 msg.push_str(&format!("\n  ({n})"));
             }

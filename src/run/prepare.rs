@@ -89,13 +89,23 @@ pub fn prepare(
         .unwrap_or_else(|| PathBuf::from("."));
     let meta_engine = engine::build(&dir, None);
     let rec = crate::recipe::load(&meta_engine, &path).map_err(Error::Recipe)?;
+    // Before any host: it runs, but likely not as meant.
+    for w in &rec.warnings {
+        eprint!("{}", w.render_warning());
+    }
     let cli = crate::vars::check_cli(&rec, cli).map_err(usage)?;
     let mut per_host = Vec::new();
     for t in targets {
         let mut m = crate::vars::for_host(&rec, &t.name, &t.vars, &cli).map_err(usage)?;
         for (k, v) in extra {
             if !m.contains_key(k.as_str()) {
-                return Err(usage(format!("{} declares no variable {k}", rec.name)));
+                let hint = crate::hints::did_you_mean(k, m.keys().map(|n| n.as_str()))
+                    .map(|n| format!(" (did you mean `{n}`?)"))
+                    .unwrap_or_default();
+                return Err(usage(format!(
+                    "{} declares no variable {k}{hint}",
+                    rec.name
+                )));
             }
             m.insert(k.clone(), v.clone());
         }

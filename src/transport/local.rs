@@ -39,9 +39,11 @@ impl Spawner for LocalSpawner {
         timeout: Option<Duration>,
     ) -> BoxFut<'a, Result<ExecOutput, TransportError>> {
         Box::pin(async move {
+            // The command ends with this process, as over SSH with its sshd.
+            let run = super::shell::stream_command(cmd, &std::process::id().to_string(), timeout);
             let mut child = tokio::process::Command::new("/bin/sh")
                 .arg("-c")
-                .arg(cmd)
+                .arg(run)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -106,12 +108,14 @@ impl Spawner for LocalSpawner {
                 Ok(out)
             };
             let res = match timeout {
-                Some(t) => tokio::time::timeout(t, work).await.unwrap_or_else(|_| {
-                    Err(TransportError::Timeout(format!(
-                        "no result within {}s",
-                        t.as_secs()
-                    )))
-                }),
+                Some(t) => tokio::time::timeout(t + super::shell::GRACE, work)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(TransportError::Timeout(format!(
+                            "no result within {}s",
+                            (t + super::shell::GRACE).as_secs()
+                        )))
+                    }),
                 None => work.await,
             };
             feed.abort();

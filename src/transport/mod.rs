@@ -48,6 +48,9 @@ pub enum TransportError {
     Timeout(String),
     #[error("{0}")]
     Shell(String),
+    /// A second Ctrl-C or SIGTERM abandoned the command.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 /// Counters the benchmark reports: channels opened and commands sent.
@@ -150,7 +153,10 @@ impl Connection {
         self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
         if let Some(data) = stdin.filter(|d| d.len() > INLINE_LIMIT) {
             self.stats.channels.fetch_add(1, Ordering::Relaxed);
-            return self.spawner.oneshot(cmd, data, timeout).await;
+            let started = std::time::Instant::now();
+            let out = self.spawner.oneshot(cmd, data, timeout).await?;
+            let secs = timeout.map(|t| t.as_secs().max(1)).unwrap_or(0);
+            return shell::stopped_in_time(out, secs, started);
         }
         let worker = self.idle.lock().ok().and_then(|mut v| v.pop());
         let mut worker = match worker {
@@ -201,7 +207,10 @@ impl Connection {
             .map_err(|_| TransportError::Lost("connection closed".into()))?;
         self.stats.round_trips.fetch_add(1, Ordering::Relaxed);
         self.stats.channels.fetch_add(1, Ordering::Relaxed);
-        self.spawner.stream(cmd, input, output, timeout).await
+        let started = std::time::Instant::now();
+        let out = self.spawner.stream(cmd, input, output, timeout).await?;
+        let secs = timeout.map(|t| t.as_secs().max(1)).unwrap_or(0);
+        shell::stopped_in_time(out, secs, started)
     }
 
     /// Removes what killed runs of earlier versions left in the target's temporary folder

@@ -20,14 +20,32 @@ use super::{ExecOutput, TransportError};
 /// needs cleaning up when the shell is killed. Each command costs the worker two forks (the
 /// substitution and a subshell that `eval`s it), or `timeout` plus `/bin/sh -c` when it has
 /// a time limit.
+///
+/// A command with a time limit also ends with its session: `timeout` puts it in a process
+/// group of its own, and a watcher waits on the worker's input (fd 4), where nothing comes
+/// while a command runs. When the controller dies or the connection drops, that input ends
+/// and the watcher stops the group (TERM, KILL 5 s later), instead of leaving the command
+/// to PID 1 until its limit. The watcher is reaped before the reply goes out, so it never
+/// reads the next frame.
 pub const PRELUDE: &str = r#"set +e
 umask 077
+exec 4<&0
 __m=@MARKER@
 __x() {
   if [ "$1" -gt 0 ] && command -v timeout >/dev/null 2>&1; then
-    (umask 022; exec timeout -k 5 "$1" /bin/sh -c "$2")
+    exec 5<&0
+    (umask 022; exec timeout -k 5 "$1" /bin/sh -c "$2") <&5 4<&- 5<&- &
+    __p=$!
+    exec 5<&-
+    (read -r __l; kill -TERM "$__p") <&4 >/dev/null 2>&1 &
+    __w=$!
+    wait "$__p"
+    __s=$?
+    kill "$__w" 2>/dev/null
+    wait "$__w"
+    return $__s
   else
-    (__c=$2; set --; umask 022; eval "$__c")
+    (__c=$2; set --; umask 022; eval "$__c") 4<&-
   fi
 }
 __rcp() {
@@ -69,6 +87,64 @@ for d in "${TMPDIR:-/tmp}"/.recipe.????????; do
 done
 exit 0
 "#;
+
+/// How a command on a channel of its own (streamed stdin, host-to-host copies, srun) runs:
+/// `/bin/sh -c STREAM sh SESSION SECS CMD`. Its stdin is the data, so the worker's watcher
+/// cannot tell the end of the data from the end of the session; instead a watcher checks
+/// each second that SESSION (the sshd process of the connection, or this controller for the
+/// local transport) still lives. When it is gone, or after SECS (0: no limit), the command's
+/// process group is stopped (`timeout` gives it one: TERM, KILL 5 s later).
+pub const STREAM: &str = r#"s=$1 t=$2 c=$3
+exec 5<&0
+if command -v timeout >/dev/null 2>&1; then
+  timeout -k 5 "$t" /bin/sh -c "$c" <&5 5<&- &
+else
+  /bin/sh -c "$c" <&5 5<&- &
+fi
+p=$!
+exec 5<&- 0</dev/null
+(while kill -0 "$s" 2>/dev/null; do sleep 1; done; kill -TERM "$p") </dev/null >/dev/null 2>&1 &
+w=$!
+wait "$p"
+r=$?
+kill "$w" 2>/dev/null
+exit $r"#;
+
+/// The command line that runs `cmd` under [`STREAM`], `session` being a shell word for the
+/// pid the command lives with (`"$PPID"` in an SSH login shell: its sshd).
+pub fn stream_command(cmd: &str, session: &str, limit: Option<Duration>) -> String {
+    format!(
+        "/bin/sh -c {} sh {session} {} {}",
+        super::quote(STREAM),
+        limit.map(|t| t.as_secs().max(1)).unwrap_or(0),
+        super::quote(cmd)
+    )
+}
+
+/// A command's result, or the time-limit error when the target's `timeout` stopped it: it
+/// exits 124 after SIGTERM, or 137 when the command ignored SIGTERM and needed the SIGKILL
+/// that follows 5 s later.
+pub fn stopped_in_time(
+    out: ExecOutput,
+    secs: u64,
+    started: std::time::Instant,
+) -> Result<ExecOutput, TransportError> {
+    let stopped = out.status == TIMEOUT_STATUS || out.status == TIMEOUT_KILLED_STATUS;
+    if secs > 0 && stopped && started.elapsed().as_secs() >= secs {
+        return Err(TransportError::Timeout(format!(
+            "command did not finish within {secs}s and was stopped{}",
+            if out.status == TIMEOUT_KILLED_STATUS {
+                " (it ignored SIGTERM and was killed 5 s later)"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(out)
+}
+
+/// How long the controller waits past a command's own limit for the target to stop it.
+pub const GRACE: Duration = Duration::from_secs(15);
 
 /// Free space made in the buffer before a read. Small: every waiting host holds one, and
 /// the buffer doubles as needed for large outputs.
@@ -236,20 +312,7 @@ impl Worker {
             stdout,
             stderr,
         };
-        // `timeout` exits 124 after SIGTERM, or 137 when the command ignored SIGTERM and
-        // needed the SIGKILL that follows 5 s later.
-        let stopped = out.status == TIMEOUT_STATUS || out.status == TIMEOUT_KILLED_STATUS;
-        if secs > 0 && stopped && started.elapsed().as_secs() >= secs {
-            return Err(TransportError::Timeout(format!(
-                "command did not finish within {secs}s and was stopped{}",
-                if out.status == TIMEOUT_KILLED_STATUS {
-                    " (it ignored SIGTERM and was killed 5 s later)"
-                } else {
-                    ""
-                }
-            )));
-        }
-        Ok(out)
+        stopped_in_time(out, secs, started)
     }
 
     /// Reads up to (and consumes) `delim`, returning what came before it.
@@ -327,6 +390,46 @@ mod tests {
             let none = w.run("wc -c", Some(b""), None).await.expect("run");
             assert_eq!((none.status, none.stdout_str().trim()), (0, "0"));
         });
+    }
+
+    /// Processes of this machine whose argv is exactly `argv`.
+    fn running(argv: &[&str]) -> bool {
+        let want: Vec<u8> = argv
+            .iter()
+            .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+            .collect();
+        std::fs::read_dir("/proc")
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want))
+            })
+            .unwrap_or(false)
+    }
+
+    /// The controller gives up on a command and drops its worker (as when it dies, or the
+    /// connection does): the command, and what it started, end with the session instead of
+    /// running on under its one-hour limit.
+    #[test]
+    fn a_command_ends_with_its_session() {
+        let arg = format!("777.{}", std::process::id());
+        let argv = ["sleep", arg.as_str()];
+        rt().block_on(async {
+            let mut w = LocalSpawner.spawn().await.expect("worker");
+            let cmd = format!("sleep {arg} & sleep {arg}; wait");
+            let run = w.run(&cmd, Some(b"x"), Some(std::time::Duration::from_secs(3600)));
+            let gave_up = tokio::time::timeout(std::time::Duration::from_secs(1), run).await;
+            assert!(gave_up.is_err(), "the command ended on its own");
+            assert!(running(&argv), "the command never started");
+            drop(w);
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while running(&argv) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "`sleep {arg}` still runs after its session ended"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     #[test]

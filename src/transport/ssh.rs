@@ -14,7 +14,7 @@ use russh::keys::{load_secret_key, PrivateKeyWithHashAlg};
 use russh::{ChannelMsg, Disconnect};
 
 use super::shell::Worker;
-use super::{quote, BoxFut, ChunkSink, Chunks, ExecOutput, Spawner, TransportError};
+use super::{BoxFut, ChunkSink, Chunks, ExecOutput, Spawner, TransportError};
 use crate::inventory::Target;
 use crate::known_hosts::{self, HostKeyStatus};
 
@@ -131,6 +131,19 @@ pub struct Tries {
     pub attempts: u32,
     /// What stopped the first try.
     pub first: Option<String>,
+}
+
+impl Tries {
+    /// "connected at try N (the first: why)" when it took more than one try.
+    pub fn note(&self) -> Option<String> {
+        (self.attempts > 1).then(|| {
+            format!(
+                "connected at try {} (the first: {})",
+                self.attempts,
+                self.first.as_deref().unwrap_or_default()
+            )
+        })
+    }
 }
 
 /// A connection and what it took to open it, for the report.
@@ -301,7 +314,7 @@ async fn handshake(
                 })?;
             tokio::time::timeout(
                 opts.connect_timeout,
-                client::connect_stream(config(), ch.into_stream(), handler),
+                client::connect_stream(config(), Forwarded::new(ch), handler),
             )
             .await
         }
@@ -328,6 +341,95 @@ async fn handshake(
             }
         }
         Ok(Ok(h)) => Ok(h),
+    }
+}
+
+/// A channel through a jump host as a byte stream whose incoming side is read at once:
+/// russh hands a connection's incoming data to its channels one at a time and waits while a
+/// channel's queue is full, so one host behind a shared jump connection that is slow to read
+/// (a copy's destination) would stall every other host on it, and a copy between two hosts
+/// behind it would wait on itself. What waits here is bounded by the inner connection's own
+/// SSH window (its sshd sends no more until the inner session has read it).
+struct Forwarded {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>,
+    pending: Vec<u8>,
+    pos: usize,
+    writer: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send + Sync>>,
+    _half: russh::ChannelWriteHalf<client::Msg>,
+}
+
+impl Forwarded {
+    fn new(ch: russh::Channel<client::Msg>) -> Forwarded {
+        let (mut rd, wr) = ch.split();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(msg) = rd.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } if tx.send(data.to_vec()).is_err() => break,
+                    ChannelMsg::Eof | ChannelMsg::Close => break,
+                    _ => {}
+                }
+            }
+        });
+        Forwarded {
+            rx,
+            pending: Vec::new(),
+            pos: 0,
+            writer: Box::pin(wr.make_writer()),
+            _half: wr,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Forwarded {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let me = &mut *self;
+        loop {
+            if me.pos < me.pending.len() {
+                let n = (me.pending.len() - me.pos).min(buf.remaining());
+                buf.put_slice(&me.pending[me.pos..me.pos + n]);
+                me.pos += n;
+                return Poll::Ready(Ok(()));
+            }
+            match me.rx.poll_recv(cx) {
+                Poll::Ready(Some(v)) => {
+                    me.pending = v;
+                    me.pos = 0;
+                }
+                // The channel ended: end of stream.
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Forwarded {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.writer.as_mut().poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.writer.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.writer.as_mut().poll_shutdown(cx)
     }
 }
 
@@ -380,13 +482,7 @@ impl Jumps {
             Ok(c) => {
                 self.opened.fetch_add(1, Ordering::Relaxed);
                 let mut notes = c.notes;
-                if c.tries.attempts > 1 {
-                    notes.push(format!(
-                        "{name}: connected at try {} (the first: {})",
-                        c.tries.attempts,
-                        c.tries.first.unwrap_or_default()
-                    ));
-                }
+                notes.extend(c.tries.note().map(|n| format!("{name}: {n}")));
                 let sp = Arc::new(c.spawner);
                 *slot = Some(Ok(sp.clone()));
                 Ok((sp, notes))
@@ -653,10 +749,12 @@ impl Spawner for SshSpawner {
                 .channel_open_session()
                 .await
                 .map_err(|e| TransportError::Lost(format!("cannot open a channel: {e}")))?;
+            // The command ends with this connection's sshd ("$PPID" of the login shell).
+            let run = super::shell::stream_command(cmd, "\"$PPID\"", timeout);
             let wrapped = if self.become_ {
-                format!("sudo -n /bin/sh -c {}", quote(cmd))
+                format!("exec sudo -n {run}")
             } else {
-                format!("/bin/sh -c {}", quote(cmd))
+                format!("exec {run}")
             };
             ch.exec(true, wrapped)
                 .await
@@ -748,12 +846,14 @@ impl Spawner for SshSpawner {
                 }
             };
             let res = match timeout {
-                Some(t) => tokio::time::timeout(t, guarded).await.unwrap_or_else(|_| {
-                    Err(TransportError::Timeout(format!(
-                        "no result within {}s",
-                        t.as_secs()
-                    )))
-                }),
+                Some(t) => tokio::time::timeout(t + super::shell::GRACE, guarded)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(TransportError::Timeout(format!(
+                            "no result within {}s",
+                            (t + super::shell::GRACE).as_secs()
+                        )))
+                    }),
                 None => guarded.await,
             };
             let _ = wr.close().await;

@@ -122,12 +122,37 @@ pub fn sshd_path() -> PathBuf {
 
 /// A fresh ed25519 key pair at `path` (and `path.pub`), without a passphrase.
 pub fn keygen(path: &Path) {
+    keygen_with(path, "");
+}
+
+/// [`keygen`] with this passphrase.
+pub fn keygen_with(path: &Path, passphrase: &str) {
     let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .args(["-q", "-t", "ed25519", "-N", passphrase, "-f"])
         .arg(path)
         .status()
         .expect("ssh-keygen runs");
     assert!(st.success(), "ssh-keygen failed");
+}
+
+/// The sha256 of `b`, in hex.
+pub fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+/// The sha256 of the file at `p`, in hex.
+pub fn sha256_file(p: &Path) -> String {
+    sha256_hex(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+}
+
+/// A progress line on stderr for long tests: `[TEST-BINARY SECONDS] what`.
+pub fn log(t0: Instant, what: &str) {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let stem = exe.file_stem().map(|s| s.to_string_lossy().into_owned());
+    let bin = stem.as_deref().unwrap_or("test");
+    let bin = bin.rsplit_once('-').map_or(bin, |(b, _)| b);
+    eprintln!("[{bin} {:>6.1}s] {what}", t0.elapsed().as_secs_f64());
 }
 
 impl Sshd {
@@ -252,14 +277,6 @@ pub fn run_all(recipe: &Path, inv: &Path) -> Test {
         .arg(recipe)
         .args(["--group", "all", "-i"])
         .arg(inv)
-}
-
-/// JSON events printed by `--json`.
-pub fn events(stdout: &[u8]) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
 }
 
 pub fn recaps(ev: &[serde_json::Value]) -> Vec<serde_json::Value> {

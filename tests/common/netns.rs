@@ -213,13 +213,14 @@ impl Drop for Netns {
                     }
                 }
             });
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.link])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        remove(&self.link, &self.name);
     }
+}
+
+/// Deletes this machine's end of a link (the far end goes with it) and the namespace.
+fn remove(link: &str, ns: &str) {
+    let _ = Command::new("ip").args(["link", "del", link]).status();
+    let _ = Command::new("ip").args(["netns", "del", ns]).status();
 }
 
 /// Whether this machine (outside the namespace) can open a TCP connection to `addr:port`.
@@ -285,11 +286,6 @@ impl Outside {
 
 impl Drop for Outside {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.link])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        remove(&self.link, &self.name);
     }
 }

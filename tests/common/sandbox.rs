@@ -304,19 +304,7 @@ impl Sandbox {
     /// Left out is what the host writes by itself: the journal, systemd's and apt's state,
     /// the apt and man caches, and services' private tmp folders.
     pub fn root_fingerprint(&self, host: &str) -> String {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(FINGERPRINT)
-            .arg("sh")
-            .arg(self.root(host))
-            .output()
-            .expect("find");
-        assert!(
-            out.status.success(),
-            "the fingerprint of {host} failed: {}",
-            text(&out.stderr)
-        );
-        text(&out.stdout)
+        fingerprint(&self.root(host))
     }
 
     /// [`Sandbox::root_fingerprint`] of each host.
@@ -343,6 +331,24 @@ set -f
   find etc opt root srv tmp var usr/local -xdev $prune -o -type f -print0 | xargs -0 -r sha256sum
 } | LC_ALL=C sort
 "#;
+
+/// [`Sandbox::root_fingerprint`] of the root file system at `root`.
+pub fn fingerprint(root: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(FINGERPRINT)
+        .arg("sh")
+        .arg(root)
+        .output()
+        .expect("find");
+    assert!(
+        out.status.success(),
+        "the fingerprint of {} failed: {}",
+        root.display(),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
 
 /// `ssh root@ADDR CMD` with this key and known_hosts only (the sandbox's own ssh command
 /// line).

@@ -118,6 +118,10 @@ sub handle {
     my %f = form($body);
     return (200, "ok\n") if $p eq '/healthz';
     return (200, slurp('/etc/kubernetes/pki/ca.crt')) if $p eq '/cluster-info';
+    # The server that cluster-info's kubeconfig names (kubeadm init's endpoint) and the
+    # kubelet-config ConfigMap (init's KubeletConfiguration): what kubeadm join uses.
+    return (200, slurp("$S/endpoint")) if $p eq '/cluster-info-server';
+    return (200, slurp("$S/kubelet-config")) if $p eq '/kubelet-config';
     if ($p eq '/join' && $method eq 'POST') {
         return (403, "token rejected: unknown or expired bootstrap token ID \"" . substr($f{token} // '', 0, 6) . "\"\n")
             unless token_ok($f{token} // '');

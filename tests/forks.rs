@@ -1,0 +1,108 @@
+//! `--forks` bounds what a run holds (README): a host waiting for its turn holds no
+//! connection, and one that has finished closes its own, so the connections open at once at
+//! the server stay within `--forks` (one opening and one closing per fork at most), whatever
+//! the number of hosts; and the controller's
+//! peak memory follows `--forks`, not the number of hosts. Many inventory hosts on one real
+//! loopback sshd; the connections are counted at the server's socket table while the run
+//! goes (no timing is asserted: samples can only miss a peak, never invent one).
+
+mod common;
+use common::loopback::*;
+use common::*;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Established TCP connections whose local port is `port` (the server's side of each).
+fn established(port: u16) -> usize {
+    let want = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .flat_map(|t| {
+            std::fs::read_to_string(t)
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&want) && f[3] == "01"
+        })
+        .count()
+}
+
+/// Peak resident memory (VmHWM, KiB) of `pid` so far.
+fn peak_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// What one run of `hosts` hosts at `--forks forks` held at most: (connections at the
+/// server, commands running, controller peak RSS in KiB).
+fn run_sampled(s: &Sshd, hosts: usize, forks: usize) -> (usize, usize, u64) {
+    let dir = s.dir.path();
+    let sleep = own_sleep("0.2");
+    let names: Vec<String> = (0..hosts).map(|i| format!("h{i}")).collect();
+    let specs: Vec<HostSpec> = names.iter().map(|n| spec_extra(n, s, "")).collect();
+    let inv = inventory_file(dir, &format!("inv-{hosts}.toml"), &specs);
+    let recipe = write(
+        dir,
+        &format!("forks-{hosts}.rhai"),
+        &format!("// One short command per host.\nsh(\"sleep {sleep}\");\n"),
+    );
+    let child = run_all(&recipe, &inv)
+        .args(["--json", "--forks", &forks.to_string()])
+        .spawn();
+    let pid = child.pid();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (stop, port, sleep) = (stop.clone(), s.port, sleep.clone());
+        std::thread::spawn(move || {
+            let (mut conns, mut cmds, mut peak) = (0, 0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                conns = conns.max(established(port));
+                cmds = cmds.max(running_count(&["sleep", &sleep]));
+                peak = peak.max(peak_kib(pid));
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            (conns, cmds, peak)
+        })
+    };
+    let out = child.finish();
+    stop.store(true, Ordering::Relaxed);
+    let (conns, cmds, peak) = sampler.join().expect("sampler");
+    assert_eq!(out.code, 0, "{}", out.show());
+    assert_eq!(out.recaps().len(), hosts, "{}", out.show());
+    eprintln!("{hosts} hosts, --forks {forks}: {conns} connections, {cmds} commands at once, peak {peak} KiB");
+    (conns, cmds, peak)
+}
+
+#[test]
+fn connections_and_memory_follow_forks_not_hosts() {
+    let s = Sshd::start();
+    let (c_few, n_few, m_few) = run_sampled(&s, 6, 2);
+    let (c_many, n_many, m_many) = run_sampled(&s, 60, 2);
+    for (what, conns, cmds) in [("6 hosts", c_few, n_few), ("60 hosts", c_many, n_many)] {
+        // A finished host's connection may still be closing (its SSH disconnect sent, the
+        // socket not yet shut) while the next host's opens: at most one of each per fork.
+        assert!(
+            conns <= 2 * 2,
+            "{what} at --forks 2: {conns} connections open at once at the server"
+        );
+        assert!(cmds <= 2, "{what} at --forks 2: {cmds} commands at once");
+        assert!(conns >= 1 && cmds >= 1, "{what}: the sampler saw no work");
+    }
+    // Ten times the hosts at the same --forks: the peak may grow by what the recap keeps
+    // per host, not by a connection and engine per host (holding every connection to the
+    // end, as a broken release did, added about 4 MiB here).
+    assert!(
+        m_many < m_few + 2560,
+        "peak RSS {m_many} KiB for 60 hosts vs {m_few} KiB for 6, at --forks 2"
+    );
+}
