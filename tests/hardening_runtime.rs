@@ -263,7 +263,7 @@ fn a_second_signal_aborts_after_the_recap_with_128_plus_its_number() {
         wait_until("the commands", 30, || running_count(&["sleep", short]) == 2);
         child.signal(first);
         if let Some(sig) = second {
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(std::time::Duration::from_millis(300));
             child.signal(sig);
         }
         let out = child
