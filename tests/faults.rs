@@ -740,11 +740,15 @@ fn on_sandbox_hosts() {
     let inv = link_inv("30.5");
     let child = run_all(&recipe, &inv).args(["--timeout", "4"]).spawn();
     wait_until("the slow command on f1", 60, || running(&["sleep", "30.5"]));
+    // The host's `timeout` (4 s) must not answer before the link is down: its clock is held
+    // (SIGSTOP) until the cut, so the order does not depend on how loaded this machine is.
+    let held = HeldTimer::of(&["sleep", "30.5"]);
     let st = Command::new("ip")
         .args(["link", "set", &veth, "down"])
         .status()
         .expect("ip");
     assert!(st.success(), "ip link set {veth} down");
+    drop(held);
     let r = child.finish();
     let st = Command::new("ip")
         .args(["link", "set", &veth, "up"])
@@ -754,7 +758,11 @@ fn on_sandbox_hosts() {
     assert_eq!(r.code, 1, "{}", r.show());
     assert_one_screen(&r, &["f1"]);
     // The remote `timeout` (4 s) cannot report back over a dead link: the controller gives up 15 s later.
-    assert!(r.stdout.contains("no answer within 19s"), "{}", r.show());
+    assert!(
+        r.stdout.contains(&format!("no answer within {}s", 4 + 15)),
+        "{}",
+        r.show()
+    );
     assert!(r.stdout.contains("faults.rhai:21"), "{}", r.show());
     assert!(
         roots[1].join("etc/recipe-link/done").exists(),
@@ -766,4 +774,40 @@ fn on_sandbox_hosts() {
     assert_eq!(r.recap("f2")["changed"], 0);
     let r = run_all(&recipe, &inv).args(["--json"]).run();
     assert_eq!(r.recap("f1")["changed"], 0, "{}", r.show());
+}
+
+/// The `timeout` processes wrapping a command (found through its parents), stopped until
+/// dropped: a test can then act before the host's time limit can fire.
+struct HeldTimer(Vec<i32>);
+
+impl HeldTimer {
+    fn of(argv: &[&str]) -> HeldTimer {
+        let want = argv.join(" ") + " ";
+        let procs = processes();
+        let parent = |pid: u32| procs.iter().find(|p| p.0 == pid).map(|p| p.1);
+        let mut held = Vec::new();
+        for (pid, _, _) in procs.iter().filter(|p| cmdline(p.0) == want) {
+            let mut at = parent(*pid);
+            while let Some(p) = at.filter(|p| *p > 1) {
+                if cmdline(p).starts_with("timeout ") {
+                    // SAFETY: kill(2) on the time limit of a command this test started.
+                    unsafe { libc::kill(p as i32, libc::SIGSTOP) };
+                    held.push(p as i32);
+                    break;
+                }
+                at = parent(p);
+            }
+        }
+        assert!(!held.is_empty(), "no `timeout` around `{}`", argv.join(" "));
+        HeldTimer(held)
+    }
+}
+
+impl Drop for HeldTimer {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            // SAFETY: resumes a process this test stopped.
+            unsafe { libc::kill(*p, libc::SIGCONT) };
+        }
+    }
 }

@@ -26,7 +26,8 @@ use super::{ExecOutput, TransportError};
 /// while a command runs. When the controller dies or the connection drops, that input ends
 /// and the watcher stops the group (TERM, KILL 5 s later), instead of leaving the command
 /// to PID 1 until its limit. The watcher is reaped before the reply goes out, so it never
-/// reads the next frame.
+/// reads the next frame. It is stopped with SIGPIPE, quietly: dash (and bash, at times) print
+/// "Terminated" for a job killed by SIGTERM, which would land in the command's stderr.
 pub const PRELUDE: &str = r#"set +e
 umask 077
 exec 4<&0
@@ -41,8 +42,7 @@ __x() {
     __w=$!
     wait "$__p"
     __s=$?
-    kill "$__w" 2>/dev/null
-    wait "$__w"
+    { kill -PIPE "$__w"; wait "$__w"; } 2>/dev/null
     return $__s
   else
     (__c=$2; set --; umask 022; eval "$__c") 4<&-
@@ -409,6 +409,26 @@ mod tests {
     /// The controller gives up on a command and drops its worker (as when it dies, or the
     /// connection does): the command, and what it started, end with the session instead of
     /// running on under its one-hour limit.
+    #[test]
+    fn a_command_with_a_limit_keeps_its_stderr_as_it_wrote_it() {
+        // The watcher's end must not add a job notice ("Terminated") to the command's stderr.
+        rt().block_on(async {
+            let mut w = LocalSpawner.spawn().await.expect("worker");
+            for _ in 0..5 {
+                let out = w
+                    .run(
+                        "echo out; echo err >&2",
+                        None,
+                        Some(std::time::Duration::from_secs(60)),
+                    )
+                    .await
+                    .expect("run");
+                assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+                assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+            }
+        });
+    }
+
     #[test]
     fn a_command_ends_with_its_session() {
         let arg = format!("777.{}", std::process::id());
