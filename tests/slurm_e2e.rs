@@ -772,6 +772,38 @@ fn site_on_minimal_debian13() {
     assert_unchanged(&r, "cluster.rhai (site), second run");
     assert!(!r.steps_by_host().contains_key("login"));
     log(t0, "second run: 0 changed; the login node untouched");
-    // TODO(runmodes): `recipe run --via slurm` from the login node with slurm_prefix
-    // /opt/hpc/slurm, once --via finds Slurm from the inventory's slurm_prefix.
+
+    // `--via slurm` with the master as login node: sinfo and srun are found under the
+    // inventory's slurm_prefix (/opt/hpc/slurm, not on PATH) and the steps run on the
+    // workers through Slurm; a second run changes nothing.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let via = dir.path().join("via.rhai");
+    std::fs::write(
+        &via,
+        "// A file written on each worker through Slurm.\n\
+         file(\"/var/lib/site-via\", #{content: host_name() + \"\\n\", mode: \"0644\"});\n",
+    )
+    .expect("write via.rhai");
+    let via = via.to_string_lossy().to_string();
+    let args = [
+        "--group",
+        "workers",
+        "--via",
+        "slurm:batch",
+        "--login",
+        "master",
+    ];
+    sb.run_ok(&via, &args);
+    for w in ["w1", "w2"] {
+        assert_eq!(sb.ssh_ok(w, "cat /var/lib/site-via"), format!("{w}\n"));
+    }
+    let r = sb.run_ok(&via, &args);
+    assert_unchanged(
+        &r,
+        "--via slurm with slurm_prefix /opt/hpc/slurm, second run",
+    );
+    log(
+        t0,
+        "--via slurm:batch from master with slurm_prefix: done, then 0 changed",
+    );
 }
