@@ -42,18 +42,5 @@ if [ -z "$line" ]; then
     echo "the $suite Packages index at $mirror lists no apptainer for $arch" >&2
     exit 1
 fi
-# shellcheck disable=SC2086
-set -- $line
-uri=$(echo "$1" | tr -d "'")
-name=$2
-hash=$4
-case "$hash" in SHA256:*) ;; *) echo "no SHA256 for $name in the Packages index: $line" >&2; exit 1;; esac
-rm -f "$dir/$name" "$dir/$name.FAILED"
-# shellcheck disable=SC2086
-if ! /usr/lib/apt/apt-helper -q $aptopts download-file "$uri" "$dir/$name" "$hash" >&2; then
-    rm -f "$dir/$name" "$dir/$name.FAILED"
-    echo "could not fetch $name with the checksum the $suite Packages index gives ($hash) from $uri" >&2
-    exit 1
-fi
-echo "${hash#SHA256:}" > "$dir/$name.sha256"
-echo "$dir/$name"
+. "$(dirname "$0")/fetch-listed.sh"
+fetch_listed "$line" "$suite Packages" "$dir"

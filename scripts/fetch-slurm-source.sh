@@ -41,19 +41,5 @@ if [ -z "$line" ]; then
     echo "the $suite Sources index at $mirror lists no upstream tarball of slurm-wlm" >&2
     exit 1
 fi
-# shellcheck disable=SC2086
-set -- $line
-uri=$(echo "$1" | tr -d "'")
-name=$2
-hash=$4
-case "$hash" in SHA256:*) ;; *) echo "no SHA256 for $name in the Sources index: $line" >&2; exit 1;; esac
-rm -f "$dir/$name" "$dir/$name.FAILED"
-# apt's own downloader: the file is kept only when its SHA256 is the index's.
-# shellcheck disable=SC2086
-if ! /usr/lib/apt/apt-helper -q $aptopts download-file "$uri" "$dir/$name" "$hash" >&2; then
-    rm -f "$dir/$name" "$dir/$name.FAILED"
-    echo "could not fetch $name with the checksum the $suite Sources index gives ($hash) from $uri" >&2
-    exit 1
-fi
-echo "${hash#SHA256:}" > "$dir/$name.sha256"
-echo "$dir/$name"
+. "$(dirname "$0")/fetch-listed.sh"
+fetch_listed "$line" "$suite Sources" "$dir"
