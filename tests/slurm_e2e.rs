@@ -448,9 +448,13 @@ fn containers_on_debian13() {
     let sha = sha256_of(&deb);
     log(t0, &format!("{deb_name}: Apptainer {version} for {arch}"));
 
+    // Served: the Apptainer .deb and the Kubernetes stand-ins (the pod part, below).
+    let served = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(&deb, served.path().join(&deb_name)).expect("copy the .deb");
+    k8s_standins::serve(served.path(), K8S_SYCRI, CRICTL, SYCRI);
     let sb = Sandbox::up("e2e-sif", &["master", "w1", "w2"])
         .release("trixie")
-        .serve(deb.parent())
+        .serve(Some(served.path()))
         .start();
     log(t0, "sandbox e2e-sif up (trixie): master, w1, w2");
     let proxy = sb.ssh_ok(
@@ -585,6 +589,106 @@ fn containers_on_debian13() {
     let r = sb.run_ok("cluster.rhai", &[]);
     assert_unchanged(&r, "cluster.rhai with singularity");
     log(t0, "second run: 0 changed; containers on Debian 13 done");
+
+    pods_run_the_slurm_image(&sb, served.path(), img, t0);
+}
+
+/// Kubernetes on the stand-ins at the newest version Singularity-CRI serves.
+const K8S_SYCRI: &str = "1.25.16";
+const CRICTL: &str = "1.25.0";
+const SYCRI: &str = "1.0.0-beta.7";
+
+/// The procedure's point on the hosts of the lane above: k8s.rhai with the sycri runtime,
+/// whose sample pods run the very SIF the Slurm jobs ran; samples/same_image.rhai compares
+/// a Slurm job's and each pod's output (os-release and the build's marker) and fails when
+/// they differ. Real here: Apptainer, the SIF, `singularity exec` of it for each pod (by
+/// the sycri stand-in), sycri's build and unit, the CNI plugins, every recipe step.
+/// Stand-ins: kubeadm, kubelet, kubectl, the API server, crictl and the sycri daemon's CRI
+/// side (tests/standins/). The real sycri needs Singularity 3.1.1-3.9 and refuses
+/// Apptainer: the recipes are told Singularity 3.8.7 and not to ask the host.
+fn pods_run_the_slurm_image(sb: &Sandbox, served: &std::path::Path, img: &str, t0: Instant) {
+    let url = &sb.files_url;
+    let tarball = served.join(format!("singularity-cri-{SYCRI}.tar.gz"));
+    let mut vars: Vec<String> = vec![
+        "k8s_runtime=sycri".into(),
+        format!("k8s_version={K8S_SYCRI}"),
+        "k8s_install=binaries".into(),
+        format!("k8s_release_url={url}/v{{version}}/bin/linux/{{arch}}"),
+        format!("k8s_crictl_version={CRICTL}"),
+        format!("k8s_crictl_url={url}/crictl-v{{version}}-linux-{{arch}}.tar.gz"),
+        format!("k8s_cni_manifest_url={url}/kube-flannel.yml"),
+        // These containers cannot set the host's sysctls (k8s_node.rhai notes it).
+        "k8s_ignore_preflight_errors=[\"FileContent--proc-sys-net-bridge-bridge-nf-call-iptables\",\"FileContent--proc-sys-net-ipv4-ip_forward\"]".into(),
+        format!("sycri_url={url}/singularity-cri-{{version}}.tar.gz"),
+        format!("sycri_sha256={}", sha256_file(&tarball)),
+        "sycri_build_packages=[\"make\"]".into(),
+        "sycri_go_packages=[]".into(),
+        "singularity_flavor=singularity".into(),
+        "singularity_version=3.8.7".into(),
+        "singularity_check=false".into(),
+    ];
+    if sb
+        .ssh("w1", "test -e /sys/fs/cgroup/cgroup.controllers")
+        .status
+        .success()
+    {
+        // sycri reads cgroup v1 only (sycri.rhai refuses v2); the stand-in needs neither.
+        vars.push("sycri_accept_cgroup_v2=true".into());
+        log(t0, "Debian 13 hosts run cgroup v2: sycri installed anyway (sycri_accept_cgroup_v2), as only the stand-in runs");
+    }
+    let mut args: Vec<&str> = Vec::new();
+    for v in &vars {
+        args.extend(["--var", v.as_str()]);
+    }
+    let r = sb.run_ok("k8s.rhai", &args);
+    log(
+        t0,
+        &format!("k8s.rhai with sycri: {} steps changed", r.changed().len()),
+    );
+    // The pods ran the SIF through the runtime, with the host's real Apptainer.
+    for w in ["w1", "w2"] {
+        let hn = sb.ssh_ok(w, "hostname").trim().to_string();
+        let journal = sb.ssh_ok(w, "journalctl -u sycri --no-pager -o cat");
+        assert!(
+            journal.contains(&format!("singularity exec --env NODE_NAME={hn}"))
+                && journal.contains(img),
+            "{w}: the sycri stand-in did not run `singularity exec` of {img}:\n{journal}"
+        );
+        let direct = sb.ssh_ok(
+            w,
+            &format!("apptainer exec {img} cat /etc/recipe-sample-image"),
+        );
+        let logs = sb.ssh_ok(
+            "master",
+            &format!("kubectl --kubeconfig /etc/kubernetes/admin.conf logs recipe-hello-{hn}"),
+        );
+        assert!(
+            logs.contains(direct.trim()) && logs.contains("VERSION_CODENAME=bookworm"),
+            "{w}: the pod's log lacks the image's marker {direct:?} or its OS:\n{logs}"
+        );
+    }
+    // The recipe's own comparison: equal here, and it fails when a pod printed otherwise.
+    let mut cmp = args.clone();
+    cmp.extend(["--host", "master"]);
+    let r = sb.run_ok("samples/same_image.rhai", &cmp);
+    assert!(r.stderr.contains("ran the same image"), "{}", r.show());
+    let hn = sb.ssh_ok("w1", "hostname").trim().to_string();
+    let state = format!("/var/lib/kube-standin/apiserver/logs/default.recipe-hello-{hn}");
+    sb.ssh_ok(
+        "master",
+        &format!("cp {state} /root/pod.log && sed -i 's/^recipe-sample-image .*/recipe-sample-image another build/' {state}"),
+    );
+    let r = sb.run("samples/same_image.rhai", &cmp);
+    sb.ssh_ok("master", &format!("mv /root/pod.log {state}"));
+    assert!(
+        r.code != 0 && r.all().contains("did not run the same image"),
+        "a pod that printed another image's marker passed the comparison\n{}",
+        r.show()
+    );
+    log(
+        t0,
+        "the sample pods (sycri) ran the Slurm sample's SIF: same os-release and marker; a different marker fails",
+    );
 }
 
 /// Host name and its login locale in the site lane: none of them English.

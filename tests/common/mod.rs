@@ -5,6 +5,7 @@
 //! end-to-end harness ([`sandbox`]).
 #![allow(dead_code)]
 
+pub mod k8s_standins;
 pub mod leaks;
 pub mod loopback;
 pub mod netns;

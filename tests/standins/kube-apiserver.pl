@@ -6,7 +6,7 @@ use warnings;
 use IO::Socket::INET;
 
 my $S = $ENV{STANDIN_STATE} || '/var/lib/kube-standin/apiserver';
-mkdir $S; mkdir "$S/nodes"; mkdir "$S/pods";
+mkdir $S; mkdir "$S/nodes"; mkdir "$S/pods"; mkdir "$S/logs";
 my $srv = IO::Socket::INET->new(LocalPort => 6443, Listen => 16, ReuseAddr => 1, Proto => 'tcp')
     or die "kube-apiserver stand-in: cannot listen on :6443: $!\n";
 $SIG{PIPE} = 'IGNORE';
@@ -37,7 +37,7 @@ sub nodes {
     return @out;
 }
 
-# Documents of a manifest: [kind, namespace, name, nodeName, command, network].
+# Documents of a manifest: [kind, namespace, name, nodeName, command, network, image].
 sub docs {
     my @out;
     for my $d (split /^---.*$/m, $_[0]) {
@@ -52,7 +52,8 @@ sub docs {
         my ($node) = $d =~ /^\s+nodeName:\s*(\S+)/m;
         my ($cmd) = $d =~ /^\s+command:\s*\[.*"([^"]*)"\s*\]/m;
         my ($net) = $d =~ /"Network":\s*"([^"]+)"/;
-        push @out, [$kind, $ns, $name, $node // '', $cmd // '', $net // ''];
+        my ($image) = $d =~ /^\s+image:\s*(\S+)/m;
+        push @out, [$kind, $ns, $name, $node // '', $cmd // '', $net // '', $image // ''];
     }
     return @out;
 }
@@ -64,7 +65,7 @@ sub apply {
     my @have = objects();
     my $resp = '';
     for my $d (docs($body)) {
-        my ($kind, $ns, $name, $node, $cmd, $net) = @$d;
+        my ($kind, $ns, $name, $node, $cmd, $net, $image) = @$d;
         my $key = "$kind $ns $name";
         my $known = grep { join(' ', @$_) eq $key } @have;
         if (!$known) {
@@ -73,7 +74,7 @@ sub apply {
         }
         spit("$S/cni", "$net\n") if $net ne '';
         if ($kind eq 'Pod' && !-e "$S/pods/$ns.$name") {
-            spit("$S/pods/$ns.$name", "node=$node\nphase=Pending\ncmd=$cmd\nlog=\n");
+            spit("$S/pods/$ns.$name", "node=$node\nphase=Pending\nimage=$image\ncmd=$cmd\n");
         }
         $resp .= lc($kind) . "/$name " . ($known ? 'unchanged' : 'created') . "\n";
     }
@@ -138,12 +139,14 @@ sub handle {
         for my $pf (sort grep { !/^\./ } readdir $d) {
             my ($ns, $name) = split /\./, $pf, 2;
             my %pp = pod($ns, $name);
-            $r .= "pod $ns $name $pp{cmd}\n" if $pp{node} eq $n && $pp{phase} eq 'Pending' && $f{ready};
+            $r .= "pod $ns $name $pp{image} $pp{cmd}\n" if $pp{node} eq $n && $pp{phase} eq 'Pending' && $f{ready};
         }
         return (200, $r);
     }
     if ($p eq '/podstatus' && $method eq 'POST') {
-        spit("$S/pods/$f{ns}.$f{name}", "node=$f{node}\nphase=$f{phase}\ncmd=\nlog=$f{log}\n");
+        # The log in a file of its own: it has many lines (and '=' in them).
+        spit("$S/logs/$f{ns}.$f{name}", $f{log});
+        spit("$S/pods/$f{ns}.$f{name}", "node=$f{node}\nphase=$f{phase}\nimage=\ncmd=\n");
         return (200, "ok\n");
     }
     return (200, join('', map { join(' ', @$_) . "\n" } nodes())) if $p eq '/nodes';
@@ -151,7 +154,9 @@ sub handle {
     if ($p eq '/pod') {
         return (404, "Error from server (NotFound): pods \"$q{name}\" not found\n") unless -e "$S/pods/$q{ns}.$q{name}";
         my %pp = pod($q{ns}, $q{name});
-        return (200, "$pp{phase}\n$pp{log}\n");
+        my $log = slurp("$S/logs/$q{ns}.$q{name}");
+        $log .= "\n" if $log ne '' && $log !~ /\n\z/;
+        return (200, "$pp{phase}\n$log");
     }
     return (200, apply($body)) if $p eq '/apply' && $method eq 'POST';
     if ($p eq '/get' && $method eq 'POST') {

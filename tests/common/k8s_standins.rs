@@ -1,0 +1,76 @@
+//! The Kubernetes stand-ins (tests/standins/) laid out as the release downloads a site
+//! would serve, for the sandbox file server: kubeadm, kubelet, kubectl (each rewritten to
+//! model the version it is served as) with their .sha256 files, a crictl tarball, the
+//! Singularity-CRI source tarball and a flannel-like manifest.
+
+use super::{project, sha256_file};
+use std::path::Path;
+use std::process::Command;
+
+/// Kubernetes' name for this machine's architecture.
+pub fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => panic!("no stand-in layout for {a}"),
+    }
+}
+
+fn tar(args: &[&str], what: &str) {
+    let st = Command::new("tar").args(args).status().expect("tar");
+    assert!(st.success(), "tar of {what} failed");
+}
+
+/// Writes the layout into `dir`: v<version>/bin/linux/<arch>/..., crictl-v<crictl>-...,
+/// singularity-cri-<sycri>.tar.gz, kube-flannel.yml (its network NOT the pod CIDR).
+pub fn serve(dir: &Path, version: &str, crictl: &str, sycri: &str) {
+    let s = project().join("tests/standins");
+    let bin = dir.join(format!("v{version}/bin/linux/{}", arch()));
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    for name in ["kubeadm", "kubelet", "kubectl"] {
+        let mut body = std::fs::read_to_string(s.join(name))
+            .expect("stand-in")
+            .replacen("\nV=v1.25.16\n", &format!("\nV=v{version}\n"), 1)
+            .into_bytes();
+        if name == "kubeadm" {
+            body.extend_from_slice(b"\n__APISERVER__\n");
+            body.extend(std::fs::read(s.join("kube-apiserver.pl")).expect("apiserver"));
+        }
+        let p = bin.join(name);
+        std::fs::write(&p, body).expect("write");
+        std::fs::write(bin.join(format!("{name}.sha256")), sha256_file(&p)).expect("write");
+    }
+    let crictl_tgz = dir.join(format!("crictl-v{crictl}-linux-{}.tar.gz", arch()));
+    tar(
+        &[
+            "-czf",
+            &crictl_tgz.to_string_lossy(),
+            "-C",
+            &s.to_string_lossy(),
+            "crictl",
+        ],
+        "crictl",
+    );
+    std::fs::write(
+        dir.join(format!("crictl-v{crictl}-linux-{}.tar.gz.sha256", arch())),
+        format!("{}  crictl.tar.gz\n", sha256_file(&crictl_tgz)),
+    )
+    .expect("write");
+    let top = format!("singularity-cri-{sycri}");
+    tar(
+        &[
+            "-czf",
+            &dir.join(format!("{top}.tar.gz")).to_string_lossy(),
+            "-C",
+            &s.join("sycri-src").to_string_lossy(),
+            &format!("--transform=s,^\\.,{top},"),
+            ".",
+        ],
+        "the sycri source",
+    );
+    std::fs::write(
+        dir.join("kube-flannel.yml"),
+        "---\nkind: Namespace\napiVersion: v1\nmetadata:\n  name: kube-flannel\n---\nkind: ConfigMap\napiVersion: v1\nmetadata:\n  name: kube-flannel-cfg\n  namespace: kube-flannel\ndata:\n  net-conf.json: |\n    {\n      \"Network\": \"10.99.0.0/16\",\n      \"Backend\": {\n        \"Type\": \"vxlan\"\n      }\n    }\n---\nkind: DaemonSet\napiVersion: apps/v1\nmetadata:\n  name: kube-flannel-ds\n  namespace: kube-flannel\n",
+    )
+    .expect("write");
+}
