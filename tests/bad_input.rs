@@ -268,6 +268,68 @@ fn a_recipes_validate_refuses_before_any_host_with_exit_2() {
     expect_short(&["run", &r, "--local"], 0, &["ran"]);
 }
 
+/// Slurm releases that cannot take a setting are refused before any host (issue 20.3): a
+/// site CFLAGS without -fcommon for a release that needs it with GCC >= 10, cgroup.conf's
+/// `CgroupPlugin=cgroup/v2` before 22.05 and `=disabled` before 24.05; and the same-image
+/// comparison with a runtime that does not run the SIF. Each also passes validation where
+/// it can work (and then stops at the host name that does not resolve).
+#[test]
+fn version_settings_are_refused_before_any_host() {
+    let recipes = project().join("recipes");
+    let rec = |n: &str| recipes.join(n).to_string_lossy().into_owned();
+    let cases: [(&str, &[&str], &str, &str); 4] = [
+        (
+            "slurm_build.rhai",
+            &[
+                "slurm_version=19.05.4",
+                "slurm_configure_flags=[\"CFLAGS=-O2\"]",
+            ],
+            "slurm_version=19.05.7",
+            "needs -fcommon to build with GCC 10",
+        ),
+        (
+            "slurm_master.rhai",
+            &[
+                "slurm_version=21.08.8",
+                "slurm_cgroup_conf=[\"CgroupPlugin=cgroup/v2\"]",
+            ],
+            "slurm_version=22.05.8",
+            "needs Slurm 22.05 or later",
+        ),
+        (
+            "slurm_master.rhai",
+            &[
+                "slurm_version=23.11.1",
+                "slurm_cgroup_conf=[\"CgroupPlugin=disabled\"]",
+            ],
+            "slurm_version=24.05.1",
+            "needs Slurm 24.05 or later",
+        ),
+        (
+            "samples/same_image.rhai",
+            &["k8s_runtime=containerd"],
+            "k8s_runtime=sycri",
+            "needs k8s_runtime=\"sycri\"",
+        ),
+    ];
+    for (recipe, vars, good, want) in cases {
+        let r = rec(recipe);
+        let mut args = vec!["run", r.as_str(), "--host", "nosuchhost.invalid"];
+        for v in vars {
+            args.extend(["--var", v]);
+        }
+        let o = expect_short(&args, 2, &["refuses to run", want]);
+        assert!(!o.all().contains("unreachable"), "{}", o.show());
+        args.extend(["--var", good]);
+        let o = Test::new().args(&args).run().expect_no_panic();
+        assert!(
+            !o.all().contains("refuses to run") && o.all().contains("nosuchhost.invalid"),
+            "{recipe} with {good} was refused\n{}",
+            o.show()
+        );
+    }
+}
+
 /// A path with a NUL byte fails its step on every branch of `file` and `directory`
 /// (`state: absent` included), before anything is probed or removed: the shell would cut
 /// the path at the NUL and act on another one.
