@@ -609,23 +609,43 @@ const SYCRI: &str = "1.0.0-beta.7";
 fn pods_run_the_slurm_image(sb: &Sandbox, served: &std::path::Path, img: &str, t0: Instant) {
     let url = &sb.files_url;
     let tarball = served.join(format!("singularity-cri-{SYCRI}.tar.gz"));
-    let mut vars: Vec<String> = vec![
-        "k8s_runtime=sycri".into(),
-        format!("k8s_version={K8S_SYCRI}"),
-        "k8s_install=binaries".into(),
-        format!("k8s_release_url={url}/v{{version}}/bin/linux/{{arch}}"),
-        format!("k8s_crictl_version={CRICTL}"),
-        format!("k8s_crictl_url={url}/crictl-v{{version}}-linux-{{arch}}.tar.gz"),
-        format!("k8s_cni_manifest_url={url}/kube-flannel.yml"),
+    let s = |v: &str| toml::Value::String(v.to_string());
+    let mut k8s: Vec<(&str, toml::Value)> = vec![
+        ("k8s_runtime", s("sycri")),
+        ("k8s_version", s(K8S_SYCRI)),
+        ("k8s_install", s("binaries")),
+        (
+            "k8s_release_url",
+            s(&format!("{url}/v{{version}}/bin/linux/{{arch}}")),
+        ),
+        ("k8s_crictl_version", s(CRICTL)),
+        (
+            "k8s_crictl_url",
+            s(&format!("{url}/crictl-v{{version}}-linux-{{arch}}.tar.gz")),
+        ),
+        (
+            "k8s_cni_manifest_url",
+            s(&format!("{url}/kube-flannel.yml")),
+        ),
         // These containers cannot set the host's sysctls (k8s_node.rhai notes it).
-        "k8s_ignore_preflight_errors=[\"FileContent--proc-sys-net-bridge-bridge-nf-call-iptables\",\"FileContent--proc-sys-net-ipv4-ip_forward\"]".into(),
-        format!("sycri_url={url}/singularity-cri-{{version}}.tar.gz"),
-        format!("sycri_sha256={}", sha256_file(&tarball)),
-        "sycri_build_packages=[\"make\"]".into(),
-        "sycri_go_packages=[]".into(),
-        "singularity_flavor=singularity".into(),
-        "singularity_version=3.8.7".into(),
-        "singularity_check=false".into(),
+        (
+            "k8s_ignore_preflight_errors",
+            toml::Value::Array(vec![
+                s("FileContent--proc-sys-net-bridge-bridge-nf-call-iptables"),
+                s("FileContent--proc-sys-net-ipv4-ip_forward"),
+            ]),
+        ),
+        (
+            "sycri_url",
+            s(&format!("{url}/singularity-cri-{{version}}.tar.gz")),
+        ),
+        ("sycri_sha256", s(&sha256_file(&tarball))),
+        ("sycri_build_packages", toml::Value::Array(vec![s("make")])),
+        ("sycri_go_packages", toml::Value::Array(vec![])),
+        // The real sycri needs Singularity 3.1.1-3.9 and refuses Apptainer: told so, not asked.
+        ("singularity_flavor", s("singularity")),
+        ("singularity_version", s("3.8.7")),
+        ("singularity_check", toml::Value::Boolean(false)),
     ];
     if sb
         .ssh("w1", "test -e /sys/fs/cgroup/cgroup.controllers")
@@ -633,13 +653,21 @@ fn pods_run_the_slurm_image(sb: &Sandbox, served: &std::path::Path, img: &str, t
         .success()
     {
         // sycri reads cgroup v1 only (sycri.rhai refuses v2); the stand-in needs neither.
-        vars.push("sycri_accept_cgroup_v2=true".into());
+        k8s.push(("sycri_accept_cgroup_v2", toml::Value::Boolean(true)));
         log(t0, "Debian 13 hosts run cgroup v2: sycri installed anyway (sycri_accept_cgroup_v2), as only the stand-in runs");
     }
-    let mut args: Vec<&str> = Vec::new();
-    for v in &vars {
-        args.extend(["--var", v.as_str()]);
+    let mut inv: toml::Table =
+        toml::from_str(&std::fs::read_to_string(&sb.inv).expect("read")).expect("toml");
+    let vars = inv
+        .entry("vars")
+        .or_insert_with(|| toml::Value::Table(Default::default()))
+        .as_table_mut()
+        .expect("[vars] is a table");
+    for (k, v) in k8s {
+        vars.insert(k.into(), v);
     }
+    std::fs::write(&sb.inv, toml::to_string(&inv).expect("toml")).expect("write inventory");
+    let args: Vec<&str> = Vec::new();
     let r = sb.run_ok("k8s.rhai", &args);
     log(
         t0,
@@ -668,8 +696,7 @@ fn pods_run_the_slurm_image(sb: &Sandbox, served: &std::path::Path, img: &str, t
         );
     }
     // The recipe's own comparison: equal here, and it fails when a pod printed otherwise.
-    let mut cmp = args.clone();
-    cmp.extend(["--host", "master"]);
+    let cmp = ["--host", "master"];
     let r = sb.run_ok("samples/same_image.rhai", &cmp);
     assert!(r.stderr.contains("ran the same image"), "{}", r.show());
     let hn = sb.ssh_ok("w1", "hostname").trim().to_string();
