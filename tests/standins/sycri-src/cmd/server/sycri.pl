@@ -77,7 +77,8 @@ sub resolve {
 }
 
 sub singularity_exec {
-    my @cmd = ('singularity', 'exec', @_);
+    my ($pre, $flags, @rest) = @_;
+    my @cmd = (@$pre, 'singularity', 'exec', @$flags, @rest);
     print STDERR "I sycri stand-in: @cmd\n";
     my $pid = open(my $p, '-|') // die "fork: $!";
     if (!$pid) { open(STDERR, '>&', \*STDOUT); exec(@cmd) or do { print "exec singularity: $!\n"; exit 127; }; }
@@ -102,12 +103,14 @@ sub run_container {
     } else {
         my @env = map { ('--env', $_) } grep { length } split /\n/, $f{env} // '';
         alarm 0;
-        my ($rc, $o) = singularity_exec(@env, $path, '/bin/sh', '-c', $f{cmd} // 'true');
-        # A container host without loop devices (systemd-nspawn) cannot mount the SIF as
-        # root: then in a user namespace (squashfuse or a temporary sandbox), said in the journal.
-        if ($rc != 0 && $o =~ /loop device|mount.*squashfs|squashfs.*mount/i) {
-            print STDERR "W sycri stand-in: root mount of $path failed here, again with --userns: $o";
-            ($rc, $o) = singularity_exec('--userns', @env, $path, '/bin/sh', '-c', $f{cmd} // 'true');
+        my @run = ($path, '/bin/sh', '-c', $f{cmd} // 'true');
+        my ($rc, $o) = singularity_exec([], [@env], @run);
+        # Root in a container host (systemd-nspawn) lacks capabilities Apptainer asks for as
+        # root, or loop devices: then as an unprivileged user (a user namespace, as Slurm
+        # jobs run it), said in the journal.
+        if ($rc != 0 && $o =~ /capability set|loop device|mount.*squashfs|squashfs.*mount/i) {
+            print STDERR "W sycri stand-in: singularity exec as root failed on this host, again as nobody: $o";
+            ($rc, $o) = singularity_exec(['runuser', '-u', 'nobody', '--'], [@env, '--no-home'], @run);
         }
         $out = "exit $rc\n$o";
     }
