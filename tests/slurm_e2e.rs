@@ -430,7 +430,8 @@ const APPTAINER_CACHE: &str = "/var/cache/recipe/apptainer";
 /// with `Bootstrap: debootstrap` (Debian 12 inside, so a job shows which OS answered),
 /// streamed to the workers, and run as a normal user with `srun` and `sbatch`.
 /// Before that, dry runs on the fresh hosts change nothing; after it, a second run
-/// changes nothing.
+/// changes nothing. Then the Kubernetes half with sycri on the same hosts (stand-ins),
+/// whose pods run the same SIF: `pods_run_the_slurm_image`.
 #[test]
 fn containers_on_debian13() {
     require_root();
