@@ -43,7 +43,6 @@ use common::*;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 /// Debian 12's containerd (1.6.20) serves Kubernetes up to 1.28 (containerd's support
@@ -57,69 +56,12 @@ fn require_root() {
 }
 
 fn k8s_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        a => panic!("no stand-in layout for {a}"),
-    }
+    common::k8s_standins::arch()
 }
 
 /// The served folder, laid out like the release downloads, with the stand-ins.
 fn served_files(dir: &Path) {
-    let s = project().join("tests/standins");
-    let bin = dir.join(format!("v{VERSION}/bin/linux/{}", k8s_arch()));
-    std::fs::create_dir_all(&bin).expect("mkdir");
-    for name in ["kubeadm", "kubelet", "kubectl"] {
-        // The stand-ins model the version they are served as.
-        let mut body = std::fs::read_to_string(s.join(name))
-            .expect("stand-in")
-            .replacen("\nV=v1.25.16\n", &format!("\nV=v{VERSION}\n"), 1)
-            .into_bytes();
-        if name == "kubeadm" {
-            body.extend_from_slice(b"\n__APISERVER__\n");
-            body.extend(std::fs::read(s.join("kube-apiserver.pl")).expect("apiserver"));
-        }
-        let p = bin.join(name);
-        std::fs::write(&p, body).expect("write");
-        std::fs::write(bin.join(format!("{name}.sha256")), sha256_file(&p)).expect("write");
-    }
-    let tmp = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(s.join("crictl"), tmp.path().join("crictl")).expect("copy");
-    let crictl = dir.join(format!("crictl-v{CRICTL}-linux-{}.tar.gz", k8s_arch()));
-    let st = Command::new("tar")
-        .arg("-czf")
-        .arg(&crictl)
-        .arg("-C")
-        .arg(tmp.path())
-        .arg("crictl")
-        .status()
-        .expect("tar");
-    assert!(st.success());
-    std::fs::write(
-        dir.join(format!(
-            "crictl-v{CRICTL}-linux-{}.tar.gz.sha256",
-            k8s_arch()
-        )),
-        format!("{}  crictl.tar.gz\n", sha256_file(&crictl)),
-    )
-    .expect("write");
-    let top = format!("singularity-cri-{SYCRI}");
-    let st = Command::new("tar")
-        .arg("-czf")
-        .arg(dir.join(format!("{top}.tar.gz")))
-        .arg("-C")
-        .arg(s.join("sycri-src"))
-        .arg(format!("--transform=s,^\\.,{top},"))
-        .arg(".")
-        .status()
-        .expect("tar");
-    assert!(st.success());
-    // A flannel-like manifest whose network is NOT the pod CIDR: the recipe must set it.
-    std::fs::write(
-        dir.join("kube-flannel.yml"),
-        "---\nkind: Namespace\napiVersion: v1\nmetadata:\n  name: kube-flannel\n---\nkind: ConfigMap\napiVersion: v1\nmetadata:\n  name: kube-flannel-cfg\n  namespace: kube-flannel\ndata:\n  net-conf.json: |\n    {\n      \"Network\": \"10.99.0.0/16\",\n      \"Backend\": {\n        \"Type\": \"vxlan\"\n      }\n    }\n---\nkind: DaemonSet\napiVersion: apps/v1\nmetadata:\n  name: kube-flannel-ds\n  namespace: kube-flannel\n",
-    )
-    .expect("write");
+    common::k8s_standins::serve(dir, VERSION, CRICTL, SYCRI);
 }
 
 /// `recipe run RECIPE -i INV ARGS...` (human output).
