@@ -683,9 +683,10 @@ fn pods_run_the_slurm_image(sb: &Sandbox, served: &std::path::Path, img: &str, t
                 && journal.contains(img),
             "{w}: the sycri stand-in did not run `singularity exec` of {img}:\n{journal}"
         );
+        // (As the jobs' user: root in these container hosts lacks capabilities Apptainer asks for.)
         let direct = sb.ssh_ok(
             w,
-            &format!("apptainer exec {img} cat /etc/recipe-sample-image"),
+            &format!("cd /tmp && runuser -u hpcuser -- apptainer exec {img} cat /etc/recipe-sample-image"),
         );
         let logs = sb.ssh_ok(
             "master",
