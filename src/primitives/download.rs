@@ -207,13 +207,16 @@ pub fn via_controller<'a>(
         let local = Connection::new(Box::new(LocalSpawner), 1, Arc::new(Stats::default()));
         let src = format!("cat -- {}", quote(&f.path.to_string_lossy()));
         let dst = in_c_locale(&script);
-        let fut = Box::pin(crate::transport::pipe(
+        if let Some(m) = crate::context::step_meter() {
+            m.set_total(f.size);
+        }
+        let fut = Box::pin(crate::context::metered(crate::transport::pipe(
             &local,
             &src,
             &h.conn,
             &dst,
             Some(timeout),
-        ));
+        )));
         let limit = timeout + Duration::from_secs(15);
         let (a, b) = h
             .run
