@@ -261,7 +261,7 @@ fn live_line(v: &LiveView) -> String {
 /// running than fit, the slowest of them), then a line per running step, oldest first.
 /// `views` are the steps that have run for [`LIVE_AFTER`] at least.
 pub fn status_lines(hosts: usize, done: usize, mut views: Vec<LiveView>, tick: u64) -> Vec<String> {
-    views.sort_by(|a, b| b.elapsed.cmp(&a.elapsed));
+    views.sort_by_key(|v| std::cmp::Reverse(v.elapsed));
     let mut lines = Vec::new();
     let many = views.len() > LIVE_LINES;
     if hosts > 1 || many {
@@ -840,6 +840,63 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::printable;
+
+    fn view(host: &str, secs: u64, bytes: (u64, Option<u64>)) -> super::LiveView {
+        super::LiveView {
+            host: host.into(),
+            place: "r.rhai:3".into(),
+            what: "sh make".into(),
+            elapsed: std::time::Duration::from_secs(secs),
+            bytes,
+            last: None,
+        }
+    }
+
+    #[test]
+    fn status_lines_name_host_place_elapsed_and_bytes() {
+        let one = super::status_lines(1, 0, vec![view("m", 65, (0, None))], 0);
+        assert_eq!(one.len(), 1, "{one:?}");
+        assert!(one[0].starts_with("m          r.rhai:3"), "{one:?}");
+        assert!(one[0].contains(" 1m05s  sh make"), "{one:?}");
+        let copy = super::status_lines(1, 0, vec![view("w", 2, (2 << 20, Some(8 << 20)))], 0);
+        assert!(
+            copy[0].contains("2.00 MiB/8.00 MiB 1.00 MiB/s  sh make"),
+            "{copy:?}"
+        );
+        // Several hosts: the count first, then the slowest step first.
+        let many = super::status_lines(
+            3,
+            1,
+            vec![view("a", 2, (0, None)), view("b", 9, (0, None))],
+            0,
+        );
+        assert_eq!(many.len(), 3, "{many:?}");
+        assert!(many[0].ends_with("1/3 hosts done"), "{many:?}");
+        assert!(
+            many[1].starts_with('b') && many[2].starts_with('a'),
+            "{many:?}"
+        );
+        // More running than fit: the count and the slowest only.
+        let views = (0..20)
+            .map(|i| view(&format!("n{i}"), i, (0, None)))
+            .collect();
+        let lots = super::status_lines(100, 40, views, 0);
+        assert_eq!(lots.len(), 2, "{lots:?}");
+        assert!(
+            lots[0].contains("40/100 hosts done, 20 steps running; slowest:"),
+            "{lots:?}"
+        );
+        assert!(lots[1].starts_with("n19 "), "{lots:?}");
+    }
+
+    #[test]
+    fn elapsed_time_reads_at_a_glance() {
+        let t = |s| super::elapsed_text(std::time::Duration::from_secs(s));
+        assert_eq!(
+            (t(7), t(184), t(3720)),
+            ("7s".into(), "3m04s".into(), "1h02m".into())
+        );
+    }
 
     #[test]
     fn control_characters_are_spelt_out_but_layout_stays() {

@@ -396,6 +396,64 @@ mod tests {
         assert!(a.map(|o| o.status != 0).unwrap_or(true));
     }
 
+    #[test]
+    fn a_meter_keeps_the_last_whole_line_of_output() {
+        let m = super::Meter::default();
+        m.saw(b"CC a.o\nCC b");
+        assert_eq!(m.last_line().as_deref(), Some("CC a.o"));
+        m.saw(b".o\n\n  \n");
+        assert_eq!(m.last_line().as_deref(), Some("CC b.o"));
+        m.saw(b" 40%\r 80%\r");
+        assert_eq!(m.last_line().as_deref(), Some(" 80%"));
+        // A line too long to show whole is not shown cut (a secret in it could be cut too).
+        m.saw(&vec![b'x'; 10_000]);
+        m.saw(b"\n");
+        assert_eq!(m.last_line().as_deref(), Some(" 80%"));
+    }
+
+    /// The worker shows a watching meter its command's stdout line by line as it comes,
+    /// before the command ends, and never its own markers.
+    #[test]
+    fn a_worker_shows_output_lines_as_they_come() {
+        use super::{local::LocalSpawner, Meter, Spawner, METER};
+        use std::sync::Arc;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("tmp");
+        let go = dir.path().join("go");
+        let m = Arc::new(Meter::default());
+        m.keep_lines();
+        let cmd = format!(
+            "echo one; echo two; while [ ! -e {} ]; do sleep 0.05; done; echo three",
+            go.display()
+        );
+        rt.block_on(METER.scope(m.clone(), async {
+            let mut w = LocalSpawner.spawn().await.expect("worker");
+            let run = w.run(&cmd, None, None);
+            // Bounded only so that a broken meter fails instead of hanging.
+            let watch = async {
+                for _ in 0..3000 {
+                    if m.last_line().as_deref() == Some("two") {
+                        std::fs::write(&go, "").expect("go");
+                        return true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                std::fs::write(&go, "").expect("go");
+                false
+            };
+            let (out, seen) = tokio::join!(run, watch);
+            assert!(
+                seen,
+                "the line before the wait was not seen while the command ran"
+            );
+            assert_eq!(out.expect("run").stdout, b"one\ntwo\nthree\n");
+        }));
+        assert_eq!(m.last_line().as_deref(), Some("three"));
+    }
+
     fn echo_through_sh(arg: &str) -> Vec<u8> {
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
