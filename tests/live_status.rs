@@ -363,6 +363,56 @@ fn a_streamed_copy_shows_its_bytes_and_total() {
     assert!(left.is_empty(), "status lines left: {left:?}");
 }
 
+/// An HTTP server of one file of `size` bytes that sends `first` bytes, then the rest once
+/// `open` is set. Its URL.
+fn held_download(size: usize, first: usize, open: Arc<AtomicBool>) -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut req = [0u8; 4096];
+            let _ = c.read(&mut req);
+            let body = vec![b'x'; size];
+            let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {size}\r\n\r\n");
+            if c.write_all(head.as_bytes()).is_err() || c.write_all(&body[..first]).is_err() {
+                continue;
+            }
+            while !open.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.write_all(&body[first..]);
+        }
+    });
+    format!("http://127.0.0.1:{port}/big.bin")
+}
+
+/// The host's own curl or wget fetches: the status shows the bytes it has so far.
+#[test]
+fn a_download_on_the_host_shows_its_bytes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let open = Arc::new(AtomicBool::new(false));
+    let url = held_download(6 << 20, 3 << 20, open.clone());
+    let dest = dir.path().join("big.bin");
+    let recipe = write(
+        dir.path(),
+        "dl.rhai",
+        &format!("download({url:?}, {:?});\n", dest.display().to_string()),
+    );
+    let r = recipe.display().to_string();
+    let out = dir.path().join("stdout.txt");
+    let mut pty = Pty::run(&["run", &r, "--local"], Some(&out));
+    let line = pty.wait_for_line(&["local", "dl.rhai:1", "3.00 MiB", "download "]);
+    open.store(true, Ordering::Relaxed);
+    let (code, seen) = pty.finish();
+    assert_eq!(code, 0, "{line}\n{}", text(&seen));
+    assert_eq!(
+        std::fs::metadata(&dest).map(|m| m.len()).ok(),
+        Some(6 << 20)
+    );
+    let file = std::fs::read_to_string(&out).expect("stdout");
+    assert!(!file.contains("__RCP"), "{file}");
+}
+
 #[test]
 fn a_progress_step_shows_its_last_line_with_secrets_redacted() {
     const PW: &str = "pw-Live-Status-7f3a";

@@ -83,6 +83,10 @@ struct LineTail {
     last: Option<String>,
 }
 
+/// A line of a command's output that gives the bytes it has so far (a download on the
+/// host prints one a second): `__RCP_BYTES N`.
+pub const BYTES_LINE: &str = "__RCP_BYTES";
+
 /// Longest line a status line takes from a command's output.
 const LINE_MAX: usize = 4096;
 
@@ -118,6 +122,11 @@ impl Meter {
                 let line = std::mem::take(&mut t.partial);
                 let long = std::mem::replace(&mut t.overlong, false);
                 let text = String::from_utf8_lossy(&line);
+                if let Some(n) = text.strip_prefix(BYTES_LINE) {
+                    if let Ok(n) = n.trim().parse::<u64>() {
+                        self.done.fetch_max(n, Ordering::Relaxed);
+                    }
+                }
                 // The worker's own markers (a guard's skip) are not the command's output.
                 if !long && !text.trim().is_empty() && !text.starts_with("__RCP_") {
                     t.last = Some(text.trim_end().to_string());
@@ -408,6 +417,10 @@ mod tests {
         // A line too long to show whole is not shown cut (a secret in it could be cut too).
         m.saw(&vec![b'x'; 10_000]);
         m.saw(b"\n");
+        assert_eq!(m.last_line().as_deref(), Some(" 80%"));
+        // A download's size lines count bytes and are not shown.
+        m.saw(b"__RCP_BYTES 4096\n__RCP_BYTES 1048576\n");
+        assert_eq!(m.bytes(), (1 << 20, None));
         assert_eq!(m.last_line().as_deref(), Some(" 80%"));
     }
 
