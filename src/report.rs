@@ -373,10 +373,12 @@ impl Reporter {
         self
     }
 
-    /// The run's hosts: on a terminal, with several, the status shows how many are done.
+    /// The hosts of a run (or of one `play()`): on a terminal, with several, the status
+    /// shows how many of them are done.
     pub fn start(&self, hosts: usize) {
         if let Ok(mut i) = self.inner.lock() {
             i.hosts = hosts;
+            i.done = 0;
         }
         self.ensure_ticker();
     }

@@ -254,6 +254,38 @@ fn several_hosts_show_a_line_each_and_the_count_done() {
     assert!(!file.contains("hosts done"), "{file}");
 }
 
+/// Controller mode (the demo's way): each `play()` shows its hosts' steps and how many of
+/// them are done.
+#[test]
+fn a_controller_play_shows_its_hosts() {
+    let sshd = Sshd::start();
+    let inv = inventory_of(&sshd, &["pa", "pb"], "");
+    let dir = tempfile::tempdir().expect("tmp");
+    let go = dir.path().join("go");
+    write(
+        dir.path(),
+        "held.rhai",
+        &format!("sh({:?}, #{{name: \"held\"}});\n", wait_on(&go)),
+    );
+    let ctl = write(
+        dir.path(),
+        "ctl.rhai",
+        "play(\"held.rhai\", #{group: \"all\"});\n",
+    );
+    let (r, i) = (ctl.display().to_string(), inv.display().to_string());
+    let out = dir.path().join("stdout.txt");
+    let mut pty = Pty::run(&["run", &r, "-i", &i], Some(&out));
+    pty.wait_for_line(&["0/2 hosts done"]);
+    for h in ["pa", "pb"] {
+        pty.wait_for_line(&[h, "held.rhai:1", "sh held"]);
+    }
+    std::fs::write(&go, "").expect("go");
+    let (code, seen) = pty.finish();
+    assert_eq!(code, 0, "{}", text(&seen));
+    let left = final_screen(&seen);
+    assert!(left.is_empty(), "status lines left: {left:?}");
+}
+
 /// A TCP relay to `port` that lets `budget` bytes go towards the server, then holds that
 /// direction until `open` is set: a link the test slows down, under a real sshd.
 struct Gate {
