@@ -118,6 +118,26 @@ fn documented_fields(event: &str) -> (BTreeSet<String>, BTreeSet<String>) {
     (always, optional)
 }
 
+/// `e` has every "always" field of its kind's table in docs/contracts.md and no other.
+fn assert_documented(e: &serde_json::Value) {
+    let kind = e["event"].as_str().unwrap_or("");
+    let (always, optional) = documented_fields(kind);
+    assert!(!always.is_empty(), "event {kind:?} is not documented: {e}");
+    let keys: BTreeSet<String> = e
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    for k in &always {
+        assert!(keys.contains(k), "{kind} event without `{k}`: {e}");
+    }
+    for k in &keys {
+        assert!(
+            always.contains(k) || optional.contains(k),
+            "{kind} event has the undocumented field `{k}`: {e}"
+        );
+    }
+}
+
 #[test]
 fn json_events_have_exactly_the_documented_fields() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -158,21 +178,7 @@ fn json_events_have_exactly_the_documented_fields() {
     let mut statuses = BTreeSet::new();
     for e in &ev {
         let kind = e["event"].as_str().unwrap_or("");
-        let (always, optional) = documented_fields(kind);
-        assert!(!always.is_empty(), "event {kind:?} is not documented: {e}");
-        let keys: BTreeSet<String> = e
-            .as_object()
-            .map(|o| o.keys().cloned().collect())
-            .unwrap_or_default();
-        for k in &always {
-            assert!(keys.contains(k), "{kind} event without `{k}`: {e}");
-        }
-        for k in &keys {
-            assert!(
-                always.contains(k) || optional.contains(k),
-                "{kind} event has the undocumented field `{k}`: {e}"
-            );
-        }
+        assert_documented(e);
         if kind == "step" {
             statuses.insert(e["status"].as_str().unwrap_or("").to_string());
         }
@@ -238,20 +244,7 @@ fn json_progress_events_report_running_steps() {
     );
     for e in &events {
         let kind = e["event"].as_str().unwrap_or("");
-        let (always, optional) = documented_fields(kind);
-        let keys: BTreeSet<String> = e
-            .as_object()
-            .map(|o| o.keys().cloned().collect())
-            .unwrap_or_default();
-        for k in &always {
-            assert!(keys.contains(k), "{kind} event without `{k}`: {e}");
-        }
-        for k in &keys {
-            assert!(
-                always.contains(k) || optional.contains(k),
-                "{kind} event has the undocumented field `{k}`: {e}"
-            );
-        }
+        assert_documented(e);
         if kind == "progress" {
             assert_eq!(e["host"], "local");
             assert_eq!(e["line"], 1);
