@@ -39,6 +39,10 @@ fn sh_word(s: &str) -> String {
 
 impl Pty {
     fn run(args: &[&str], stdout_to: Option<&Path>) -> Pty {
+        Pty::run_env(args, stdout_to, &[])
+    }
+
+    fn run_env(args: &[&str], stdout_to: Option<&Path>, env: &[(&str, &str)]) -> Pty {
         let mut line = format!(
             "stty cols {COLS} rows {ROWS}; exec {}",
             sh_word(env!("CARGO_BIN_EXE_recipe"))
@@ -55,6 +59,7 @@ impl Pty {
             .current_dir(project())
             .env_remove("NO_COLOR")
             .env("TERM", "xterm")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -471,6 +476,26 @@ fn a_progress_step_shows_its_last_line_with_secrets_redacted() {
     let file = std::fs::read(&out).expect("stdout");
     leaks::assert_clean("the terminal", &seen, &[("the secret", PW.as_bytes())]);
     leaks::assert_clean("stdout", &file, &[("the secret", PW.as_bytes())]);
+}
+
+/// A plain terminal (`NO_COLOR`, or `TERM=dumb`) gets the step lines and no status lines.
+#[test]
+fn a_plain_terminal_gets_no_status_lines() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let recipe = write(
+        dir.path(),
+        "slow.rhai",
+        "sh(\"sleep 1.5; echo x\", #{progress: true, name: \"slow\"});\n",
+    );
+    let r = recipe.display().to_string();
+    for env in [("NO_COLOR", "1"), ("TERM", "dumb")] {
+        let pty = Pty::run_env(&["run", &r, "--local"], None, &[env]);
+        let (code, seen) = pty.finish();
+        let t = text(&seen);
+        assert_eq!(code, 0, "{t}");
+        assert_eq!(t.matches("sh slow").count(), 1, "{env:?}: {t:?}");
+        assert!(!t.contains("\x1b[2K"), "{env:?}: {t:?}");
+    }
 }
 
 /// Without a terminal (the test harness's pipes) nothing of the status reaches the output.
