@@ -137,10 +137,18 @@ pub struct NoteEvent {
 fn note_tag() -> &'static str {
     "note"
 }
+fn progress_tag() -> &'static str {
+    "progress"
+}
 
-/// A step still running, every `--json-progress` seconds (never in the default `--json`).
-#[derive(Debug, Clone, Serialize)]
+/// How often a `--via` node tells the controller about its running step.
+pub const NODE_PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// A step still running, every `--json-progress` seconds (never in the default `--json`);
+/// a `--via` node sends them to the controller, which shows them as its own.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ProgressEvent {
+    #[serde(skip_deserializing, default = "progress_tag")]
     pub event: &'static str,
     pub host: String,
     pub recipe: String,
@@ -303,6 +311,8 @@ pub enum Mode {
 struct Inner {
     recaps: BTreeMap<String, Recap>,
     live: BTreeMap<u64, LiveStep>,
+    /// Steps running on `--via` nodes, by host, from their `progress` events.
+    remote: BTreeMap<String, LiveStep>,
     next_id: u64,
     /// Hosts of the run (from [`Reporter::start`]) and how many have ended.
     hosts: usize,
@@ -356,6 +366,7 @@ impl Reporter {
             inner: Arc::new(Mutex::new(Inner {
                 recaps: BTreeMap::new(),
                 live: BTreeMap::new(),
+                remote: BTreeMap::new(),
                 next_id: 0,
                 hosts: 0,
                 done: 0,
@@ -365,12 +376,47 @@ impl Reporter {
         }
     }
 
-    /// With `--json`: a `progress` event for each running step every `every`.
+    /// With `--json`: a `progress` event for each running step every `every`; a `--via`
+    /// node always sends them, every [`NODE_PROGRESS_EVERY`].
     pub fn with_progress_every(mut self, every: Option<Duration>) -> Reporter {
-        if self.mode == Mode::Json {
-            self.progress_every = every;
-        }
+        self.progress_every = match self.mode {
+            Mode::Json => every,
+            Mode::Node => Some(NODE_PROGRESS_EVERY),
+            Mode::Human => None,
+        };
         self
+    }
+
+    /// A `--via` node's step still running: shown like a step of this process until the
+    /// host's next step event (or its end).
+    pub fn remote_running(&self, p: ProgressEvent) {
+        let meter = Arc::new(Meter::default());
+        meter.add(p.bytes);
+        if let Some(t) = p.total {
+            meter.set_total(t);
+        }
+        let now = Instant::now();
+        if let Ok(mut i) = self.inner.lock() {
+            i.remote.insert(
+                p.host.clone(),
+                LiveStep {
+                    started: now.checked_sub(Duration::from_millis(p.ms)).unwrap_or(now),
+                    host: p.host,
+                    recipe: p.recipe,
+                    line: p.line,
+                    source: p.source,
+                    op: p.op,
+                    target: self.redactor.redact(&p.target),
+                    meter,
+                },
+            );
+        }
+        self.ensure_ticker();
+    }
+
+    /// The steps under way here and on `--via` nodes.
+    fn all_live(i: &Inner) -> impl Iterator<Item = &LiveStep> {
+        i.live.values().chain(i.remote.values())
     }
 
     /// The hosts of a run (or of one `play()`): on a terminal, with several, the status
@@ -482,9 +528,7 @@ impl Reporter {
     /// Writes a `progress` event per running step (`--json-progress`).
     fn progress_events(&self) {
         let events: Vec<ProgressEvent> = match self.inner.lock() {
-            Ok(i) => i
-                .live
-                .values()
+            Ok(i) => Self::all_live(&i)
                 .map(|s| {
                     let (bytes, total) = s.meter.bytes();
                     ProgressEvent {
@@ -513,9 +557,7 @@ impl Reporter {
     /// Recomputes the status lines from the running steps (`tick`: the spinner moves).
     fn redraw(&self, i: &mut Inner, tick: bool) {
         let now = Instant::now();
-        let views: Vec<LiveView> = i
-            .live
-            .values()
+        let views: Vec<LiveView> = Self::all_live(i)
             .filter(|s| now.duration_since(s.started) >= LIVE_AFTER)
             .map(|s| LiveView {
                 host: self.safe(&s.host),
@@ -623,6 +665,10 @@ impl Reporter {
 
     pub fn step(&self, ev: StepEvent) {
         if let Ok(mut i) = self.inner.lock() {
+            // A --via node's step ended: off the status lines before its line.
+            if i.remote.remove(&ev.host).is_some() && i.display.is_some() {
+                self.redraw(&mut i, false);
+            }
             let r = i.recaps.entry(ev.host.clone()).or_insert_with(|| Recap {
                 event: "recap",
                 host: ev.host.clone(),
@@ -762,6 +808,7 @@ impl Reporter {
             }
             r.msg = msg.map(|m| self.redactor.redact(&m));
             r.stopped_at = stopped_at;
+            i.remote.remove(host);
             i.done += 1;
             if i.display.is_some() {
                 self.redraw(&mut i, false);
@@ -889,6 +936,52 @@ mod tests {
             "{lots:?}"
         );
         assert!(lots[1].starts_with("n19 "), "{lots:?}");
+    }
+
+    /// A `--via` node's `progress` event shows its step on the controller (elapsed from the
+    /// node's clock, its bytes) until the host's step event or its end.
+    #[test]
+    fn a_via_nodes_running_step_is_shown_until_its_step_ends() {
+        use super::*;
+        let r = Reporter::new(Mode::Human, 0, true, false, Redactor::default());
+        let ev = |host: &str| ProgressEvent {
+            event: "progress",
+            host: host.into(),
+            recipe: "r.rhai".into(),
+            line: 3,
+            source: None,
+            op: "sh".into(),
+            target: "make".into(),
+            ms: 5000,
+            bytes: 10,
+            total: Some(20),
+        };
+        r.remote_running(ev("n1"));
+        r.remote_running(ev("n2"));
+        {
+            let i = r.inner.lock().expect("lock");
+            let s = &i.remote["n1"];
+            assert!(s.started.elapsed() >= Duration::from_secs(5));
+            assert_eq!(s.meter.bytes(), (10, Some(20)));
+            assert_eq!(Reporter::all_live(&i).count(), 2);
+        }
+        r.step(StepEvent {
+            event: "step",
+            host: "n1".into(),
+            recipe: "r.rhai".into(),
+            line: 3,
+            source: None,
+            op: "sh".into(),
+            target: "make".into(),
+            status: Status::Changed,
+            dry_run: false,
+            ms: 6000,
+            msg: None,
+            changes: Vec::new(),
+            diff: None,
+        });
+        r.finish_host("n2", false, None, None);
+        assert!(r.inner.lock().expect("lock").remote.is_empty());
     }
 
     #[test]

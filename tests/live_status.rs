@@ -498,6 +498,60 @@ fn a_plain_terminal_gets_no_status_lines() {
     }
 }
 
+/// A `--via slurm` task (here started by hand, as srun would: `SLURMD_NODENAME` and the
+/// node file) tells the controller about its running step every 2 s, so that the controller
+/// can show it; the step's own event follows. The controller's side is unit-tested
+/// (`report::tests::a_via_nodes_running_step_is_shown_until_its_step_ends`): a real
+/// `--via` run needs the Slurm sandbox.
+#[test]
+fn a_via_node_reports_its_running_step() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let go = dir.path().join("go");
+    let recipe = write(
+        dir.path(),
+        "held.rhai",
+        &format!("sh({:?}, #{{name: \"held\"}});\n", wait_on(&go)),
+    );
+    let nodes = write(
+        dir.path(),
+        "nodes.json",
+        "{\"nodes\": {\"n1\": {\"host\": \"w1\", \"vars\": {}}}}",
+    );
+    let out = dir.path().join("events.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_recipe"))
+        .arg("run")
+        .arg(&recipe)
+        .arg("--slurm-node")
+        .arg(&nodes)
+        .env("SLURMD_NODENAME", "n1")
+        .stdout(std::fs::File::create(&out).expect("out"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("recipe runs");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let progress = loop {
+        let t = std::fs::read_to_string(&out).unwrap_or_default();
+        if let Some(l) = t.lines().find(|l| l.contains("\"progress\"")) {
+            break l.to_string();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("no progress event from the node while its step was held: {t}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::fs::write(&go, "").expect("go");
+    assert!(child.wait().expect("wait").success());
+    let ev: serde_json::Value = serde_json::from_str(&progress).expect("JSON");
+    assert_eq!(
+        (&ev["host"], &ev["line"], &ev["op"], &ev["target"]),
+        (&"w1".into(), &1.into(), &"sh".into(), &"held".into()),
+        "{ev}"
+    );
+    let t = std::fs::read_to_string(&out).expect("events");
+    assert!(t.contains("\"event\":\"step\""), "{t}");
+}
+
 /// Without a terminal (the test harness's pipes) nothing of the status reaches the output.
 #[test]
 fn no_status_without_a_terminal() {
