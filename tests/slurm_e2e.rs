@@ -932,7 +932,68 @@ fn accounting_checks(
     assert_unchanged(&second, "cluster.rhai with accounting, second run");
     log(t0, "accounting: second run 0 changed");
 
-    // 3. slurmdbd away: a job still runs, and its record reaches the database afterwards.
+    // 3. Accounts: a dry run lists the additions and changes a new map would make, and
+    //    makes none; removal only when asked, and the map restores what it names.
+    let assoc_of = || {
+        sb.ssh_ok(
+            "master",
+            &format!("{bin}sacctmgr -n -P show assoc format=account,user,parentname,fairshare,qos | sort"),
+        )
+    };
+    let before = assoc_of();
+    let new_map = "slurm_accounts={ physics = { description = \"Physics department\", fairshare = 10, users = [\"alice\", \"bob\", \"dave\"] }, theory = { description = \"Theory group\", parent = \"physics\", users = [\"carol\"] }, chem = { description = \"Chemistry\", fairshare = 5 } }";
+    let plan = sb.run_ok_in(
+        via,
+        "slurm_accounts.rhai",
+        &["--host", "master", "--dry-run", "--var", new_map],
+    );
+    let planned = plan.changed();
+    for want in [
+        "change account physics: description='Physics department'",
+        "add user dave to account physics on cluster",
+        "add account chem (parent root) on cluster",
+    ] {
+        assert!(
+            planned.iter().any(|c| c.contains(want)),
+            "the dry run does not list `{want}`:\n  {}",
+            planned.join("\n  ")
+        );
+    }
+    assert_eq!(
+        planned.len(),
+        3,
+        "the dry run plans more than the differences:\n  {}",
+        planned.join("\n  ")
+    );
+    assert_eq!(assoc_of(), before, "a dry run changed the accounts");
+    let kept = sb.run_ok_in(
+        via,
+        "slurm_accounts.rhai",
+        &["--host", "master", "--var", "slurm_accounts={ physics = { description = \"Physics\", fairshare = 10, users = [\"alice\"] } }"],
+    );
+    assert_unchanged(
+        &kept,
+        "slurm_accounts.rhai with a smaller map, without slurm_accounts_remove",
+    );
+    let removed = sb.run_ok_in(
+        via,
+        "slurm_accounts.rhai",
+        &["--host", "master", "--var", "slurm_accounts_remove=true", "--var", "slurm_accounts={ physics = { description = \"Physics\", fairshare = 10, users = [\"alice\"] } }"],
+    );
+    let now = assoc_of();
+    assert!(
+        now.contains("physics|alice|") && !now.contains("|bob|") && !now.contains("theory"),
+        "removal left:\n{now}\n{}",
+        removed.show()
+    );
+    sb.run_ok_in(via, "slurm_accounts.rhai", &["--host", "master"]);
+    assert_eq!(assoc_of(), before, "the map did not restore the accounts");
+    log(
+        t0,
+        "accounting: accounts dry run, removal only when asked, restored",
+    );
+
+    // 4. slurmdbd away: a job still runs, and its record reaches the database afterwards.
     sb.ssh_ok("master", "systemctl stop slurmdbd");
     sb.ssh_ok(
         "master",
@@ -955,7 +1016,7 @@ fn accounting_checks(
         &format!("job run while slurmdbd was stopped (sacct then: {early:?}), now:\n{late}"),
     );
 
-    // 4. A wrong database password: the login step fails, naming itself, then the right
+    // 5. A wrong database password: the login step fails, naming itself, then the right
     //    one is restored.
     let wrong = "Wr0ngAccountingPassw0rd";
     let bad = sb.run_in(
@@ -993,7 +1054,7 @@ fn accounting_checks(
         "accounting: a wrong password fails at the login step; restored",
     );
 
-    // 5. The generated password: in no output of any run (raw, hex, base64), nor in logs.
+    // 6. The generated password: in no output of any run (raw, hex, base64), nor in logs.
     let pw = sb.ssh_ok("master", "cat /etc/slurm-accounting/db.pass");
     assert_eq!(pw.len(), 32, "generated password length");
     let mut all = Vec::new();
