@@ -28,12 +28,19 @@
 //!   `--config` mixed with other flags; containerd too old for the version is refused; a
 //!   half-done init is reported and recovered only with `k8s_reset=true`.
 //!
-//! Not covered here: the packages install beyond a dry run (no local apt repository of
-//! stand-in .debs yet), a whole cluster with the sycri runtime, and Kubernetes 1.35 (the
-//! containerd default; Debian 12's containerd is too old for it, see VERSION).
+//!   Then a second cluster (s1, s2): sycri as the runtime, Kubernetes 1.25 installed as
+//!   packages by real apt from a local, signed stand-in of pkgs.k8s.io (see `apt_repo`),
+//!   twice (second run 0 changed, /opt/cni/bin left to kubernetes-cni). kubeadm init and
+//!   join run from configuration files; kubeadm refuses wrong API versions and kinds.
 //!
-//! Needs root and the sandbox tools (debootstrap, systemd-container, tinyproxy) and
-//! Debian's archive (containerd, containernetworking-plugins, make). The sandbox is torn
+//! Not covered here: Kubernetes 1.35 (the containerd default; Debian 12's containerd is
+//! too old for it, see VERSION), hosts with more than one interface, and sycri on a
+//! cgroup v2 host (the decision is checked by tests/stdlib.rs; these hosts share this
+//! machine's cgroup v1).
+//!
+//! Needs root and the sandbox tools (debootstrap, systemd-container, tinyproxy), dpkg-dev
+//! and gpg (the stand-in repository), and Debian's archive (containerd,
+//! containernetworking-plugins, make). The sandbox is torn
 //! down by a Drop guard, also when the test fails. Time on the 2-core test machine: see
 //! docs/kubernetes.md.
 
@@ -93,7 +100,8 @@ fn deb(out: &Path, control: &str, files: &[(&str, Vec<u8>, u32)], conffiles: &[&
     std::fs::create_dir_all(root.join("DEBIAN")).expect("mkdir");
     std::fs::write(root.join("DEBIAN/control"), control).expect("control");
     if !conffiles.is_empty() {
-        std::fs::write(root.join("DEBIAN/conffiles"), conffiles.join("\n") + "\n").expect("conffiles");
+        std::fs::write(root.join("DEBIAN/conffiles"), conffiles.join("\n") + "\n")
+            .expect("conffiles");
     }
     for (path, body, mode) in files {
         let p = root.join(path.trim_start_matches('/'));
@@ -141,11 +149,21 @@ fn apt_repo(dir: &Path) {
     let dropin = b"[Service]\nEnvironment=\"KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf\"\nEnvironment=\"KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml\"\nEnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env\nEnvironmentFile=-/etc/default/kubelet\nExecStart=\nExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS\n".to_vec();
     deb(
         &repo.join(format!("kubelet_{k}_{arch}.deb")),
-        &control("kubelet", &k, "net", "kubernetes-cni (>= 1.1.1), mount, util-linux", "iptables (>= 1.8.4)"),
+        &control(
+            "kubelet",
+            &k,
+            "net",
+            "kubernetes-cni (>= 1.1.1), mount, util-linux",
+            "iptables (>= 1.8.4)",
+        ),
         &[
             ("/usr/bin/kubelet", standin("kubelet", PKG_VERSION), 0o755),
             ("/usr/lib/systemd/system/kubelet.service", unit, 0o600),
-            ("/etc/default/kubelet", b"KUBELET_EXTRA_ARGS=\n".to_vec(), 0o644),
+            (
+                "/etc/default/kubelet",
+                b"KUBELET_EXTRA_ARGS=\n".to_vec(),
+                0o644,
+            ),
             ("/etc/kubernetes/manifests/.kubelet-keep", vec![], 0o644),
             ("/var/lib/kubelet/.kubelet-keep", vec![], 0o644),
         ],
@@ -197,9 +215,17 @@ fn apt_repo(dir: &Path) {
         .expect("dpkg-scanpackages (package dpkg-dev)");
     assert!(out.status.success(), "dpkg-scanpackages failed");
     std::fs::write(repo.join("Packages"), &out.stdout).expect("Packages");
-    let st = Command::new("gzip").args(["-9kn", "Packages"]).current_dir(&repo).status().expect("gzip");
+    let st = Command::new("gzip")
+        .args(["-9kn", "Packages"])
+        .current_dir(&repo)
+        .status()
+        .expect("gzip");
     assert!(st.success());
-    let date = Command::new("date").args(["-u", "-R"]).env("LC_ALL", "C").output().expect("date");
+    let date = Command::new("date")
+        .args(["-u", "-R"])
+        .env("LC_ALL", "C")
+        .output()
+        .expect("date");
     let mut release = format!(
         "Origin: recipe-tests\nLabel: stand-in of pkgs.k8s.io v{minor}\nDate: {}\nArchitectures: {arch}\nSHA256:\n",
         text(&date.stdout).trim()
@@ -215,7 +241,14 @@ fn apt_repo(dir: &Path) {
         let o = Command::new("gpg")
             .arg("--homedir")
             .arg(home.path())
-            .args(["--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args([
+                "--batch",
+                "--quiet",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
             .args(args)
             .current_dir(&repo)
             .output()
@@ -223,12 +256,22 @@ fn apt_repo(dir: &Path) {
         assert!(o.status.success(), "gpg {args:?}: {}", text(&o.stderr));
         o.stdout
     };
-    gpg(&["--quick-gen-key", "recipe k8s_e2e stand-in repository <k8s@sandbox.invalid>", "ed25519", "sign", "never"]);
+    gpg(&[
+        "--quick-gen-key",
+        "recipe k8s_e2e stand-in repository <k8s@sandbox.invalid>",
+        "ed25519",
+        "sign",
+        "never",
+    ]);
     let key = gpg(&["--armor", "--export"]);
     std::fs::write(repo.join("Release.key"), key).expect("Release.key");
     gpg(&["--clearsign", "-o", "InRelease", "Release"]);
     // gpg started an agent for that folder: it ends with it.
-    let _ = Command::new("gpgconf").arg("--homedir").arg(home.path()).args(["--kill", "all"]).status();
+    let _ = Command::new("gpgconf")
+        .arg("--homedir")
+        .arg(home.path())
+        .args(["--kill", "all"])
+        .status();
 }
 
 /// The served folder, laid out like the release downloads, with the stand-ins.
@@ -494,10 +537,16 @@ fn cluster_with_standins() {
     // interface follow the address each host name resolves to (Slurm's), not the default route.
     for h in cluster {
         let ip = &sb.addrs[h];
-        sb.ssh_ok(h, &format!("grep -q -- '--node-ip={ip}' /etc/default/kubelet"));
+        sb.ssh_ok(
+            h,
+            &format!("grep -q -- '--node-ip={ip}' /etc/default/kubelet"),
+        );
     }
     let mip = &sb.addrs["master"];
-    sb.ssh_ok("master", &format!("grep -qx '  advertiseAddress: \"{mip}\"' /etc/kubernetes/recipe-kubeadm.yaml"));
+    sb.ssh_ok(
+        "master",
+        &format!("grep -qx '  advertiseAddress: \"{mip}\"' /etc/kubernetes/recipe-kubeadm.yaml"),
+    );
     sb.ssh_ok("master", &format!("grep -qx -- '        - --iface-can-reach={mip}' /etc/kubernetes/recipe-cni/cni.yaml && ! grep -q -- '--iface=eth0' /etc/kubernetes/recipe-cni/cni.yaml"));
     // Workers joined from a JoinConfiguration whose token and hash stayed placeholders on
     // disk; the filled-in copy is gone.
@@ -776,7 +825,10 @@ fn cluster_with_standins() {
     );
     let ign = "--ignore-preflight-errors=all";
     // A valid token: discovery passes its JWS check, the CA pin is then what fails.
-    let valid = sb.ssh_ok("master", "/usr/local/bin/kubeadm token create --ttl 10m --description k8s_e2e");
+    let valid = sb.ssh_ok(
+        "master",
+        "/usr/local/bin/kubeadm token create --ttl 10m --description k8s_e2e",
+    );
     let valid = valid.trim();
     for (args, want) in [
         (format!("--token {valid} --discovery-token-ca-cert-hash sha256:{zero} {sock} {ign}"), "none of the public keys"),
@@ -793,7 +845,9 @@ fn cluster_with_standins() {
     }
     // Configuration files as kubeadm reads them: the API version of the release, the kind
     // the command needs, unknown fields warned.
-    let cfg = |api: &str, kind: &str, extra: &str| format!("apiVersion: {api}\nkind: {kind}\ndiscovery:\n  bootstrapToken:\n    apiServerEndpoint: master:6443\n    token: abcdef.0123456789abcdef\n    caCertHashes:\n    - sha256:{zero}\n{extra}");
+    let cfg = |api: &str, kind: &str, extra: &str| {
+        format!("apiVersion: {api}\nkind: {kind}\ndiscovery:\n  bootstrapToken:\n    apiServerEndpoint: master:6443\n    token: abcdef.0123456789abcdef\n    caCertHashes:\n    - sha256:{zero}\n{extra}")
+    };
     for (file, body, cmd, want) in [
         ("v1beta4.yaml", cfg("kubeadm.k8s.io/v1beta4", "JoinConfiguration", ""), "join", "no kind \"JoinConfiguration\" is registered for version \"kubeadm.k8s.io/v1beta4\""),
         ("v1beta2.yaml", cfg("kubeadm.k8s.io/v1beta2", "JoinConfiguration", ""), "join", "uses an old API spec: \"kubeadm.k8s.io/v1beta2\""),
@@ -804,7 +858,10 @@ fn cluster_with_standins() {
         let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
         assert!(!o.status.success() && all.contains(want), "kubeadm {cmd} --config {file}: want {want:?}, got:\n{all}");
     }
-    sb.ssh_ok("master", &format!("/usr/local/bin/kubeadm token delete {}", &valid[..6]));
+    sb.ssh_ok(
+        "master",
+        &format!("/usr/local/bin/kubeadm token delete {}", &valid[..6]),
+    );
     // None of these failures left a file behind (kubeadm fails in discovery or preflight).
     sb.ssh_ok("s1", "! test -e /etc/kubernetes/kubelet.conf && ! test -e /etc/kubernetes/pki/ca.crt && ! test -e /etc/kubernetes/bootstrap-kubelet.conf");
     // A flag kubelet removed in 1.24 (and --container-runtime, gone in 1.27) fails as pflag does.
@@ -880,24 +937,59 @@ fn cluster_with_standins() {
         ("k8s_runtime", "sycri".into()),
         ("k8s_install", "packages".into()),
         ("k8s_version", PKG_VERSION.into()),
-        ("k8s_repo_url", format!("{url}/k8s-apt/{{minor}}/deb/").into()),
-        ("sycri_url", format!("{url}/singularity-cri-{{version}}.tar.gz").into()),
-        ("sycri_sha256", sha256_file(&served.path().join(format!("singularity-cri-{SYCRI}.tar.gz"))).into()),
-        ("sycri_build_packages", toml::Value::Array(vec!["make".into()])),
+        (
+            "k8s_repo_url",
+            format!("{url}/k8s-apt/{{minor}}/deb/").into(),
+        ),
+        (
+            "sycri_url",
+            format!("{url}/singularity-cri-{{version}}.tar.gz").into(),
+        ),
+        (
+            "sycri_sha256",
+            sha256_file(
+                &served
+                    .path()
+                    .join(format!("singularity-cri-{SYCRI}.tar.gz")),
+            )
+            .into(),
+        ),
+        (
+            "sycri_build_packages",
+            toml::Value::Array(vec!["make".into()]),
+        ),
         ("sycri_go_packages", toml::Value::Array(vec![])),
     ];
-    if sb.ssh("s1", "test -e /sys/fs/cgroup/cgroup.controllers").status.success() {
+    if sb
+        .ssh("s1", "test -e /sys/fs/cgroup/cgroup.controllers")
+        .status
+        .success()
+    {
         pvars.push(("sycri_accept_cgroup_v2", true.into()));
     }
     for (k, v) in &vars {
-        if !["k8s_install", "k8s_version", "k8s_release_url", "k8s_crictl_version", "k8s_crictl_url"].contains(k) {
+        if ![
+            "k8s_install",
+            "k8s_version",
+            "k8s_release_url",
+            "k8s_crictl_version",
+            "k8s_crictl_url",
+        ]
+        .contains(k)
+        {
             pvars.push((k, v.clone()));
         }
     }
     sb.write_inventory(&["s2"], &pvars);
     let pcluster = ["s1", "s2"];
     let r = sb.run_ok("k8s.rhai", &["--diff"]);
-    log(t0, &format!("k8s.rhai (sycri, packages {PKG_VERSION}): {} steps changed", r.changed().len()));
+    log(
+        t0,
+        &format!(
+            "k8s.rhai (sycri, packages {PKG_VERSION}): {} steps changed",
+            r.changed().len()
+        ),
+    );
     assert_eq!(r.play_order()[0], "sycri.rhai", "{}", r.show());
     for h in pcluster {
         // The packages from the repository, pinned; /opt/cni/bin is kubernetes-cni's, unlinked.
@@ -907,12 +999,23 @@ fn cluster_with_standins() {
         sb.ssh_ok(h, "grep -qx 'cgroupDriver: cgroupfs' /var/lib/kubelet/config.yaml && grep -q -- '--container-runtime=remote' /etc/default/kubelet && grep -q -- '--image-service-endpoint=unix:///var/run/singularity.sock' /etc/default/kubelet");
         sb.ssh_ok(h, "systemctl is-active sycri kubelet");
     }
-    let nodes = sb.ssh_ok("s1", "kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes --no-headers");
+    let nodes = sb.ssh_ok(
+        "s1",
+        "kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes --no-headers",
+    );
     for n in pcluster {
-        assert!(nodes.lines().any(|l| l.split_whitespace().take(2).eq([n, "Ready"])), "{n} not Ready:\n{nodes}");
+        assert!(
+            nodes
+                .lines()
+                .any(|l| l.split_whitespace().take(2).eq([n, "Ready"])),
+            "{n} not Ready:\n{nodes}"
+        );
     }
     let r = sb.run_ok("k8s.rhai", &[]);
     assert_unchanged(&r, "second k8s.rhai (sycri, packages)");
-    log(t0, "sycri + packages cluster: s1 and s2 Ready, second run 0 changed");
+    log(
+        t0,
+        "sycri + packages cluster: s1 and s2 Ready, second run 0 changed",
+    );
     log(t0, "done");
 }
