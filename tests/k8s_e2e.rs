@@ -1013,6 +1013,15 @@ fn cluster_with_standins() {
     }
     let r = sb.run_ok("k8s.rhai", &[]);
     assert_unchanged(&r, "second k8s.rhai (sycri, packages)");
+    // A flag this kubeadm does not have yet (reset --dry-run came in 1.26): cobra's error,
+    // and nothing is reset.
+    let o = sb.ssh("s2", "/usr/bin/kubeadm reset -f --dry-run");
+    assert!(
+        !o.status.success() && text(&o.stderr).contains("unknown flag: --dry-run"),
+        "kubeadm {PKG_VERSION} reset --dry-run: {}",
+        text(&o.stderr)
+    );
+    sb.ssh_ok("s2", "test -e /etc/kubernetes/kubelet.conf");
     log(
         t0,
         "sycri + packages cluster: s1 and s2 Ready, second run 0 changed",
