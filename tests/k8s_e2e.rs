@@ -466,6 +466,20 @@ fn cluster_with_standins() {
         "a dry-run step ran for real:\n{}",
         r.stdout
     );
+    // kubeadm's configuration files are shown before any of it exists.
+    let planned = r.changed();
+    for (h, f) in [
+        ("master", "/etc/kubernetes/recipe-kubeadm.yaml"),
+        ("w1", "/etc/kubernetes/recipe-kubeadm-join.yaml"),
+    ] {
+        assert!(
+            planned
+                .iter()
+                .any(|c| c.starts_with(&format!("{h} ")) && c.ends_with(&format!("template {f}"))),
+            "the dry run does not show {f} on {h}:\n  {}",
+            planned.join("\n  ")
+        );
+    }
     sb.run_ok(
         "k8s_node.rhai",
         &[
