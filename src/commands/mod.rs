@@ -51,6 +51,17 @@ pub fn check(recipes: &[String]) -> Result<(), Error> {
                 }
                 if ok {
                     println!("{}: ok ({} variables)", path.display(), rec.vars.len());
+                    // Where each download's checksum comes from (unpinned ones are refused
+                    // at run time unless the site says "unverified").
+                    for d in &rec.downloads {
+                        println!(
+                            "  {}:{}:{}: {}",
+                            d.source.as_deref().unwrap_or("?"),
+                            d.line,
+                            d.column,
+                            d.message
+                        );
+                    }
                 } else {
                     bad += 1;
                 }
