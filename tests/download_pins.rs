@@ -111,7 +111,11 @@ fn a_tampered_or_unpinned_download_is_refused_before_anything_is_unpacked() {
     );
 
     // No sha256: refused before anything is fetched, with what to set.
-    let closed = format!("http://127.0.0.1:{}", free_port());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let closed = format!("http://127.0.0.1:{port}");
     for extra in [&["--dry-run"][..], &[]] {
         let r = run(&closed, "", extra);
         assert!(!r.success(), "{}", r.show());
