@@ -203,3 +203,76 @@ download(vars.url, "/f", o);
         assert!(l.contains(want), "{at}: no {want:?} in {l}");
     }
 }
+
+#[test]
+fn a_slurm_version_outside_the_table_is_refused_before_any_host() {
+    // slurm_build.rhai's validate(): exit 2, the file and the variable to set, no host.
+    let r = Test::new()
+        .args(["run", "slurm_build.rhai", "--local", "--dry-run"])
+        .args(["--var", "slurm_version=23.11.1"])
+        .run();
+    assert_eq!(r.code, 2, "{}", r.show());
+    for want in [
+        "slurm-wlm_23.11.1.orig.tar.gz",
+        "set slurm_sha256",
+        "no host was touched",
+    ] {
+        assert!(r.all().contains(want), "no {want:?}\n{}", r.show());
+    }
+    // The default version is in the table: the same dry run passes validate().
+    let r = Test::new()
+        .args(["run", "slurm_build.rhai", "--local", "--dry-run"])
+        .args([
+            "--var",
+            "slurm_version=24.11.5",
+            "--var",
+            "slurm_build_packages=[]",
+        ])
+        .run();
+    assert!(!r.all().contains("refuses to run"), "{}", r.show());
+}
+
+/// pins::apt_key on this machine (real gpg): Debian's bookworm release key through a file://
+/// URL is taken with its fingerprint and refused with another.
+#[test]
+fn an_apt_key_is_checked_against_its_pinned_fingerprint() {
+    let key = Path::new("/usr/share/keyrings/debian-archive-bookworm-stable.gpg");
+    assert!(key.is_file(), "debian-archive-keyring is not installed");
+    let fpr = "4D64FEC119C2029067D6E791F8D2585B8783D481";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let recipe = tmp.path().join("key.rhai");
+    std::fs::write(
+        &recipe,
+        r#"import "pins" as pins;
+fn defaults() { #{ key: "", fpr: "", dest: "" } }
+sh(pins::apt_key(`file://${vars.key}`, vars.dest, vars.fpr, "the_fingerprint_var"), #{name: "key"});
+"#,
+    )
+    .expect("write");
+    let dest = tmp.path().join("kr.gpg");
+    let run = |fpr: &str| {
+        Test::new()
+            .args(["run", "--local"])
+            .arg(&recipe)
+            .args(["--var", &format!("key={}", key.display())])
+            .args(["--var", &format!("fpr={fpr}")])
+            .args(["--var", &format!("dest={}", dest.display())])
+            .env("GNUPGHOME", tmp.path())
+            .run()
+    };
+    let wrong = format!("0000{}", &fpr[4..]);
+    let r = run(&wrong);
+    assert!(!r.success(), "{}", r.show());
+    for want in [fpr, wrong.as_str(), "the_fingerprint_var"] {
+        assert!(r.all().contains(want), "no {want:?}\n{}", r.show());
+    }
+    assert!(!dest.exists(), "a refused key was installed");
+    // Spaced and lower-case, as a publisher may print it.
+    let spaced = "4d64 fec1 19c2 0290 67d6  e791 f8d2 585b 8783 d481";
+    let r = run(spaced);
+    assert!(r.success(), "{}", r.show());
+    assert_eq!(
+        std::fs::read(&dest).expect("keyring"),
+        std::fs::read(key).expect("key")
+    );
+}
