@@ -181,6 +181,7 @@ download(vars.url, "/d");
 download(vars.url, "/e", #{sha256: computed});
 let o = #{};
 download(vars.url, "/f", o);
+play("other.rhai", #{hosts: []});
 "#,
     )
     .expect("write");
@@ -194,6 +195,7 @@ download(vars.url, "/f", o);
         (7, "UNPINNED: no sha256"),
         (8, "cannot see"),
         (10, "cannot see"),
+        (11, "cannot see the downloads of the recipes it plays (other.rhai)"),
     ] {
         let at = format!("dl.rhai:{line}:");
         let l = all

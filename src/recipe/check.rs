@@ -104,6 +104,8 @@ struct Call {
     template_vars: Option<Vec<String>>,
     /// For `download(..)`: where its sha256 comes from, as far as the source shows.
     download: Option<String>,
+    /// For `play(..)`: the played recipe, when it is a literal.
+    played: Option<String>,
 }
 
 /// A file's functions: name -> argument counts (private ones included).
@@ -226,6 +228,12 @@ fn call_of(x: &rhai::FnCallExpr, pos: Position, method: bool) -> Option<Call> {
         }
     }
     let download = (name == "download" && !method && ns.is_none()).then(|| download_pin(x));
+    let played = match x.args.first() {
+        Some(Expr::StringConstant(r, _)) if name == "play" && !method && ns.is_none() => {
+            Some(r.to_string())
+        }
+        _ => None,
+    };
     Some(Call {
         name,
         ns,
@@ -237,6 +245,7 @@ fn call_of(x: &rhai::FnCallExpr, pos: Position, method: bool) -> Option<Call> {
         template,
         template_vars,
         download,
+        played,
     })
 }
 
@@ -455,11 +464,23 @@ pub fn check(recipe: &Path, text: &str, declared: &[String]) -> Findings {
         out: Vec::new(),
         warnings: Vec::new(),
         downloads: Vec::new(),
+        plays: Vec::new(),
         visited: HashSet::new(),
         modules: HashMap::new(),
         played: HashMap::new(),
     };
     c.file(recipe, &ast, true);
+    if let Some((_, f, pos)) = c.plays.first() {
+        let names: Vec<&str> = c.plays.iter().map(|(n, _, _)| n.as_str()).collect();
+        c.downloads.push(located(
+            format!(
+                "play: cannot see the downloads of the recipes it plays ({}): `recipe check` on each lists them",
+                names.join(", ")
+            ),
+            f,
+            *pos,
+        ));
+    }
     Findings {
         errors: c.out,
         warnings: c.warnings,
@@ -474,6 +495,8 @@ struct Checker {
     out: Vec<Located>,
     warnings: Vec<Located>,
     downloads: Vec<Located>,
+    /// Recipes played (name, where first): their downloads are not seen here.
+    plays: Vec<(String, PathBuf, Position)>,
     visited: HashSet<PathBuf>,
     /// Module file -> its functions (`None`: not found or not compiled).
     modules: HashMap<PathBuf, Option<FileFns>>,
@@ -529,6 +552,12 @@ impl Checker {
             if let Some(d) = &call.download {
                 self.downloads
                     .push(located(format!("download: {d}"), file, call.pos));
+            }
+            if call.name == "play" && !call.method && call.ns.is_none() {
+                let r = call.played.clone().unwrap_or_else(|| "(computed)".into());
+                if !self.plays.iter().any(|(p, _, _)| *p == r) {
+                    self.plays.push((r, file.to_path_buf(), call.pos));
+                }
             }
         }
         if is_recipe {
