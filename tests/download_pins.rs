@@ -177,7 +177,7 @@ let computed = "a";
 download(vars.url, "/a", #{sha256: vars.x_sha256, pin: "x_sha256"});
 download(vars.url, "/b", #{sha256: "0000000000000000000000000000000000000000000000000000000000000000"});
 download(vars.url, "/c", #{verify: false});
-download(vars.url, "/d");
+download(vars.url, "/d", #{sha256: "unverified"});
 download(vars.url, "/e", #{sha256: computed});
 let o = #{};
 download(vars.url, "/f", o);
@@ -192,10 +192,13 @@ play("other.rhai", #{hosts: []});
         (4, "sha256 from vars.x_sha256"),
         (5, "pinned (a literal sha256)"),
         (6, "UNPINNED: verify: false"),
-        (7, "UNPINNED: no sha256"),
+        (7, "UNPINNED: sha256 \"unverified\""),
         (8, "cannot see"),
         (10, "cannot see"),
-        (11, "cannot see the downloads of the recipes it plays (other.rhai)"),
+        (
+            11,
+            "cannot see the downloads of the recipes it plays (other.rhai)",
+        ),
     ] {
         let at = format!("dl.rhai:{line}:");
         let l = all
@@ -203,6 +206,22 @@ play("other.rhai", #{hosts: []});
             .find(|l| l.contains(&at))
             .unwrap_or_else(|| panic!("no line for {at} in\n{all}"));
         assert!(l.contains(want), "{at}: no {want:?} in {l}");
+    }
+    // A download that is certain to be refused is an error now, before any host (exit 2).
+    for call in [
+        r#"download("http://m/x", "/d");"#,
+        r#"download("http://m/x", "/d", #{mode: "0644"});"#,
+        r#"download("http://m/x", "/d", #{sha256: ""});"#,
+    ] {
+        std::fs::write(&p, format!("\n{call}\n")).expect("write");
+        let r = Test::new().arg("check").arg(&p).run();
+        assert_eq!(r.code, 2, "{call}: {}", r.show());
+        assert!(
+            r.all().contains("dl.rhai:2:1")
+                && r.all().contains("download without a sha256 is refused"),
+            "{call}: {}",
+            r.show()
+        );
     }
 }
 

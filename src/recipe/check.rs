@@ -266,6 +266,8 @@ fn vars_name(e: &Expr) -> Option<String> {
 
 /// Where a `download(..)` call's sha256 comes from, as far as its arguments show (a literal,
 /// a variable, the pins table); what is computed at run time is said to be unseen.
+const UNPINNED_NONE: &str = "UNPINNED: no sha256";
+
 fn download_pin(x: &rhai::FnCallExpr) -> String {
     const NONE: &str = "UNPINNED: no sha256 (refused at run time)";
     let Some(o) = x.args.get(2) else {
@@ -550,6 +552,17 @@ impl Checker {
         for call in &seen.calls {
             self.call(file, call, &own, &seen, &mods);
             if let Some(d) = &call.download {
+                if d.starts_with(UNPINNED_NONE) {
+                    // Certain to be refused when reached: said now, before any host.
+                    self.out.push(located(
+                        "download without a sha256 is refused (the file would be installed unverified): \
+                         give #{sha256: ...} (a recipe variable, e.g. vars.x_sha256, lets the site set it), \
+                         or verify: false to take it unchecked with a warning at every run"
+                            .into(),
+                        file,
+                        call.pos,
+                    ));
+                }
                 self.downloads
                     .push(located(format!("download: {d}"), file, call.pos));
             }
