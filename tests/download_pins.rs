@@ -145,9 +145,9 @@ fn a_tampered_or_unpinned_download_is_refused_before_anything_is_unpacked() {
         r.show()
     );
 
-    // "unverified": taken, with one warning line in the dry run and in the run.
+    // "unverified": taken, with one warning line in the dry run and in the run (even -q).
     std::fs::remove_dir_all(&dest).expect("rm");
-    for extra in [&["--dry-run"][..], &[]] {
+    for extra in [&["--dry-run"][..], &["-q"]] {
         let r = run(&served.1, "unverified", extra);
         assert!(r.success(), "{}", r.show());
         let warned: Vec<&str> = r

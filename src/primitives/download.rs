@@ -436,7 +436,7 @@ pub(crate) fn do_download(
         let want = expected(url, &o)?;
         if want.is_none() && h.run.downloads.first_warning(url, dest) {
             let line = unverified_line(url, dest, o.pin.as_deref());
-            h.run.reporter.note(&h.name, &line);
+            h.run.reporter.warning(&h.name, &line);
         }
         let cur = probe_file(h, dest)?;
         let plan = download_step(url, dest, cur.as_ref(), &o)?;
