@@ -266,7 +266,8 @@ fn an_apt_key_is_checked_against_its_pinned_fingerprint() {
         &recipe,
         r#"import "pins" as pins;
 fn defaults() { #{ key: "", fpr: "", dest: "" } }
-sh(pins::apt_key(`file://${vars.key}`, vars.dest, vars.fpr, "the_fingerprint_var"), #{name: "key"});
+sh(pins::apt_key(`file://${vars.key}`, vars.dest, vars.fpr, "the_fingerprint_var"),
+   #{name: "key", unless: pins::apt_key_ok(vars.dest, vars.fpr)});
 "#,
     )
     .expect("write");
@@ -295,5 +296,15 @@ sh(pins::apt_key(`file://${vars.key}`, vars.dest, vars.fpr, "the_fingerprint_var
     assert_eq!(
         std::fs::read(&dest).expect("keyring"),
         std::fs::read(key).expect("key")
+    );
+    // Next run: the keyring there holds that key, nothing to do; with another pin, the
+    // keyring there is not taken as it is: the key is fetched again and refused.
+    let r = run(spaced);
+    assert!(r.success() && r.all().contains("changed=0"), "{}", r.show());
+    let r = run(&wrong);
+    assert!(
+        !r.success() && r.all().contains("the_fingerprint_var"),
+        "{}",
+        r.show()
     );
 }
