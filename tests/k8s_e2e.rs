@@ -424,7 +424,18 @@ fn cluster_with_standins() {
         .start();
     log(t0, "sandbox k8s up: master, w1, w2, w3, s1, s2");
     let url = sb.files_url.clone();
+    // Every file served is pinned, as a site pins its mirror's (the recipes refuse the rest).
+    let sum = |rel: String| toml::Value::from(sha256_file(&served.path().join(rel)));
+    let bin = format!("v{VERSION}/bin/linux/{}", k8s_arch());
     let vars: Vec<(&str, toml::Value)> = vec![
+        ("kubeadm_sha256", sum(format!("{bin}/kubeadm"))),
+        ("kubelet_sha256", sum(format!("{bin}/kubelet"))),
+        ("kubectl_sha256", sum(format!("{bin}/kubectl"))),
+        (
+            "k8s_crictl_sha256",
+            sum(format!("crictl-v{CRICTL}-linux-{}.tar.gz", k8s_arch())),
+        ),
+        ("k8s_cni_manifest_sha256", sum("kube-flannel.yml".into())),
         ("k8s_install", "binaries".into()),
         ("k8s_version", VERSION.into()),
         (
