@@ -282,6 +282,7 @@ fn version_settings_are_refused_before_any_host() {
             "slurm_build.rhai",
             &[
                 "slurm_version=19.05.4",
+                "slurm_sha256=unverified",
                 "slurm_configure_flags=[\"CFLAGS=-O2\"]",
             ],
             "slurm_version=19.05.7",

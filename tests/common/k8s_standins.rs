@@ -21,6 +21,21 @@ fn tar(args: &[&str], what: &str) {
     assert!(st.success(), "tar of {what} failed");
 }
 
+/// A stand-in as served for `version` (it models that version); kubeadm carries the API
+/// server stand-in as its tail.
+pub fn standin(name: &str, version: &str) -> Vec<u8> {
+    let s = project().join("tests/standins");
+    let mut body = std::fs::read_to_string(s.join(name))
+        .expect("stand-in")
+        .replacen("\nV=v1.25.16\n", &format!("\nV=v{version}\n"), 1)
+        .into_bytes();
+    if name == "kubeadm" {
+        body.extend_from_slice(b"\n__APISERVER__\n");
+        body.extend(std::fs::read(s.join("kube-apiserver.pl")).expect("apiserver"));
+    }
+    body
+}
+
 /// Writes the layout into `dir`: v<version>/bin/linux/<arch>/..., crictl-v<crictl>-...,
 /// singularity-cri-<sycri>.tar.gz, kube-flannel.yml (its network NOT the pod CIDR).
 pub fn serve(dir: &Path, version: &str, crictl: &str, sycri: &str) {
@@ -28,14 +43,7 @@ pub fn serve(dir: &Path, version: &str, crictl: &str, sycri: &str) {
     let bin = dir.join(format!("v{version}/bin/linux/{}", arch()));
     std::fs::create_dir_all(&bin).expect("mkdir");
     for name in ["kubeadm", "kubelet", "kubectl"] {
-        let mut body = std::fs::read_to_string(s.join(name))
-            .expect("stand-in")
-            .replacen("\nV=v1.25.16\n", &format!("\nV=v{version}\n"), 1)
-            .into_bytes();
-        if name == "kubeadm" {
-            body.extend_from_slice(b"\n__APISERVER__\n");
-            body.extend(std::fs::read(s.join("kube-apiserver.pl")).expect("apiserver"));
-        }
+        let body = standin(name, version);
         let p = bin.join(name);
         std::fs::write(&p, body).expect("write");
         std::fs::write(bin.join(format!("{name}.sha256")), sha256_file(&p)).expect("write");
