@@ -618,6 +618,8 @@ fn pods_run_the_slurm_image(sb: &Sandbox, served: &std::path::Path, img: &str, t
     let url = &sb.files_url;
     let tarball = served.join(format!("singularity-cri-{SYCRI}.tar.gz"));
     let s = |v: &str| toml::Value::String(v.to_string());
+    let sum = |rel: &str| toml::Value::String(sha256_file(&served.join(rel)));
+    let bin = format!("v{K8S_SYCRI}/bin/linux/{}", k8s_standins::arch());
     let mut k8s: Vec<(&str, toml::Value)> = vec![
         ("k8s_runtime", s("sycri")),
         ("k8s_version", s(K8S_SYCRI)),
@@ -648,6 +650,18 @@ fn pods_run_the_slurm_image(sb: &Sandbox, served: &std::path::Path, img: &str, t
             s(&format!("{url}/singularity-cri-{{version}}.tar.gz")),
         ),
         ("sycri_sha256", s(&sha256_file(&tarball))),
+        // Every file served is pinned, as a site pins its mirror's (the recipes refuse the rest).
+        ("kubeadm_sha256", sum(&format!("{bin}/kubeadm"))),
+        ("kubelet_sha256", sum(&format!("{bin}/kubelet"))),
+        ("kubectl_sha256", sum(&format!("{bin}/kubectl"))),
+        (
+            "k8s_crictl_sha256",
+            sum(&format!(
+                "crictl-v{CRICTL}-linux-{}.tar.gz",
+                k8s_standins::arch()
+            )),
+        ),
+        ("k8s_cni_manifest_sha256", sum("kube-flannel.yml")),
         ("sycri_build_packages", toml::Value::Array(vec![s("make")])),
         ("sycri_go_packages", toml::Value::Array(vec![])),
         // The real sycri needs Singularity 3.1.1-3.9 and refuses Apptainer: told so, not asked.
