@@ -224,18 +224,22 @@ impl Hosts {
         }
     }
 
-    /// Closes every connection (workers exit, channels close).
+    /// Closes every connection (workers exit, channels close, sockets shut), all at once.
     pub async fn close_all(&self) {
-        let slots: Vec<Slot> = self
+        let conns: Vec<Arc<Connection>> = self
             .conns
             .lock()
-            .map(|c| c.values().cloned().collect())
+            .map(|c| {
+                c.values()
+                    .filter_map(|s| s.get().and_then(|r| r.as_ref().ok().cloned()))
+                    .collect()
+            })
             .unwrap_or_default();
-        for s in slots {
-            if let Some(Ok(c)) = s.get() {
-                c.close().await;
-            }
+        let mut closing = tokio::task::JoinSet::new();
+        for c in conns {
+            closing.spawn(async move { c.close().await });
         }
+        while closing.join_next().await.is_some() {}
         self.jumps.close_all().await;
     }
 }
