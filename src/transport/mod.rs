@@ -34,7 +34,7 @@ impl ExecOutput {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TransportError {
     #[error("unreachable: {0}")]
     Unreachable(String),
