@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::flags::RunConfig;
 use super::node::{NodeEntry, NodeFile};
-use super::run::RunConfig;
 use crate::errors::{usage, Error};
 use crate::inventory::{Inventory, Target};
 use crate::report::{NoteEvent, Recap, Reporter, StepEvent};
