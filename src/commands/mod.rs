@@ -1,7 +1,6 @@
 //! The commands of the CLI, free of clap types: `run` (and its `--via` form) in their own
 //! files; check, list, facts and doc here.
 
-mod flags;
 mod node;
 pub mod run;
 pub mod via;

@@ -1,20 +1,67 @@
 //! `recipe run`: its flags, its modes (hosts, controller, a `--via slurm` node, `--via slurm`)
 //! and the one pipeline they all go through.
 
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use super::flags::RunConfig;
 use super::node::NodeEntry;
 use super::via::Via;
 use crate::context::RunCtx;
 use crate::errors::{failed, usage, Error};
-use crate::host::Hosts;
+use crate::host::{ConnConfig, Hosts};
 use crate::inventory::{self, Inventory, Target};
 use crate::report::{self, Reporter};
 use crate::run::{self, signals, Prepared, Run};
 use crate::secrets::Redactor;
+
+/// The flags of `recipe run`, defined once: clap reads them (flattened into the command
+/// line), the run and its `--via` form use them.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunConfig {
+    /// Recipe path, or a bare name looked up in ./recipes/
+    pub recipe: String,
+    /// Target host (inventory name, or anything `ssh NAME` accepts); repeatable
+    #[arg(long = "host", value_name = "NAME")]
+    pub hosts: Vec<String>,
+    /// Target inventory group ("all" = every host); repeatable
+    #[arg(long = "group", value_name = "NAME")]
+    pub groups: Vec<String>,
+    /// Inventory file (TOML)
+    #[arg(short = 'i', long, value_name = "INVENTORY")]
+    pub inventory: Option<PathBuf>,
+    /// Set a declared variable; repeatable
+    #[arg(long = "var", value_name = "KEY=VALUE")]
+    pub vars: Vec<String>,
+    /// Check and report what would change; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Show unified diffs of file contents
+    #[arg(long)]
+    pub diff: bool,
+    /// Hosts worked on at once
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub forks: usize,
+    /// JSON Lines events on stdout, nothing else
+    #[arg(long)]
+    pub json: bool,
+    /// More output (-v: timings and debug notes; -vv: diffs of changes too)
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only failures and the recap (no line per step)
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Default time limit of one command, in seconds
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub timeout: u64,
+    /// How to reach the hosts (set from the connection flags).
+    #[arg(skip)]
+    pub conn: ConnConfig,
+    /// A task of --via slurm: the file of per-node hosts and variables
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub slurm_node: Option<PathBuf>,
+}
 
 /// Who the recipe runs for, and how it reaches them. Every mode goes through the same
 /// pipeline ([`run`]): targets, variables and the compiled recipe, the checks made before
@@ -34,7 +81,8 @@ impl Mode {
     /// The mode the flags ask for; refuses flags that do not go together.
     pub fn of(cfg: &RunConfig, via: Option<Via>) -> Result<Mode, Error> {
         if let Some(v) = via {
-            v.check(cfg)?;
+            let targets = !(cfg.hosts.is_empty() && cfg.groups.is_empty());
+            v.check(cfg.inventory.is_some(), targets, cfg.conn.local)?;
             return Ok(Mode::Via(v));
         }
         Ok(match &cfg.slurm_node {
@@ -93,7 +141,14 @@ impl Mode {
             }
             Mode::Node(_) => Ok(Work::OnHosts(p)),
             Mode::Controller => Ok(Work::Controller(p)),
-            Mode::Via(v) => Ok(Work::Via(Box::new(super::via::plan(cfg, v, inv, &p)?))),
+            Mode::Via(v) => {
+                let flags = super::via::NodeFlags {
+                    timeout: cfg.timeout,
+                    dry_run: cfg.dry_run,
+                    diff: cfg.diff,
+                };
+                Ok(Work::Via(Box::new(super::via::plan(flags, v, inv, &p)?)))
+            }
         }
     }
 
