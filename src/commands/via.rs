@@ -126,6 +126,9 @@ pub fn plan(cfg: NodeFlags, via: Via, inv: &Inventory, prepared: &Prepared) -> R
     let login_host = inv
         .target(&login)
         .map_err(|e| usage(format!("--login {login}: {e}")))?;
+    // Named on the command line like a --host: a name that does not resolve is a typo.
+    crate::inventory::check_resolvable(std::slice::from_ref(&login_host))
+        .map_err(|e| usage(format!("--login {login}: {e}")))?;
     let slurm_dirs = slurm_dirs(&login_host, via.slurm_prefix.as_deref());
     // Slurm node name -> inventory host, and the node file.
     let mut nodes = NodeFile {
