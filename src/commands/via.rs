@@ -128,7 +128,7 @@ pub fn plan(cfg: NodeFlags, via: Via, inv: &Inventory, prepared: &Prepared) -> R
         .map_err(|e| usage(format!("--login {login}: {e}")))?;
     // Named on the command line like a --host: a name that does not resolve is a typo.
     crate::inventory::check_resolvable(std::slice::from_ref(&login_host))
-        .map_err(|e| usage(format!("--login {login}: {e}")))?;
+        .map_err(|e| usage(format!("--login {login}: {}", e.message)))?;
     let slurm_dirs = slurm_dirs(&login_host, via.slurm_prefix.as_deref());
     // Slurm node name -> inventory host, and the node file.
     let mut nodes = NodeFile {
