@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::node::{NodeEntry, NodeFile};
 use crate::errors::{usage, Error};
 use crate::inventory::{Inventory, Target};
-use crate::report::{NoteEvent, Recap, Reporter, StepEvent};
+use crate::report::{NoteEvent, ProgressEvent, Recap, Reporter, StepEvent};
 use crate::run::{signals, Prepared, Run};
 use crate::transport::{quote, Connection, TransportError};
 
@@ -605,6 +605,13 @@ impl Job {
                 if let Ok(n) = serde_json::from_value::<NoteEvent>(v) {
                     if self.known(&n.host) {
                         rep.note(&n.host, &n.msg);
+                    }
+                }
+            }
+            Some("progress") => {
+                if let Ok(p) = serde_json::from_value::<ProgressEvent>(v) {
+                    if self.known(&p.host) {
+                        rep.remote_running(p);
                     }
                 }
             }
