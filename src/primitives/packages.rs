@@ -33,7 +33,7 @@ fn query_cmd(names: &[String]) -> String {
     let list = names.iter().map(|n| quote(n)).collect::<Vec<_>>().join(" ");
     format!(
         "if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then echo apt; \
-         ls /var/lib/apt/lists/ 2>/dev/null | grep -q '_Packages' && echo lists || echo nolists; \
+         l=nolists; for f in /var/lib/apt/lists/*_Packages*; do [ -e \"$f\" ] && l=lists; break; done; echo $l; \
          dpkg-query -W -f='${{Package}} ${{db:Status-Abbrev}}\\n' {list} 2>/dev/null; \
          elif command -v dnf >/dev/null 2>&1; then echo dnf; echo lists; rpm -q --qf '%{{NAME}} ii\\n' {list} 2>/dev/null | grep ' ii$'; \
          elif command -v yum >/dev/null 2>&1; then echo yum; echo lists; rpm -q --qf '%{{NAME}} ii\\n' {list} 2>/dev/null | grep ' ii$'; \

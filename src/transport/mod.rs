@@ -58,6 +58,12 @@ pub enum TransportError {
 pub struct Stats {
     pub channels: AtomicU64,
     pub round_trips: AtomicU64,
+    /// Processes (and threads) the targets started for our commands: the growth of each
+    /// target's last pid (`/proc/sys/kernel/ns_last_pid`) over the command, so exact on a
+    /// quiet host or container and an upper bound where other work runs.
+    pub remote_pids: AtomicU64,
+    /// Probes answered from one script asked ahead of their steps (`primitives::prefetch`).
+    pub probes_ahead: AtomicU64,
 }
 
 /// Opens a new worker (a channel or a local process running `/bin/sh`).
@@ -171,6 +177,9 @@ impl Connection {
         }
         match worker.run(cmd, stdin, timeout).await {
             Ok(out) => {
+                self.stats
+                    .remote_pids
+                    .fetch_add(worker.pids, Ordering::Relaxed);
                 if let Ok(mut idle) = self.idle.lock() {
                     idle.push(worker);
                 }
