@@ -58,9 +58,9 @@ pub enum TransportError {
 pub struct Stats {
     pub channels: AtomicU64,
     pub round_trips: AtomicU64,
-    /// Processes (and threads) the targets started for our commands: the growth of each
-    /// target's last pid (`/proc/sys/kernel/ns_last_pid`) over the command, so exact on a
-    /// quiet host or container and an upper bound where other work runs.
+    /// Processes (and threads) the targets started for our commands: how far each target's
+    /// last pid (the last field of `/proc/loadavg`, per pid namespace) moved during the
+    /// command, so exact on a quiet host or container and an upper bound where other work runs.
     pub remote_pids: AtomicU64,
     /// Probes answered from one script asked ahead of their steps (`primitives::prefetch`).
     pub probes_ahead: AtomicU64,

@@ -34,7 +34,7 @@ pub const PRELUDE: &str = r#"set +e
 umask 077
 exec 4<&0
 __m=@MARKER@
-__lp=/proc/sys/kernel/ns_last_pid
+__lp=/proc/loadavg
 __x() {
   if [ "$1" -gt 0 ] && command -v timeout >/dev/null 2>&1; then
     exec 5<&0
@@ -54,7 +54,7 @@ __x() {
 __rcp() {
   # A line cut short by a lost connection lacks the end marker: never run part of a frame.
   [ "$4" = . ] || { printf '\n%s 98\n\n%s\n' "$__m" "$__m"; return; }
-  __p=0; [ -r "$__lp" ] && read -r __p <"$__lp"
+  __n0=0; [ -r "$__lp" ] && read -r __z __z __z __z __n0 <"$__lp"
   # The trailing x keeps the trailing newlines of stderr, which $(...) would strip.
   { __e=$(
       if [ "$3" = - ]; then
@@ -66,8 +66,8 @@ __rcp() {
       printf x
       exit $__s
     ); __s=$?; } 3>&1
-  __q=0; [ -r "$__lp" ] && read -r __q <"$__lp"
-  printf '\n%s %s %s\n%s\n%s\n' "$__m" "$__s" "$((__q - __p))" "${__e%x}" "$__m"
+  __n1=0; [ -r "$__lp" ] && read -r __z __z __z __z __n1 <"$__lp"
+  printf '\n%s %s %s\n%s\n%s\n' "$__m" "$__s" "$((__n1 - __n0))" "${__e%x}" "$__m"
   __e=
 }
 printf '__RCP_READY %s\n' "$(id -u)"
