@@ -928,7 +928,7 @@ def case_scale(b, sizes, reps, tools, shell_hosts):
 
 
 # ---------------------------------------------------------------------------------------------
-# Case 3: a slow link
+# Case 4: a slow link
 
 
 LATENCY_NET = "127.4"   # forwarders that add the delay, one per host, in front of SCALE_NET's sshd
@@ -1292,7 +1292,7 @@ def render(res):
     if lat:
         ln = int(lat[0].split("|")[2])
         d = next((r.get("delay_ms") for r in res["runs"] if r["case"] == "latency"), None)
-        L.append(f"#### Case 3: a slow link ({ln} hosts, {d} ms added each way)")
+        L.append(f"#### Case 4: a slow link ({ln} hosts, {d} ms added each way)")
         L.append("")
         L.append(f"The idempotent check of case 2 on {ln} hosts, every byte through a forwarder "
                  f"(`bench/delay.py`) that adds {d} ms in each direction (a {2 * d} ms round trip, as to another "

@@ -196,18 +196,12 @@ pub mod api {
     }
 
     /// Pauses this host's recipe for some seconds.
-    #[rhai_fn(name = "sleep", return_raw)]
-    pub fn sleep(ctx: NativeCallContext, secs: i64) -> Result<(), Box<EvalAltResult>> {
-        // Not in the collecting pass of the probes asked ahead (it ends there).
-        if let Ok(h) = crate::primitives::host_info(&ctx) {
-            if h.prefetch.collecting() {
-                return Err(crate::primitives::err_at(
-                    crate::primitives::prefetch::STOP,
-                    ctx.call_position(),
-                ));
-            }
+    #[rhai_fn(name = "sleep")]
+    pub fn sleep(ctx: NativeCallContext, secs: i64) {
+        // The collecting pass of the probes asked ahead changes nothing by waiting.
+        if crate::primitives::host_info(&ctx).is_ok_and(|h| h.prefetch.collecting()) {
+            return;
         }
         std::thread::sleep(std::time::Duration::from_secs(secs.clamp(0, 3600) as u64));
-        Ok(())
     }
 }
