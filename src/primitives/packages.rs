@@ -243,6 +243,28 @@ mod tests {
         n.iter().map(|s| s.to_string()).collect()
     }
 
+    /// The query answers as it did when it listed the apt lists with `ls | grep` (two
+    /// processes the shell's glob now spares), on this machine's own lists.
+    #[test]
+    fn the_query_answers_as_with_ls_and_grep() {
+        let run = |cmd: String| {
+            std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(crate::primitives::in_c_locale(&cmd))
+                .output()
+                .expect("sh runs")
+                .stdout
+        };
+        let n = names(&["coreutils", "no-such-package-h4q"]);
+        let new = query_cmd(&n);
+        let old = new.replace(
+            "l=nolists; for f in /var/lib/apt/lists/*_Packages*; do [ -e \"$f\" ] && l=lists; break; done; echo $l;",
+            "ls /var/lib/apt/lists/ 2>/dev/null | grep -q '_Packages' && echo lists || echo nolists;",
+        );
+        assert_ne!(new, old);
+        assert_eq!(run(new), run(old));
+    }
+
     #[test]
     fn reads_dpkg_and_rpm_answers() {
         // dpkg: installed, held, removed with its config left, unpacked only, multi-arch.
