@@ -154,15 +154,7 @@ pub fn parse_batch(out: &[u8], marker: &str, n: usize) -> Option<Vec<ExecOutput>
 
 /// A marker no probe prints by chance.
 fn marker() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    format!("__RCP_P{:016x}", h.finish())
+    format!("__RCP_P{:032x}", crate::transport::shell::rand_u128())
 }
 
 /// Runs the collecting pass of `ast` on `engine` (whose tag is this host's context) and asks

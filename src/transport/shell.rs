@@ -170,7 +170,7 @@ pub struct Worker {
     pub pids: u64,
 }
 
-fn rand_u128() -> u128 {
+pub(crate) fn rand_u128() -> u128 {
     use std::hash::{BuildHasher, Hasher};
     // RandomState is seeded from the OS per process; mix in time and a counter.
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
