@@ -42,6 +42,9 @@ struct State {
     collecting: bool,
     recorded: Vec<String>,
     answers: HashMap<String, ExecOutput>,
+    /// The batch timed out: the next probe fails with that at once instead of waiting as
+    /// long again (the host did not answer; the same step would have waited for it).
+    timed_out: Option<String>,
 }
 
 /// One host's probes asked ahead (see the module's note).
@@ -74,6 +77,9 @@ impl Prefetch {
                 }
                 return Some(Err(COLLECTED.to_string()));
             }
+            if let Some(e) = s.timed_out.take() {
+                return Some(Err(e));
+            }
             s.answers.get(cmd).cloned().map(Ok)
         })
         .flatten()
@@ -81,7 +87,10 @@ impl Prefetch {
 
     /// The host is about to change: no answer asked before holds any more.
     pub fn forget(&self) {
-        self.with(|s| s.answers.clear());
+        self.with(|s| {
+            s.answers.clear();
+            s.timed_out = None;
+        });
     }
 
     pub(crate) fn start(&self) {
@@ -182,11 +191,15 @@ pub fn ask_ahead(
         return;
     }
     let m = marker();
-    let Ok(out) = h.exec_bounded(
-        &batch_script(&probes, &m),
-        std::time::Duration::from_secs(120),
-    ) else {
-        return;
+    let limit = std::time::Duration::from_secs(120);
+    let out = match h.exec_bounded(&batch_script(&probes, &m), limit) {
+        Ok(out) => out,
+        Err(e @ crate::transport::TransportError::Timeout(_)) => {
+            h.prefetch.with(|s| s.timed_out = Some(e.to_string()));
+            return;
+        }
+        // Anything else happens again, as fast, to the step that probes first.
+        Err(_) => return,
     };
     let Some(results) = parse_batch(&out.stdout, &m, probes.len()).filter(|_| out.status == 0)
     else {
@@ -290,5 +303,9 @@ mod tests {
         assert!(matches!(p.answer("a"), Some(Ok(_))));
         p.forget();
         assert!(p.answer("a").is_none());
+        p.with(|s| s.timed_out = Some("no answer within 120s".into()));
+        let once = p.answer("b").map(|r| r.err());
+        assert_eq!(once, Some(Some("no answer within 120s".into())));
+        assert!(p.answer("b").is_none(), "once");
     }
 }
