@@ -43,6 +43,9 @@ pub struct RunConfig {
     /// JSON Lines events on stdout, nothing else
     #[arg(long)]
     pub json: bool,
+    /// With --json: a "progress" event for each running step every SECS seconds
+    #[arg(long, value_name = "SECS", requires = "json")]
+    pub json_progress: Option<u64>,
     /// More output (-v: timings and debug notes; -vv: diffs of changes too)
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -71,6 +74,7 @@ impl RunConfig {
             Mode::Human
         };
         Reporter::new(mode, self.verbose, self.quiet, self.diff, redactor)
+            .with_progress_every(self.json_progress.map(|s| Duration::from_secs(s.max(1))))
     }
 }
 

@@ -18,7 +18,7 @@ use super::run::RunConfig;
 use crate::errors::{usage, Error};
 use crate::host::Hosts;
 use crate::inventory::Target;
-use crate::report::{NoteEvent, Recap, Reporter, StepEvent};
+use crate::report::{NoteEvent, ProgressEvent, Recap, Reporter, StepEvent};
 use crate::run;
 use crate::secrets::Redactor;
 use crate::transport::{quote, Connection};
@@ -577,6 +577,13 @@ impl Job<'_> {
                 if let Ok(n) = serde_json::from_value::<NoteEvent>(v) {
                     if self.known(&n.host) {
                         self.reporter.note(&n.host, &n.msg);
+                    }
+                }
+            }
+            Some("progress") => {
+                if let Ok(p) = serde_json::from_value::<ProgressEvent>(v) {
+                    if self.known(&p.host) {
+                        self.reporter.remote_running(p);
                     }
                 }
             }
