@@ -29,6 +29,8 @@ echo "fetching Slurm's source for $release (Debian's source package; cached)" >&
 src=$(SLURM_SRC_SUITE=$release scripts/fetch-slurm-source.sh)
 ln -f "$src" "$files/" 2>/dev/null || cp -f "$src" "$files/"
 tarball=$(basename "$src")
+# The sha256 the suite's signed Sources index gave (fetch-listed.sh): every file served is pinned.
+slurm_sha=$(cat "$src.sha256")
 version=${tarball#slurm-wlm_}
 version=${version%%.orig.tar.*}
 if [ "$release" = trixie ]; then
@@ -37,7 +39,7 @@ if [ "$release" = trixie ]; then
     ln -f "$deb" "$files/" 2>/dev/null || cp -f "$deb" "$files/"
     debname=$(basename "$deb" .deb)
     app_version=$(echo "$debname" | cut -d_ -f2)
-    app_sha=$(sha256sum "$deb" | cut -d' ' -f1)
+    app_sha=$(cat "$deb.sha256")
 fi
 "$RECIPE" sandbox up --name "$name" --release "$release" --hosts "${HOSTS:-master,w1,w2}" --serve "$files"
 inv=/var/lib/recipe/sandbox/$name/inventory.toml
@@ -52,6 +54,7 @@ site=/var/lib/recipe/sandbox/$name/site.toml
     echo "slurm_install = \"$mode\""
     echo "slurm_version = \"$version\""
     echo "slurm_url = \"$url/slurm-wlm_{version}.orig.tar.gz\""
+    echo "slurm_sha256 = \"$slurm_sha\"   # from Debian's signed $release Sources index"
     echo "slurm_proctrack_type = \"proctrack/linuxproc\"   # containers cannot use the cgroup plugins"
     echo "slurm_task_plugin = \"task/none\""
     if [ "$release" = trixie ]; then
@@ -59,7 +62,7 @@ site=/var/lib/recipe/sandbox/$name/site.toml
         echo "singularity_install = \"package_url\""
         echo "singularity_version = \"$app_version\""
         echo "singularity_package_url = \"$url/apptainer_{version}_{arch}.deb\""
-        echo "singularity_package_sha256 = \"$app_sha\""
+        echo "singularity_package_sha256 = \"$app_sha\"   # from Debian's signed sid Packages index"
         echo "container_build_proxy = \"$proxy\""
     fi
     sed -n '/^\[vars\]/,$p' "$inv" | sed 1d

@@ -17,6 +17,8 @@ pub struct Recipe {
     pub ast: AST,
     /// What `recipe check` and `run` warn about before any host (it runs, likely not as meant).
     pub warnings: Vec<Located>,
+    /// Its `download(..)` calls and where each one's sha256 comes from (`recipe check`).
+    pub downloads: Vec<Located>,
 }
 
 /// Finds a recipe: a path as given, else a bare name in `./recipes/` (with or without `.rhai`).
@@ -207,6 +209,7 @@ pub fn load(engine: &Engine, path: &Path) -> Result<Recipe, Located> {
         vars,
         ast,
         warnings: findings.warnings,
+        downloads: findings.downloads,
     })
 }
 

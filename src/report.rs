@@ -764,6 +764,15 @@ impl Reporter {
         }
     }
 
+    /// A warning the operator must see (an unverified download): a note, even with `-q`.
+    pub fn warning(&self, host: &str, msg: &str) {
+        let loud = Reporter {
+            quiet: false,
+            ..self.clone()
+        };
+        loud.note(host, msg);
+    }
+
     /// Records that `host`'s connection took `tries` tries (shown in its recap).
     pub fn connect_tries(&self, host: &str, tries: u32) {
         if let Ok(mut i) = self.inner.lock() {

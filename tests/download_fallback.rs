@@ -37,8 +37,8 @@ fn path_without_fetchers(dir: &Path) {
 const RECIPE: &str = r#"
 fn defaults() { #{ url: "", sha: "" } }
 directory("/DEST");
-download(`${vars.url}/payload.bin`, "/DEST/a.bin", #{sha256: vars.sha, mode: "0640"});
-download(`${vars.url}/payload.bin`, "/DEST/b.bin", #{sha256: vars.sha});
+download(`${vars.url}/payload.bin`, "/DEST/a.bin", #{sha256: vars.sha, pin: "sha", mode: "0640"});
+download(`${vars.url}/payload.bin`, "/DEST/b.bin", #{sha256: vars.sha, pin: "sha"});
 "#;
 
 #[test]
@@ -109,7 +109,14 @@ fn a_host_without_curl_or_wget_gets_the_file_through_the_controller() {
     // A wrong checksum: refused, nothing left.
     let bad = run(&[], &"0".repeat(64));
     assert!(!bad.success(), "{}", bad.show());
-    assert!(bad.all().contains("checksum mismatch"), "{}", bad.show());
+    for want in [
+        "checksum mismatch",
+        &format!("has sha256 {sha}"),
+        &format!("expected {}", "0".repeat(64)),
+        "set sha to its sha256",
+    ] {
+        assert!(bad.all().contains(want), "no {want:?}\n{}", bad.show());
+    }
     assert!(!dest.join("a.bin").exists());
 
     // The run: both files, right content and mode.

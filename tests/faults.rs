@@ -661,10 +661,24 @@ fn on_sandbox_hosts() {
     recipes.sort();
     assert!(!recipes.is_empty());
     let keys = tempfile::tempdir().expect("tmp");
+    // The downloads no checksum is shipped for (docs/security.md) are taken unchecked, as a
+    // site says so explicitly; every other download is pinned by the recipes' defaults.
+    let base_inv = std::fs::read_to_string(sb.inventory()).expect("inventory");
+    assert!(base_inv.contains("[vars]\n"), "{base_inv}");
+    let unpinned = keys.path().join("unverified.toml");
+    std::fs::write(
+        &unpinned,
+        base_inv.replacen(
+            "[vars]\n",
+            "[vars]\nk8s_cni_manifest_sha256 = \"unverified\"\nsycri_sha256 = \"unverified\"\n",
+            1,
+        ),
+    )
+    .expect("inventory");
     for r in &recipes {
         let before = sb.root_fingerprints(&hosts);
         let src = std::fs::read_to_string(r).unwrap_or_default();
-        let mut c = Test::new().arg("run").arg(r).arg("-i").arg(sb.inventory());
+        let mut c = Test::new().arg("run").arg(r).arg("-i").arg(&unpinned);
         // Each recipe on the hosts it is for: the master's on f1, the workers' on f2.
         if src.contains("!= vars.master") {
             c = c.args(["--host", hosts[0]]);

@@ -28,12 +28,19 @@
 //!   `--config` mixed with other flags; containerd too old for the version is refused; a
 //!   half-done init is reported and recovered only with `k8s_reset=true`.
 //!
-//! Not covered here: the packages install beyond a dry run (no local apt repository of
-//! stand-in .debs yet), a whole cluster with the sycri runtime, and Kubernetes 1.35 (the
-//! containerd default; Debian 12's containerd is too old for it, see VERSION).
+//!   Then a second cluster (s1, s2): sycri as the runtime, Kubernetes 1.25 installed as
+//!   packages by real apt from a local, signed stand-in of pkgs.k8s.io (see `apt_repo`),
+//!   twice (second run 0 changed, /opt/cni/bin left to kubernetes-cni). kubeadm init and
+//!   join run from configuration files; kubeadm refuses wrong API versions and kinds.
 //!
-//! Needs root and the sandbox tools (debootstrap, systemd-container, tinyproxy) and
-//! Debian's archive (containerd, containernetworking-plugins, make). The sandbox is torn
+//! Not covered here: Kubernetes 1.35 (the containerd default; Debian 12's containerd is
+//! too old for it, see VERSION), hosts with more than one interface, and sycri on a
+//! cgroup v2 host (the decision is checked by tests/stdlib.rs; these hosts share this
+//! machine's cgroup v1).
+//!
+//! Needs root and the sandbox tools (debootstrap, systemd-container, tinyproxy), dpkg-dev
+//! and gpg (the stand-in repository), and Debian's archive (containerd,
+//! containernetworking-plugins, make). The sandbox is torn
 //! down by a Drop guard, also when the test fails. Time on the 2-core test machine: see
 //! docs/kubernetes.md.
 
@@ -51,6 +58,9 @@ use std::time::Instant;
 const VERSION: &str = "1.28.15";
 const CRICTL: &str = "1.28.0";
 const SYCRI: &str = "1.0.0-beta.7";
+/// The second cluster: sycri as the runtime (CRI v1alpha2: kubelet up to 1.25) and the
+/// packages install (pkgs.k8s.io starts at 1.24), from a local stand-in repository.
+const PKG_VERSION: &str = "1.25.16";
 
 fn require_root() {
     sandbox::require_root("k8s_e2e");
@@ -64,23 +74,214 @@ fn k8s_arch() -> &'static str {
     }
 }
 
+/// A stand-in as served for `version`: the stand-ins model the version they are served as
+/// (the `V=` line); kubeadm carries the API server after `__APISERVER__`.
+fn standin(name: &str, version: &str) -> Vec<u8> {
+    let s = project().join("tests/standins");
+    let mut body = std::fs::read_to_string(s.join(name))
+        .expect("stand-in")
+        .replacen("\nV=v1.25.16\n", &format!("\nV=v{version}\n"), 1)
+        .into_bytes();
+    if name == "kubeadm" {
+        body.extend_from_slice(b"\n__APISERVER__\n");
+        body.extend(std::fs::read(s.join("kube-apiserver.pl")).expect("apiserver"));
+    }
+    body
+}
+
+/// A CNI plugin of the kubernetes-cni stand-in package: answers VERSION, nothing else.
+const CNI_PLUGIN: &str = "#!/bin/sh\n# STAND-IN for a CNI plugin of pkgs.k8s.io's kubernetes-cni (tests/k8s_e2e.rs): VERSION only.\nif [ \"${CNI_COMMAND:-}\" = VERSION ]; then echo '{\"cniVersion\":\"1.0.0\",\"supportedVersions\":[\"0.3.1\",\"0.4.0\",\"1.0.0\"]}'; exit 0; fi\necho '{\"code\":4,\"msg\":\"stand-in CNI plugin: VERSION only\"}'; exit 1\n";
+
+/// One stand-in .deb built with dpkg-deb: `files` are (path, content, mode).
+fn deb(out: &Path, control: &str, files: &[(&str, Vec<u8>, u32)], conffiles: &[&str]) {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().expect("tempdir");
+    let root = t.path().join("root");
+    std::fs::create_dir_all(root.join("DEBIAN")).expect("mkdir");
+    std::fs::write(root.join("DEBIAN/control"), control).expect("control");
+    if !conffiles.is_empty() {
+        std::fs::write(root.join("DEBIAN/conffiles"), conffiles.join("\n") + "\n")
+            .expect("conffiles");
+    }
+    for (path, body, mode) in files {
+        let p = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, body).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).expect("chmod");
+    }
+    let st = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-Zgzip", "--build"])
+        .arg(&root)
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("dpkg-deb (package dpkg)");
+    assert!(st.success(), "dpkg-deb --build {}", out.display());
+}
+
+/// A local stand-in of pkgs.k8s.io's repository for minor `PKG_VERSION`'s, served as
+/// `k8s-apt/v1.X/deb/` (a flat repository like the real one): kubeadm, kubelet, kubectl,
+/// cri-tools and kubernetes-cni as stand-in .debs whose control files declare what
+/// kubernetes/release's package templates (cmd/krel/templates/latest: metadata.yaml and
+/// the .spec files) declare for this version: kubelet depends on kubernetes-cni (>= 1.1.1),
+/// mount, util-linux and recommends iptables; kubeadm on kubelet, kubectl (>= 1.19.0),
+/// kubernetes-cni (>= 1.1.1), cri-tools (>= 1.25.0); kubernetes-cni owns /opt/cni/bin.
+/// InRelease is signed with a key made here (Release.key, as pkgs.k8s.io serves it), so
+/// the recipe's keyring and `signed-by` path runs as at a site; no `[trusted=yes]`.
+fn apt_repo(dir: &Path) {
+    let minor = PKG_VERSION.rsplit_once('.').expect("x.y.z").0;
+    let repo = dir.join(format!("k8s-apt/v{minor}/deb"));
+    std::fs::create_dir_all(&repo).expect("mkdir");
+    let arch = k8s_arch();
+    let k = format!("{PKG_VERSION}-1.1");
+    let control = |name: &str, version: &str, section: &str, deps: &str, rec: &str| {
+        let mut c = format!("Package: {name}\nVersion: {version}\nArchitecture: {arch}\nMaintainer: recipe tests <k8s@sandbox.invalid>\nSection: {section}\nPriority: optional\n");
+        if !deps.is_empty() {
+            c += &format!("Depends: {deps}\n");
+        }
+        if !rec.is_empty() {
+            c += &format!("Recommends: {rec}\n");
+        }
+        c += &format!("Description: STAND-IN for pkgs.k8s.io's {name} (tests/k8s_e2e.rs; not Kubernetes)\n Its dependencies are the real package's.\n");
+        c
+    };
+    let unit = b"[Unit]\nDescription=kubelet: The Kubernetes Node Agent\nDocumentation=https://kubernetes.io/docs/\nWants=network-online.target\nAfter=network-online.target\n\n[Service]\nExecStart=/usr/bin/kubelet\nRestart=always\nStartLimitInterval=0\nRestartSec=10\n\n[Install]\nWantedBy=multi-user.target\n".to_vec();
+    let dropin = b"[Service]\nEnvironment=\"KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf\"\nEnvironment=\"KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml\"\nEnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env\nEnvironmentFile=-/etc/default/kubelet\nExecStart=\nExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS\n".to_vec();
+    deb(
+        &repo.join(format!("kubelet_{k}_{arch}.deb")),
+        &control(
+            "kubelet",
+            &k,
+            "net",
+            "kubernetes-cni (>= 1.1.1), mount, util-linux",
+            "iptables (>= 1.8.4)",
+        ),
+        &[
+            ("/usr/bin/kubelet", standin("kubelet", PKG_VERSION), 0o755),
+            ("/usr/lib/systemd/system/kubelet.service", unit, 0o600),
+            (
+                "/etc/default/kubelet",
+                b"KUBELET_EXTRA_ARGS=\n".to_vec(),
+                0o644,
+            ),
+            ("/etc/kubernetes/manifests/.kubelet-keep", vec![], 0o644),
+            ("/var/lib/kubelet/.kubelet-keep", vec![], 0o644),
+        ],
+        &["/etc/default/kubelet"],
+    );
+    deb(
+        &repo.join(format!("kubeadm_{k}_{arch}.deb")),
+        &control("kubeadm", &k, "admin", "kubelet (>= 1.19.0), kubectl (>= 1.19.0), kubernetes-cni (>= 1.1.1), cri-tools (>= 1.25.0)", ""),
+        &[
+            ("/usr/bin/kubeadm", standin("kubeadm", PKG_VERSION), 0o755),
+            ("/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf", dropin, 0o644),
+        ],
+        &[],
+    );
+    deb(
+        &repo.join(format!("kubectl_{k}_{arch}.deb")),
+        &control("kubectl", &k, "admin", "", ""),
+        &[("/usr/bin/kubectl", standin("kubectl", PKG_VERSION), 0o755)],
+        &[],
+    );
+    let crictl = std::fs::read(project().join("tests/standins/crictl")).expect("crictl");
+    deb(
+        &repo.join(format!("cri-tools_1.25.0-1.1_{arch}.deb")),
+        &control("cri-tools", "1.25.0-1.1", "admin", "", ""),
+        &[("/usr/bin/crictl", crictl, 0o755)],
+        &[],
+    );
+    let paths: Vec<String> = ["bridge", "host-local", "loopback", "portmap", "flannel"]
+        .iter()
+        .map(|p| format!("/opt/cni/bin/{p}"))
+        .collect();
+    let mut cni: Vec<(&str, Vec<u8>, u32)> = paths
+        .iter()
+        .map(|p| (p.as_str(), CNI_PLUGIN.as_bytes().to_vec(), 0o755))
+        .collect();
+    cni.push(("/etc/cni/net.d/.kubernetes-cni-keep", vec![], 0o644));
+    deb(
+        &repo.join(format!("kubernetes-cni_1.1.1-1.1_{arch}.deb")),
+        &control("kubernetes-cni", "1.1.1-1.1", "net", "", ""),
+        &cni,
+        &[],
+    );
+    // Packages, Packages.gz, Release with their sha256, signed as InRelease.
+    let out = Command::new("dpkg-scanpackages")
+        .args(["--multiversion", "."])
+        .current_dir(&repo)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("dpkg-scanpackages (package dpkg-dev)");
+    assert!(out.status.success(), "dpkg-scanpackages failed");
+    std::fs::write(repo.join("Packages"), &out.stdout).expect("Packages");
+    let st = Command::new("gzip")
+        .args(["-9kn", "Packages"])
+        .current_dir(&repo)
+        .status()
+        .expect("gzip");
+    assert!(st.success());
+    let date = Command::new("date")
+        .args(["-u", "-R"])
+        .env("LC_ALL", "C")
+        .output()
+        .expect("date");
+    let mut release = format!(
+        "Origin: recipe-tests\nLabel: stand-in of pkgs.k8s.io v{minor}\nDate: {}\nArchitectures: {arch}\nSHA256:\n",
+        text(&date.stdout).trim()
+    );
+    for f in ["Packages", "Packages.gz"] {
+        let p = repo.join(f);
+        let len = std::fs::metadata(&p).expect("stat").len();
+        release += &format!(" {} {len} {f}\n", sha256_file(&p));
+    }
+    std::fs::write(repo.join("Release"), release).expect("Release");
+    let home = tempfile::tempdir().expect("tempdir");
+    let gpg = |args: &[&str]| {
+        let o = Command::new("gpg")
+            .arg("--homedir")
+            .arg(home.path())
+            .args([
+                "--batch",
+                "--quiet",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
+            .args(args)
+            .current_dir(&repo)
+            .output()
+            .expect("gpg (package gpg)");
+        assert!(o.status.success(), "gpg {args:?}: {}", text(&o.stderr));
+        o.stdout
+    };
+    gpg(&[
+        "--quick-gen-key",
+        "recipe k8s_e2e stand-in repository <k8s@sandbox.invalid>",
+        "ed25519",
+        "sign",
+        "never",
+    ]);
+    let key = gpg(&["--armor", "--export"]);
+    std::fs::write(repo.join("Release.key"), key).expect("Release.key");
+    gpg(&["--clearsign", "-o", "InRelease", "Release"]);
+    // gpg started an agent for that folder: it ends with it.
+    let _ = Command::new("gpgconf")
+        .arg("--homedir")
+        .arg(home.path())
+        .args(["--kill", "all"])
+        .status();
+}
+
 /// The served folder, laid out like the release downloads, with the stand-ins.
 fn served_files(dir: &Path) {
     let s = project().join("tests/standins");
     let bin = dir.join(format!("v{VERSION}/bin/linux/{}", k8s_arch()));
     std::fs::create_dir_all(&bin).expect("mkdir");
     for name in ["kubeadm", "kubelet", "kubectl"] {
-        // The stand-ins model the version they are served as.
-        let mut body = std::fs::read_to_string(s.join(name))
-            .expect("stand-in")
-            .replacen("\nV=v1.25.16\n", &format!("\nV=v{VERSION}\n"), 1)
-            .into_bytes();
-        if name == "kubeadm" {
-            body.extend_from_slice(b"\n__APISERVER__\n");
-            body.extend(std::fs::read(s.join("kube-apiserver.pl")).expect("apiserver"));
-        }
         let p = bin.join(name);
-        std::fs::write(&p, body).expect("write");
+        std::fs::write(&p, standin(name, VERSION)).expect("write");
         std::fs::write(bin.join(format!("{name}.sha256")), sha256_file(&p)).expect("write");
     }
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -117,9 +318,10 @@ fn served_files(dir: &Path) {
     // A flannel-like manifest whose network is NOT the pod CIDR: the recipe must set it.
     std::fs::write(
         dir.join("kube-flannel.yml"),
-        "---\nkind: Namespace\napiVersion: v1\nmetadata:\n  name: kube-flannel\n---\nkind: ConfigMap\napiVersion: v1\nmetadata:\n  name: kube-flannel-cfg\n  namespace: kube-flannel\ndata:\n  net-conf.json: |\n    {\n      \"Network\": \"10.99.0.0/16\",\n      \"Backend\": {\n        \"Type\": \"vxlan\"\n      }\n    }\n---\nkind: DaemonSet\napiVersion: apps/v1\nmetadata:\n  name: kube-flannel-ds\n  namespace: kube-flannel\n",
+        "---\nkind: Namespace\napiVersion: v1\nmetadata:\n  name: kube-flannel\n---\nkind: ConfigMap\napiVersion: v1\nmetadata:\n  name: kube-flannel-cfg\n  namespace: kube-flannel\ndata:\n  net-conf.json: |\n    {\n      \"Network\": \"10.99.0.0/16\",\n      \"Backend\": {\n        \"Type\": \"vxlan\"\n      }\n    }\n---\nkind: DaemonSet\napiVersion: apps/v1\nmetadata:\n  name: kube-flannel-ds\n  namespace: kube-flannel\nspec:\n  template:\n    spec:\n      containers:\n      - name: kube-flannel\n        image: docker.io/flannel/flannel:v0.22.3\n        command:\n        - /opt/bin/flanneld\n        args:\n        - --ip-masq\n        - --kube-subnet-mgr\n        - --iface=eth0\n",
     )
     .expect("write");
+    apt_repo(dir);
 }
 
 /// `recipe run RECIPE -i INV ARGS...` (human output).
@@ -217,12 +419,23 @@ fn cluster_with_standins() {
     let t0 = Instant::now();
     let served = tempfile::tempdir().expect("tempdir");
     served_files(served.path());
-    let sb = Sandbox::up("k8s", &["master", "w1", "w2", "w3", "s1"])
+    let sb = Sandbox::up("k8s", &["master", "w1", "w2", "w3", "s1", "s2"])
         .serve(Some(served.path()))
         .start();
-    log(t0, "sandbox k8s up: master, w1, w2, w3, s1");
+    log(t0, "sandbox k8s up: master, w1, w2, w3, s1, s2");
     let url = sb.files_url.clone();
+    // Every file served is pinned, as a site pins its mirror's (the recipes refuse the rest).
+    let sum = |rel: String| toml::Value::from(sha256_file(&served.path().join(rel)));
+    let bin = format!("v{VERSION}/bin/linux/{}", k8s_arch());
     let vars: Vec<(&str, toml::Value)> = vec![
+        ("kubeadm_sha256", sum(format!("{bin}/kubeadm"))),
+        ("kubelet_sha256", sum(format!("{bin}/kubelet"))),
+        ("kubectl_sha256", sum(format!("{bin}/kubectl"))),
+        (
+            "k8s_crictl_sha256",
+            sum(format!("crictl-v{CRICTL}-linux-{}.tar.gz", k8s_arch())),
+        ),
+        ("k8s_cni_manifest_sha256", sum("kube-flannel.yml".into())),
         ("k8s_install", "binaries".into()),
         ("k8s_version", VERSION.into()),
         (
@@ -264,6 +477,20 @@ fn cluster_with_standins() {
         "a dry-run step ran for real:\n{}",
         r.stdout
     );
+    // kubeadm's configuration files are shown before any of it exists.
+    let planned = r.changed();
+    for (h, f) in [
+        ("master", "/etc/kubernetes/recipe-kubeadm.yaml"),
+        ("w1", "/etc/kubernetes/recipe-kubeadm-join.yaml"),
+    ] {
+        assert!(
+            planned
+                .iter()
+                .any(|c| c.starts_with(&format!("{h} ")) && c.ends_with(&format!("template {f}"))),
+            "the dry run does not show {f} on {h}:\n  {}",
+            planned.join("\n  ")
+        );
+    }
     sb.run_ok(
         "k8s_node.rhai",
         &[
@@ -330,6 +557,26 @@ fn cluster_with_standins() {
             h,
             "grep -qx FLANNEL_NETWORK=10.244.0.0/16 /run/flannel/subnet.env",
         );
+    }
+    // Addresses: kubelet's node IP, the API server's advertise address and flannel's
+    // interface follow the address each host name resolves to (Slurm's), not the default route.
+    for h in cluster {
+        let ip = &sb.addrs[h];
+        sb.ssh_ok(
+            h,
+            &format!("grep -q -- '--node-ip={ip}' /etc/default/kubelet"),
+        );
+    }
+    let mip = &sb.addrs["master"];
+    sb.ssh_ok(
+        "master",
+        &format!("grep -qx '  advertiseAddress: \"{mip}\"' /etc/kubernetes/recipe-kubeadm.yaml"),
+    );
+    sb.ssh_ok("master", &format!("grep -qx -- '        - --iface-can-reach={mip}' /etc/kubernetes/recipe-cni/cni.yaml && ! grep -q -- '--iface=eth0' /etc/kubernetes/recipe-cni/cni.yaml"));
+    // Workers joined from a JoinConfiguration whose token and hash stayed placeholders on
+    // disk; the filled-in copy is gone.
+    for w in ["w1", "w2"] {
+        sb.ssh_ok(w, "grep -qx 'kind: JoinConfiguration' /etc/kubernetes/recipe-kubeadm-join.yaml && grep -q '@TOKEN@' /etc/kubernetes/recipe-kubeadm-join.yaml && grep -qx 'apiVersion: kubeadm.k8s.io/v1beta3' /etc/kubernetes/recipe-kubeadm-join.yaml && ! test -e /etc/kubernetes/recipe-join/join.yaml");
     }
     let nodes = sb.ssh_ok(
         "master",
@@ -602,11 +849,17 @@ fn cluster_with_standins() {
         "preflight did not fail on s1:\n{all}"
     );
     let ign = "--ignore-preflight-errors=all";
+    // A valid token: discovery passes its JWS check, the CA pin is then what fails.
+    let valid = sb.ssh_ok(
+        "master",
+        "/usr/local/bin/kubeadm token create --ttl 10m --description k8s_e2e",
+    );
+    let valid = valid.trim();
     for (args, want) in [
-        (format!("--token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:{zero} {sock} {ign}"), "none of the public keys"),
+        (format!("--token {valid} --discovery-token-ca-cert-hash sha256:{zero} {sock} {ign}"), "none of the public keys"),
         (format!("--discovery-token-ca-cert-hash sha256:{} {sock} {ign}", hash.trim()), "bootstrapToken or file must be set"),
         (format!("--token abcdef.0123456789abcdef {sock} {ign}"), "without caCertHashes"),
-        (format!("--token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:{} {sock} {ign}", hash.trim()), "token rejected"),
+        (format!("--token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:{} {sock} {ign}", hash.trim()), "could not find a JWS signature in the cluster-info ConfigMap for token ID \"abcdef\""),
         (format!("--token abcdef.0123456789abcdef --bogus {sock}"), "unknown flag: --bogus"),
         (format!("--config /dev/null --token abcdef.0123456789abcdef {sock}"), "can not mix '--config' with arguments [cri-socket token]"),
         (format!("--token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:{} {sock} --ignore-preflight-errors=all,Swap", hash.trim()), "don't specify individual checks if 'all' is used"),
@@ -615,7 +868,27 @@ fn cluster_with_standins() {
         let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
         assert!(!o.status.success() && all.contains(want), "kubeadm join {args}: want {want:?}, got:\n{all}");
     }
-    sb.ssh_ok("s1", "! test -e /etc/kubernetes/kubelet.conf");
+    // Configuration files as kubeadm reads them: the API version of the release, the kind
+    // the command needs, unknown fields warned.
+    let cfg = |api: &str, kind: &str, extra: &str| {
+        format!("apiVersion: {api}\nkind: {kind}\ndiscovery:\n  bootstrapToken:\n    apiServerEndpoint: master:6443\n    token: abcdef.0123456789abcdef\n    caCertHashes:\n    - sha256:{zero}\n{extra}")
+    };
+    for (file, body, cmd, want) in [
+        ("v1beta4.yaml", cfg("kubeadm.k8s.io/v1beta4", "JoinConfiguration", ""), "join", "no kind \"JoinConfiguration\" is registered for version \"kubeadm.k8s.io/v1beta4\""),
+        ("v1beta2.yaml", cfg("kubeadm.k8s.io/v1beta2", "JoinConfiguration", ""), "join", "uses an old API spec: \"kubeadm.k8s.io/v1beta2\""),
+        ("init.yaml", cfg("kubeadm.k8s.io/v1beta3", "InitConfiguration", ""), "join", "no JoinConfiguration found in the supplied config"),
+        ("unknown.yaml", cfg("kubeadm.k8s.io/v1beta3", "JoinConfiguration", "nodeRegistration:\n  criSocket: unix:///var/run/singularity.sock\n  nodeIP: 10.0.0.1\n"), "join", "strict decoding error: unknown field \"nodeRegistration.nodeIP\""),
+    ] {
+        let o = sb.ssh("s1", &format!("cat > /tmp/{file} <<'EOF'\n{body}EOF\n/tmp/kubeadm {cmd} --config /tmp/{file} --ignore-preflight-errors=all"));
+        let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+        assert!(!o.status.success() && all.contains(want), "kubeadm {cmd} --config {file}: want {want:?}, got:\n{all}");
+    }
+    sb.ssh_ok(
+        "master",
+        &format!("/usr/local/bin/kubeadm token delete {}", &valid[..6]),
+    );
+    // None of these failures left a file behind (kubeadm fails in discovery or preflight).
+    sb.ssh_ok("s1", "! test -e /etc/kubernetes/kubelet.conf && ! test -e /etc/kubernetes/pki/ca.crt && ! test -e /etc/kubernetes/bootstrap-kubelet.conf");
     // A flag kubelet removed in 1.24 (and --container-runtime, gone in 1.27) fails as pflag does.
     for f in ["--network-plugin=cni", "--container-runtime=remote"] {
         let o = sb.ssh("s1", &format!("/tmp/kubelet {f}"));
@@ -680,5 +953,103 @@ fn cluster_with_standins() {
     let r = sb.run_ok("k8s_master.rhai", &["--host", "master"]);
     assert_unchanged(&r, "k8s_master.rhai after the reset");
     log(t0, "half-done init: reported, then reset and initialised with k8s_reset=true; next run 0 changed");
+
+    // 9. The other runtime and the other install mode: a cluster of s1 (master) and s2
+    // with sycri, Kubernetes 1.25 from the local stand-in of pkgs.k8s.io, twice.
+    sb.ssh_ok("s2", &format!("cat > /usr/local/bin/singularity <<'EOF'\n{sing}EOF\nchmod 0755 /usr/local/bin/singularity"));
+    let mut pvars: Vec<(&str, toml::Value)> = vec![
+        ("master", "s1".into()),
+        ("k8s_runtime", "sycri".into()),
+        ("k8s_install", "packages".into()),
+        ("k8s_version", PKG_VERSION.into()),
+        (
+            "k8s_repo_url",
+            format!("{url}/k8s-apt/{{minor}}/deb/").into(),
+        ),
+        (
+            "sycri_url",
+            format!("{url}/singularity-cri-{{version}}.tar.gz").into(),
+        ),
+        (
+            "sycri_sha256",
+            sha256_file(
+                &served
+                    .path()
+                    .join(format!("singularity-cri-{SYCRI}.tar.gz")),
+            )
+            .into(),
+        ),
+        (
+            "sycri_build_packages",
+            toml::Value::Array(vec!["make".into()]),
+        ),
+        ("sycri_go_packages", toml::Value::Array(vec![])),
+    ];
+    if sb
+        .ssh("s1", "test -e /sys/fs/cgroup/cgroup.controllers")
+        .status
+        .success()
+    {
+        pvars.push(("sycri_accept_cgroup_v2", true.into()));
+    }
+    for (k, v) in &vars {
+        if ![
+            "k8s_install",
+            "k8s_version",
+            "k8s_release_url",
+            "k8s_crictl_version",
+            "k8s_crictl_url",
+        ]
+        .contains(k)
+        {
+            pvars.push((k, v.clone()));
+        }
+    }
+    sb.write_inventory(&["s2"], &pvars);
+    let pcluster = ["s1", "s2"];
+    let r = sb.run_ok("k8s.rhai", &["--diff"]);
+    log(
+        t0,
+        &format!(
+            "k8s.rhai (sycri, packages {PKG_VERSION}): {} steps changed",
+            r.changed().len()
+        ),
+    );
+    assert_eq!(r.play_order()[0], "sycri.rhai", "{}", r.show());
+    for h in pcluster {
+        // The packages from the repository, pinned; /opt/cni/bin is kubernetes-cni's, unlinked.
+        sb.ssh_ok(h, &format!("for p in kubeadm kubelet kubectl; do dpkg-query -W -f '${{Version}}\\n' $p | grep -qx '{PKG_VERSION}-1.1' || exit 1; done"));
+        sb.ssh_ok(h, "dpkg-query -W cri-tools kubernetes-cni && dpkg -S /opt/cni/bin/bridge | grep -q '^kubernetes-cni:' && ! test -L /opt/cni/bin/bridge");
+        sb.ssh_ok(h, "apt-cache policy kubelet | grep -q '1001' && test -s /etc/apt/keyrings/kubernetes-apt-keyring.gpg");
+        sb.ssh_ok(h, "grep -qx 'cgroupDriver: cgroupfs' /var/lib/kubelet/config.yaml && grep -q -- '--container-runtime=remote' /etc/default/kubelet && grep -q -- '--image-service-endpoint=unix:///var/run/singularity.sock' /etc/default/kubelet");
+        sb.ssh_ok(h, "systemctl is-active sycri kubelet");
+    }
+    let nodes = sb.ssh_ok(
+        "s1",
+        "kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes --no-headers",
+    );
+    for n in pcluster {
+        assert!(
+            nodes
+                .lines()
+                .any(|l| l.split_whitespace().take(2).eq([n, "Ready"])),
+            "{n} not Ready:\n{nodes}"
+        );
+    }
+    let r = sb.run_ok("k8s.rhai", &[]);
+    assert_unchanged(&r, "second k8s.rhai (sycri, packages)");
+    // A flag this kubeadm does not have yet (reset --dry-run came in 1.26): cobra's error,
+    // and nothing is reset.
+    let o = sb.ssh("s2", "/usr/bin/kubeadm reset -f --dry-run");
+    assert!(
+        !o.status.success() && text(&o.stderr).contains("unknown flag: --dry-run"),
+        "kubeadm {PKG_VERSION} reset --dry-run: {}",
+        text(&o.stderr)
+    );
+    sb.ssh_ok("s2", "test -e /etc/kubernetes/kubelet.conf");
+    log(
+        t0,
+        "sycri + packages cluster: s1 and s2 Ready, second run 0 changed",
+    );
     log(t0, "done");
 }

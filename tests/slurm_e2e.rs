@@ -599,18 +599,16 @@ const SITE_HOSTS: &[(&str, &str)] = &[
     ("login", "ja_JP.UTF-8"),
 ];
 
+/// The sha256 the fetch script recorded beside `p`: the one Debian's signed index gives for
+/// it (scripts/fetch-listed.sh), so every file the sandbox serves is pinned from there.
 fn sha256_of(p: &std::path::Path) -> String {
-    text(
-        &Command::new("sha256sum")
-            .arg(p)
-            .output()
-            .expect("sha256sum")
-            .stdout,
-    )
-    .split_whitespace()
-    .next()
-    .unwrap_or_default()
-    .to_string()
+    let rec = format!("{}.sha256", p.display());
+    let sha = std::fs::read_to_string(&rec)
+        .unwrap_or_else(|e| panic!("{rec} (written by scripts/fetch-listed.sh): {e}"))
+        .trim()
+        .to_string();
+    assert_eq!(sha.len(), 64, "{rec} holds no sha256: {sha:?}");
+    sha
 }
 
 /// A site's first contact, as a tester tried it by hand: Debian 13 hosts made like a

@@ -5,6 +5,7 @@ mod node;
 pub mod run;
 pub mod via;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::errors::{failed, usage, Error};
@@ -51,6 +52,19 @@ pub fn check(recipes: &[String]) -> Result<(), Error> {
                 }
                 if ok {
                     println!("{}: ok ({} variables)", path.display(), rec.vars.len());
+                    // Where each download's checksum comes from (unpinned ones are refused
+                    // at run time unless the site says "unverified").
+                    let mut so = std::io::stdout().lock();
+                    for d in &rec.downloads {
+                        let _ = writeln!(
+                            so,
+                            "  {}:{}:{}: {}",
+                            d.source.as_deref().unwrap_or("?"),
+                            d.line,
+                            d.column,
+                            d.message
+                        );
+                    }
                 } else {
                     bad += 1;
                 }

@@ -44,6 +44,8 @@ type Slot = Arc<Mutex<Option<Result<Fetched, String>>>>;
 pub struct Cache {
     dir: Mutex<Option<PathBuf>>,
     urls: Mutex<HashMap<String, Slot>>,
+    /// Unverified downloads already warned about in this run (one line each, not per host).
+    warned: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl Drop for Cache {
@@ -55,6 +57,14 @@ impl Drop for Cache {
 }
 
 impl Cache {
+    /// `true` the first time this run asks about `url` to `dest`.
+    pub fn first_warning(&self, url: &str, dest: &str) -> bool {
+        self.warned
+            .lock()
+            .map(|mut w| w.insert((url.to_string(), dest.to_string())))
+            .unwrap_or(true)
+    }
+
     fn folder(&self) -> Result<PathBuf, String> {
         let mut d = self.dir.lock().map_err(|_| "download cache poisoned")?;
         if let Some(p) = d.as_ref() {
@@ -188,6 +198,7 @@ pub fn via_controller<'a>(
     url: &'a str,
     dest: &'a str,
     want: Option<String>,
+    pin: Option<String>,
     attrs: &'a Attrs,
     timeout: Duration,
     host: &str,
@@ -197,8 +208,9 @@ pub fn via_controller<'a>(
         if let Some(w) = &want {
             if &f.sha256 != w {
                 return Err(format!(
-                    "checksum mismatch: {url} (fetched on the controller) has sha256 {}, expected {w}",
-                    f.sha256
+                    "checksum mismatch: {url} (fetched on the controller) has sha256 {}, expected {w}{}",
+                    f.sha256,
+                    pin_hint(pin.as_deref())
                 )
                 .into());
             }
@@ -275,13 +287,82 @@ crate::primitives::options::options! {
     /// Options of `download`.
     pub struct DownloadOpts for "download" {
         sha256: Option<String>,
+        verify: Option<bool>,
+        pin: Option<String>,
         timeout: Option<u64>,
         ..attrs: Attrs
     }
 }
 
+/// The `sha256` value a site writes to take a file unchecked (the same as `verify: false`).
+pub const UNVERIFIED: &str = "unverified";
+
+/// What a download is checked against: `Ok(Some(sha))`, `Ok(None)` when the recipe or the
+/// site said so explicitly (`verify: false`, or `sha256: "unverified"`), else the refusal,
+/// made before anything is fetched.
+pub fn expected(url: &str, o: &DownloadOpts) -> Result<Option<String>, String> {
+    let given = o
+        .sha256
+        .as_deref()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let opted_out = o.verify == Some(false) || given == UNVERIFIED;
+    if given.is_empty() || given == UNVERIFIED {
+        if opted_out {
+            return Ok(None);
+        }
+        return Err(match &o.pin {
+            Some(v) => format!(
+                "refused: {url} has no sha256 to check it against, and it would be installed as root. \
+                 Set the variable {v} to its sha256 (sha256sum of a copy you trust, or the \
+                 checksum its publisher signs), or to \"{UNVERIFIED}\" to take it unchecked"
+            ),
+            None => format!(
+                "refused: {url} has no sha256 to check it against. Give download() \
+                 #{{sha256: \"<64 hex digits>\"}}, or #{{verify: false}} to take it unchecked"
+            ),
+        });
+    }
+    if given.len() != 64 || !given.chars().all(|c| c.is_ascii_hexdigit()) {
+        let var = o
+            .pin
+            .as_deref()
+            .map(|v| format!(" (variable {v})"))
+            .unwrap_or_default();
+        return Err(format!(
+            "sha256 {given:?}{var} is not 64 hex digits (nor \"{UNVERIFIED}\")"
+        ));
+    }
+    Ok(Some(given))
+}
+
+/// The one warning line of an unverified download.
+pub fn unverified_line(url: &str, dest: &str, pin: Option<&str>) -> String {
+    let how = match pin {
+        Some(v) => format!("set {v} to its sha256 to pin it"),
+        None => "give download() a sha256 to pin it".to_string(),
+    };
+    format!("warning: {dest} from {url} is not verified (no sha256): {how}")
+}
+
+/// What a mismatch says: both checksums and what to change.
+fn pin_hint(pin: Option<&str>) -> String {
+    match pin {
+        Some(v) => format!(
+            "; the file served is not the one pinned: if you trust the new file, set {v} to its sha256"
+        ),
+        None => "; the file served is not the one pinned by download()'s sha256".to_string(),
+    }
+}
+
 /// The script that downloads `url` to `dest` (checked against `want`), atomically.
-pub fn download_script(url: &str, dest: &str, want: Option<&str>, attrs: &Attrs) -> String {
+pub fn download_script(
+    url: &str,
+    dest: &str,
+    want: Option<&str>,
+    pin: Option<&str>,
+    attrs: &Attrs,
+) -> String {
     let (u, d) = (quote(url), quote(dest));
     // The size so far, every second, for the status line (the worker reads stdout as it
     // comes; see `transport::BYTES_LINE`); stopped, and waited for, before the file is
@@ -297,8 +378,9 @@ pub fn download_script(url: &str, dest: &str, want: Option<&str>, attrs: &Attrs)
         bytes = crate::transport::BYTES_LINE
     );
     if let Some(w) = want {
+        let hint = quote(&pin_hint(pin));
         s.push_str(&format!(
-            "got=$(sha256sum < \"$t\" | cut -d' ' -f1)\n[ \"$got\" = {w} ] || {{ echo \"checksum mismatch: expected {w}, got $got\" >&2; exit 1; }}\n"
+            "got=$(sha256sum < \"$t\" | cut -d' ' -f1)\n[ \"$got\" = {w} ] || {{ printf 'checksum mismatch: %s has sha256 %s, expected {w}%s\\n' {u} \"$got\" {hint} >&2; exit 1; }}\n"
         ));
     }
     s.push_str("chmod 0644 \"$t\"\n");
@@ -332,17 +414,7 @@ pub fn download_step<'a>(
 ) -> StepResult<'a> {
     super::no_nul("url", url)?;
     super::no_nul("path", dest)?;
-    // "" is "not checked", the convention of every `*_sha256` recipe variable.
-    let want = o
-        .sha256
-        .as_ref()
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !s.is_empty());
-    if let Some(w) = &want {
-        if w.len() != 64 || !w.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(format!("sha256 {w:?} is not 64 hex digits").into());
-        }
-    }
+    let want = expected(url, o)?;
     let keep_sum = match (cur, &want) {
         (Some((_, sum)), None) => sum.clone(),
         (_, Some(w)) => w.clone(),
@@ -353,7 +425,7 @@ pub fn download_step<'a>(
         ContentPlan::Keep(fix) => StepPlan::from(fix).with("sha256", keep_sum),
         ContentPlan::Write { .. } => StepPlan::script(
             vec![format!("download {url}")],
-            download_script(url, dest, want.as_deref(), &o.attrs),
+            download_script(url, dest, want.as_deref(), o.pin.as_deref(), &o.attrs),
             None,
             Some(std::time::Duration::from_secs(o.timeout.unwrap_or(1800))),
         ),
@@ -372,23 +444,30 @@ pub(crate) fn do_download(
 ) -> Result<Dynamic, Box<EvalAltResult>> {
     super::step(ctx, "download", dest, |h| {
         super::no_nul("path", dest)?;
+        // Refused (no checksum and no explicit opt-out) before the host is even asked.
+        let want = expected(url, &o)?;
+        if want.is_none() && h.run.downloads.first_warning(url, dest) {
+            let line = unverified_line(url, dest, o.pin.as_deref());
+            h.run.reporter.warning(&h.name, &line);
+        }
         let cur = probe_file(h, dest)?;
         let plan = download_step(url, dest, cur.as_ref(), &o)?;
         // Due, on a host without curl or wget: the controller fetches and streams it.
         if matches!(plan.action, super::Action::Script { .. })
             && !super::download::host_can_fetch(h)?
         {
-            let want = o
-                .sha256
-                .as_ref()
-                .map(|s| s.trim().to_ascii_lowercase())
-                .filter(|s| !s.is_empty());
             super::download::controller_can_fetch(url)?;
             let t = std::time::Duration::from_secs(o.timeout.unwrap_or(1800));
-            return Ok(
-                super::download::via_controller(url, dest, want, &o.attrs, t, &h.name)
-                    .with("path", dest.to_string()),
-            );
+            return Ok(super::download::via_controller(
+                url,
+                dest,
+                want,
+                o.pin.clone(),
+                &o.attrs,
+                t,
+                &h.name,
+            )
+            .with("path", dest.to_string()));
         }
         // The host's fetcher reports the bytes it has (see `download_script`); the probes'
         // output is behind us.

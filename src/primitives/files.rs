@@ -791,15 +791,20 @@ pub mod api {
         do_template(&ctx, dest, src, rhai::Map::new())
     }
 
-    /// Downloads a URL on the target (curl or wget) unless `dest` already exists (with
-    /// the given `sha256`, if one is given; `""` is not checked). Options: `sha256`, `owner`, `group`, `mode`, `timeout`.
+    /// Downloads a URL on the target (curl or wget) unless `dest` already exists with the
+    /// given `sha256`. A download without a sha256 is refused before anything is fetched,
+    /// unless the recipe says `verify: false` or the sha256 is `"unverified"` (a site's
+    /// explicit choice); such a download prints one warning line per run, naming the file
+    /// and `pin`, the variable that would pin it. A file that does not match is refused
+    /// before it replaces `dest`, with both checksums and `pin` in the message.
+    /// Options: `sha256`, `verify`, `pin`, `owner`, `group`, `mode`, `timeout`.
     /// A host with neither curl nor wget gets the file from the controller, which fetches
     /// the URL once per run with its own curl or wget (the URL must be reachable from the
     /// controller then) and streams it; size and sha256 are checked on the host before
     /// `dest` is replaced. The plan (and a dry run) says which way it goes.
     ///
     /// ```rhai
-    /// download(vars.slurm_url, "/usr/local/src/slurm.tar.gz", #{sha256: vars.slurm_sha256});
+    /// download(vars.slurm_url, "/usr/local/src/slurm.tar.gz", #{sha256: vars.slurm_sha256, pin: "slurm_sha256"});
     /// ```
     #[rhai_fn(name = "download", return_raw)]
     pub fn download(
@@ -812,7 +817,7 @@ pub mod api {
         do_download(&ctx, url, dest, o)
     }
 
-    /// Downloads a URL on the target unless `dest` exists.
+    /// Refused: a download needs options with a `sha256` (or `verify: false`).
     #[rhai_fn(name = "download", return_raw)]
     pub fn download2(
         ctx: NativeCallContext,
@@ -1215,6 +1220,7 @@ mod decisions {
             sha256: Some(sha.to_uppercase()),
             attrs: attrs(None, Some(0o755)),
             timeout: Some(60),
+            ..Default::default()
         };
         // Missing: download, checked, within its time limit.
         let p = download_step(url, "/x", None, &o).unwrap();
@@ -1240,12 +1246,41 @@ mod decisions {
                 .len(),
             1
         );
-        // No checksum (or ""): any file there is the download; only its mode is fixed.
+        // No checksum (or ""): refused before anything is fetched, naming the variable.
+        for sha256 in [None, Some(String::new())] {
+            let none = DownloadOpts {
+                sha256,
+                pin: Some("slurm_sha256".into()),
+                ..Default::default()
+            };
+            let e = download_step(url, "/x", None, &none)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("refused") && e.contains("slurm_sha256"), "{e}");
+        }
+        // Explicitly unverified (verify: false, or "unverified"): any file there is the
+        // download; only its mode is fixed.
         let o2 = DownloadOpts {
             sha256: Some(String::new()),
+            verify: Some(false),
             attrs: attrs(None, Some(0o755)),
-            timeout: None,
+            ..Default::default()
         };
+        let o3 = DownloadOpts {
+            sha256: Some("Unverified".into()),
+            attrs: attrs(None, Some(0o755)),
+            ..Default::default()
+        };
+        let p = download_step(url, "/x", None, &o3).unwrap();
+        assert!(!script_of(&p).contains("sha256sum"), "{}", script_of(&p));
+        // verify: false with a sha256: still checked.
+        let o4 = DownloadOpts {
+            sha256: Some(sha.clone()),
+            verify: Some(false),
+            ..Default::default()
+        };
+        let p = download_step(url, "/x", None, &o4).unwrap();
+        assert!(script_of(&p).contains(&format!("[ \"$got\" = {sha} ]")));
         let p = download_step(
             url,
             "/x",

@@ -49,6 +49,7 @@ pub mod fields;
 pub mod files;
 pub mod options;
 pub mod packages;
+pub mod prefetch;
 pub mod read;
 pub mod remote;
 pub mod services;

@@ -35,7 +35,7 @@ pub struct UnitFacts {
 fn unit_query(q: &str) -> String {
     format!(
         "systemctl show -p LoadState -p ActiveState -p UnitFileState -- {q} || exit $?\n\
-         printf 'IsEnabled=%s\\n' \"$(systemctl is-enabled -- {q} 2>/dev/null)\""
+         printf 'IsEnabled='; systemctl is-enabled -- {q} 2>/dev/null; echo"
     )
 }
 

@@ -188,7 +188,17 @@ impl From<Plan> for StepPlan<'_> {
 pub type StepResult<'a> = Result<StepPlan<'a>, StepError>;
 
 /// The host this script runs for (set as the engine's tag).
+/// Ends the collecting pass of [`super::prefetch`] for anything but a state step.
 pub fn host_ctx(ctx: &NativeCallContext) -> Result<Arc<HostCtx>, Box<EvalAltResult>> {
+    let h = host_info(ctx)?;
+    if h.prefetch.collecting() {
+        return Err(err_at(super::prefetch::STOP, ctx.call_position()));
+    }
+    Ok(h)
+}
+
+/// The host's context, also in the collecting pass (for what only looks at the run).
+pub fn host_info(ctx: &NativeCallContext) -> Result<Arc<HostCtx>, Box<EvalAltResult>> {
     ctx.tag()
         .and_then(|t| t.clone().try_cast::<Arc<HostCtx>>())
         .ok_or_else(|| {
@@ -208,6 +218,9 @@ pub(crate) fn failed_options_step(ctx: &NativeCallContext, op: &str, msg: &str) 
     let Some(h) = ctx.tag().and_then(|t| t.clone().try_cast::<Arc<HostCtx>>()) else {
         return;
     };
+    if h.prefetch.collecting() {
+        return;
+    }
     let source = call_file(ctx, &h);
     let msg = StepError::Options(msg.to_string()).to_string();
     h.run.reporter.step(StepEvent {
@@ -248,8 +261,11 @@ pub fn step_after<'a>(
     before: Option<&str>,
     body: impl FnOnce(&HostCtx) -> StepResult<'a>,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
-    let h = host_ctx(ctx)?;
+    let h = host_info(ctx)?;
     let pos = ctx.call_position();
+    if h.prefetch.collecting() {
+        return collect(&h, op, before, body, pos);
+    }
     let line = pos.line().unwrap_or(0);
     let source = call_file(ctx, &h);
     let at = format!("{}:{line}", source.as_deref().unwrap_or(&h.recipe.name));
@@ -331,6 +347,31 @@ pub fn step_after<'a>(
     }
 }
 
+/// A step in the collecting pass of [`super::prefetch`]: its body runs up to its first probe,
+/// which is recorded, and the step answers "ok, unchanged". Anything else ends the pass.
+fn collect<'a>(
+    h: &HostCtx,
+    op: &str,
+    before: Option<&str>,
+    body: impl FnOnce(&HostCtx) -> StepResult<'a>,
+    pos: Position,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    let stop = || Err(err_at(super::prefetch::STOP, pos));
+    if !super::prefetch::STEPS.contains(&op) || (before.is_some() && !h.run.dry_run) {
+        return stop();
+    }
+    match body(h) {
+        Err(StepError::Refused(m)) if m == super::prefetch::COLLECTED => {
+            let mut m = Map::new();
+            m.insert("changed".into(), false.into());
+            m.insert("skipped".into(), false.into());
+            m.insert("status".into(), Dynamic::from("ok".to_string()));
+            Ok(super::fields::Fields::dynamic(m))
+        }
+        _ => stop(),
+    }
+}
+
 /// The one place that tells a dry run from a real one: report the plan, and apply it only
 /// in a real run. A dry run records what it plans in the run's registry, and a change
 /// planned already on this host (by another recipe of the run) is `ok` here.
@@ -403,7 +444,10 @@ fn carry_out(
                 timeout,
             )?;
         }
-        Action::Work { run, .. } => result.extend(run(h)?),
+        Action::Work { run, .. } => {
+            h.prefetch.forget();
+            result.extend(run(h)?)
+        }
     }
     out.result = result;
     Ok(out)
@@ -586,7 +630,11 @@ pub fn in_c_locale(cmd: &str) -> String {
 }
 
 /// Runs a read-only check command in the C locale; any transport error is a step failure.
+/// Its answer may come from the probes asked ahead ([`super::prefetch`]).
 pub fn check(h: &HostCtx, cmd: &str) -> Result<crate::transport::ExecOutput, StepError> {
+    if let Some(answer) = h.prefetch.answer(cmd) {
+        return answer.map_err(StepError::from);
+    }
     Ok(h.exec_bounded(&in_c_locale(cmd), std::time::Duration::from_secs(120))?)
 }
 

@@ -103,6 +103,10 @@ struct Call {
     template: Option<(String, Position)>,
     /// For `template`: the keys of a literal `vars:` option; `None` when it is not literal.
     template_vars: Option<Vec<String>>,
+    /// For `download(..)`: where its sha256 comes from, as far as the source shows.
+    download: Option<String>,
+    /// For `play(..)`: the played recipe, when it is a literal.
+    played: Option<String>,
 }
 
 /// A file's functions: name -> argument counts (private ones included).
@@ -224,6 +228,13 @@ fn call_of(x: &rhai::FnCallExpr, pos: Position, method: bool) -> Option<Call> {
             };
         }
     }
+    let download = (name == "download" && !method && ns.is_none()).then(|| download_pin(x));
+    let played = match x.args.first() {
+        Some(Expr::StringConstant(r, _)) if name == "play" && !method && ns.is_none() => {
+            Some(r.to_string())
+        }
+        _ => None,
+    };
     Some(Call {
         name,
         ns,
@@ -234,7 +245,70 @@ fn call_of(x: &rhai::FnCallExpr, pos: Position, method: bool) -> Option<Call> {
         play,
         template,
         template_vars,
+        download,
+        played,
     })
+}
+
+/// `vars.name` -> `name`.
+fn vars_name(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Dot(x, ..) if is_vars(&x.lhs) => match &x.rhs {
+            Expr::Property(p, _) => Some(p.2.to_string()),
+            _ => None,
+        },
+        Expr::Index(x, ..) if is_vars(&x.lhs) => match &x.rhs {
+            Expr::StringConstant(s, _) => Some(s.to_string()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Where a `download(..)` call's sha256 comes from, as far as its arguments show (a literal,
+/// a variable, the pins table); what is computed at run time is said to be unseen.
+const UNPINNED_NONE: &str = "UNPINNED: no sha256";
+
+fn download_pin(x: &rhai::FnCallExpr) -> String {
+    const NONE: &str = "UNPINNED: no sha256 (refused at run time)";
+    let Some(o) = x.args.get(2) else {
+        return NONE.into();
+    };
+    if !matches!(o, Expr::Map(..)) {
+        return "cannot see: its options are computed at run time (refused then if they hold no sha256)".into();
+    }
+    let off = matches!(map_entry(o, "verify"), Some(Expr::BoolConstant(false, _)));
+    let unset = if off {
+        "UNPINNED: verify: false (one warning line at every run)"
+    } else {
+        NONE
+    };
+    match map_entry(o, "sha256") {
+        None => unset.into(),
+        Some(Expr::StringConstant(v, _)) if v.trim().is_empty() => unset.into(),
+        Some(Expr::StringConstant(v, _)) if v.trim().eq_ignore_ascii_case("unverified") => {
+            "UNPINNED: sha256 \"unverified\" (one warning line at every run)".into()
+        }
+        Some(Expr::StringConstant(..)) => "pinned (a literal sha256)".into(),
+        Some(v) => match vars_name(v) {
+            Some(n) => format!(
+                "sha256 from vars.{n} (the site's value or the recipe's default: \"\" is refused at run time, \"unverified\" warned)"
+            ),
+            None => match v {
+                Expr::FnCall(f, _)
+                    if f.name == "sha256"
+                        && f.namespace.root() == "pins"
+                        && f.args.first().and_then(vars_name).is_some() =>
+                {
+                    format!(
+                        "sha256 from vars.{}, else from stdlib/pins.rhai's table by file name (refused at run time when neither has one)",
+                        f.args.first().and_then(vars_name).unwrap_or_default()
+                    )
+                }
+                _ => "cannot see: its sha256 is computed at run time (refused then if empty)".into(),
+            },
+        },
+    }
 }
 
 /// Everything one walk over a file collects.
@@ -418,6 +492,8 @@ fn located(msg: String, source: &Path, pos: Position) -> Located {
 pub struct Findings {
     pub errors: Vec<Located>,
     pub warnings: Vec<Located>,
+    /// Every `download(..)` of the recipe and its modules, with where its sha256 comes from.
+    pub downloads: Vec<Located>,
 }
 
 /// Checks a recipe (compiled by `load`) and the modules it imports; returns every finding.
@@ -438,14 +514,28 @@ pub fn check(recipe: &Path, text: &str, declared: &[String]) -> Findings {
         declared: declared.to_vec(),
         out: Vec::new(),
         warnings: Vec::new(),
+        downloads: Vec::new(),
+        plays: Vec::new(),
         visited: HashSet::new(),
         modules: HashMap::new(),
         played: HashMap::new(),
     };
     c.file(recipe, &ast, true);
+    if let Some((_, f, pos)) = c.plays.first() {
+        let names: Vec<&str> = c.plays.iter().map(|(n, _, _)| n.as_str()).collect();
+        c.downloads.push(located(
+            format!(
+                "play: cannot see the downloads of the recipes it plays ({}): `recipe check` on each lists them",
+                names.join(", ")
+            ),
+            f,
+            *pos,
+        ));
+    }
     Findings {
         errors: c.out,
         warnings: c.warnings,
+        downloads: c.downloads,
     }
 }
 
@@ -455,6 +545,9 @@ struct Checker {
     declared: Vec<String>,
     out: Vec<Located>,
     warnings: Vec<Located>,
+    downloads: Vec<Located>,
+    /// Recipes played (name, where first): their downloads are not seen here.
+    plays: Vec<(String, PathBuf, Position)>,
     visited: HashSet<PathBuf>,
     /// Module file -> its functions (`None`: not found or not compiled).
     modules: HashMap<PathBuf, Option<FileFns>>,
@@ -507,6 +600,27 @@ impl Checker {
         }
         for call in &seen.calls {
             self.call(file, call, &own, &seen, &mods);
+            if let Some(d) = &call.download {
+                if d.starts_with(UNPINNED_NONE) {
+                    // Certain to be refused when reached: said now, before any host.
+                    self.out.push(located(
+                        "download without a sha256 is refused (the file would be installed unverified): \
+                         give #{sha256: ...} (a recipe variable, e.g. vars.x_sha256, lets the site set it), \
+                         or verify: false to take it unchecked with a warning at every run"
+                            .into(),
+                        file,
+                        call.pos,
+                    ));
+                }
+                self.downloads
+                    .push(located(format!("download: {d}"), file, call.pos));
+            }
+            if call.name == "play" && !call.method && call.ns.is_none() {
+                let r = call.played.clone().unwrap_or_else(|| "(computed)".into());
+                if !self.plays.iter().any(|(p, _, _)| *p == r) {
+                    self.plays.push((r, file.to_path_buf(), call.pos));
+                }
+            }
         }
         self.result_fields(file, &own, &seen);
         if is_recipe {

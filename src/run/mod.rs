@@ -98,9 +98,11 @@ impl Run {
         if std::env::var_os("RECIPE_STATS").is_some() {
             // For the benchmark: channels opened and commands sent over the whole run.
             eprintln!(
-                "{{\"event\":\"stats\",\"channels\":{},\"round_trips\":{},\"connections\":{}}}",
+                "{{\"event\":\"stats\",\"channels\":{},\"round_trips\":{},\"remote_pids\":{},\"probes_ahead\":{},\"connections\":{}}}",
                 hosts.stats.channels.load(Ordering::Relaxed),
                 hosts.stats.round_trips.load(Ordering::Relaxed),
+                hosts.stats.remote_pids.load(Ordering::Relaxed),
+                hosts.stats.probes_ahead.load(Ordering::Relaxed),
                 hosts.connection_count()
             );
         }
@@ -156,6 +158,7 @@ async fn run_one(
         run: run.clone(),
         recipe,
         vars: vars.clone(),
+        prefetch: Default::default(),
     });
     let res = tokio::task::spawn_blocking(move || run_host(ctx, &ast, vars)).await;
     match res {
@@ -180,6 +183,7 @@ fn run_host(ctx: Arc<HostCtx>, ast: &rhai::AST, vars: rhai::Map) -> Result<(), (
     let dir = ctx.recipe.dir.clone();
     let mut e = engine::build(&dir, Some(ctx.run.interrupted.clone()));
     e.set_default_tag(rhai::Dynamic::from(ctx.clone()));
+    crate::primitives::prefetch::ask_ahead(&mut e, ast, vars.clone(), &ctx);
     let (rep, name) = (ctx.run.reporter.clone(), ctx.name.clone());
     e.on_print(move |s| rep.note(&name, s));
     let (rep, name) = (ctx.run.reporter.clone(), ctx.name.clone());

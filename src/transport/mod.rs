@@ -61,6 +61,12 @@ pub enum TransportError {
 pub struct Stats {
     pub channels: AtomicU64,
     pub round_trips: AtomicU64,
+    /// Processes (and threads) the targets started for our commands: how far each target's
+    /// last pid (the last field of `/proc/loadavg`, per pid namespace) moved during the
+    /// command, so exact on a quiet host or container and an upper bound where other work runs.
+    pub remote_pids: AtomicU64,
+    /// Probes answered from one script asked ahead of their steps (`primitives::prefetch`).
+    pub probes_ahead: AtomicU64,
 }
 
 /// What the step under way has moved and printed, for the live status line and
@@ -266,6 +272,9 @@ impl Connection {
         }
         match worker.run(cmd, stdin, timeout).await {
             Ok(out) => {
+                self.stats
+                    .remote_pids
+                    .fetch_add(worker.pids, Ordering::Relaxed);
                 if let Ok(mut idle) = self.idle.lock() {
                     idle.push(worker);
                 }

@@ -117,7 +117,13 @@ sub handle {
     my %q = form($q // '');
     my %f = form($body);
     return (200, "ok\n") if $p eq '/healthz';
-    return (200, slurp('/etc/kubernetes/pki/ca.crt')) if $p eq '/cluster-info';
+    # cluster-info carries a JWS signature per bootstrap token: a token it has none for
+    # cannot discover the cluster (kubeadm join fails there, before writing anything).
+    if ($p eq '/cluster-info') {
+        return (403, "no JWS signature for token ID \"" . substr($q{token} // '', 0, 6) . "\"\n")
+            if defined $q{token} && !token_ok($q{token});
+        return (200, slurp('/etc/kubernetes/pki/ca.crt'));
+    }
     # The server that cluster-info's kubeconfig names (kubeadm init's endpoint) and the
     # kubelet-config ConfigMap (init's KubeletConfiguration): what kubeadm join uses.
     return (200, slurp("$S/endpoint")) if $p eq '/cluster-info-server';
