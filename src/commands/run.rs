@@ -52,6 +52,21 @@ pub struct RunConfig {
     /// Default time limit of one command, in seconds
     #[arg(long, default_value_t = 3600, value_name = "SECS")]
     pub timeout: u64,
+    /// Rolling run: N hosts (or P% of them) at a time, in inventory order, each drained
+    /// before its change and resumed after it (stdlib/rolling.rhai; docs/rolling.md)
+    #[arg(long, value_name = "N|P%")]
+    pub serial: Option<run::rolling::Serial>,
+    /// With --serial: stop the roll once K hosts failed (default 1: at the first)
+    #[arg(long, value_name = "K", default_value_t = 1, requires = "serial",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_fail: u32,
+    /// With --serial: the change needs a reboot of each node (Slurm's `scontrol reboot` where
+    /// it has a RebootProgram)
+    #[arg(long, requires = "serial")]
+    pub reboot: bool,
+    /// With --serial: longest wait for a node's jobs and pods to leave it, in seconds
+    #[arg(long, default_value_t = 3600, value_name = "SECS", requires = "serial")]
+    pub drain_timeout: u64,
     /// How to reach the hosts (set from the connection flags).
     #[arg(skip)]
     pub conn: ConnConfig,
@@ -131,6 +146,24 @@ pub fn run(cfg: RunConfig) -> Result<(), Error> {
             .collect();
         inventory::check_resolvable(&named).map_err(usage)?;
     }
+    let roll = match cfg.serial {
+        None => None,
+        Some(_) if !matches!(mode, RunsOn::Hosts) => {
+            return Err(usage(
+                "--serial needs hosts to roll over: give --host or --group (with -i INVENTORY)",
+            ))
+        }
+        Some(serial) => {
+            run::rolling::check_module(&prepared.dir)?;
+            Some(Arc::new(run::rolling::Roll {
+                serial,
+                max_fail: cfg.max_fail as usize,
+                reboot: cfg.reboot,
+                drain_timeout: cfg.drain_timeout.max(1),
+                when: run::rolling::utc_now(),
+            }))
+        }
+    };
     let rt = run::runtime()?;
     let reporter = cfg.reporter(redactor);
     let mut hosts = Hosts::new(Arc::new(inv), &cfg.conn, cfg.conn.local || node.is_some());
@@ -152,6 +185,7 @@ pub fn run(cfg: RunConfig) -> Result<(), Error> {
         }),
         forks: cfg.forks,
         keep_connections: matches!(mode, RunsOn::Controller),
+        roll,
     };
     let controller = matches!(mode, RunsOn::Controller);
     if !controller {

@@ -2,6 +2,7 @@
 //! its hosts. Host mode and controller mode (`play()`) both drive recipes through it.
 
 pub mod prepare;
+pub mod rolling;
 pub mod signals;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ pub struct Run {
     /// Controller mode: the next `play()` is likely to need the same hosts, so a host's
     /// connection stays open when its part ends (else it is closed, to free its memory).
     pub keep_connections: bool,
+    /// `--serial`: a rolling run, in batches, each host drained around its change.
+    pub roll: Option<Arc<rolling::Roll>>,
 }
 
 /// The async runtime of a command that connects.
@@ -39,6 +42,15 @@ impl Run {
     /// Runs a prepared recipe on its targets, `forks` at a time; returns the names of the
     /// hosts that failed or were unreachable, in the order they were given.
     pub async fn execute(&self, p: Prepared) -> Vec<String> {
+        match self.roll.clone() {
+            Some(roll) => self.execute_rolling(p, &roll).await,
+            None => self.execute_batch(p, None).await,
+        }
+    }
+
+    /// [`Run::execute`] for one batch of hosts (all of them outside a rolling run);
+    /// `batch` is (this batch, how many) in a rolling run.
+    async fn execute_batch(&self, p: Prepared, batch: Option<(usize, usize)>) -> Vec<String> {
         let recipe = Arc::new(RecipeInfo {
             name: p.name.clone(),
             source: p.source.clone(),
@@ -70,10 +82,11 @@ impl Run {
             }
             let (run, recipe, ast) = (self.ctx.clone(), recipe.clone(), p.ast.clone());
             let keep = self.keep_connections;
+            let roll = self.roll.clone().zip(batch);
             tasks.spawn(Box::pin(async move {
                 let _permit = permit;
                 let name = t.name.clone();
-                let failed = run_one(&run, &t, vars, ast, recipe).await;
+                let failed = run_one(&run, &t, vars, ast, recipe, roll).await;
                 if !keep {
                     run.hosts.release(&name).await;
                 }
@@ -117,6 +130,7 @@ async fn run_one(
     vars: rhai::Map,
     ast: Arc<rhai::AST>,
     recipe: Arc<RecipeInfo>,
+    roll: Option<(Arc<rolling::Roll>, (usize, usize))>,
 ) -> bool {
     let rep = run.reporter.clone();
     let name = t.name.clone();
@@ -155,7 +169,8 @@ async fn run_one(
         recipe,
         vars: vars.clone(),
     });
-    let res = tokio::task::spawn_blocking(move || run_host(ctx, &ast, vars)).await;
+    let t = t.clone();
+    let res = tokio::task::spawn_blocking(move || run_host(ctx, &ast, vars, roll, &t)).await;
     match res {
         Ok(Ok(())) => {
             rep.finish_host(&name, false, None, None);
@@ -174,7 +189,13 @@ async fn run_one(
 
 /// Runs the script for one host on the current (blocking) thread. An error comes with the
 /// place where the host stopped (`file:line:col`).
-fn run_host(ctx: Arc<HostCtx>, ast: &rhai::AST, vars: rhai::Map) -> Result<(), (String, String)> {
+fn run_host(
+    ctx: Arc<HostCtx>,
+    ast: &rhai::AST,
+    vars: rhai::Map,
+    roll: Option<(Arc<rolling::Roll>, (usize, usize))>,
+    t: &crate::inventory::Target,
+) -> Result<(), (String, String)> {
     let dir = ctx.recipe.dir.clone();
     let mut e = engine::build(&dir, Some(ctx.run.interrupted.clone()));
     e.set_default_tag(rhai::Dynamic::from(ctx.clone()));
@@ -188,19 +209,23 @@ fn run_host(ctx: Arc<HostCtx>, ast: &rhai::AST, vars: rhai::Map) -> Result<(), (
     });
     let mut scope = rhai::Scope::new();
     scope.push_constant("vars", Vars(vars));
-    match e.run_ast_with_scope(&mut scope, ast) {
-        Ok(()) => Ok(()),
-        Err(err) => {
-            let mut loc = crate::errors::locate_eval(&err, &ctx.recipe.source);
-            loc.source = loc.source.map(|s| module_file(&s, &dir));
-            let place = loc.place();
-            let mut msg = format!("{place}: {}", loc.message);
-            for n in &loc.notes {
-                msg.push_str(&format!("\n  ({n})"));
-            }
-            Err((msg, place))
+    let describe = |err: &rhai::EvalAltResult| {
+        let mut loc = crate::errors::locate_eval(err, &ctx.recipe.source);
+        loc.source = loc.source.map(|s| module_file(&s, &dir));
+        let place = loc.place();
+        let mut msg = format!("{place}: {}", loc.message);
+        for n in &loc.notes {
+            msg.push_str(&format!("\n  ({n})"));
         }
-    }
+        (msg, place)
+    };
+    let res = match roll {
+        None => e.run_ast_with_scope(&mut scope, ast),
+        Some((roll, batch)) => {
+            rolling::around(&mut e, &mut scope, ast, &ctx, t, &roll, batch, &describe)
+        }
+    };
+    res.map_err(|err| describe(&err))
 }
 
 /// Errors inside `import "m"` modules name the module; show its file instead.
