@@ -197,17 +197,7 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
     match cmd {
         Cmd::Run { mut run, via, conn } => {
             run.conn = conn.config();
-            if via.via.is_some() && run.serial.is_some() {
-                // A node cannot drain itself and go on running the change as a Slurm task.
-                return Err(crate::errors::usage(
-                    "--serial cannot go with --via slurm: a task of a Slurm job cannot drain \
-                     the node it runs on (docs/rolling.md); roll over SSH instead",
-                ));
-            }
-            match via.via()? {
-                None => crate::commands::run::run(*run),
-                Some(v) => crate::commands::via::run(*run, v),
-            }
+            crate::commands::run::run(*run, via.via()?)
         }
         Cmd::Check { recipes } => crate::commands::check(&recipes),
         Cmd::List { dir } => crate::commands::list(dir),

@@ -164,5 +164,5 @@ impl HostCtx {
 fn outbound(cmd: &str, stdin: Option<&[u8]>) -> Result<(), TransportError> {
     crate::secrets::refuse_placeholder("the command", cmd.as_bytes())
         .and_then(|()| crate::secrets::refuse_placeholder("the input", stdin.unwrap_or(b"")))
-        .map_err(TransportError::Shell)
+        .map_err(TransportError::Refused)
 }

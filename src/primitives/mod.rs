@@ -44,6 +44,7 @@ pub mod attrs;
 pub mod command;
 pub mod download;
 pub mod facts;
+pub mod failure;
 pub mod fields;
 pub mod files;
 pub mod options;
@@ -59,6 +60,7 @@ pub mod users;
 mod write_tests;
 
 pub use attrs::*;
+pub use failure::StepError;
 pub use options::{bad_choice, opt_value, opts, Presence};
 pub use step::*;
 

@@ -165,7 +165,7 @@ fn do_packages(
                 || n.contains(char::is_whitespace)
                 || n.contains('\0')
             {
-                return Err(format!("bad package name {n:?}"));
+                return Err(format!("bad package name {n:?}").into());
             }
         }
         let facts = parse_query(&check(h, &query_cmd(&names))?.stdout_str())?;

@@ -1,6 +1,7 @@
 //! The step: a primitive's plan (changes, diff, one action) reported and, unless this is a
 //! dry run, carried out; the commands it runs in the C locale, and the failures it reports.
 
+use super::failure::StepError;
 use rhai::{Dynamic, EvalAltResult, Map, NativeCallContext, Position};
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,7 +23,7 @@ pub struct Outcome {
 }
 
 /// Work a real run does for a step; what it returns joins the step's result.
-pub type Work<'a> = Box<dyn FnOnce(&HostCtx) -> Result<Map, String> + 'a>;
+pub type Work<'a> = Box<dyn FnOnce(&HostCtx) -> Result<Map, StepError> + 'a>;
 
 /// How a step's plan is carried out. Only [`step`] runs it, and never in a dry run.
 pub enum Action<'a> {
@@ -118,7 +119,7 @@ impl<'a> StepPlan<'a> {
     /// Work that only a real run does (see [`Action::Work`]).
     pub fn work(
         skip_in_dry_run: bool,
-        run: impl FnOnce(&HostCtx) -> Result<Map, String> + 'a,
+        run: impl FnOnce(&HostCtx) -> Result<Map, StepError> + 'a,
     ) -> StepPlan<'a> {
         StepPlan {
             action: Action::Work {
@@ -184,7 +185,7 @@ impl From<Plan> for StepPlan<'_> {
     }
 }
 
-pub type StepResult<'a> = Result<StepPlan<'a>, String>;
+pub type StepResult<'a> = Result<StepPlan<'a>, StepError>;
 
 /// The host this script runs for (set as the engine's tag).
 pub fn host_ctx(ctx: &NativeCallContext) -> Result<Arc<HostCtx>, Box<EvalAltResult>> {
@@ -208,6 +209,7 @@ pub(crate) fn failed_options_step(ctx: &NativeCallContext, op: &str, msg: &str) 
         return;
     };
     let source = call_file(ctx, &h);
+    let msg = StepError::Options(msg.to_string()).to_string();
     h.run.reporter.step(StepEvent {
         event: "step",
         host: h.name.clone(),
@@ -219,7 +221,7 @@ pub(crate) fn failed_options_step(ctx: &NativeCallContext, op: &str, msg: &str) 
         status: Status::Failed,
         dry_run: h.run.dry_run,
         ms: 0,
-        msg: Some(h.run.reporter.redactor().redact(msg)),
+        msg: Some(h.run.reporter.redactor().redact(&msg)),
         changes: Vec::new(),
         diff: None,
     });
@@ -308,8 +310,8 @@ pub fn step_after<'a>(
             );
             Ok(super::fields::Fields::dynamic(m))
         }
-        Err(msg) => {
-            let msg = h.run.reporter.redactor().redact(&msg);
+        Err(e) => {
+            let msg = h.run.reporter.redactor().redact(&e.to_string());
             ev.status = Status::Failed;
             ev.msg = Some(msg.clone());
             h.run.reporter.step(ev);
@@ -330,7 +332,7 @@ fn carry_out(
     target: &str,
     at: &str,
     plan: StepPlan,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, StepError> {
     no_placeholder(&plan)?;
     let StepPlan {
         changes,
@@ -457,7 +459,7 @@ fn planned_once(
 
 /// Runs a guarded command: in a dry run the guard alone, in a real run guard and command
 /// as one script. Fills `out`; true when the command runs (or would run).
-fn run_guarded(h: &HostCtx, g: &Guarded, out: &mut Outcome) -> Result<bool, String> {
+fn run_guarded(h: &HostCtx, g: &Guarded, out: &mut Outcome) -> Result<bool, StepError> {
     let dry = h.run.dry_run;
     let script = if dry {
         format!("{}exit 0\n", g.guard)
@@ -491,7 +493,7 @@ fn run_guarded(h: &HostCtx, g: &Guarded, out: &mut Outcome) -> Result<bool, Stri
             out.result.insert("timed_out".into(), true.into());
             return Ok(true);
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
     let stdout = r.stdout_str();
     if stdout.starts_with(GUARD_SKIP) {
@@ -505,7 +507,7 @@ fn run_guarded(h: &HostCtx, g: &Guarded, out: &mut Outcome) -> Result<bool, Stri
         return Ok(true);
     }
     if r.status != 0 && !g.ignore_errors {
-        return Err(failure_text(&r));
+        return Err(StepError::command(&r));
     }
     out.result = res(r.status as i64, stdout, r.stderr_str());
     Ok(true)
@@ -576,9 +578,8 @@ pub fn in_c_locale(cmd: &str) -> String {
 }
 
 /// Runs a read-only check command in the C locale; any transport error is a step failure.
-pub fn check(h: &HostCtx, cmd: &str) -> Result<crate::transport::ExecOutput, String> {
-    h.exec_bounded(&in_c_locale(cmd), std::time::Duration::from_secs(120))
-        .map_err(|e| e.to_string())
+pub fn check(h: &HostCtx, cmd: &str) -> Result<crate::transport::ExecOutput, StepError> {
+    Ok(h.exec_bounded(&in_c_locale(cmd), std::time::Duration::from_secs(120))?)
 }
 
 /// Runs a changing command in the C locale; non-zero status is an error with stderr. Only
@@ -588,17 +589,15 @@ fn apply(
     cmd: &str,
     stdin: Option<&[u8]>,
     timeout: Option<std::time::Duration>,
-) -> Result<crate::transport::ExecOutput, String> {
+) -> Result<crate::transport::ExecOutput, StepError> {
     if h.run.dry_run {
-        return Err(format!(
+        return Err(StepError::Refused(format!(
             "internal error: a change was about to be made in a dry run: {cmd}"
-        ));
+        )));
     }
-    let out = h
-        .exec(&in_c_locale(cmd), stdin, timeout)
-        .map_err(|e| e.to_string())?;
+    let out = h.exec(&in_c_locale(cmd), stdin, timeout)?;
     if out.status != 0 {
-        return Err(failure_text(&out));
+        return Err(StepError::command(&out));
     }
     Ok(out)
 }
@@ -624,24 +623,6 @@ impl Plan {
         self.changes.push(what.into());
         self.cmds.push(cmd.into());
     }
-}
-
-/// "exit status 2: <last lines of stderr or stdout>".
-pub fn failure_text(out: &crate::transport::ExecOutput) -> String {
-    let err = out.stderr_str();
-    let text = if err.trim().is_empty() {
-        out.stdout_str()
-    } else {
-        err
-    };
-    let lines: Vec<&str> = text.trim_end().lines().collect();
-    let tail = lines[lines.len().saturating_sub(15)..].join("\n");
-    format!(
-        "exit status {}{}{}",
-        out.status,
-        if tail.is_empty() { "" } else { ":\n" },
-        tail
-    )
 }
 
 /// Rejects a NUL byte, which no path or argument can carry.

@@ -287,7 +287,7 @@ fn do_group(
         valid_name(name)?;
         let out = check(h, &group_query(&quote(name)))?;
         if out.status != 0 {
-            return Err(super::failure_text(&out));
+            return Err(super::StepError::command(&out));
         }
         let cur = parse_group(&out.stdout_str())?;
         Ok(group_step(name, cur.as_ref(), &o))
@@ -306,7 +306,7 @@ fn do_user(
         }
         let out = check(h, &user_query(&quote(name)))?;
         if out.status != 0 {
-            return Err(super::failure_text(&out));
+            return Err(super::StepError::command(&out));
         }
         let cur = parse_user(&out.stdout_str())?;
         Ok(StepPlan::from(plan_user(name, cur.as_ref(), &o)).same_as(format!("{o:?}")))

@@ -24,9 +24,10 @@ pub struct Run {
     /// Controller mode: the next `play()` is likely to need the same hosts, so a host's
     /// connection stays open when its part ends (else it is closed, to free its memory).
     pub keep_connections: bool,
-    /// `--serial`: a rolling run, in batches, each host drained around its change.
-    pub roll: Option<Arc<rolling::Roll>>,
 }
+
+/// A host's part of a rolling run: the roll's settings, its batch and how many there are.
+type HostRoll = (Arc<rolling::Roll>, (usize, usize));
 
 /// The async runtime of a command that connects.
 pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -42,15 +43,12 @@ impl Run {
     /// Runs a prepared recipe on its targets, `forks` at a time; returns the names of the
     /// hosts that failed or were unreachable, in the order they were given.
     pub async fn execute(&self, p: Prepared) -> Vec<String> {
-        match self.roll.clone() {
-            Some(roll) => self.execute_rolling(p, &roll).await,
-            None => self.execute_batch(p, None).await,
-        }
+        self.execute_batch(p, None).await
     }
 
-    /// [`Run::execute`] for one batch of hosts (all of them outside a rolling run);
-    /// `batch` is (this batch, how many) in a rolling run.
-    async fn execute_batch(&self, p: Prepared, batch: Option<(usize, usize)>) -> Vec<String> {
+    /// [`Run::execute`] for one batch of a rolling run (`roll`: its settings, this batch
+    /// and how many), or for all hosts (None).
+    async fn execute_batch(&self, p: Prepared, roll: Option<HostRoll>) -> Vec<String> {
         let recipe = Arc::new(RecipeInfo {
             name: p.name.clone(),
             source: p.source.clone(),
@@ -82,7 +80,7 @@ impl Run {
             }
             let (run, recipe, ast) = (self.ctx.clone(), recipe.clone(), p.ast.clone());
             let keep = self.keep_connections;
-            let roll = self.roll.clone().zip(batch);
+            let roll = roll.clone();
             tasks.spawn(Box::pin(async move {
                 let _permit = permit;
                 let name = t.name.clone();
@@ -130,7 +128,7 @@ async fn run_one(
     vars: rhai::Map,
     ast: Arc<rhai::AST>,
     recipe: Arc<RecipeInfo>,
-    roll: Option<(Arc<rolling::Roll>, (usize, usize))>,
+    roll: Option<HostRoll>,
 ) -> bool {
     let rep = run.reporter.clone();
     let name = t.name.clone();
@@ -193,7 +191,7 @@ fn run_host(
     ctx: Arc<HostCtx>,
     ast: &rhai::AST,
     vars: rhai::Map,
-    roll: Option<(Arc<rolling::Roll>, (usize, usize))>,
+    roll: Option<HostRoll>,
     t: &crate::inventory::Target,
 ) -> Result<(), (String, String)> {
     let dir = ctx.recipe.dir.clone();

@@ -129,7 +129,7 @@ impl Roll {
 impl Run {
     /// Runs `p` batch after batch; after each, stops the roll once `--max-fail` hosts
     /// failed (the hosts never reached are reported as not started). Returns the failed hosts.
-    pub(super) async fn execute_rolling(&self, p: Prepared, roll: &Roll) -> Vec<String> {
+    pub async fn execute_rolling(&self, p: Prepared, roll: Arc<Roll>) -> Vec<String> {
         let ranges = batches(p.per_host.len(), roll.serial);
         let of = ranges.len();
         let rep = self.ctx.reporter.clone();
@@ -156,7 +156,9 @@ impl Run {
                 ast: p.ast.clone(),
                 per_host: hosts,
             };
-            let here = self.execute_batch(sub, Some((i + 1, of))).await;
+            let here = self
+                .execute_batch(sub, Some((roll.clone(), (i + 1, of))))
+                .await;
             failed.extend(here.iter().cloned());
             let interrupted = self
                 .ctx

@@ -48,6 +48,9 @@ pub enum TransportError {
     Timeout(String),
     #[error("{0}")]
     Shell(String),
+    /// Refused before it left: a secret's placeholder text in a command or its input.
+    #[error("{0}")]
+    Refused(String),
     /// A second Ctrl-C or SIGTERM abandoned the command.
     #[error("{0}")]
     Interrupted(String),
