@@ -70,6 +70,10 @@ pub struct RunConfig {
     /// With --serial: longest wait for a node's jobs and pods to leave it, in seconds
     #[arg(long, default_value_t = 3600, value_name = "SECS", requires = "serial")]
     pub drain_timeout: u64,
+    /// With --serial: longest wait after the change for a node to pass its health gate
+    /// (slurmd answers and registers, the Kubernetes node is Ready), in seconds
+    #[arg(long, default_value_t = 120, value_name = "SECS", requires = "serial")]
+    pub health_timeout: u64,
     /// How to reach the hosts (set from the connection flags).
     #[arg(skip)]
     pub conn: ConnConfig,
@@ -166,6 +170,7 @@ impl Mode {
                             max_fail: cfg.max_fail as usize,
                             reboot: cfg.reboot,
                             drain_timeout: cfg.drain_timeout.max(1),
+                            health_timeout: cfg.health_timeout.max(1),
                             when: run::rolling::utc_now(),
                         };
                         Ok(Work::Rolling(p, Arc::new(roll)))

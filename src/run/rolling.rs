@@ -107,6 +107,8 @@ pub struct Roll {
     pub reboot: bool,
     /// `--drain-timeout`: longest wait for a node's jobs and pods to leave it.
     pub drain_timeout: u64,
+    /// `--health-timeout`: longest wait for a node to pass its health gate after the change.
+    pub health_timeout: u64,
     /// When the roll started (UTC, for the drain reason).
     pub when: String,
 }
@@ -120,6 +122,7 @@ impl Roll {
         m.insert("when".into(), self.when.clone().into());
         m.insert("reboot".into(), self.reboot.into());
         m.insert("drain_timeout".into(), (self.drain_timeout as i64).into());
+        m.insert("health_timeout".into(), (self.health_timeout as i64).into());
         m.insert("batch".into(), (batch as i64).into());
         m.insert("batches".into(), (batches as i64).into());
         m
