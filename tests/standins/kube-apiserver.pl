@@ -172,10 +172,12 @@ sub handle {
         my @on = grep { $_->[3] eq $n } pods('');
         my @ds = grep { $_->[1] =~ /^kube-(proxy|flannel-ds)-/ } @on;
         my @bare = grep { $_->[1] !~ /^kube-(proxy|flannel-ds)-/ && $_->[2] ne 'Completed' } @on;
+        # The messages of drain/filters.go (v1.25): "cannot delete " + each fatal filter's text.
         my @err;
         push @err, "cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore): " . join(', ', map { "$_->[0]/$_->[1]" } @ds) if @ds && !$q{ignore_daemonsets};
-        push @err, "cannot delete Pods that declare no controller (use --force to override): " . join(', ', map { "$_->[0]/$_->[1]" } @bare) if @bare && !$q{force};
-        return (400, "error: unable to drain node \"$n\" due to error:" . join(', ', @err) . ", continuing command...\n") if @err;
+        push @err, "cannot delete cannot delete Pods that declare no controller (use --force to override): " . join(', ', map { "$_->[0]/$_->[1]" } @bare) if @bare && !$q{force};
+        my $errs = @err > 1 ? '[' . join(', ', @err) . ']' : ($err[0] // '');
+        return (400, "error: unable to drain node \"$n\" due to error: $errs, continuing command...\nThere are pending nodes to be drained:\n $n\n" . join("\n", @err) . "\n") if @err;
         my $r = "";
         $r .= "Warning: ignoring DaemonSet-managed Pods: " . join(', ', map { "$_->[0]/$_->[1]" } @ds) . "\n" if @ds;
         for my $b (@bare) { unlink "$S/pods/$b->[0].$b->[1]"; $r .= "pod/$b->[1] evicted\n"; }
