@@ -486,6 +486,14 @@ fn node_state(sb: &Sandbox, node: &str) -> (String, String) {
     (state, reason)
 }
 
+/// The batch events of a roll over w1 then w2 (`--serial 1`) where both succeed.
+const W1_THEN_W2: [&str; 4] = [
+    "batch 1 w1",
+    "end 1 failed=[]",
+    "batch 2 w2",
+    "end 2 failed=[]",
+];
+
 /// The batch events of a rolling run, as `batch N HOSTS` / `end N FAILED STOP`.
 fn batch_events(r: &Output) -> Vec<String> {
     r.events()
@@ -529,17 +537,7 @@ fn rolling(sb: &Sandbox, via: Option<&str>, t0: Instant) {
         recipe,
         &["--group", "workers", "--serial", "1", "--dry-run"],
     );
-    assert_eq!(
-        batch_events(&r),
-        [
-            "batch 1 w1",
-            "end 1 failed=[]",
-            "batch 2 w2",
-            "end 2 failed=[]"
-        ],
-        "{}",
-        r.show()
-    );
+    assert_eq!(batch_events(&r), W1_THEN_W2, "{}", r.show());
     for w in ["w1", "w2"] {
         for target in [
             format!("slurm: drain {w}"),
@@ -587,17 +585,7 @@ fn rolling(sb: &Sandbox, via: Option<&str>, t0: Instant) {
         recipe,
         &["--group", "workers", "--serial", "1", "--var", "marker=2"],
     );
-    assert_eq!(
-        batch_events(&r),
-        [
-            "batch 1 w1",
-            "end 1 failed=[]",
-            "batch 2 w2",
-            "end 2 failed=[]"
-        ],
-        "{}",
-        r.show()
-    );
+    assert_eq!(batch_events(&r), W1_THEN_W2, "{}", r.show());
     let job_out = sb.ssh_ok("w1", "cat /var/tmp/rolling-job.out");
     let lines: Vec<&str> = job_out.lines().collect();
     assert!(
