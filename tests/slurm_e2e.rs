@@ -733,6 +733,14 @@ fn rolling(sb: &Sandbox, via: Option<&str>, t0: Instant) {
         sb.ssh_ok(w, "systemctl stop kubelet-heartbeat-standin; rm -r /etc/kubernetes /usr/local/bin/kubectl");
     }
     sb.ssh_ok("master", "systemctl stop kube-apiserver-standin");
+    // w1's slurmd was down: it registers again within a few seconds of its start.
+    for _ in 0..60 {
+        let states = sb.ssh_ok("master", "sinfo -h -N -o '%N %t'");
+        if states.contains("w1 idle") && states.contains("w2 idle") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
     check_cluster(sb, "", &["w1", "w2"], t0);
 }
 
