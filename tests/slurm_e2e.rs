@@ -688,15 +688,15 @@ fn rolling(sb: &Sandbox, via: Option<&str>, t0: Instant) {
         r.show()
     );
     assert_eq!(r.recap("w2")["not_started"], true, "{}", r.show());
-    let (st, why) = node_state(sb, "w1");
+    let (st, w1_why) = node_state(sb, "w1");
     assert!(
         st.contains("DRAIN"),
         "w1 after its failed health gate: {st}"
     );
     assert!(
-        why.starts_with("recipe: rolling_slurmd.rhai failed: health gate")
-            && why.contains("slurmd on w1"),
-        "w1's reason: {why}"
+        w1_why.starts_with("recipe: rolling_slurmd.rhai failed: health gate")
+            && w1_why.contains("slurmd on w1"),
+        "w1's reason: {w1_why}"
     );
     let (st, why) = node_state(sb, "w2");
     assert!(
@@ -718,7 +718,7 @@ fn rolling(sb: &Sandbox, via: Option<&str>, t0: Instant) {
     );
     log(
         t0,
-        &format!("health gate failed on w1: stays drained ({why}); roll stopped before w2"),
+        &format!("health gate failed on w1: stays drained ({w1_why}); roll stopped before w2"),
     );
 
     // Back to the cluster the next steps expect.
