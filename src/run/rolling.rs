@@ -186,23 +186,31 @@ impl Run {
     }
 }
 
-/// The `rolling` module a rolling run of a recipe in `recipe_dir` uses compiles: checked
-/// before any host is touched (exit 2 with its file:line:col).
+/// The `rolling` module a rolling run of a recipe in `recipe_dir` uses (the first
+/// `rolling.rhai` where `import` looks) compiles: checked before any host is touched (exit
+/// 2, with its file:line:col).
 pub fn check_module(recipe_dir: &std::path::Path) -> Result<(), crate::errors::Error> {
+    let dirs = crate::modules::module_paths(recipe_dir);
+    let Some(path) = dirs
+        .iter()
+        .map(|d| d.join("rolling.rhai"))
+        .find(|p| p.is_file())
+    else {
+        return Err(crate::errors::usage(
+            "--serial drains nodes with the module `rolling` (stdlib/rolling.rhai), and none was \
+             found beside the recipe nor in ./stdlib: run from the project's folder or set RECIPE_STDLIB",
+        ));
+    };
     let e = crate::engine::build(recipe_dir, None);
-    match e
-        .module_resolver()
-        .resolve(&e, None, "rolling", Position::NONE)
-    {
+    let shown = path.display().to_string();
+    let src = std::fs::read_to_string(&path)
+        .map_err(|err| crate::errors::usage(format!("cannot read {shown}: {err}")))?;
+    match e.compile(&src) {
         Ok(_) => Ok(()),
         Err(err) => {
-            let mut loc = crate::errors::locate_eval(&err, "rolling");
-            loc.source = loc.source.map(|s| super::module_file(&s, recipe_dir));
-            let mut l = loc;
-            l.message = format!(
-                "--serial drains nodes with the module `rolling` (stdlib/rolling.rhai): {}",
-                l.message
-            );
+            let mut l = crate::errors::locate_parse(&err, &shown);
+            l.notes
+                .push("--serial drains nodes with this module".into());
             Err(crate::errors::Error::Recipe(l))
         }
     }
