@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::host::Hosts;
 use crate::report::Reporter;
-use crate::transport::{Connection, ExecOutput, TransportError};
+use crate::transport::{Connection, ExecOutput, Meter, TransportError, METER};
 
 /// What every host of a run shares, plays included: set once when the run starts.
 pub struct RunCtx {
@@ -37,6 +37,35 @@ async fn abortable<T>(
             "{}, abandoned by a second signal",
             signals::reason()
         ))),
+    }
+}
+
+thread_local! {
+    /// The meter of the step this host's thread is running (see [`with_step_meter`]).
+    static STEP_METER: std::cell::RefCell<Option<Arc<Meter>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (a step, on its host's thread) with `m` as the meter of what it moves.
+pub fn with_step_meter<T>(m: Arc<Meter>, f: impl FnOnce() -> T) -> T {
+    let before = STEP_METER.with(|c| c.replace(Some(m)));
+    let out = f();
+    STEP_METER.with(|c| *c.borrow_mut() = before);
+    out
+}
+
+/// The meter of the step running on this thread, if any.
+pub fn step_meter() -> Option<Arc<Meter>> {
+    STEP_METER.with(|c| c.borrow().clone())
+}
+
+/// `fut`, with the bytes it moves counted for the step running on this thread.
+pub fn metered<F: std::future::Future>(fut: F) -> impl std::future::Future<Output = F::Output> {
+    let m = step_meter();
+    async move {
+        match m {
+            Some(m) => METER.scope(m, fut).await,
+            None => fut.await,
+        }
     }
 }
 
@@ -92,7 +121,7 @@ impl HostCtx {
         outbound(cmd, stdin)?;
         // Boxed: the future (channel open, worker start, framing) would otherwise live on
         // this host's thread stack, one large copy per concurrently running host.
-        let fut = Box::pin(conn.exec(cmd, stdin, remote));
+        let fut = Box::pin(metered(conn.exec(cmd, stdin, remote)));
         self.run.rt.block_on(abortable(async {
             tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
                 Err(TransportError::Timeout(format!(
@@ -115,9 +144,9 @@ impl HostCtx {
         outbound(dst_cmd, None)?;
         let src = self.run.rt.block_on(Box::pin(self.run.hosts.reach(host)))?;
         let (remote, limit) = self.remote_limit(None);
-        let fut = Box::pin(crate::transport::pipe(
+        let fut = Box::pin(metered(crate::transport::pipe(
             &src, src_cmd, &self.conn, dst_cmd, remote,
-        ));
+        )));
         let (a, b) = self.run.rt.block_on(async {
             let work = async { Ok(tokio::time::timeout(limit, fut).await) };
             match abortable(work).await {

@@ -3,9 +3,12 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::secrets::Redactor;
+use crate::transport::Meter;
 
 /// Characters a terminal obeys or hides instead of showing: controls (C0, DEL, C1) and the
 /// invisible format characters: bidirectional overrides and isolates (U+202A..U+202E,
@@ -157,6 +160,168 @@ pub struct NoteEvent {
 fn note_tag() -> &'static str {
     "note"
 }
+fn progress_tag() -> &'static str {
+    "progress"
+}
+
+/// How often a `--via` node tells the controller about its running step.
+pub const NODE_PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// A step still running, every `--json-progress` seconds (never in the default `--json`);
+/// a `--via` node sends them to the controller, which shows them as its own.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ProgressEvent {
+    #[serde(skip_deserializing, default = "progress_tag")]
+    pub event: &'static str,
+    pub host: String,
+    pub recipe: String,
+    pub line: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub op: String,
+    pub target: String,
+    /// Milliseconds since the step started.
+    pub ms: u64,
+    /// Bytes the step has moved so far (transfers; 0 for the others).
+    pub bytes: u64,
+    /// The transfer's size, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+}
+
+/// A step under way, for the live status line and `--json-progress`.
+struct LiveStep {
+    host: String,
+    recipe: String,
+    line: usize,
+    source: Option<String>,
+    op: String,
+    target: String,
+    started: Instant,
+    meter: Arc<Meter>,
+}
+
+/// A step's place in the live display; dropping it takes the step off the display (before
+/// the step's own line is printed).
+pub struct Running {
+    rep: Reporter,
+    id: u64,
+    meter: Arc<Meter>,
+}
+
+impl Running {
+    /// What the step moves and prints is counted here.
+    pub fn meter(&self) -> Arc<Meter> {
+        self.meter.clone()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.rep.stopped(self.id);
+    }
+}
+
+/// A running step as the status line shows it: text already redacted and escaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveView {
+    pub host: String,
+    pub place: String,
+    pub what: String,
+    pub elapsed: Duration,
+    pub bytes: (u64, Option<u64>),
+    pub last: Option<String>,
+}
+
+/// Steps shown on lines of their own; with more running, the first line names the slowest.
+const LIVE_LINES: usize = 6;
+/// A step joins the status lines once it has run this long (short steps never flicker there).
+const LIVE_AFTER: Duration = Duration::from_secs(1);
+/// How often the status lines are redrawn.
+const TICK: Duration = Duration::from_millis(200);
+
+/// `7s`, `3m04s`, `1h02m`.
+fn elapsed_text(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// `48.00 MiB/100.00 MiB 4.00 MiB/s`: bytes moved, the total when known, the mean rate.
+fn bytes_text((done, total): (u64, Option<u64>), elapsed: Duration) -> Option<String> {
+    use indicatif::HumanBytes;
+    if done == 0 && total.is_none() {
+        return None;
+    }
+    let mut t = format!("{}", HumanBytes(done));
+    if let Some(n) = total {
+        t.push_str(&format!("/{}", HumanBytes(n)));
+    }
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 {
+        t.push_str(&format!(" {}/s", HumanBytes((done as f64 / secs) as u64)));
+    }
+    Some(t)
+}
+
+/// One running step: host, place, elapsed, bytes, what it is, and its command's last line.
+fn live_line(v: &LiveView) -> String {
+    let mut l = format!(
+        "{:<10} {:<22} {:>6}",
+        v.host,
+        v.place,
+        elapsed_text(v.elapsed)
+    );
+    if let Some(b) = bytes_text(v.bytes, v.elapsed) {
+        l.push_str("  ");
+        l.push_str(&b);
+    }
+    l.push_str("  ");
+    l.push_str(&v.what);
+    if let Some(last) = &v.last {
+        l.push_str("  | ");
+        l.push_str(last);
+    }
+    l
+}
+
+/// The status lines: with several hosts first the count of those done (and, with more steps
+/// running than fit, the slowest of them), then a line per running step, oldest first.
+/// `views` are the steps that have run for [`LIVE_AFTER`] at least.
+pub fn status_lines(hosts: usize, done: usize, mut views: Vec<LiveView>, tick: u64) -> Vec<String> {
+    views.sort_by_key(|v| std::cmp::Reverse(v.elapsed));
+    let mut lines = Vec::new();
+    let many = views.len() > LIVE_LINES;
+    if hosts > 1 || many {
+        const SPIN: [char; 4] = ['|', '/', '-', '\\'];
+        let mut head = format!("{} ", SPIN[(tick % 4) as usize]);
+        if hosts > 1 {
+            head.push_str(&format!("{done}/{hosts} hosts done"));
+        }
+        if many {
+            if hosts > 1 {
+                head.push_str(", ");
+            }
+            head.push_str(&format!("{} steps running; slowest:", views.len()));
+            lines.push(head);
+            lines.push(live_line(&views[0]));
+            return lines;
+        }
+        lines.push(head);
+    }
+    lines.extend(views.iter().map(live_line));
+    lines
+}
+
+/// The terminal's status lines (stderr), drawn by indicatif one bar per line.
+struct Display {
+    multi: indicatif::MultiProgress,
+    bars: Vec<indicatif::ProgressBar>,
+    tick: u64,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -168,9 +333,18 @@ pub enum Mode {
 
 struct Inner {
     recaps: BTreeMap<String, Recap>,
-    bar: Option<indicatif::ProgressBar>,
     /// A rolling run's ended batches, for the recap.
     batches: Vec<BatchEvent>,
+    live: BTreeMap<u64, LiveStep>,
+    /// Steps running on `--via` nodes, by host, from their `progress` events.
+    remote: BTreeMap<String, LiveStep>,
+    next_id: u64,
+    /// Hosts of the run (from [`Reporter::start`]) and how many have ended.
+    hosts: usize,
+    done: usize,
+    display: Option<Display>,
+    /// The thread that redraws the status lines and writes `--json-progress` events.
+    ticker: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 /// Prints events as they come; shared by every host's thread.
@@ -181,6 +355,10 @@ pub struct Reporter {
     pub quiet: bool,
     pub show_diff: bool,
     color: bool,
+    /// Status lines on stderr: a terminal, not `-q`, not `NO_COLOR`, not `TERM=dumb`.
+    live_tty: bool,
+    /// `--json-progress`: how often running steps are reported.
+    progress_every: Option<Duration>,
     redactor: Redactor,
     inner: Arc<Mutex<Inner>>,
 }
@@ -194,36 +372,274 @@ impl Reporter {
         redactor: Redactor,
     ) -> Reporter {
         let tty = std::io::stdout().is_terminal();
-        let color = tty && std::env::var_os("NO_COLOR").is_none() && mode == Mode::Human;
+        let plain = std::env::var_os("NO_COLOR").is_some();
+        let color = tty && !plain && mode == Mode::Human;
+        let live_tty = mode == Mode::Human
+            && !quiet
+            && !plain
+            && std::io::stderr().is_terminal()
+            && std::env::var("TERM").map_or(true, |t| t != "dumb");
         Reporter {
             mode,
             verbose,
             quiet,
             show_diff,
             color,
+            live_tty,
+            progress_every: None,
             redactor,
             inner: Arc::new(Mutex::new(Inner {
                 recaps: BTreeMap::new(),
-                bar: None,
                 batches: Vec::new(),
+                live: BTreeMap::new(),
+                remote: BTreeMap::new(),
+                next_id: 0,
+                hosts: 0,
+                done: 0,
+                display: None,
+                ticker: None,
             })),
         }
     }
 
-    /// Progress bar over all hosts, on a terminal only.
-    pub fn start(&self, hosts: usize) {
-        if self.mode == Mode::Human && !self.quiet && std::io::stderr().is_terminal() && hosts > 1 {
-            let bar = indicatif::ProgressBar::new(hosts as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} {pos}/{len} hosts done {wide_msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    /// With `--json`: a `progress` event for each running step every `every`; a `--via`
+    /// node always sends them, every [`NODE_PROGRESS_EVERY`].
+    pub fn with_progress_every(mut self, every: Option<Duration>) -> Reporter {
+        self.progress_every = match self.mode {
+            Mode::Json => every,
+            Mode::Node => Some(NODE_PROGRESS_EVERY),
+            Mode::Human => None,
+        };
+        self
+    }
+
+    /// A `--via` node's step still running: shown like a step of this process until the
+    /// host's next step event (or its end).
+    pub fn remote_running(&self, p: ProgressEvent) {
+        let meter = Arc::new(Meter::default());
+        meter.add(p.bytes);
+        if let Some(t) = p.total {
+            meter.set_total(t);
+        }
+        let now = Instant::now();
+        if let Ok(mut i) = self.inner.lock() {
+            i.remote.insert(
+                p.host.clone(),
+                LiveStep {
+                    started: now.checked_sub(Duration::from_millis(p.ms)).unwrap_or(now),
+                    host: p.host,
+                    recipe: p.recipe,
+                    line: p.line,
+                    source: p.source,
+                    op: p.op,
+                    target: self.redactor.redact(&p.target),
+                    meter,
+                },
             );
-            bar.enable_steady_tick(std::time::Duration::from_millis(200));
-            if let Ok(mut i) = self.inner.lock() {
-                i.bar = Some(bar);
+        }
+        self.ensure_ticker();
+    }
+
+    /// The steps under way here and on `--via` nodes.
+    fn all_live(i: &Inner) -> impl Iterator<Item = &LiveStep> {
+        i.live.values().chain(i.remote.values())
+    }
+
+    /// The hosts of a run (or of one `play()`): on a terminal, with several, the status
+    /// shows how many of them are done.
+    pub fn start(&self, hosts: usize) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.hosts = hosts;
+            i.done = 0;
+        }
+        self.ensure_ticker();
+    }
+
+    /// A step starts on `host`; it is shown (after [`LIVE_AFTER`]) until the handle is
+    /// dropped.
+    pub fn running(
+        &self,
+        host: &str,
+        recipe: &str,
+        line: usize,
+        source: Option<String>,
+        op: &str,
+        target: &str,
+    ) -> Running {
+        let meter = Arc::new(Meter::default());
+        let mut id = 0;
+        if let Ok(mut i) = self.inner.lock() {
+            i.next_id += 1;
+            id = i.next_id;
+            i.live.insert(
+                id,
+                LiveStep {
+                    host: host.to_string(),
+                    recipe: recipe.to_string(),
+                    line,
+                    source,
+                    op: op.to_string(),
+                    target: self.redactor.redact(target),
+                    started: Instant::now(),
+                    meter: meter.clone(),
+                },
+            );
+        }
+        self.ensure_ticker();
+        Running {
+            rep: self.clone(),
+            id,
+            meter,
+        }
+    }
+
+    /// A step ended: off the status lines at once, so its own line never follows a stale one.
+    fn stopped(&self, id: u64) {
+        if let Ok(mut i) = self.inner.lock() {
+            if i.live.remove(&id).is_some() && i.display.is_some() {
+                self.redraw(&mut i, false);
             }
+        }
+    }
+
+    /// Starts the thread behind the status lines and `--json-progress`, once, when wanted.
+    fn ensure_ticker(&self) {
+        if !self.live_tty && self.progress_every.is_none() {
+            return;
+        }
+        let Ok(mut i) = self.inner.lock() else { return };
+        if i.ticker.is_some() {
+            return;
+        }
+        if self.live_tty {
+            i.display = Some(Display {
+                multi: indicatif::MultiProgress::with_draw_target(
+                    indicatif::ProgressDrawTarget::stderr(),
+                ),
+                bars: Vec::new(),
+                tick: 0,
+            });
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (me, halt) = (self.clone(), stop.clone());
+        let spawned = std::thread::Builder::new()
+            .name("status".into())
+            .spawn(move || me.tick_until(&halt));
+        if let Ok(t) = spawned {
+            i.ticker = Some((stop, t));
+        }
+    }
+
+    fn tick_until(&self, stop: &AtomicBool) {
+        let mut next_json = self.progress_every.map(|e| Instant::now() + e);
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(TICK);
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if self.live_tty {
+                if let Ok(mut i) = self.inner.lock() {
+                    self.redraw(&mut i, true);
+                }
+            }
+            if let (Some(at), Some(every)) = (next_json, self.progress_every) {
+                if Instant::now() >= at {
+                    self.progress_events();
+                    next_json = Some(Instant::now() + every);
+                }
+            }
+        }
+    }
+
+    /// Writes a `progress` event per running step (`--json-progress`).
+    fn progress_events(&self) {
+        let events: Vec<ProgressEvent> = match self.inner.lock() {
+            Ok(i) => Self::all_live(&i)
+                .map(|s| {
+                    let (bytes, total) = s.meter.bytes();
+                    ProgressEvent {
+                        event: "progress",
+                        host: s.host.clone(),
+                        recipe: s.recipe.clone(),
+                        line: s.line,
+                        source: s.source.clone(),
+                        op: s.op.clone(),
+                        target: s.target.clone(),
+                        ms: s.started.elapsed().as_millis() as u64,
+                        bytes,
+                        total,
+                    }
+                })
+                .collect(),
+            Err(_) => return,
+        };
+        for e in events {
+            if let Ok(s) = serde_json::to_string(&e) {
+                self.out(&s);
+            }
+        }
+    }
+
+    /// Recomputes the status lines from the running steps (`tick`: the spinner moves).
+    fn redraw(&self, i: &mut Inner, tick: bool) {
+        let now = Instant::now();
+        let views: Vec<LiveView> = Self::all_live(i)
+            .filter(|s| now.duration_since(s.started) >= LIVE_AFTER)
+            .map(|s| LiveView {
+                host: self.safe(&s.host),
+                place: self.safe(&format!(
+                    "{}:{}",
+                    s.source.as_deref().unwrap_or(&s.recipe),
+                    s.line
+                )),
+                what: self.safe(&format!("{} {}", s.op, s.target)),
+                elapsed: now.duration_since(s.started),
+                bytes: s.meter.bytes(),
+                last: s.meter.last_line().map(|l| self.safe(&l)),
+            })
+            .collect();
+        let (hosts, done) = (i.hosts, i.done);
+        let Some(d) = i.display.as_mut() else { return };
+        if tick {
+            d.tick += 1;
+        }
+        let lines = status_lines(hosts, done, views, d.tick);
+        while d.bars.len() > lines.len() {
+            if let Some(b) = d.bars.pop() {
+                b.finish_and_clear();
+                d.multi.remove(&b);
+            }
+        }
+        while d.bars.len() < lines.len() {
+            let b = d.multi.add(indicatif::ProgressBar::new_spinner());
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{wide_msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            d.bars.push(b);
+        }
+        for (b, l) in d.bars.iter().zip(lines) {
+            // One line each: a line break would throw indicatif's count of lines off.
+            b.set_message(l.replace(['\n', '\t'], " "));
+        }
+    }
+
+    /// Takes the status lines off the terminal for good.
+    fn end_display(&self) {
+        let (ticker, display) = match self.inner.lock() {
+            Ok(mut i) => (i.ticker.take(), i.display.take()),
+            Err(_) => return,
+        };
+        if let Some((stop, t)) = ticker {
+            stop.store(true, Ordering::Relaxed);
+            let _ = t.join();
+        }
+        if let Some(d) = display {
+            for b in &d.bars {
+                b.finish_and_clear();
+                d.multi.remove(b);
+            }
+            let _ = d.multi.clear();
         }
     }
 
@@ -248,9 +664,13 @@ impl Reporter {
             let _ = writeln!(so, "{line}");
             let _ = so.flush();
         };
-        let bar = self.inner.lock().ok().and_then(|i| i.bar.clone());
-        match bar {
-            Some(b) => b.suspend(write),
+        let multi = self
+            .inner
+            .lock()
+            .ok()
+            .and_then(|i| i.display.as_ref().map(|d| d.multi.clone()));
+        match multi {
+            Some(m) => m.suspend(write),
             None => write(),
         }
     }
@@ -271,6 +691,10 @@ impl Reporter {
 
     pub fn step(&self, ev: StepEvent) {
         if let Ok(mut i) = self.inner.lock() {
+            // A --via node's step ended: off the status lines before its line.
+            if i.remote.remove(&ev.host).is_some() && i.display.is_some() {
+                self.redraw(&mut i, false);
+            }
             let r = i.recaps.entry(ev.host.clone()).or_insert_with(|| Recap {
                 event: "recap",
                 host: ev.host.clone(),
@@ -457,7 +881,7 @@ impl Reporter {
         msg: Option<String>,
         stopped_at: Option<String>,
     ) {
-        let bar = if let Ok(mut i) = self.inner.lock() {
+        if let Ok(mut i) = self.inner.lock() {
             let r = i.recaps.entry(host.to_string()).or_insert_with(|| Recap {
                 event: "recap",
                 host: host.to_string(),
@@ -469,29 +893,25 @@ impl Reporter {
             }
             r.msg = msg.map(|m| self.redactor.redact(&m));
             r.stopped_at = stopped_at;
-            i.bar.clone()
-        } else {
-            None
-        };
-        if let Some(b) = bar {
-            b.inc(1);
+            i.remote.remove(host);
+            i.done += 1;
+            if i.display.is_some() {
+                self.redraw(&mut i, false);
+            }
         }
     }
 
     /// Prints the recaps (JSON events or a table) and returns whether all succeeded. After a
     /// dry run the table says that nothing was changed.
     pub fn finish(&self, dry_run: bool) -> bool {
-        let (recaps, bar, batches) = match self.inner.lock() {
+        self.end_display();
+        let (recaps, batches) = match self.inner.lock() {
             Ok(mut i) => (
                 i.recaps.values().cloned().collect::<Vec<_>>(),
-                i.bar.take(),
                 std::mem::take(&mut i.batches),
             ),
             Err(_) => return false,
         };
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
         let ok = recaps
             .iter()
             .all(|r| r.failed == 0 && !r.unreachable && !r.not_started);
@@ -577,6 +997,109 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::printable;
+
+    fn view(host: &str, secs: u64, bytes: (u64, Option<u64>)) -> super::LiveView {
+        super::LiveView {
+            host: host.into(),
+            place: "r.rhai:3".into(),
+            what: "sh make".into(),
+            elapsed: std::time::Duration::from_secs(secs),
+            bytes,
+            last: None,
+        }
+    }
+
+    #[test]
+    fn status_lines_name_host_place_elapsed_and_bytes() {
+        let one = super::status_lines(1, 0, vec![view("m", 65, (0, None))], 0);
+        assert_eq!(one.len(), 1, "{one:?}");
+        assert!(one[0].starts_with("m          r.rhai:3"), "{one:?}");
+        assert!(one[0].contains(" 1m05s  sh make"), "{one:?}");
+        let copy = super::status_lines(1, 0, vec![view("w", 2, (2 << 20, Some(8 << 20)))], 0);
+        assert!(
+            copy[0].contains("2.00 MiB/8.00 MiB 1.00 MiB/s  sh make"),
+            "{copy:?}"
+        );
+        // Several hosts: the count first, then the slowest step first.
+        let many = super::status_lines(
+            3,
+            1,
+            vec![view("a", 2, (0, None)), view("b", 9, (0, None))],
+            0,
+        );
+        assert_eq!(many.len(), 3, "{many:?}");
+        assert!(many[0].ends_with("1/3 hosts done"), "{many:?}");
+        assert!(
+            many[1].starts_with('b') && many[2].starts_with('a'),
+            "{many:?}"
+        );
+        // More running than fit: the count and the slowest only.
+        let views = (0..20)
+            .map(|i| view(&format!("n{i}"), i, (0, None)))
+            .collect();
+        let lots = super::status_lines(100, 40, views, 0);
+        assert_eq!(lots.len(), 2, "{lots:?}");
+        assert!(
+            lots[0].contains("40/100 hosts done, 20 steps running; slowest:"),
+            "{lots:?}"
+        );
+        assert!(lots[1].starts_with("n19 "), "{lots:?}");
+    }
+
+    /// A `--via` node's `progress` event shows its step on the controller (elapsed from the
+    /// node's clock, its bytes) until the host's step event or its end.
+    #[test]
+    fn a_via_nodes_running_step_is_shown_until_its_step_ends() {
+        use super::*;
+        let r = Reporter::new(Mode::Human, 0, true, false, Redactor::default());
+        let ev = |host: &str| ProgressEvent {
+            event: "progress",
+            host: host.into(),
+            recipe: "r.rhai".into(),
+            line: 3,
+            source: None,
+            op: "sh".into(),
+            target: "make".into(),
+            ms: 5000,
+            bytes: 10,
+            total: Some(20),
+        };
+        r.remote_running(ev("n1"));
+        r.remote_running(ev("n2"));
+        {
+            let i = r.inner.lock().expect("lock");
+            let s = &i.remote["n1"];
+            assert!(s.started.elapsed() >= Duration::from_secs(5));
+            assert_eq!(s.meter.bytes(), (10, Some(20)));
+            assert_eq!(Reporter::all_live(&i).count(), 2);
+        }
+        r.step(StepEvent {
+            event: "step",
+            host: "n1".into(),
+            recipe: "r.rhai".into(),
+            line: 3,
+            source: None,
+            op: "sh".into(),
+            target: "make".into(),
+            status: Status::Changed,
+            dry_run: false,
+            ms: 6000,
+            msg: None,
+            changes: Vec::new(),
+            diff: None,
+        });
+        r.finish_host("n2", false, None, None);
+        assert!(r.inner.lock().expect("lock").remote.is_empty());
+    }
+
+    #[test]
+    fn elapsed_time_reads_at_a_glance() {
+        let t = |s| super::elapsed_text(std::time::Duration::from_secs(s));
+        assert_eq!(
+            (t(7), t(184), t(3720)),
+            ("7s".into(), "3m04s".into(), "1h02m".into())
+        );
+    }
 
     #[test]
     fn control_characters_are_spelt_out_but_layout_stays() {

@@ -360,3 +360,60 @@ fn rolling_flags_and_a_broken_rolling_module_are_refused_before_any_host() {
         .expect_success()
         .expect_contains(&["site drain local", "site resume"]);
 }
+
+/// The accounting recipes refuse, before any host, what would break slurmdbd.conf, SQL or
+/// sacctmgr: a password with a quote (never repeated in the message), an existing database
+/// server without a password, a database name that is not a word, an account map with an
+/// unknown key or an upper-case name.
+#[test]
+fn accounting_recipes_refuse_bad_settings_before_any_host() {
+    let dbd = project().join("recipes/slurmdbd.rhai");
+    let secret_pw = "it's-Secret9";
+    let o = expect_short(
+        &[
+            "run",
+            dbd.to_str().expect("path"),
+            "--host",
+            "nosuchhost.invalid",
+            "--var",
+            &format!("accounting_db_password={secret_pw}"),
+            "--var",
+            "accounting_db_name=acct-db",
+        ],
+        2,
+        &[
+            "accounting_db_password may not contain quotes",
+            "accounting_db_name must be letters, digits and _",
+        ],
+    );
+    assert!(!o.all().contains("Secret9"), "{}", o.show());
+    assert!(!o.all().contains("unreachable"), "{}", o.show());
+    expect_short(
+        &[
+            "run",
+            dbd.to_str().expect("path"),
+            "--host",
+            "nosuchhost.invalid",
+            "--var",
+            "accounting_db_install=false",
+        ],
+        2,
+        &["give its password in accounting_db_password"],
+    );
+    let acc = project().join("recipes/slurm_accounts.rhai");
+    expect_short(
+        &[
+            "run",
+            acc.to_str().expect("path"),
+            "--host",
+            "nosuchhost.invalid",
+            "--var",
+            "slurm_accounts={ Physics = { users = [\"alice\"] }, chem = { fair_share = 3 } }",
+        ],
+        2,
+        &[
+            "account \"Physics\" must be lower-case",
+            "slurm_accounts.chem: unknown key \"fair_share\"",
+        ],
+    );
+}

@@ -118,6 +118,26 @@ fn documented_fields(event: &str) -> (BTreeSet<String>, BTreeSet<String>) {
     (always, optional)
 }
 
+/// `e` has every "always" field of its kind's table in docs/contracts.md and no other.
+fn assert_documented(e: &serde_json::Value) {
+    let kind = e["event"].as_str().unwrap_or("");
+    let (always, optional) = documented_fields(kind);
+    assert!(!always.is_empty(), "event {kind:?} is not documented: {e}");
+    let keys: BTreeSet<String> = e
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    for k in &always {
+        assert!(keys.contains(k), "{kind} event without `{k}`: {e}");
+    }
+    for k in &keys {
+        assert!(
+            always.contains(k) || optional.contains(k),
+            "{kind} event has the undocumented field `{k}`: {e}"
+        );
+    }
+}
+
 #[test]
 fn json_events_have_exactly_the_documented_fields() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -173,21 +193,7 @@ fn json_events_have_exactly_the_documented_fields() {
     let mut statuses = BTreeSet::new();
     for e in &ev {
         let kind = e["event"].as_str().unwrap_or("");
-        let (always, optional) = documented_fields(kind);
-        assert!(!always.is_empty(), "event {kind:?} is not documented: {e}");
-        let keys: BTreeSet<String> = e
-            .as_object()
-            .map(|o| o.keys().cloned().collect())
-            .unwrap_or_default();
-        for k in &always {
-            assert!(keys.contains(k), "{kind} event without `{k}`: {e}");
-        }
-        for k in &keys {
-            assert!(
-                always.contains(k) || optional.contains(k),
-                "{kind} event has the undocumented field `{k}`: {e}"
-            );
-        }
+        assert_documented(e);
         if kind == "step" {
             statuses.insert(e["status"].as_str().unwrap_or("").to_string());
         }
@@ -196,6 +202,87 @@ fn json_events_have_exactly_the_documented_fields() {
         .map(String::from)
         .into();
     assert_eq!(statuses, want, "{ev:?}");
+}
+
+/// `--json-progress 1`: while a step runs (it waits for a file the test creates once the
+/// first `progress` event is out) every event has exactly the documented fields; the step's
+/// own event still follows, and plain `--json` has no `progress` event.
+#[test]
+fn json_progress_events_report_running_steps() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let go = tmp.path().join("go");
+    let r = tmp.path().join("held.rhai");
+    std::fs::write(
+        &r,
+        format!(
+            "sh(\"while [ ! -e {} ]; do sleep 0.1; done\", #{{name: \"held\"}});\n",
+            go.display()
+        ),
+    )
+    .expect("write");
+    let out_file = tmp.path().join("events.jsonl");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_recipe"))
+        .arg("run")
+        .arg(&r)
+        .args(["--local", "--json", "--json-progress", "1"])
+        .stdout(std::fs::File::create(&out_file).expect("out"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("recipe runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(&out_file)
+        .unwrap_or_default()
+        .contains("\"progress\"")
+    {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("no progress event while the step was held");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::fs::write(&go, "").expect("go");
+    let st = child.wait().expect("wait");
+    assert!(st.success());
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&out_file)
+        .expect("events")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    let first_step = kinds
+        .iter()
+        .position(|k| *k == "step")
+        .expect("a step event");
+    assert!(
+        kinds[..first_step].contains(&"progress"),
+        "progress comes while the step runs: {kinds:?}"
+    );
+    for e in &events {
+        let kind = e["event"].as_str().unwrap_or("");
+        assert_documented(e);
+        if kind == "progress" {
+            assert_eq!(e["host"], "local");
+            assert_eq!(e["line"], 1);
+            assert_eq!(e["op"], "sh");
+            assert_eq!(e["target"], "held");
+        }
+    }
+    // Opt-in only, and only with --json.
+    let slow = tmp.path().join("slow.rhai");
+    std::fs::write(&slow, "sh(\"sleep 2.5\");\n").expect("write");
+    let out = Test::new()
+        .arg("run")
+        .arg(&slow)
+        .args(["--local", "--json"])
+        .run()
+        .expect_success();
+    assert!(!out.stdout.contains("progress"), "{}", out.stdout);
+    Test::new()
+        .arg("run")
+        .arg(&r)
+        .args(["--local", "--json-progress", "1"])
+        .run()
+        .expect_code(2);
 }
 
 /// What bash completes after `recipe WORDS`, from the generated script run by a real bash.

@@ -282,6 +282,7 @@ fn packages_mode_after_pure_dry_run() {
     log(t0, "sandbox e2e-pkg up: master, w1, w2");
     let mut vars = container_vars();
     vars.push(("slurm_install", toml::Value::String("packages".into())));
+    vars.extend(accounting_vars());
     sb.write_inventory(&["w1", "w2"], &vars);
 
     // 1. A dry run of every recipe on fresh hosts leaves them exactly as they were.
@@ -293,6 +294,8 @@ fn packages_mode_after_pure_dry_run() {
         ("slurm_master.rhai", "master", None),
         ("slurm_worker.rhai", "workers", None),
         ("slurm_check.rhai", "master", None),
+        ("slurmdbd.rhai", "master", None),
+        ("slurm_accounts.rhai", "master", None),
     ] {
         let sel = if target == "master" {
             "--host"
@@ -344,6 +347,7 @@ fn packages_mode_after_pure_dry_run() {
         ),
     );
     check_cluster(&sb, "", &["w1", "w2"], t0);
+    accounting_checks(&sb, via, "", "/etc/slurm/slurmdbd.conf", &r, t0);
     for w in ["w1", "w2"] {
         assert_eq!(
             sb.ssh_ok(w, "readlink /etc/slurm/slurm.conf"),
@@ -1057,6 +1061,7 @@ fn site_on_minimal_debian13() {
         vars.push((k, toml::Value::String(v)));
     }
     vars.push(("singularity", toml::Value::Boolean(true)));
+    vars.extend(accounting_vars());
     let part: toml::Table = toml::from_str(
         "name = \"batch\"\nnodes = \"ALL\"\ndefault = true\nmax_time = \"INFINITE\"\nstate = \"UP\"\noptions = \"\"",
     )
@@ -1096,6 +1101,19 @@ fn site_on_minimal_debian13() {
         );
     }
     check_partition(&sb, "/opt/hpc/slurm/bin/", "batch", &["w1", "w2"], t0);
+    // Source mode: Slurm was built with the MariaDB client library.
+    sb.ssh_ok(
+        "master",
+        "test -f /opt/hpc/slurm/lib/slurm/accounting_storage_mysql.so",
+    );
+    accounting_checks(
+        &sb,
+        None,
+        "/opt/hpc/slurm/bin/",
+        "/opt/hpc/slurm/etc/slurmdbd.conf",
+        &r,
+        t0,
+    );
     // The sample jobs answered from the image (Debian 12) on the Debian 13 workers.
     assert!(
         r.stderr.contains("VERSION_CODENAME=bookworm"),
@@ -1157,5 +1175,259 @@ fn site_on_minimal_debian13() {
     log(
         t0,
         "--via slurm:batch from master with slurm_prefix: done, then 0 changed",
+    );
+}
+
+/// Inventory variables of the accounting lanes: slurmdbd on MariaDB (a small buffer pool:
+/// the sandbox's hosts share one machine) and two accounts with users.
+fn accounting_vars() -> Vec<(&'static str, toml::Value)> {
+    let accounts: toml::Table = toml::from_str(
+        "physics = { description = \"Physics\", fairshare = 10, users = [\"alice\", \"bob\"] }\n\
+         theory = { description = \"Theory group\", parent = \"physics\", users = [\"carol\"] }",
+    )
+    .expect("accounts");
+    vec![
+        ("accounting", toml::Value::Boolean(true)),
+        (
+            "mariadb_innodb_buffer_pool_size",
+            toml::Value::String("256M".into()),
+        ),
+        ("slurm_accounts", toml::Value::Table(accounts)),
+    ]
+}
+
+/// `cmd` on `host` until it succeeds with output containing every one of `want`, for up to
+/// `secs` seconds; the last output otherwise (slurmctld sends job records to slurmdbd
+/// asynchronously).
+fn ssh_until(sb: &Sandbox, host: &str, cmd: &str, want: &[&str], secs: u64) -> String {
+    let end = Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let o = sb.ssh(host, cmd);
+        let out = text(&o.stdout);
+        if o.status.success() && want.iter().all(|w| out.contains(w)) {
+            return out;
+        }
+        if Instant::now() > end {
+            panic!(
+                "{host}: `{cmd}` did not show {want:?} within {secs} s:\n{out}{}",
+                text(&o.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    }
+}
+
+/// Accounting, end to end, on a cluster that `cluster.rhai` (with [`accounting_vars`]) just
+/// built: `first` is that run. The sample jobs are in sacct (COMPLETED, node, elapsed);
+/// the cluster, accounts and users are in the database; a second run changes nothing; a job
+/// run while slurmdbd is stopped reaches sacct once it is back; a wrong database password
+/// fails at the login step, quickly, naming it; and the generated database password is in
+/// no output of any of these runs, nor in the hosts' logs.
+fn accounting_checks(
+    sb: &Sandbox,
+    via: Option<&str>,
+    bin: &str,
+    dbd_conf: &str,
+    first: &Output,
+    t0: Instant,
+) {
+    let sacct =
+        format!("{bin}sacct -a -n -P -X -S now-2hours -o JobID,JobName,State,NodeList,Elapsed");
+    // 1. The jobs of the recipes' own check (srun hostname) and of this test, COMPLETED,
+    //    with their nodes and elapsed time.
+    let jobs = ssh_until(sb, "master", &sacct, &["|hostname|COMPLETED|"], 120);
+    log(t0, &format!("sacct on master:\n{jobs}"));
+    let done: Vec<&str> = jobs
+        .lines()
+        .filter(|l| l.contains("|hostname|COMPLETED|"))
+        .collect();
+    for l in &done {
+        let f: Vec<&str> = l.split('|').collect();
+        assert_eq!(f.len(), 5, "sacct line {l}");
+        assert!(f[3].starts_with('w'), "no node in sacct line {l}");
+        let el: Vec<&str> = f[4].rsplit('-').next().unwrap_or("").split(':').collect();
+        assert!(
+            el.len() == 3
+                && el
+                    .iter()
+                    .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_digit())),
+            "no elapsed time in sacct line {l}"
+        );
+    }
+    let cl = sb.ssh_ok(
+        "master",
+        &format!("{bin}sacctmgr -n -P show cluster format=cluster"),
+    );
+    assert_eq!(cl.trim(), "cluster", "sacctmgr show cluster");
+    let assoc = sb.ssh_ok(
+        "master",
+        &format!("{bin}sacctmgr -n -P show assoc format=account,user,parentname,fairshare | sort"),
+    );
+    for want in [
+        "physics|alice||",
+        "physics|bob||",
+        "theory|carol||",
+        "physics||root|10",
+        "theory||physics|",
+    ] {
+        assert!(
+            assoc.lines().any(|l| l.starts_with(want)),
+            "no association {want}:\n{assoc}"
+        );
+    }
+    let mode = sb.ssh_ok("master", &format!("stat -c '%U %a %F' {dbd_conf}"));
+    assert_eq!(mode, "slurm 600 regular file\n", "{dbd_conf}");
+    sb.ssh_ok("master", "systemctl is-enabled slurmdbd mariadb");
+
+    // 2. Second run, every output turned up: nothing changes.
+    let second = sb.run_ok_in(via, "cluster.rhai", &["-vv", "--diff"]);
+    assert_unchanged(&second, "cluster.rhai with accounting, second run");
+    log(t0, "accounting: second run 0 changed");
+
+    // 3. Accounts: a dry run lists the additions and changes a new map would make, and
+    //    makes none; removal only when asked, and the map restores what it names.
+    let assoc_of = || {
+        sb.ssh_ok(
+            "master",
+            &format!("{bin}sacctmgr -n -P show assoc format=account,user,parentname,fairshare,qos | sort"),
+        )
+    };
+    let before = assoc_of();
+    let new_map = "slurm_accounts={ physics = { description = \"Physics department\", fairshare = 10, users = [\"alice\", \"bob\", \"dave\"] }, theory = { description = \"Theory group\", parent = \"physics\", users = [\"carol\"] }, chem = { description = \"Chemistry\", fairshare = 5 } }";
+    let plan = sb.run_ok_in(
+        via,
+        "slurm_accounts.rhai",
+        &["--host", "master", "--dry-run", "--var", new_map],
+    );
+    let planned = plan.changed();
+    for want in [
+        "change account physics: description='Physics department'",
+        "add user dave to account physics on cluster",
+        "add account chem (parent root) on cluster",
+    ] {
+        assert!(
+            planned.iter().any(|c| c.contains(want)),
+            "the dry run does not list `{want}`:\n  {}",
+            planned.join("\n  ")
+        );
+    }
+    assert_eq!(
+        planned.len(),
+        3,
+        "the dry run plans more than the differences:\n  {}",
+        planned.join("\n  ")
+    );
+    assert_eq!(assoc_of(), before, "a dry run changed the accounts");
+    let kept = sb.run_ok_in(
+        via,
+        "slurm_accounts.rhai",
+        &["--host", "master", "--var", "slurm_accounts={ physics = { description = \"Physics\", fairshare = 10, users = [\"alice\"] } }"],
+    );
+    assert_unchanged(
+        &kept,
+        "slurm_accounts.rhai with a smaller map, without slurm_accounts_remove",
+    );
+    let removed = sb.run_ok_in(
+        via,
+        "slurm_accounts.rhai",
+        &["--host", "master", "--var", "slurm_accounts_remove=true", "--var", "slurm_accounts={ physics = { description = \"Physics\", fairshare = 10, users = [\"alice\"] } }"],
+    );
+    let now = assoc_of();
+    assert!(
+        now.contains("physics|alice|") && !now.contains("|bob|") && !now.contains("theory"),
+        "removal left:\n{now}\n{}",
+        removed.show()
+    );
+    sb.run_ok_in(via, "slurm_accounts.rhai", &["--host", "master"]);
+    assert_eq!(assoc_of(), before, "the map did not restore the accounts");
+    log(
+        t0,
+        "accounting: accounts dry run, removal only when asked, restored",
+    );
+
+    // 4. slurmdbd away: a job still runs, and its record reaches the database afterwards.
+    sb.ssh_ok("master", "systemctl stop slurmdbd");
+    sb.ssh_ok(
+        "master",
+        &format!("cd /tmp && timeout 120 {bin}srun -N1 -J while-dbd-down hostname"),
+    );
+    let early = text(
+        &sb.ssh("master", &format!("{sacct} --name while-dbd-down"))
+            .stdout,
+    );
+    sb.ssh_ok("master", "systemctl start slurmdbd");
+    let late = ssh_until(
+        sb,
+        "master",
+        &format!("{sacct} --name while-dbd-down"),
+        &["|while-dbd-down|COMPLETED|"],
+        180,
+    );
+    log(
+        t0,
+        &format!("job run while slurmdbd was stopped (sacct then: {early:?}), now:\n{late}"),
+    );
+
+    // 5. A wrong database password: the login step fails, naming itself, then the right
+    //    one is restored.
+    let wrong = "Wr0ngAccountingPassw0rd";
+    let bad = sb.run_in(
+        via,
+        "slurmdbd.rhai",
+        &[
+            "--host",
+            "master",
+            "--var",
+            "accounting_db_install=false",
+            "--var",
+            &format!("accounting_db_password={wrong}"),
+        ],
+    );
+    assert!(
+        !bad.success(),
+        "a wrong database password did not fail:\n{}",
+        bad.show()
+    );
+    let failed: Vec<String> = bad
+        .steps()
+        .iter()
+        .filter(|v| v["status"] == "failed")
+        .map(|v| v.to_string())
+        .collect();
+    assert!(
+        failed.len() == 1 && failed[0].contains("log in to the database slurm_acct_db"),
+        "the failure does not name the login step:\n{}",
+        bad.show()
+    );
+    let back = sb.run_ok_in(via, "slurmdbd.rhai", &["--host", "master", "-v", "--diff"]);
+    sb.ssh_ok("master", &format!("timeout 60 sh -c 'until {bin}sacctmgr -n show cluster >/dev/null 2>&1; do sleep 2; done'"));
+    log(
+        t0,
+        "accounting: a wrong password fails at the login step; restored",
+    );
+
+    // 6. The generated password: in no output of any run (raw, hex, base64), nor in logs.
+    let pw = sb.ssh_ok("master", "cat /etc/slurm-accounting/db.pass");
+    assert_eq!(pw.len(), 32, "generated password length");
+    let mut all = Vec::new();
+    for r in [first, &second, &bad, &back] {
+        all.extend(r.all_bytes());
+    }
+    let logs = sb.ssh(
+        "master",
+        "cat /var/log/slurm/*.log /var/log/mysql/* 2>/dev/null; journalctl --no-pager -o cat 2>/dev/null",
+    );
+    all.extend(logs.stdout);
+    common::leaks::assert_clean(
+        "accounting runs and logs",
+        &all,
+        &[
+            ("database password", pw.as_bytes()),
+            ("wrong password", wrong.as_bytes()),
+        ],
+    );
+    log(
+        t0,
+        "accounting: the database password is in no output or log",
     );
 }

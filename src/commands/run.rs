@@ -46,6 +46,9 @@ pub struct RunConfig {
     /// JSON Lines events on stdout, nothing else
     #[arg(long)]
     pub json: bool,
+    /// With --json: a "progress" event for each running step every SECS seconds
+    #[arg(long, value_name = "SECS", requires = "json")]
+    pub json_progress: Option<u64>,
     /// More output (-v: timings and debug notes; -vv: diffs of changes too)
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -107,7 +110,8 @@ impl Mode {
             ));
         }
         if let Some(v) = via {
-            v.check(cfg)?;
+            let targets = !(cfg.hosts.is_empty() && cfg.groups.is_empty());
+            v.check(cfg.inventory.is_some(), targets, cfg.conn.local)?;
             return Ok(Mode::Via(v));
         }
         Ok(match &cfg.slurm_node {
@@ -183,7 +187,14 @@ impl Mode {
             )),
             Mode::Node(_) => Ok(Work::OnHosts(p)),
             Mode::Controller => Ok(Work::Controller(p)),
-            Mode::Via(v) => Ok(Work::Via(Box::new(super::via::plan(cfg, v, inv, &p)?))),
+            Mode::Via(v) => {
+                let flags = super::via::NodeFlags {
+                    timeout: cfg.timeout,
+                    dry_run: cfg.dry_run,
+                    diff: cfg.diff,
+                };
+                Ok(Work::Via(Box::new(super::via::plan(flags, v, inv, &p)?)))
+            }
         }
     }
 
@@ -263,7 +274,8 @@ pub fn run(cfg: RunConfig, via: Option<Via>) -> Result<(), Error> {
     let work = mode.plan(&cfg, &inv, prepared).map_err(hide)?;
 
     let rt = run::runtime()?;
-    let reporter = Reporter::new(report_mode, cfg.verbose, cfg.quiet, cfg.diff, redactor);
+    let reporter = Reporter::new(report_mode, cfg.verbose, cfg.quiet, cfg.diff, redactor)
+        .with_progress_every(cfg.json_progress.map(|s| Duration::from_secs(s.max(1))));
     let mut hosts = Hosts::new(Arc::new(inv), &cfg.conn, local);
     hosts.only = only;
     let interrupted = Arc::new(AtomicBool::new(false));

@@ -15,10 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::node::{NodeEntry, NodeFile};
-use super::run::RunConfig;
 use crate::errors::{usage, Error};
 use crate::inventory::{Inventory, Target};
-use crate::report::{NoteEvent, Recap, Reporter, StepEvent};
+use crate::report::{NoteEvent, ProgressEvent, Recap, Reporter, StepEvent};
 use crate::run::{signals, Prepared, Run};
 use crate::transport::{quote, Connection, TransportError};
 
@@ -93,17 +92,18 @@ fn usable(state: &str) -> bool {
 }
 
 impl Via {
-    /// The flags `--via` needs and those it refuses, before anything is read.
-    pub fn check(&self, cfg: &RunConfig) -> Result<(), Error> {
+    /// The flags `--via` needs and those it refuses, before anything is read: an inventory,
+    /// hosts or groups to run on, and not `--local`.
+    pub fn check(&self, inventory: bool, targets: bool, local: bool) -> Result<(), Error> {
         if self.login.is_none() {
             return Err(usage("--via slurm needs --login HOST: the login or master node (an inventory host) the controller connects to and runs srun on"));
         }
-        if cfg.inventory.is_none() || (cfg.hosts.is_empty() && cfg.groups.is_empty()) {
+        if !inventory || !targets {
             return Err(usage(
                 "--via slurm needs -i INVENTORY and the nodes to run on (--host NAME or --group NAME)",
             ));
         }
-        if cfg.conn.local {
+        if local {
             return Err(usage(
                 "--via slurm and --local do not go together: --local runs on this machine",
             ));
@@ -112,13 +112,23 @@ impl Via {
     }
 }
 
+/// The run flags each node's own run is given.
+pub struct NodeFlags {
+    pub timeout: u64,
+    pub dry_run: bool,
+    pub diff: bool,
+}
+
 /// What `--via` adds before any host is touched: the login node, the Slurm node each host
 /// stands for with its variables, and the files the nodes need.
-pub fn plan(cfg: &RunConfig, via: Via, inv: &Inventory, prepared: &Prepared) -> Result<Job, Error> {
+pub fn plan(cfg: NodeFlags, via: Via, inv: &Inventory, prepared: &Prepared) -> Result<Job, Error> {
     let login = via.login.clone().unwrap_or_default();
     let login_host = inv
         .target(&login)
         .map_err(|e| usage(format!("--login {login}: {e}")))?;
+    // Named on the command line like a --host: a name that does not resolve is a typo.
+    crate::inventory::check_resolvable(std::slice::from_ref(&login_host))
+        .map_err(|e| usage(format!("--login {login}: {}", e.message)))?;
     let slurm_dirs = slurm_dirs(&login_host, via.slurm_prefix.as_deref());
     // Slurm node name -> inventory host, and the node file.
     let mut nodes = NodeFile {
@@ -595,6 +605,13 @@ impl Job {
                 if let Ok(n) = serde_json::from_value::<NoteEvent>(v) {
                     if self.known(&n.host) {
                         rep.note(&n.host, &n.msg);
+                    }
+                }
+            }
+            Some("progress") => {
+                if let Ok(p) = serde_json::from_value::<ProgressEvent>(v) {
+                    if self.known(&p.host) {
+                        rep.remote_running(p);
                     }
                 }
             }

@@ -18,6 +18,8 @@ crate::primitives::options::options! {
         stdin: Option<String>,
         /// Show this instead of the command in output (for long scripts).
         name: Option<String>,
+        /// On a terminal, the live status line shows the last line the command printed.
+        progress: bool,
     }
 }
 
@@ -116,6 +118,11 @@ fn do_sh(ctx: &NativeCallContext, cmd: &str, o: ShOpts) -> Result<Dynamic, Box<E
         .clone()
         .unwrap_or_else(|| cmd.lines().next().unwrap_or("").to_string());
     super::step(ctx, "sh", &label, |_| {
+        if o.progress {
+            if let Some(m) = crate::context::step_meter() {
+                m.keep_lines();
+            }
+        }
         let g = plan_sh(cmd, &o)?;
         let mut plan = super::StepPlan::guarded(g);
         if let Some(c) = &o.creates {
@@ -235,7 +242,8 @@ pub mod api {
     /// Runs a shell command (`/bin/sh`) on the target and reports `changed`.
     /// Options: `creates` (skip if this path exists), `removes` (skip unless it exists),
     /// `unless` (skip if this command succeeds), `onlyif` (run only if it succeeds),
-    /// `chdir`, `env` (map), `timeout` (seconds), `ignore_errors`, `stdin` (string), `name` (label).
+    /// `chdir`, `env` (map), `timeout` (seconds), `ignore_errors`, `stdin` (string), `name` (label),
+    /// `progress` (show the last line of its output in the live status line, redacted).
     /// The guards run with `LC_ALL=C`, like every check; the command itself runs with the
     /// login's locale.
     /// Returns `#{changed, rc, stdout, stderr, timed_out}` (`timed_out: true`, rc 124, when it

@@ -208,13 +208,16 @@ pub fn via_controller<'a>(
         let local = Connection::new(Box::new(LocalSpawner), 1, Arc::new(Stats::default()));
         let src = format!("cat -- {}", quote(&f.path.to_string_lossy()));
         let dst = in_c_locale(&script);
-        let fut = Box::pin(crate::transport::pipe(
+        if let Some(m) = crate::context::step_meter() {
+            m.set_total(f.size);
+        }
+        let fut = Box::pin(crate::context::metered(crate::transport::pipe(
             &local,
             &src,
             &h.conn,
             &dst,
             Some(timeout),
-        ));
+        )));
         let limit = timeout + Duration::from_secs(15);
         let (a, b) = h
             .run
@@ -280,11 +283,18 @@ crate::primitives::options::options! {
 /// The script that downloads `url` to `dest` (checked against `want`), atomically.
 pub fn download_script(url: &str, dest: &str, want: Option<&str>, attrs: &Attrs) -> String {
     let (u, d) = (quote(url), quote(dest));
+    // The size so far, every second, for the status line (the worker reads stdout as it
+    // comes; see `transport::BYTES_LINE`); stopped, and waited for, before the file is
+    // moved or removed: nothing of it may follow the command's end on the worker's stdout.
     let mut s = format!(
-        "set -e\nt=$(dirname -- {d}; printf x)\nt=$(mktemp \"${{t%?x}}/.recipe.XXXXXXXX\")\ntrap 'rm -f \"$t\"' EXIT\n\
+        "set -e\nt=$(dirname -- {d}; printf x)\nt=$(mktemp \"${{t%?x}}/.recipe.XXXXXXXX\")\n\
+         (while sleep 1; do printf '{bytes} %s\\n' \"$(wc -c 2>/dev/null < \"$t\")\"; done) 2>/dev/null &\n\
+         p=$!\ntrap '[ -z \"$p\" ] || {{ kill $p 2>/dev/null; wait $p; }}; rm -f \"$t\"' EXIT\n\
          if command -v curl >/dev/null 2>&1; then curl -fsSL --retry 3 -o \"$t\" {u}; \
          elif command -v wget >/dev/null 2>&1; then wget -q -O \"$t\" {u}; \
-         else echo 'neither curl nor wget is installed on the target' >&2; exit 1; fi\n"
+         else echo 'neither curl nor wget is installed on the target' >&2; exit 1; fi\n\
+         kill $p 2>/dev/null || :\nwait $p || :\np=\n",
+        bytes = crate::transport::BYTES_LINE
     );
     if let Some(w) = want {
         s.push_str(&format!(
@@ -379,6 +389,11 @@ pub(crate) fn do_download(
                 super::download::via_controller(url, dest, want, &o.attrs, t, &h.name)
                     .with("path", dest.to_string()),
             );
+        }
+        // The host's fetcher reports the bytes it has (see `download_script`); the probes'
+        // output is behind us.
+        if let Some(m) = crate::context::step_meter() {
+            m.keep_lines();
         }
         Ok(plan)
     })

@@ -528,6 +528,9 @@ pub fn stream_step<'a>(
     let expect = sum.clone();
     let mut plan = StepPlan::work(false, move |h| {
         let script = write_script_checked(path, attrs, true, Some((size as usize, &expect)));
+        if let Some(m) = crate::context::step_meter() {
+            m.set_total(size);
+        }
         let (src_out, dst_out) = h
             .pipe_from(
                 host,

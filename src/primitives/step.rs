@@ -254,15 +254,23 @@ pub fn step_after<'a>(
     let source = call_file(ctx, &h);
     let at = format!("{}:{line}", source.as_deref().unwrap_or(&h.recipe.name));
     let started = Instant::now();
-    let res = crate::cpu::native(|| {
-        if let Some(cmd) = before {
-            if !h.run.dry_run {
-                apply(&h, cmd, None, None)?;
+    // Shown live (on a terminal, or by --json-progress) until the step's own line replaces it.
+    let live = h
+        .run
+        .reporter
+        .running(&h.name, &h.recipe.name, line, source.clone(), op, target);
+    let res = crate::context::with_step_meter(live.meter(), || {
+        crate::cpu::native(|| {
+            if let Some(cmd) = before {
+                if !h.run.dry_run {
+                    apply(&h, cmd, None, None)?;
+                }
             }
-        }
-        let plan = body(&h)?;
-        carry_out(&h, op, target, &at, plan)
+            let plan = body(&h)?;
+            carry_out(&h, op, target, &at, plan)
+        })
     });
+    drop(live);
     let ms = started.elapsed().as_millis() as u64;
     let mut ev = StepEvent {
         event: "step",

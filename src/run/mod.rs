@@ -43,6 +43,8 @@ impl Run {
     /// Runs a prepared recipe on its targets, `forks` at a time; returns the names of the
     /// hosts that failed or were unreachable, in the order they were given.
     pub async fn execute(&self, p: Prepared) -> Vec<String> {
+        // Each play() of a controller recipe counts its own hosts done on the status line.
+        self.ctx.reporter.start(p.per_host.len());
         self.execute_batch(p, None).await
     }
 

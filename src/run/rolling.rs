@@ -134,6 +134,7 @@ impl Run {
     /// failed (the hosts never reached are reported as not started). Returns the failed hosts.
     pub async fn execute_rolling(&self, p: Prepared, roll: Arc<Roll>) -> Vec<String> {
         let ranges = batches(p.per_host.len(), roll.serial);
+        self.ctx.reporter.start(p.per_host.len());
         let of = ranges.len();
         let rep = self.ctx.reporter.clone();
         let dry_run = self.ctx.dry_run;

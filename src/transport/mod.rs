@@ -34,7 +34,7 @@ impl ExecOutput {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TransportError {
     #[error("unreachable: {0}")]
     Unreachable(String),
@@ -63,6 +63,96 @@ pub struct Stats {
     pub round_trips: AtomicU64,
 }
 
+/// What the step under way has moved and printed, for the live status line and
+/// `--json-progress`: atomics the transport bumps as chunks pass, no round trip of its own.
+/// The host's thread puts its step's meter in [`METER`] around the work it awaits.
+#[derive(Debug, Default)]
+pub struct Meter {
+    done: AtomicU64,
+    /// 0: not known.
+    total: AtomicU64,
+    /// Keep the last line of stdout (`sh(.., #{progress: true})`).
+    lines: std::sync::atomic::AtomicBool,
+    last: Mutex<LineTail>,
+}
+
+/// The line being received and the last whole one.
+#[derive(Debug, Default)]
+struct LineTail {
+    partial: Vec<u8>,
+    /// The line in progress is longer than [`LINE_MAX`]: it is not shown (cutting it could
+    /// cut a secret in it too, which redaction would then miss).
+    overlong: bool,
+    last: Option<String>,
+}
+
+/// A line of a command's output that gives the bytes it has so far (a download on the
+/// host prints one a second): `__RCP_BYTES N`.
+pub const BYTES_LINE: &str = "__RCP_BYTES";
+
+/// Longest line a status line takes from a command's output.
+const LINE_MAX: usize = 4096;
+
+impl Meter {
+    pub fn add(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+    /// The size of the transfer, when known.
+    pub fn set_total(&self, n: u64) {
+        self.total.store(n, Ordering::Relaxed);
+    }
+    /// Bytes moved, and the total when known.
+    pub fn bytes(&self) -> (u64, Option<u64>) {
+        let t = self.total.load(Ordering::Relaxed);
+        (self.done.load(Ordering::Relaxed), (t > 0).then_some(t))
+    }
+    /// Asks for the last line of the command's stdout, as it comes.
+    pub fn keep_lines(&self) {
+        self.lines.store(true, Ordering::Relaxed);
+    }
+    pub fn wants_lines(&self) -> bool {
+        self.lines.load(Ordering::Relaxed)
+    }
+    /// The last whole line the command printed (raw: the reporter redacts and escapes it).
+    pub fn last_line(&self) -> Option<String> {
+        self.last.lock().ok().and_then(|t| t.last.clone())
+    }
+    /// Output of the command, as it arrives; a line ends at `\n` or `\r` (progress bars).
+    pub fn saw(&self, bytes: &[u8]) {
+        let Ok(mut t) = self.last.lock() else { return };
+        for &b in bytes {
+            if b == b'\n' || b == b'\r' {
+                let line = std::mem::take(&mut t.partial);
+                let long = std::mem::replace(&mut t.overlong, false);
+                let text = String::from_utf8_lossy(&line);
+                if let Some(n) = text.strip_prefix(BYTES_LINE) {
+                    if let Ok(n) = n.trim().parse::<u64>() {
+                        self.done.fetch_max(n, Ordering::Relaxed);
+                    }
+                }
+                // The worker's own markers (a guard's skip) are not the command's output.
+                if !long && !text.trim().is_empty() && !text.starts_with("__RCP_") {
+                    t.last = Some(text.trim_end().to_string());
+                }
+            } else if t.partial.len() < LINE_MAX {
+                t.partial.push(b);
+            } else {
+                t.overlong = true;
+            }
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The meter of the step whose work is being awaited (see [`Meter`]).
+    pub static METER: Arc<Meter>;
+}
+
+/// Counts `n` bytes moved for the step under way, if any.
+fn moved(n: usize) {
+    let _ = METER.try_with(|m| m.add(n as u64));
+}
+
 /// Opens a new worker (a channel or a local process running `/bin/sh`).
 pub trait Spawner: Send + Sync {
     fn spawn(&self) -> BoxFut<'_, Result<Worker, TransportError>>;
@@ -75,12 +165,14 @@ pub trait Spawner: Send + Sync {
     ) -> BoxFut<'a, Result<ExecOutput, TransportError>> {
         Box::pin(async move {
             let (tx, rx) = tokio::sync::mpsc::channel(PIPE_DEPTH);
+            let _ = METER.try_with(|m| m.set_total(stdin.len() as u64));
             // The sender goes out of scope when all is sent: the command sees the end.
             let feed = async move {
                 for chunk in stdin.chunks(64 * 1024) {
                     if tx.send(chunk.to_vec()).await.is_err() {
                         break;
                     }
+                    moved(chunk.len());
                 }
             };
             let (_, res) = tokio::join!(feed, self.stream(cmd, Some(rx), None, timeout));
@@ -250,10 +342,22 @@ pub async fn pipe(
     Result<ExecOutput, TransportError>,
     Result<ExecOutput, TransportError>,
 ) {
-    let (tx, rx) = tokio::sync::mpsc::channel(PIPE_DEPTH);
+    let (tx, mut from_src) = tokio::sync::mpsc::channel(PIPE_DEPTH / 2);
+    let (to_dst, rx) = tokio::sync::mpsc::channel(PIPE_DEPTH / 2);
     let read = Box::pin(src.stream(src_cmd, None, Some(tx), timeout));
     let write = Box::pin(dst.stream(dst_cmd, Some(rx), None, timeout));
-    tokio::join!(read, write)
+    // Counts what passes; a destination that stops reading stops the source, as before.
+    let relay = async move {
+        while let Some(chunk) = from_src.recv().await {
+            let n = chunk.len();
+            if to_dst.send(chunk).await.is_err() {
+                break;
+            }
+            moved(n);
+        }
+    };
+    let (a, b, ()) = tokio::join!(read, write, relay);
+    (a, b)
 }
 
 /// Quotes one word for a POSIX shell, whatever bytes it holds (shlex; NUL,
@@ -302,6 +406,68 @@ mod tests {
         assert_eq!(b.map(|o| o.status).ok(), Some(3));
         // The source was stopped (EPIPE), not left writing into a pipe nobody reads.
         assert!(a.map(|o| o.status != 0).unwrap_or(true));
+    }
+
+    #[test]
+    fn a_meter_keeps_the_last_whole_line_of_output() {
+        let m = super::Meter::default();
+        m.saw(b"CC a.o\nCC b");
+        assert_eq!(m.last_line().as_deref(), Some("CC a.o"));
+        m.saw(b".o\n\n  \n");
+        assert_eq!(m.last_line().as_deref(), Some("CC b.o"));
+        m.saw(b" 40%\r 80%\r");
+        assert_eq!(m.last_line().as_deref(), Some(" 80%"));
+        // A line too long to show whole is not shown cut (a secret in it could be cut too).
+        m.saw(&vec![b'x'; 10_000]);
+        m.saw(b"\n");
+        assert_eq!(m.last_line().as_deref(), Some(" 80%"));
+        // A download's size lines count bytes and are not shown.
+        m.saw(b"__RCP_BYTES 4096\n__RCP_BYTES 1048576\n");
+        assert_eq!(m.bytes(), (1 << 20, None));
+        assert_eq!(m.last_line().as_deref(), Some(" 80%"));
+    }
+
+    /// The worker shows a watching meter its command's stdout line by line as it comes,
+    /// before the command ends, and never its own markers.
+    #[test]
+    fn a_worker_shows_output_lines_as_they_come() {
+        use super::{local::LocalSpawner, Meter, Spawner, METER};
+        use std::sync::Arc;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("tmp");
+        let go = dir.path().join("go");
+        let m = Arc::new(Meter::default());
+        m.keep_lines();
+        let cmd = format!(
+            "echo one; echo two; while [ ! -e {} ]; do sleep 0.05; done; echo three",
+            go.display()
+        );
+        rt.block_on(METER.scope(m.clone(), async {
+            let mut w = LocalSpawner.spawn().await.expect("worker");
+            let run = w.run(&cmd, None, None);
+            // Bounded only so that a broken meter fails instead of hanging.
+            let watch = async {
+                for _ in 0..3000 {
+                    if m.last_line().as_deref() == Some("two") {
+                        std::fs::write(&go, "").expect("go");
+                        return true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                std::fs::write(&go, "").expect("go");
+                false
+            };
+            let (out, seen) = tokio::join!(run, watch);
+            assert!(
+                seen,
+                "the line before the wait was not seen while the command ran"
+            );
+            assert_eq!(out.expect("run").stdout, b"one\ntwo\nthree\n");
+        }));
+        assert_eq!(m.last_line().as_deref(), Some("three"));
     }
 
     fn echo_through_sh(arg: &str) -> Vec<u8> {

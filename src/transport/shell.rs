@@ -294,7 +294,15 @@ impl Worker {
         head.push(b'\n');
         head.extend_from_slice(&self.marker);
         head.push(b' ');
-        let stdout = self.read_until(&head).await.map_err(lost)?;
+        // `sh(.., #{progress: true})`: its stdout's lines are seen as they come.
+        let watch = super::METER
+            .try_with(|m| m.wants_lines().then(|| m.clone()))
+            .ok()
+            .flatten();
+        let stdout = self
+            .read_until_seen(&head, watch.as_deref())
+            .await
+            .map_err(lost)?;
         let status_line = self.read_until(b"\n").await.map_err(lost)?;
         let status: i32 = String::from_utf8_lossy(&status_line)
             .trim()
@@ -317,11 +325,25 @@ impl Worker {
 
     /// Reads up to (and consumes) `delim`, returning what came before it.
     async fn read_until(&mut self, delim: &[u8]) -> std::io::Result<Vec<u8>> {
+        self.read_until_seen(delim, None).await
+    }
+
+    /// [`Self::read_until`], showing `meter` the bytes before `delim` as they arrive.
+    async fn read_until_seen(
+        &mut self,
+        delim: &[u8],
+        meter: Option<&super::Meter>,
+    ) -> std::io::Result<Vec<u8>> {
         let finder = memchr::memmem::Finder::new(delim);
         let mut from = 0;
+        // Bytes shown to the meter so far: never a part of what may be the delimiter.
+        let mut seen = 0;
         loop {
             if let Some(at) = finder.find(&self.buf[from..]) {
                 let at = from + at;
+                if let Some(m) = meter {
+                    m.saw(&self.buf[seen.min(at)..at]);
+                }
                 let rest = self.buf.split_off(at + delim.len());
                 let mut found = std::mem::replace(&mut self.buf, rest);
                 found.truncate(at);
@@ -331,6 +353,23 @@ impl Worker {
                 return Ok(found);
             }
             from = self.buf.len().saturating_sub(delim.len());
+            if let Some(m) = meter {
+                // Held back: the end of the buffer that may begin the delimiter.
+                let held = (1..delim.len())
+                    .rev()
+                    .find(|&k| self.buf.ends_with(&delim[..k]))
+                    .unwrap_or(0);
+                let safe = self.buf.len() - held;
+                if safe > seen {
+                    m.saw(&self.buf[seen..safe]);
+                    seen = safe;
+                }
+                // The delimiter starts with a line break: what comes before a held one is a
+                // whole line either way.
+                if held > 0 && delim[0] == b'\n' {
+                    m.saw(b"\n");
+                }
+            }
             // Straight into the buffer: a 64 KiB array here would live in every future that
             // waits for a command (one per running host), 64 KiB each.
             self.buf.reserve(READ_CHUNK);
