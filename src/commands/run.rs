@@ -58,6 +58,25 @@ pub struct RunConfig {
     /// Default time limit of one command, in seconds
     #[arg(long, default_value_t = 3600, value_name = "SECS")]
     pub timeout: u64,
+    /// Rolling run: N hosts (or P% of them) at a time, in inventory order, each drained
+    /// before its change and resumed after it (stdlib/rolling.rhai; docs/rolling.md)
+    #[arg(long, value_name = "N|P%")]
+    pub serial: Option<run::rolling::Serial>,
+    /// With --serial: stop the roll once K hosts failed (default 1: at the first)
+    #[arg(long, value_name = "K", default_value_t = 1, requires = "serial",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_fail: u32,
+    /// With --serial: the change needs a reboot of each node (Slurm's `scontrol reboot` where
+    /// it has a RebootProgram)
+    #[arg(long, requires = "serial")]
+    pub reboot: bool,
+    /// With --serial: longest wait for a node's jobs and pods to leave it, in seconds
+    #[arg(long, default_value_t = 3600, value_name = "SECS", requires = "serial")]
+    pub drain_timeout: u64,
+    /// With --serial: longest wait after the change for a node to pass its health gate
+    /// (slurmd answers and registers, the Kubernetes node is Ready), in seconds
+    #[arg(long, default_value_t = 120, value_name = "SECS", requires = "serial")]
+    pub health_timeout: u64,
     /// How to reach the hosts (set from the connection flags).
     #[arg(skip)]
     pub conn: ConnConfig,
@@ -83,6 +102,13 @@ pub enum Mode {
 impl Mode {
     /// The mode the flags ask for; refuses flags that do not go together.
     pub fn of(cfg: &RunConfig, via: Option<Via>) -> Result<Mode, Error> {
+        if via.is_some() && cfg.serial.is_some() {
+            // A node cannot drain itself and go on running the change as a Slurm task.
+            return Err(usage(
+                "--serial cannot go with --via slurm: a task of a Slurm job cannot drain the \
+                 node it runs on (docs/rolling.md); roll over SSH instead",
+            ));
+        }
         if let Some(v) = via {
             let targets = !(cfg.hosts.is_empty() && cfg.groups.is_empty());
             v.check(cfg.inventory.is_some(), targets, cfg.conn.local)?;
@@ -140,8 +166,25 @@ impl Mode {
                         .collect();
                     inventory::check_resolvable(&named).map_err(usage)?;
                 }
-                Ok(Work::OnHosts(p))
+                match cfg.serial {
+                    Some(serial) => {
+                        run::rolling::check_module(&p.dir)?;
+                        let roll = run::rolling::Roll {
+                            serial,
+                            max_fail: cfg.max_fail as usize,
+                            reboot: cfg.reboot,
+                            drain_timeout: cfg.drain_timeout.max(1),
+                            health_timeout: cfg.health_timeout.max(1),
+                            when: run::rolling::utc_now(),
+                        };
+                        Ok(Work::Rolling(p, Arc::new(roll)))
+                    }
+                    None => Ok(Work::OnHosts(p)),
+                }
             }
+            _ if cfg.serial.is_some() => Err(usage(
+                "--serial needs hosts to roll over: give --host or --group (with -i INVENTORY)",
+            )),
             Mode::Node(_) => Ok(Work::OnHosts(p)),
             Mode::Controller => Ok(Work::Controller(p)),
             Mode::Via(v) => {
@@ -168,6 +211,8 @@ impl Mode {
 enum Work {
     /// The recipe on each of its hosts, `--forks` at a time.
     OnHosts(Prepared),
+    /// `--serial`: the recipe on its hosts batch after batch, each host drained around it.
+    Rolling(Prepared, Arc<run::rolling::Roll>),
     /// The recipe once on the controller (its `play()`s run others through the same run).
     Controller(Prepared),
     /// The recipe on each host through srun.
@@ -178,7 +223,7 @@ impl Work {
     /// Hosts the recap will list, when known before the run (a controller's are not).
     fn hosts(&self) -> Option<usize> {
         match self {
-            Work::OnHosts(p) => Some(p.per_host.len()),
+            Work::OnHosts(p) | Work::Rolling(p, _) => Some(p.per_host.len()),
             Work::Controller(_) => None,
             Work::Via(j) => Some(j.hosts.len()),
         }
@@ -189,6 +234,10 @@ impl Work {
         match self {
             Work::OnHosts(p) => {
                 r.execute(p).await;
+                Ok(())
+            }
+            Work::Rolling(p, roll) => {
+                r.execute_rolling(p, roll).await;
                 Ok(())
             }
             Work::Controller(p) => {
