@@ -296,6 +296,7 @@ fn reconnect(
                 run: run.clone(),
                 recipe: ctx.recipe.clone(),
                 vars: ctx.vars.clone(),
+                prefetch: Default::default(),
             });
             if boot_id(&new).is_ok_and(|b| !b.is_empty() && b != old_boot) {
                 e.set_default_tag(Dynamic::from(new));
