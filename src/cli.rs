@@ -197,10 +197,7 @@ fn dispatch(cmd: Cmd) -> Result<(), Error> {
     match cmd {
         Cmd::Run { mut run, via, conn } => {
             run.conn = conn.config();
-            match via.via()? {
-                None => crate::commands::run::run(*run),
-                Some(v) => crate::commands::via::run(*run, v),
-            }
+            crate::commands::run::run(*run, via.via()?)
         }
         Cmd::Check { recipes } => crate::commands::check(&recipes),
         Cmd::List { dir } => crate::commands::list(dir),

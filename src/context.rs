@@ -84,6 +84,8 @@ pub struct HostCtx {
     pub run: Arc<RunCtx>,
     pub recipe: Arc<RecipeInfo>,
     pub vars: rhai::Map,
+    /// Probes asked ahead of the steps (`primitives::prefetch`).
+    pub prefetch: crate::primitives::prefetch::Prefetch,
 }
 
 impl HostCtx {
@@ -96,6 +98,8 @@ impl HostCtx {
         stdin: Option<&[u8]>,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, TransportError> {
+        // A command may change the host: probes asked ahead no longer hold.
+        self.prefetch.forget();
         self.exec_via(&self.conn, cmd, stdin, self.remote_limit(timeout))
     }
 
@@ -118,6 +122,11 @@ impl HostCtx {
         stdin: Option<&[u8]>,
         (remote, limit): (Option<Duration>, Duration),
     ) -> Result<ExecOutput, TransportError> {
+        if self.prefetch.collecting() {
+            return Err(TransportError::Shell(
+                crate::primitives::prefetch::STOP.into(),
+            ));
+        }
         outbound(cmd, stdin)?;
         // Boxed: the future (channel open, worker start, framing) would otherwise live on
         // this host's thread stack, one large copy per concurrently running host.
@@ -140,6 +149,12 @@ impl HostCtx {
         src_cmd: &str,
         dst_cmd: &str,
     ) -> Result<(ExecOutput, ExecOutput), TransportError> {
+        if self.prefetch.collecting() {
+            return Err(TransportError::Shell(
+                crate::primitives::prefetch::STOP.into(),
+            ));
+        }
+        self.prefetch.forget();
         outbound(src_cmd, None)?;
         outbound(dst_cmd, None)?;
         let src = self.run.rt.block_on(Box::pin(self.run.hosts.reach(host)))?;
@@ -193,5 +208,5 @@ impl HostCtx {
 fn outbound(cmd: &str, stdin: Option<&[u8]>) -> Result<(), TransportError> {
     crate::secrets::refuse_placeholder("the command", cmd.as_bytes())
         .and_then(|()| crate::secrets::refuse_placeholder("the input", stdin.unwrap_or(b"")))
-        .map_err(TransportError::Shell)
+        .map_err(TransportError::Refused)
 }

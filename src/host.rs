@@ -15,7 +15,9 @@ const MAX_WORKERS: usize = 6;
 /// many hosts at once, or a node whose sshd restarts, needs more).
 pub const DEFAULT_CONNECTION_ATTEMPTS: u32 = 3;
 
-type Slot = Arc<tokio::sync::OnceCell<Result<Arc<Connection>, String>>>;
+/// A host's connection, or why it could not be opened (kept: every later step of that host
+/// gets the same answer without trying again).
+type Slot = Arc<tokio::sync::OnceCell<Result<Arc<Connection>, TransportError>>>;
 
 /// Every connection of a run, keyed by inventory name; one per host, reused.
 pub struct Hosts {
@@ -105,10 +107,10 @@ impl Hosts {
         let res = slot
             .get_or_init(|| async {
                 if let Some(me) = self.only.as_deref().filter(|me| *me != name) {
-                    return Err(format!(
+                    return Err(TransportError::Unreachable(format!(
                         "{name}: a node-local run (--via slurm) on {me} cannot reach other hosts; \
                          run recipes that read from other hosts over SSH instead"
-                    ));
+                    )));
                 }
                 if self.local || name == "local" {
                     return Ok(Arc::new(Connection::new(
@@ -122,7 +124,7 @@ impl Hosts {
                     None => self
                         .inventory
                         .target(name)
-                        .map_err(|e| format!("{name}: {e}"))?,
+                        .map_err(|e| TransportError::Unreachable(format!("{name}: {e}")))?,
                 };
                 let inv = self.inventory.path.as_deref();
                 match ssh::connect(&target, &self.ssh, inv, &self.jumps).await {
@@ -142,17 +144,14 @@ impl Hosts {
                         c.sweep_stale();
                         Ok(Arc::new(c))
                     }
-                    Err(e) => Err(e.to_string()),
+                    // A host whose key or login is refused cannot be reached either:
+                    // "unreachable: host key: ...".
+                    Err(e @ TransportError::Unreachable(_)) => Err(e),
+                    Err(e) => Err(TransportError::Unreachable(e.to_string())),
                 }
             })
             .await;
-        match res {
-            Ok(c) => Ok(c.clone()),
-            // `e` is already "unreachable: ..." when the connection itself failed.
-            Err(e) => Err(TransportError::Unreachable(
-                e.strip_prefix("unreachable: ").unwrap_or(e).to_string(),
-            )),
-        }
+        res.clone()
     }
 
     /// The connection to `name` for another host's step: kept open until the run ends.
@@ -224,18 +223,22 @@ impl Hosts {
         }
     }
 
-    /// Closes every connection (workers exit, channels close).
+    /// Closes every connection (workers exit, channels close, sockets shut), all at once.
     pub async fn close_all(&self) {
-        let slots: Vec<Slot> = self
+        let conns: Vec<Arc<Connection>> = self
             .conns
             .lock()
-            .map(|c| c.values().cloned().collect())
+            .map(|c| {
+                c.values()
+                    .filter_map(|s| s.get().and_then(|r| r.as_ref().ok().cloned()))
+                    .collect()
+            })
             .unwrap_or_default();
-        for s in slots {
-            if let Some(Ok(c)) = s.get() {
-                c.close().await;
-            }
+        let mut closing = tokio::task::JoinSet::new();
+        for c in conns {
+            closing.spawn(async move { c.close().await });
         }
+        while closing.join_next().await.is_some() {}
         self.jumps.close_all().await;
     }
 }

@@ -124,6 +124,29 @@ pub struct Recap {
     /// Tries its connection took, when more than one (a reset or refused handshake retried).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connect_tries: Option<u32>,
+    /// In a rolling run (`--serial`): the batch the host belongs to (1 = the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<usize>,
+    /// In a rolling run: the host was never started because the roll stopped first.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub not_started: bool,
+}
+
+/// A batch of a rolling run (`--serial`), when it starts and when it ends: `--json` events.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchEvent {
+    /// `batch` when it starts, `batch_end` when its hosts have ended.
+    pub event: &'static str,
+    pub batch: usize,
+    pub batches: usize,
+    pub hosts: Vec<String>,
+    /// At the end: the hosts of the batch that failed or were unreachable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<Vec<String>>,
+    /// At the end, when the roll stops after this batch: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop: Option<String>,
+    pub dry_run: bool,
 }
 
 /// A recipe's `log()` line on a `--via` node, carried to the controller as an event.
@@ -310,6 +333,8 @@ pub enum Mode {
 
 struct Inner {
     recaps: BTreeMap<String, Recap>,
+    /// A rolling run's ended batches, for the recap.
+    batches: Vec<BatchEvent>,
     live: BTreeMap<u64, LiveStep>,
     /// Steps running on `--via` nodes, by host, from their `progress` events.
     remote: BTreeMap<String, LiveStep>,
@@ -365,6 +390,7 @@ impl Reporter {
             redactor,
             inner: Arc::new(Mutex::new(Inner {
                 recaps: BTreeMap::new(),
+                batches: Vec::new(),
                 live: BTreeMap::new(),
                 remote: BTreeMap::new(),
                 next_id: 0,
@@ -785,6 +811,65 @@ impl Reporter {
         }
     }
 
+    /// A batch of a rolling run starts (`ev.event == "batch"`) or ends (`"batch_end"`).
+    pub fn batch(&self, ev: BatchEvent) {
+        if let Ok(mut i) = self.inner.lock() {
+            for h in &ev.hosts {
+                let r = i.recaps.entry(h.clone()).or_insert_with(|| Recap {
+                    event: "recap",
+                    host: h.clone(),
+                    ..Default::default()
+                });
+                r.batch = Some(ev.batch);
+            }
+            if ev.event == "batch_end" {
+                i.batches.push(ev.clone());
+            }
+        }
+        match self.mode {
+            Mode::Json | Mode::Node => {
+                if let Ok(s) = serde_json::to_string(&ev) {
+                    self.out(&s);
+                }
+            }
+            Mode::Human if self.quiet && ev.stop.is_none() => {}
+            Mode::Human => {
+                let hosts = self.safe(&ev.hosts.join(", "));
+                let mut line = if ev.event == "batch" {
+                    format!("== batch {}/{}: {hosts}", ev.batch, ev.batches)
+                } else {
+                    match ev.failed.as_deref() {
+                        Some(f) if !f.is_empty() => format!(
+                            "== batch {}/{} ended: {} failed",
+                            ev.batch,
+                            ev.batches,
+                            self.safe(&f.join(", "))
+                        ),
+                        _ => format!("== batch {}/{} ended: all ok", ev.batch, ev.batches),
+                    }
+                };
+                if let Some(s) = &ev.stop {
+                    line.push_str(&format!("; the roll stops: {}", self.safe(s)));
+                }
+                self.out(&line);
+            }
+        }
+    }
+
+    /// A host of a rolling run that the roll never reached (it stopped first).
+    pub fn not_started(&self, host: &str, batch: usize, why: &str) {
+        if let Ok(mut i) = self.inner.lock() {
+            let r = i.recaps.entry(host.to_string()).or_insert_with(|| Recap {
+                event: "recap",
+                host: host.to_string(),
+                ..Default::default()
+            });
+            r.not_started = true;
+            r.batch = Some(batch);
+            r.msg = Some(format!("not started: {why}"));
+        }
+    }
+
     /// Whether `host` has ended (has a recap with an outcome) already.
     pub fn has_recap(&self, host: &str) -> bool {
         self.inner
@@ -829,11 +914,16 @@ impl Reporter {
     /// dry run the table says that nothing was changed.
     pub fn finish(&self, dry_run: bool) -> bool {
         self.end_display();
-        let recaps = match self.inner.lock() {
-            Ok(i) => i.recaps.values().cloned().collect::<Vec<_>>(),
+        let (recaps, batches) = match self.inner.lock() {
+            Ok(mut i) => (
+                i.recaps.values().cloned().collect::<Vec<_>>(),
+                std::mem::take(&mut i.batches),
+            ),
             Err(_) => return false,
         };
-        let ok = recaps.iter().all(|r| r.failed == 0 && !r.unreachable);
+        let ok = recaps
+            .iter()
+            .all(|r| r.failed == 0 && !r.unreachable && !r.not_started);
         match self.mode {
             Mode::Json | Mode::Node => {
                 for r in &recaps {
@@ -850,15 +940,18 @@ impl Reporter {
                 });
                 let mut said_by: BTreeMap<String, String> = BTreeMap::new();
                 for r in &recaps {
-                    let state = if r.unreachable {
+                    let state = if r.not_started {
+                        self.paint("not started", "33")
+                    } else if r.unreachable {
                         self.paint("unreachable", "1;31")
                     } else if r.failed > 0 {
                         self.paint("failed", "1;31")
                     } else {
                         self.paint("ok", "32")
                     };
+                    let batch = r.batch.map(|b| format!(" (batch {b})")).unwrap_or_default();
                     t.push_str(&format!(
-                        "{:<12} ok={:<4} changed={:<4} failed={:<3} skipped={:<3} {}\n",
+                        "{:<12} ok={:<4} changed={:<4} failed={:<3} skipped={:<3} {}{batch}\n",
                         self.safe(&r.host),
                         r.ok,
                         r.changed,
@@ -886,6 +979,21 @@ impl Reporter {
                     let said = |s: &str| r.msg.as_deref().is_some_and(|m| m.contains(s));
                     if let Some(s) = r.stopped_at.as_ref().filter(|s| !said(s)) {
                         t.push_str(&format!("{:<12}   stopped at {}\n", "", self.safe(s)));
+                    }
+                }
+                if let Some(last) = batches.last() {
+                    t.push_str(&format!(
+                        "ROLL: {} of {} batches run",
+                        batches.len(),
+                        last.batches
+                    ));
+                    match &last.stop {
+                        Some(s) => t.push_str(&format!(
+                            "; stopped after batch {}: {}\n",
+                            last.batch,
+                            self.safe(s)
+                        )),
+                        None => t.push('\n'),
                     }
                 }
                 self.out(t.trim_end());

@@ -367,6 +367,63 @@ fn a_nul_byte_in_a_path_fails_every_file_branch() {
     }
 }
 
+#[test]
+fn rolling_flags_and_a_broken_rolling_module_are_refused_before_any_host() {
+    let r = fixture("recipes/rolling_slurmd.rhai");
+    let r = r.to_str().expect("utf-8 path");
+    let inv = bad("inventory_ok.toml");
+    for s in ["0", "0%", "150%", "x"] {
+        expect_short(
+            &["run", r, "--local", "--serial", s],
+            2,
+            &["--serial", "percentage"],
+        );
+    }
+    expect_short(&["run", r, "--local", "--max-fail", "2"], 2, &["--serial"]);
+    expect_short(
+        &["run", r, "-i", &inv, "--serial", "1"],
+        2,
+        &["--serial needs hosts"],
+    );
+    expect_short(
+        &[
+            "run", r, "-i", &inv, "--group", "all", "--serial", "1", "--via", "slurm", "--login",
+            "m",
+        ],
+        2,
+        &["--serial cannot go with --via slurm"],
+    );
+    // A site's own rolling.rhai beside its recipe is the one used, and checked first.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let recipe = tmp.path().join("change.rhai");
+    std::fs::write(
+        &recipe,
+        "// A change.\nfn defaults() { #{} }\nsh(\"true\");\n",
+    )
+    .expect("write");
+    std::fs::write(
+        tmp.path().join("rolling.rhai"),
+        "fn before(roll) {\n    let x = ;\n}\n",
+    )
+    .expect("write");
+    let recipe = recipe.to_str().expect("utf-8 path");
+    expect_short(
+        &["run", recipe, "--local", "--serial", "1"],
+        2,
+        &["rolling.rhai:2:13", "--serial drains nodes"],
+    );
+    std::fs::write(
+        tmp.path().join("rolling.rhai"),
+        "fn before(roll) { print(\"site drain \" + roll.host); #{} }\nfn after(roll, st) { print(\"site resume\"); }\nfn failed(roll, st, what) {}\n",
+    )
+    .expect("write");
+    Test::new()
+        .args(["run", recipe, "--local", "--serial", "1"])
+        .run()
+        .expect_success()
+        .expect_contains(&["site drain local", "site resume"]);
+}
+
 /// The accounting recipes refuse, before any host, what would break slurmdbd.conf, SQL or
 /// sacctmgr: a password with a quote (never repeated in the message), an existing database
 /// server without a password, a database name that is not a word, an account map with an

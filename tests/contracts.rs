@@ -162,6 +162,21 @@ fn json_events_have_exactly_the_documented_fields() {
         .expect_code(1);
     let mut ev = out.events();
     assert_eq!(recaps(&ev).len(), 1);
+    // `batch`, `batch_end` and the recap's `batch`: the same recipe as a rolling run.
+    let out = Test::new()
+        .arg("run")
+        .arg(&r)
+        .args(["--local", "--json", "--serial", "1"])
+        .run()
+        .expect_code(1);
+    let rolling = out.events();
+    for kind in ["batch", "batch_end"] {
+        assert!(
+            rolling.iter().any(|e| e["event"] == kind),
+            "no {kind} event: {rolling:?}"
+        );
+    }
+    ev.extend(rolling);
     // `skipped`: a wait_for in a dry run.
     std::fs::write(
         &r,

@@ -325,3 +325,132 @@ fn a_host_behind_a_jump_host_is_reached_through_it() {
         .expect_success();
     assert!(base.join("blob.bin").exists());
 }
+
+/// What `RECIPE_STATS=1` printed: the counter `key` of the run.
+fn stat(stderr: &str, key: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("\"event\":\"stats\""))
+        .unwrap_or_else(|| panic!("no stats in {stderr}"));
+    let v: serde_json::Value = serde_json::from_str(line).expect("stats are JSON");
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+}
+
+/// The steps as reported, without their times.
+fn reported(out: &common::Output) -> Vec<serde_json::Value> {
+    out.steps()
+        .into_iter()
+        .map(|mut s| {
+            if let Some(o) = s.as_object_mut() {
+                o.remove("ms");
+            }
+            s
+        })
+        .collect()
+}
+
+/// The benchmark's munge step (its file-only variant, as the scale case runs it): the
+/// idempotent re-run asks all its probes in one round trip (it took 5, one per step, before
+/// the probes were asked ahead) and reports exactly what the step-by-step run reports.
+#[test]
+fn the_munge_steps_idempotent_rerun_takes_one_round_trip() {
+    let sshd = Sshd::start();
+    let inv = sshd.inventory("t1", "");
+    let base = sshd.path("munge");
+    std::fs::create_dir_all(base.join("etc/default")).expect("mkdir");
+    let key = sshd.path("munge.key");
+    std::fs::write(&key, [7u8; 1024]).expect("key");
+    let run = |stats: bool, ahead: bool| {
+        let mut t = Test::new()
+            .args(["run", "recipes/bench_munge.rhai", "--json", "-i"])
+            .arg(&inv)
+            .args(["--host", "t1"])
+            .args(["--var", &format!("base={}", base.display())])
+            .args(["--var", &format!("key_src={}", key.display())])
+            .args(["--var", r#"packages=["openssh-server","coreutils"]"#])
+            .args(["--var", "owner=root", "--var", "service="]);
+        if stats {
+            t = t.env("RECIPE_STATS", "1");
+        }
+        if !ahead {
+            t = t.env("RECIPE_NO_PREFETCH", "1");
+        }
+        t.run().expect_success()
+    };
+    let first = run(false, true);
+    assert!(first.steps().iter().any(|s| s["status"] == "changed"));
+    let ahead = run(true, true);
+    let alone = run(true, false);
+    let steps = reported(&ahead);
+    assert_eq!(steps.len(), 5, "{steps:?}");
+    assert!(steps.iter().all(|s| s["status"] == "ok"), "{steps:?}");
+    assert_eq!(steps, reported(&alone));
+    assert_eq!(stat(&alone.stderr, "round_trips"), 5, "{}", alone.stderr);
+    assert_eq!(stat(&ahead.stderr, "round_trips"), 1, "{}", ahead.stderr);
+    assert_eq!(stat(&ahead.stderr, "probes_ahead"), 5, "{}", ahead.stderr);
+}
+
+/// A change drops the answers asked before it (the second write of the same file finds it
+/// written), and a step that fails fails at the same line with the same message as when each
+/// step probes alone.
+#[test]
+fn answers_asked_ahead_end_with_a_change_and_failures_stay_where_they_were() {
+    let sshd = Sshd::start();
+    let inv = sshd.inventory("t1", "");
+    let go = |base: &std::path::Path, broken: bool, ahead: bool| {
+        let mut t = Test::new()
+            .args([
+                "run",
+                "tests/fixtures/recipes/prefetch.rhai",
+                "--json",
+                "-i",
+            ])
+            .arg(&inv)
+            .args(["--host", "t1"])
+            .args(["--var", &format!("base={}", base.display())])
+            .args([
+                "--var",
+                if broken {
+                    "break_it=yes"
+                } else {
+                    "break_it=no"
+                },
+            ])
+            .env("RECIPE_STATS", "1");
+        if !ahead {
+            t = t.env("RECIPE_NO_PREFETCH", "1");
+        }
+        t.run()
+    };
+    let (a, b) = (sshd.path("ahead"), sshd.path("alone"));
+    let first = go(&a, false, true).expect_success();
+    let statuses: Vec<_> = first.steps().iter().map(|s| s["status"].clone()).collect();
+    assert_eq!(
+        statuses,
+        ["changed", "changed", "ok", "changed", "changed"],
+        "{:?}",
+        first.steps()
+    );
+    let again = go(&a, false, true).expect_success();
+    assert!(again.steps().iter().all(|s| s["status"] == "ok"));
+    assert_eq!(stat(&again.stderr, "round_trips"), 1, "{}", again.stderr);
+    // Failing at line 18 (a file where a folder must be), both ways alike.
+    go(&b, false, false).expect_success();
+    let ahead = go(&a, true, true).expect_code(1);
+    let alone = go(&b, true, false).expect_code(1);
+    let last = |o: &common::Output| {
+        let s = reported(o);
+        let mut l = s.last().cloned().expect("a step");
+        if let Some(m) = l.as_object_mut() {
+            m.remove("target");
+            m.remove("msg");
+        }
+        (s.len(), l)
+    };
+    assert_eq!(last(&ahead), last(&alone));
+    assert_eq!(last(&ahead).1["status"], "failed");
+    assert_eq!(last(&ahead).1["line"], 18);
+    assert!(ahead.stdout.contains("not a directory"), "{}", ahead.stdout);
+}

@@ -17,16 +17,16 @@ use common::*;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The recipe the loopback fault tests share. `slow` sleeps (guarded, so a re-run skips
-/// it once it has run), `hang` never finishes, `big` copies a controller file.
+/// it once it has run), `hang` outlives any test, `big` copies a controller file.
 const FAULTS_RHAI: &str = r#"// Fault test recipe.
 fn defaults() {
     #{
         base: "/tmp/recipe-faults", // per host
-        hang: false,                // a command that never ends (per-step timeout 2 s)
-        hang_global: false,         // the same without a per-step timeout (use --timeout)
+        hang: "",                   // a sleep this long (per-step timeout 2 s)
+        hang_global: "",            // the same without a per-step timeout (use --timeout)
         slow: "",                   // a command that takes a while (sleep argument)
         big: "",                    // a controller file copied to base/big.bin
     }
@@ -34,11 +34,11 @@ fn defaults() {
 
 directory(vars.base, #{mode: "0755"});
 file(`${vars.base}/a.txt`, #{content: "a\n", mode: "0640"});
-if vars.hang {
-    sh("sleep 601", #{timeout: 2});
+if vars.hang != "" {
+    sh(`sleep ${vars.hang}`, #{timeout: 2});
 }
-if vars.hang_global {
-    sh("sleep 602");
+if vars.hang_global != "" {
+    sh(`sleep ${vars.hang_global}`);
 }
 if vars.slow != "" {
     sh(`sleep ${vars.slow} && touch ${vars.base}/slept`, #{creates: `${vars.base}/slept`});
@@ -192,21 +192,35 @@ fn connection_faults_name_the_host_and_the_others_finish() {
     }
 }
 
+/// A command that would sleep 601 s is stopped at its 2 s limit, and at the run-wide
+/// `--timeout`: the run reports it and ends (the test's own deadline, far below 601 s,
+/// fails a run that waits for the command instead), and the command ends on the host.
+/// Events, not a stopwatch: the command is seen running on the host, then gone.
 #[test]
 fn a_hung_command_is_stopped_by_its_timeout() {
     let s = Sshd::start();
     let dir = s.dir.path();
     let recipe = write_recipe(dir);
+    // Own arguments: no other process on this machine runs them.
+    let hang = own_sleep("601");
     let inv = inventory(
         dir,
         &[
-            spec("hangs", &s, format!("{}, hang = true", base_var(dir, "h"))),
+            spec(
+                "hangs",
+                &s,
+                format!("{}, hang = \"{hang}\"", base_var(dir, "h")),
+            ),
             spec("fine", &s, base_var(dir, "f")),
         ],
     );
-    let started = Instant::now();
-    let r = run_all(&recipe, &inv).run();
-    let took = started.elapsed();
+    let run = run_all(&recipe, &inv)
+        .timeout(Duration::from_secs(300))
+        .spawn();
+    wait_until("the hung command to start on the host", 120, || {
+        running(&["sleep", &hang])
+    });
+    let r = run.finish();
     assert_eq!(r.code, 1, "{}", r.show());
     assert_one_screen(&r, &["hangs"]);
     assert!(
@@ -219,25 +233,30 @@ fn a_hung_command_is_stopped_by_its_timeout() {
         "names the step: {}",
         r.show()
     );
-    assert!(took < Duration::from_secs(30), "took {took:?}");
     assert!(dir.join("f/done").exists(), "the other host finished");
     assert!(!dir.join("h/done").exists(), "the hung host went on");
-    wait_until("the hung command to be killed", 10, || {
-        !running(&["sleep", "601"])
+    wait_until("the hung command to be killed", 60, || {
+        !running(&["sleep", &hang])
     });
 
     // The run-wide --timeout covers commands without their own.
+    let hang = own_sleep("602");
     let inv2 = inventory(
         dir,
         &[spec(
             "hangs",
             &s,
-            format!("{}, hang_global = true", base_var(dir, "h2")),
+            format!("{}, hang_global = \"{hang}\"", base_var(dir, "h2")),
         )],
     );
-    let r = run_all(&recipe, &inv2)
+    let run = run_all(&recipe, &inv2)
         .args(["--json", "--timeout", "2"])
-        .run();
+        .timeout(Duration::from_secs(300))
+        .spawn();
+    wait_until("the hung command to start on the host", 120, || {
+        running(&["sleep", &hang])
+    });
+    let r = run.finish();
     assert_eq!(r.code, 1, "{}", r.show());
     let ev = r.events();
     let failed: Vec<_> = ev.iter().filter(|e| e["status"] == "failed").collect();
@@ -249,8 +268,8 @@ fn a_hung_command_is_stopped_by_its_timeout() {
         .unwrap_or("")
         .contains("within 2s"));
     // The run-wide limit stops the command on the target too.
-    wait_until("the hung command to be stopped on the host", 20, || {
-        !running(&["sleep", "602"])
+    wait_until("the hung command to be stopped on the host", 60, || {
+        !running(&["sleep", &hang])
     });
 
     // Re-run without the hang: converges, then nothing changes.
@@ -691,26 +710,28 @@ fn on_sandbox_hosts() {
 
     let work = tempfile::tempdir().expect("tmp");
     let recipe = write_recipe(work.path());
-    let inv_text = std::fs::read_to_string(sb.inventory()).expect("inventory");
 
     // 2. Sudo refused: a login user without sudo rights on f2, next to root on f1.
     sb.ssh_ok(
         "f2",
         "useradd -m -s /bin/sh rcpuser && mkdir -p ~rcpuser/.ssh && cp /root/.ssh/authorized_keys ~rcpuser/.ssh/ && chown -R rcpuser: ~rcpuser/.ssh",
     );
-    let inv = work.path().join("sudo.toml");
-    std::fs::write(
-        &inv,
-        format!(
-            "known_hosts = \"{kh}\"\n[hosts.f1]\naddress = \"{a0}\"\nuser = \"root\"\nkey = \"{k}\"\nvars = {{ base = \"/etc/recipe-faults\" }}\n\
-             [hosts.f2u]\naddress = \"{a1}\"\nuser = \"rcpuser\"\nkey = \"{k}\"\nvars = {{ base = \"/etc/recipe-faults\" }}\n",
-            kh = sb.known_hosts().display(),
-            k = sb.key().display(),
-            a0 = sb.addrs["f1"],
-            a1 = sb.addrs["f2"],
-        ),
-    )
-    .expect("inventory");
+    let vars = |slow: &str, base: &str| {
+        let mut t = toml::Table::new();
+        t.insert("base".into(), base.into());
+        if !slow.is_empty() {
+            t.insert("slow".into(), slow.into());
+        }
+        t
+    };
+    let faults = vars("", "/etc/recipe-faults");
+    let inv = sb.inventory_with(
+        &work.path().join("sudo.toml"),
+        &[
+            ("f1", "f1", "root", faults.clone()),
+            ("f2u", "f2", "rcpuser", faults),
+        ],
+    );
     let r = run_all(&recipe, &inv).run();
     assert_eq!(r.code, 1, "{}", r.show());
     assert_one_screen(&r, &["f2u"]);
@@ -738,18 +759,14 @@ fn on_sandbox_hosts() {
     // --timeout naming the step, f2 finishes; with the link back, a re-run converges.
     let octet = sb.octet();
     let veth = format!("rcp{octet}v0");
-    let vars = |slow: &str| format!("{{ base = \"/etc/recipe-link\", slow = \"{slow}\" }}");
     let link_inv = |slow_f1: &str| {
-        let p = work.path().join("link.toml");
-        let mut t = inv_text.replace("[hosts.f1]", "[hosts.f1]\n# faults");
-        t = t.replacen(
-            "[hosts.f1]\n# faults",
-            &format!("[hosts.f1]\nvars = {}", vars(slow_f1)),
-            1,
-        );
-        t = t.replacen("[hosts.f2]", &format!("[hosts.f2]\nvars = {}", vars("")), 1);
-        std::fs::write(&p, t).expect("inventory");
-        p
+        sb.inventory_with(
+            &work.path().join("link.toml"),
+            &[
+                ("f1", "f1", "root", vars(slow_f1, "/etc/recipe-link")),
+                ("f2", "f2", "root", vars("", "/etc/recipe-link")),
+            ],
+        )
     };
     let inv = link_inv("30.5");
     let child = run_all(&recipe, &inv).args(["--timeout", "4"]).spawn();

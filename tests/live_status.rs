@@ -433,7 +433,11 @@ fn a_download_on_the_host_shows_its_bytes() {
     let recipe = write(
         dir.path(),
         "dl.rhai",
-        &format!("download({url:?}, {:?});\n", dest.display().to_string()),
+        &format!(
+            "download({url:?}, {:?}, #{{sha256: {:?}}});\n",
+            dest.display().to_string(),
+            sha256_hex(&vec![b'x'; 6 << 20])
+        ),
     );
     let r = recipe.display().to_string();
     let out = dir.path().join("stdout.txt");

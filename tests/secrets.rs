@@ -8,6 +8,7 @@
 
 mod common;
 use common::leaks::{assert_clean, random_bytes};
+use common::loopback::{inventory, spec};
 use common::sandbox::{self, Sandbox};
 use common::*;
 
@@ -69,16 +70,17 @@ fn setup() -> Setup {
     let recipe = dir.join("secrets.rhai");
     std::fs::write(&recipe, RECIPE).expect("recipe");
     std::fs::write(dir.join("token.j2"), "# test\ntoken = {{ api_token }}\n").expect("tpl");
-    let inv = sshd.inventory(
-        "s1",
-        &format!(
-            "vars = {{ base = \"{b1}\", key_src = \"{k}\" }}\n\n[hosts.s2]\naddress = \"127.0.0.1\"\nport = {p}\nuser = \"root\"\nkey = \"{ck}\"\nvars = {{ base = \"{b2}\", key_src = \"{k}\" }}\n",
-            b1 = dir.join("b1").display(),
-            b2 = dir.join("b2").display(),
-            k = dir.join("munge.key").display(),
-            p = sshd.port,
-            ck = sshd.path("client_key").display(),
-        ),
+    let k = dir.join("munge.key");
+    let vars = |base: &str| {
+        format!(
+            "base = \"{}\", key_src = \"{}\"",
+            dir.join(base).display(),
+            k.display()
+        )
+    };
+    let inv = inventory(
+        dir,
+        &[spec("s1", &sshd, vars("b1")), spec("s2", &sshd, vars("b2"))],
     );
     Setup {
         sshd,

@@ -13,7 +13,14 @@
 //!   cluster.rhai in packages mode as a site whose workers only the master reaches (the
 //!   controller in a network namespace with no route to them, `jump = "master"`) → the same
 //!   sinfo/srun checks → a second run reports 0 changed → without the jump host the workers
-//!   are unreachable.
+//!   are unreachable. Between the second run and configless mode, rolling changes
+//!   (`--serial 1`, stdlib/rolling.rhai): a dry run drains nothing; a job on w1 finishes
+//!   whole while a change restarting slurmd goes through w1, then w2 (drained only once w1
+//!   is back), both idle after and `sinfo -R` empty; a node an administrator drained stays
+//!   drained with their reason; a change that leaves slurmd down fails w1's health gate,
+//!   w1 stays drained with a reason saying so and the roll stops before w2. The Kubernetes
+//!   side runs against the stand-ins of tests/standins (not Kubernetes): the API server
+//!   stand-in records kubectl's cordon, drain and uncordon calls and the test checks their order.
 //! - `site_on_minimal_debian13`: hosts unlike the default image, as a site has them:
 //!   Debian 13 minbase (no curl or wget), each in a non-English locale (ja_JP, de_DE,
 //!   zh_CN), a login node in the inventory outside the cluster, Slurm built once into
@@ -28,7 +35,8 @@
 //! also when the test fails.
 //!
 //! Timing on the 2-core test machine (shared with other work): the source test took 8.5 to
-//! 10.5 minutes (the Slurm build most of it), the packages test 1 to 1.5; they run in parallel.
+//! 10.5 minutes (the Slurm build most of it), the packages test 1 to 1.5 (2 with the rolling
+//! cases); they run in parallel.
 
 mod common;
 use common::netns;
@@ -356,6 +364,10 @@ fn packages_mode_after_pure_dry_run() {
     assert_unchanged(&r, "cluster.rhai (packages)");
     log(t0, "second run (packages): 0 changed");
 
+    // 3b. Rolling changes (--serial 1) on this live cluster: a job is not killed, nodes
+    //     go one at a time, others' drains are kept, a failed health gate stops the roll.
+    rolling(&sb, via, t0);
+
     // 4. Configless: slurmd fetches slurm.conf from slurmctld (--conf-server), through a
     //    drop-in that also clears Debian's ConditionPathExists.
     let r = sb.run_ok_in(via, "cluster.rhai", &["--var", "slurm_configless=true"]);
@@ -395,6 +407,346 @@ fn packages_mode_after_pure_dry_run() {
         assert_eq!(r.recap(w)["unreachable"], true, "{}", r.show());
     }
     log(t0, "packages mode done (through the master as jump host)");
+}
+
+const STANDIN_STATE: &str = "/var/lib/kube-standin/apiserver";
+
+/// The Kubernetes side of a rolling run, against the stand-ins (tests/standins: NOT
+/// Kubernetes): the API server stand-in on the master, the kubectl stand-in and a kubeconfig
+/// on each worker, and a heartbeat that keeps each worker's node Ready (what the kubelet
+/// does). The workers count as Kubernetes nodes for stdlib/rolling.rhai (kubelet.conf).
+fn kubernetes_standins(sb: &Sandbox, workers: &[&str]) {
+    let standins = project().join("tests/standins");
+    let copy = |host: &str, from: &str, to: &str| {
+        let dest = sb.root(host).join(to);
+        std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(standins.join(from), &dest).expect("copy stand-in");
+        sb.ssh_ok(host, &format!("chmod 755 /{to}"));
+    };
+    copy(
+        "master",
+        "kube-apiserver.pl",
+        "usr/local/sbin/kube-apiserver-standin",
+    );
+    sb.ssh_ok(
+        "master",
+        &format!(
+            "mkdir -p {STANDIN_STATE} && systemd-run --unit=kube-apiserver-standin --setenv=STANDIN_STATE={STANDIN_STATE} \
+                  perl /usr/local/sbin/kube-apiserver-standin"
+        ),
+    );
+    let master = &sb.addrs["master"];
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://{master}:6443\n  name: standin\n"
+    );
+    for w in workers {
+        copy(w, "kubectl", "usr/local/bin/kubectl");
+        for f in ["admin.conf", "kubelet.conf"] {
+            let p = sb.root(w).join("etc/kubernetes").join(f);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, &kubeconfig).expect("kubeconfig");
+        }
+        sb.ssh_ok(
+            w,
+            &format!("systemd-run --unit=kubelet-heartbeat-standin sh -c 'while :; do \
+                      curl -s -d node={w} -d ready=1 -d version=v1.25.16 http://{master}:6443/heartbeat >/dev/null; \
+                      sleep 5; done'"),
+        );
+    }
+    for w in workers {
+        let mut seen = String::new();
+        for _ in 0..30 {
+            seen = text(
+                &sb.ssh(
+                    w,
+                    &format!(
+                        "kubectl --kubeconfig=/etc/kubernetes/admin.conf get node {w} --no-headers"
+                    ),
+                )
+                .stdout,
+            );
+            if seen.contains(" Ready ") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        assert!(
+            seen.contains(" Ready "),
+            "stand-in node {w} not Ready: {seen}"
+        );
+    }
+}
+
+/// `key=value` fields of `scontrol show node -o NODE` on the master: (state, reason).
+fn node_state(sb: &Sandbox, node: &str) -> (String, String) {
+    let line = sb.ssh_ok("master", &format!("scontrol show node -o {node}"));
+    let field = |k: &str| {
+        line.split_once(&format!(" {k}="))
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default()
+    };
+    let state = field("State").split(' ').next().unwrap_or("").to_string();
+    let reason = field("Reason");
+    let reason = reason.split(" [").next().unwrap_or("").trim().to_string();
+    (state, reason)
+}
+
+/// The batch events of a roll over w1 then w2 (`--serial 1`) where both succeed.
+const W1_THEN_W2: [&str; 4] = [
+    "batch 1 w1",
+    "end 1 failed=[]",
+    "batch 2 w2",
+    "end 2 failed=[]",
+];
+
+/// The batch events of a rolling run, as `batch N HOSTS` / `end N FAILED STOP`.
+fn batch_events(r: &Output) -> Vec<String> {
+    r.events()
+        .iter()
+        .filter_map(|e| {
+            let hosts = |k: &str| {
+                e[k].as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|h| h.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default()
+            };
+            match e["event"].as_str()? {
+                "batch" => Some(format!("batch {} {}", e["batch"], hosts("hosts"))),
+                "batch_end" => Some(format!(
+                    "end {} failed=[{}]{}",
+                    e["batch"],
+                    hosts("failed"),
+                    if e["stop"].is_string() { " stop" } else { "" }
+                )),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// `recipe run rolling_slurmd.rhai --group workers --serial 1` while a job runs on w1; then
+/// with w2 drained by an administrator; then a change that breaks slurmd on w1.
+fn rolling(sb: &Sandbox, via: Option<&str>, t0: Instant) {
+    let recipe = fixture("recipes/rolling_slurmd.rhai");
+    let recipe = recipe.to_str().expect("utf-8 path");
+    kubernetes_standins(sb, &["w1", "w2"]);
+    let calls = format!("cat {STANDIN_STATE}/calls 2>/dev/null; true");
+
+    // A dry run shows the batches and the drains it would make, and makes none.
+    let r = sb.run_ok_in(
+        via,
+        recipe,
+        &["--group", "workers", "--serial", "1", "--dry-run"],
+    );
+    assert_eq!(batch_events(&r), W1_THEN_W2, "{}", r.show());
+    for w in ["w1", "w2"] {
+        for target in [
+            format!("slurm: drain {w}"),
+            format!("kubernetes: cordon {w}"),
+            format!("kubernetes: drain {w}"),
+        ] {
+            assert!(
+                r.events().iter().any(|e| e["host"] == w
+                    && e["target"] == target.as_str()
+                    && e["status"] == "changed"),
+                "the dry run does not show `{target}`:\n{}",
+                r.show()
+            );
+        }
+        assert_eq!(node_state(sb, w).0, "IDLE", "a dry run drained {w}");
+    }
+    assert_eq!(
+        sb.ssh_ok("master", &calls),
+        "",
+        "a dry run called the API server"
+    );
+
+    // 1. A job runs on w1 while the roll goes through w1 then w2.
+    let out = sb.ssh_ok(
+        "master",
+        "sbatch -w w1 -o /var/tmp/rolling-job.out --wrap 'echo start; sleep 20; date +%s.%N; echo end'",
+    );
+    let job = out.trim().rsplit(' ').next().expect("job id").to_string();
+    for _ in 0..60 {
+        if sb
+            .ssh_ok("master", &format!("squeue -h -j {job} -o %T"))
+            .trim()
+            == "RUNNING"
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    log(
+        t0,
+        &format!("job {job} runs on w1; rolling change with --serial 1"),
+    );
+    let r = sb.run_ok_in(
+        via,
+        recipe,
+        &["--group", "workers", "--serial", "1", "--var", "marker=2"],
+    );
+    assert_eq!(batch_events(&r), W1_THEN_W2, "{}", r.show());
+    let job_out = sb.ssh_ok("w1", "cat /var/tmp/rolling-job.out");
+    let lines: Vec<&str> = job_out.lines().collect();
+    assert!(
+        lines.len() == 3 && lines[0] == "start" && lines[2] == "end",
+        "the job's output is cut:\n{job_out}"
+    );
+    let job_end: f64 = lines[1].parse().expect("job end time");
+    let show = sb.ssh_ok("master", &format!("scontrol show job {job}"));
+    assert!(
+        show.contains("JobState=COMPLETED") && show.contains("ExitCode=0:0"),
+        "job {job}:\n{show}"
+    );
+    let seen = |w: &str| sb.ssh_ok(w, "cat /var/tmp/rolling-seen");
+    let (s1, s2) = (seen("w1"), seen("w2"));
+    let changed_at: f64 = s1
+        .lines()
+        .next()
+        .unwrap_or("")
+        .parse()
+        .expect("change time");
+    assert!(
+        changed_at >= job_end,
+        "w1 was changed at {changed_at}, before its job ended at {job_end}"
+    );
+    assert!(
+        s1.contains("w1 drain") && s1.contains("w2 idle"),
+        "during w1's change:\n{s1}"
+    );
+    assert!(
+        s2.contains("w1 idle") && s2.contains("w2 drain"),
+        "during w2's change:\n{s2}"
+    );
+    for w in ["w1", "w2"] {
+        assert_eq!(node_state(sb, w).0, "IDLE", "{w} after the roll");
+        let env = sb.ssh_ok(w, "systemctl show slurmd -p Environment");
+        assert!(
+            env.contains("ROLLING_TEST=2"),
+            "slurmd on {w} was not restarted with the change: {env}"
+        );
+    }
+    assert_eq!(
+        sb.ssh_ok("master", "sinfo -R -h"),
+        "",
+        "reasons left after the roll"
+    );
+    assert_eq!(
+        sb.ssh_ok("master", &calls),
+        "cordon w1\ncordon w1\ndrain w1\nuncordon w1\ncordon w2\ncordon w2\ndrain w2\nuncordon w2\n",
+        "kubectl's calls to the API server stand-in (cordon, drain's own cordon, drain, uncordon)"
+    );
+    log(
+        t0,
+        "rolling change: job finished whole, w1 then w2, both idle, no reason left",
+    );
+
+    // 2. w2 drained by an administrator before the roll stays drained, with their reason.
+    sb.ssh_ok(
+        "master",
+        "scontrol update nodename=w2 state=drain reason='disk swap'",
+    );
+    let r = sb.run_ok_in(
+        via,
+        recipe,
+        &["--group", "workers", "--serial", "1", "--var", "marker=3"],
+    );
+    assert_eq!(batch_events(&r).len(), 4, "{}", r.show());
+    assert_eq!(node_state(sb, "w1").0, "IDLE");
+    let (st, why) = node_state(sb, "w2");
+    assert!(
+        st.contains("DRAIN") && why == "disk swap",
+        "w2 after the roll: {st} {why}"
+    );
+    assert!(sb
+        .ssh_ok("w2", "systemctl show slurmd -p Environment")
+        .contains("ROLLING_TEST=3"));
+
+    // 3. A change that leaves slurmd down on w1: its health gate fails, w1 stays drained
+    //    with a reason naming it, the roll stops before w2.
+    let r = sb.run_in(
+        via,
+        recipe,
+        &[
+            "--group",
+            "workers",
+            "--serial",
+            "1",
+            "--var",
+            "marker=4",
+            "--var",
+            "break_slurmd=true",
+            "--health-timeout",
+            "20",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.show());
+    assert_eq!(
+        batch_events(&r),
+        ["batch 1 w1", "end 1 failed=[w1] stop"],
+        "{}",
+        r.show()
+    );
+    assert_eq!(r.recap("w2")["not_started"], true, "{}", r.show());
+    let (st, w1_why) = node_state(sb, "w1");
+    assert!(
+        st.contains("DRAIN"),
+        "w1 after its failed health gate: {st}"
+    );
+    assert!(
+        w1_why.starts_with("recipe: rolling_slurmd.rhai failed: health gate")
+            && w1_why.contains("slurmd on w1"),
+        "w1's reason: {w1_why}"
+    );
+    let (st, why) = node_state(sb, "w2");
+    assert!(
+        st.contains("DRAIN") && why == "disk swap",
+        "w2 after the stopped roll: {st} {why}"
+    );
+    assert!(
+        sb.ssh_ok("w2", "systemctl show slurmd -p Environment")
+            .contains("ROLLING_TEST=3"),
+        "w2 was changed"
+    );
+    let k8s = sb.ssh_ok(
+        "w1",
+        "kubectl --kubeconfig=/etc/kubernetes/admin.conf get node w1 --no-headers",
+    );
+    assert!(
+        k8s.contains("SchedulingDisabled"),
+        "w1 is not left cordoned: {k8s}"
+    );
+    log(
+        t0,
+        &format!("health gate failed on w1: stays drained ({w1_why}); roll stopped before w2"),
+    );
+
+    // Back to the cluster the next steps expect.
+    sb.ssh_ok("w1", "rm /etc/systemd/system/slurmd.service.d/rolling-test.conf; systemctl daemon-reload; systemctl start slurmd");
+    sb.ssh_ok("w2", "rm /etc/systemd/system/slurmd.service.d/rolling-test.conf; systemctl daemon-reload; systemctl restart slurmd");
+    sb.ssh_ok(
+        "w1",
+        "kubectl --kubeconfig=/etc/kubernetes/admin.conf uncordon w1",
+    );
+    sb.ssh_ok("master", "scontrol update nodename=w1,w2 state=resume");
+    for w in ["w1", "w2"] {
+        sb.ssh_ok(w, "systemctl stop kubelet-heartbeat-standin; rm -r /etc/kubernetes /usr/local/bin/kubectl");
+    }
+    sb.ssh_ok("master", "systemctl stop kube-apiserver-standin");
+    // w1's slurmd was down: it registers again within a few seconds of its start.
+    for _ in 0..60 {
+        let states = sb.ssh_ok("master", "sinfo -h -N -o '%N %t'");
+        if states.contains("w1 idle") && states.contains("w2 idle") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    check_cluster(sb, "", &["w1", "w2"], t0);
 }
 
 /// Puts `workers` behind the master in the test's inventory (`jump = "master"`).

@@ -6,7 +6,8 @@
 //! the bundle on the task's standard input (srun broadcasts it). Each task unpacks it into a
 //! private temporary folder, runs `recipe run --local --json` as the inventory host it stands
 //! for, and removes the folder. The tasks' JSON Lines come back through srun and feed the
-//! same reporter, recap and exit status as the SSH path.
+//! same reporter, recap and exit status as the SSH path: the run pipeline of
+//! `commands/run.rs` drives it like any other mode; this file holds only what is Slurm's.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -14,14 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::node::{NodeEntry, NodeFile};
-use super::run::RunConfig;
 use crate::errors::{usage, Error};
-use crate::host::Hosts;
-use crate::inventory::Target;
+use crate::inventory::{Inventory, Target};
 use crate::report::{NoteEvent, ProgressEvent, Recap, Reporter, StepEvent};
-use crate::run;
-use crate::secrets::Redactor;
-use crate::transport::{quote, Connection};
+use crate::run::{signals, Prepared, Run};
+use crate::transport::{quote, Connection, TransportError};
 
 /// The host variable naming a host's Slurm node when it differs from the inventory name.
 pub const NODE_VAR: &str = "slurm_node";
@@ -93,31 +91,45 @@ fn usable(state: &str) -> bool {
     matches!(state, "idle" | "mixed")
 }
 
-/// Runs `cfg.recipe` on the selected hosts through Slurm, from the login node `login`.
-pub fn run(cfg: RunConfig, via: Via) -> Result<(), Error> {
-    let Some(login) = via.login.clone() else {
-        return Err(usage("--via slurm needs --login HOST: the login or master node (an inventory host) the controller connects to and runs srun on"));
-    };
-    if cfg.inventory.is_none() || (cfg.hosts.is_empty() && cfg.groups.is_empty()) {
-        return Err(usage(
-            "--via slurm needs -i INVENTORY and the nodes to run on (--host NAME or --group NAME)",
-        ));
+impl Via {
+    /// The flags `--via` needs and those it refuses, before anything is read: an inventory,
+    /// hosts or groups to run on, and not `--local`.
+    pub fn check(&self, inventory: bool, targets: bool, local: bool) -> Result<(), Error> {
+        if self.login.is_none() {
+            return Err(usage("--via slurm needs --login HOST: the login or master node (an inventory host) the controller connects to and runs srun on"));
+        }
+        if !inventory || !targets {
+            return Err(usage(
+                "--via slurm needs -i INVENTORY and the nodes to run on (--host NAME or --group NAME)",
+            ));
+        }
+        if local {
+            return Err(usage(
+                "--via slurm and --local do not go together: --local runs on this machine",
+            ));
+        }
+        Ok(())
     }
-    if cfg.conn.local {
-        return Err(usage(
-            "--via slurm and --local do not go together: --local runs on this machine",
-        ));
-    }
-    let (inv, targets) = run::targets(&cfg.inventory, &cfg.hosts, &cfg.groups, false)?;
+}
+
+/// The run flags each node's own run is given.
+pub struct NodeFlags {
+    pub timeout: u64,
+    pub dry_run: bool,
+    pub diff: bool,
+}
+
+/// What `--via` adds before any host is touched: the login node, the Slurm node each host
+/// stands for with its variables, and the files the nodes need.
+pub fn plan(cfg: NodeFlags, via: Via, inv: &Inventory, prepared: &Prepared) -> Result<Job, Error> {
+    let login = via.login.clone().unwrap_or_default();
     let login_host = inv
         .target(&login)
         .map_err(|e| usage(format!("--login {login}: {e}")))?;
+    // Named on the command line like a --host: a name that does not resolve is a typo.
+    crate::inventory::check_resolvable(std::slice::from_ref(&login_host))
+        .map_err(|e| usage(format!("--login {login}: {}", e.message)))?;
     let slurm_dirs = slurm_dirs(&login_host, via.slurm_prefix.as_deref());
-    let redactor = Redactor::default();
-    let hide = |e: Error| e.map_text(|t| redactor.redact(t));
-    let cli = run::cli_vars(&cfg.vars, &redactor).map_err(hide)?;
-    let prepared =
-        run::prepare(&cfg.recipe, &targets, &cli, &rhai::Map::new(), &redactor).map_err(hide)?;
     // Slurm node name -> inventory host, and the node file.
     let mut nodes = NodeFile {
         nodes: BTreeMap::new(),
@@ -156,44 +168,37 @@ pub fn run(cfg: RunConfig, via: Via) -> Result<(), Error> {
         Some(f) => f.to_string_lossy().into_owned(),
         None => return Err(usage(format!("{}: not a recipe file", prepared.source))),
     };
-    let rt = run::runtime()?;
-    let reporter = cfg.reporter(redactor);
-    let hosts = Hosts::new(Arc::new(inv), &cfg.conn, false);
-    reporter.start(prepared.per_host.len());
-    let job = Job {
-        cfg: &cfg,
-        via: &via,
-        login: &login,
+    // The node's own run: node-local, JSON Lines back, the controller's run flags.
+    let mut node_args = vec![
+        "--local".to_string(),
+        "--slurm-node".into(),
+        "\"$d/nodes.json\"".into(),
+        "--json".into(),
+        "--timeout".into(),
+        cfg.timeout.to_string(),
+    ];
+    if cfg.dry_run {
+        node_args.push("--dry-run".into());
+    }
+    if cfg.diff {
+        node_args.push("--diff".into());
+    }
+    Ok(Job {
+        partition: via.partition,
+        login,
         slurm_dirs,
         nodes,
         host_of,
+        hosts: prepared
+            .per_host
+            .iter()
+            .map(|(t, _)| t.name.clone())
+            .collect(),
         files,
         recipe_file,
-        reporter: &reporter,
-    };
-    let res = rt.block_on(async {
-        let conn = match hosts.connection_to(&login).await {
-            Ok(c) => c,
-            Err(e) => return Err(format!("login node {login}: {e}")),
-        };
-        let r = job.run(&conn).await;
-        hosts.close_all().await;
-        r
-    });
-    rt.shutdown_timeout(Duration::from_secs(2));
-    if let Err(e) = res {
-        // Nothing ran: every selected host gets the reason.
-        for (t, _) in &prepared.per_host {
-            if !reporter.has_recap(&t.name) {
-                reporter.finish_host(&t.name, true, Some(format!("not run: {e}")), None);
-            }
-        }
-    }
-    if reporter.finish(cfg.dry_run) {
-        Ok(())
-    } else {
-        Err(Error::HostsFailed)
-    }
+        node_args,
+        timeout: cfg.timeout,
+    })
 }
 
 /// The Slurm node name of an inventory host: its `slurm_node` variable, else its name.
@@ -327,22 +332,45 @@ fn walk(
     Ok(())
 }
 
-struct Job<'a> {
-    cfg: &'a RunConfig,
-    via: &'a Via,
-    login: &'a str,
+/// A `--via` run, checked and ready: everything the login node and the nodes are sent.
+pub struct Job {
+    partition: Option<String>,
+    login: String,
     /// Folders that may hold `sinfo` and `srun` on the login node, each with why it is tried.
     slurm_dirs: Vec<(String, String)>,
     nodes: NodeFile,
     host_of: HashMap<String, String>,
+    /// The inventory hosts, in the order given.
+    pub hosts: Vec<String>,
     files: Vec<(String, PathBuf)>,
     recipe_file: String,
-    reporter: &'a Reporter,
+    /// The flags of each node's own `recipe run`.
+    node_args: Vec<String>,
+    /// `--timeout`, in seconds.
+    timeout: u64,
 }
 
-impl Job<'_> {
-    async fn run(self, conn: &Arc<Connection>) -> Result<(), String> {
-        let login = self.login;
+impl Job {
+    /// Runs the job through the run's reporter and connections; every host ends with a
+    /// recap: its node's, or why it did not run.
+    pub async fn drive(&self, r: &Run) {
+        let rep = &r.ctx.reporter;
+        let res = match r.ctx.hosts.connection_to(&self.login).await {
+            Ok(c) => self.run(&c, rep).await,
+            Err(e) => Err(format!("login node {}: {e}", self.login)),
+        };
+        if let Err(e) = res {
+            // Nothing ran: every selected host gets the reason.
+            for h in &self.hosts {
+                if !rep.has_recap(h) {
+                    rep.finish_host(h, true, Some(format!("not run: {e}")), None);
+                }
+            }
+        }
+    }
+
+    async fn run(&self, conn: &Arc<Connection>, rep: &Reporter) -> Result<(), String> {
+        let login = &self.login;
         let t = Some(Duration::from_secs(120));
         let out = conn
             .exec("umask 077 && mktemp -d /tmp/recipe-via.XXXXXXXX", None, t)
@@ -355,15 +383,20 @@ impl Job<'_> {
                 out.stderr_str().trim()
             ));
         }
-        let res = self.staged(conn, &stage).await;
+        let res = self.staged(conn, &stage, rep).await;
         let _ = conn
             .exec(&format!("rm -rf -- {}", quote(&stage)), None, t)
             .await;
         res
     }
 
-    async fn staged(&self, conn: &Arc<Connection>, stage: &str) -> Result<(), String> {
-        let login = self.login;
+    async fn staged(
+        &self,
+        conn: &Arc<Connection>,
+        stage: &str,
+        rep: &Reporter,
+    ) -> Result<(), String> {
+        let login = &self.login;
         let t = Some(Duration::from_secs(600));
         let qs = quote(stage);
         let put = |rel: String, data: Vec<u8>, mode: &'static str| {
@@ -410,7 +443,6 @@ impl Job<'_> {
         // Which nodes can take a task now; the others are reported and left out.
         let names: Vec<&str> = self.nodes.nodes.keys().map(String::as_str).collect();
         let part = self
-            .via
             .partition
             .as_ref()
             .map(|p| format!(" -p {}", quote(p)))
@@ -449,7 +481,7 @@ impl Job<'_> {
                     } else {
                         format!(" ({reason})")
                     };
-                    self.reporter.finish_host(
+                    rep.finish_host(
                         &e.host,
                         true,
                         Some(format!(
@@ -458,12 +490,12 @@ impl Job<'_> {
                         None,
                     );
                 }
-                None => self.reporter.finish_host(
+                None => rep.finish_host(
                     &e.host,
                     true,
                     Some(format!(
                         "{node} is not a Slurm node{}: not run (sinfo on {login} does not list it; set the host's `{NODE_VAR}` variable if its Slurm name differs)",
-                        self.via.partition.as_ref().map(|p| format!(" of partition {p}")).unwrap_or_default()
+                        self.partition.as_ref().map(|p| format!(" of partition {p}")).unwrap_or_default()
                     )),
                     None,
                 ),
@@ -472,19 +504,9 @@ impl Job<'_> {
         if run_on.is_empty() {
             return Ok(());
         }
-        let mut args = vec![
-            "--local".to_string(),
-            "--slurm-node".into(),
-            "\"$d/nodes.json\"".into(),
-            "--json".into(),
-            "--timeout".into(),
-            self.cfg.timeout.to_string(),
-        ];
-        if self.cfg.dry_run {
-            args.push("--dry-run".into());
-        }
-        if self.cfg.diff {
-            args.push("--diff".into());
+        // Stopped before srun: nothing started on any node.
+        if signals::stop() != signals::Stop::Running {
+            return Err(signals::reason());
         }
         // Each task: a private folder it may run programs from, the bundle from stdin, the
         // run, the folder removed.
@@ -492,7 +514,7 @@ impl Job<'_> {
             "{NODE_DIR} tar -xzf - -C \"$d\" || {{ echo \"cannot unpack the recipe bundle on $n\" >&2; exit 97; }}; \
              \"$d/recipe\" run \"$d/recipes/\"{} {}",
             quote(&self.recipe_file),
-            args.join(" ")
+            self.node_args.join(" ")
         );
         let srun = format!(
             "cd {qs}/b && tar -czf ../bundle.tgz . && \
@@ -504,7 +526,7 @@ impl Job<'_> {
             n = run_on.len(),
         );
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
-        let limit = Duration::from_secs(self.cfg.timeout.max(1) + ALLOC_WAIT_SECS + 60);
+        let limit = Duration::from_secs(self.timeout.max(1) + ALLOC_WAIT_SECS + 60);
         let srun_fut = Box::pin(conn.stream(&srun, None, Some(tx), Some(limit)));
         let mut seen: HashMap<String, bool> = HashMap::new();
         let mut pending = Vec::new();
@@ -513,14 +535,20 @@ impl Job<'_> {
                 pending.extend_from_slice(&chunk);
                 while let Some(at) = pending.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = pending.drain(..=at).collect();
-                    self.line(&String::from_utf8_lossy(&line), &mut seen);
+                    self.line(&String::from_utf8_lossy(&line), &mut seen, rep);
                 }
             }
             if !pending.is_empty() {
-                self.line(&String::from_utf8_lossy(&pending), &mut seen);
+                self.line(&String::from_utf8_lossy(&pending), &mut seen, rep);
             }
         };
-        let (res, ()) = tokio::join!(srun_fut, read);
+        // A second Ctrl-C abandons the tasks: their channel closes, and srun with it.
+        let res = tokio::select! {
+            (res, ()) = async { tokio::join!(srun_fut, read) } => res,
+            _ = signals::reached(signals::Stop::Now) => {
+                Err(TransportError::Interrupted(signals::reason()))
+            }
+        };
         let (status, stderr) = match res {
             Ok(o) => (o.status, o.stderr_str()),
             Err(e) => (-1, e.to_string()),
@@ -534,7 +562,7 @@ impl Job<'_> {
                 continue;
             }
             let said = stderr_about(&stderr, node, &run_on);
-            self.reporter.finish_host(
+            rep.finish_host(
                 host,
                 false,
                 Some(format!(
@@ -552,7 +580,7 @@ impl Job<'_> {
     }
 
     /// One line of srun's output: `TASK: {json}`.
-    fn line(&self, raw: &str, seen: &mut HashMap<String, bool>) {
+    fn line(&self, raw: &str, seen: &mut HashMap<String, bool>, rep: &Reporter) {
         let l = raw.trim_end_matches(['\n', '\r']);
         let json = match l.split_once(": ") {
             Some((task, rest)) if task.trim().chars().all(|c| c.is_ascii_digit()) => rest,
@@ -560,7 +588,7 @@ impl Job<'_> {
         };
         let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
             if !json.trim().is_empty() {
-                self.reporter.note("slurm", json);
+                rep.note("slurm", json);
             }
             return;
         };
@@ -569,21 +597,21 @@ impl Job<'_> {
             Some("step") => {
                 if let Ok(s) = serde_json::from_value::<StepEvent>(v) {
                     if self.known(&s.host) {
-                        self.reporter.step(s);
+                        rep.step(s);
                     }
                 }
             }
             Some("note") => {
                 if let Ok(n) = serde_json::from_value::<NoteEvent>(v) {
                     if self.known(&n.host) {
-                        self.reporter.note(&n.host, &n.msg);
+                        rep.note(&n.host, &n.msg);
                     }
                 }
             }
             Some("progress") => {
                 if let Ok(p) = serde_json::from_value::<ProgressEvent>(v) {
                     if self.known(&p.host) {
-                        self.reporter.remote_running(p);
+                        rep.remote_running(p);
                     }
                 }
             }
@@ -591,8 +619,7 @@ impl Job<'_> {
                 if let Ok(r) = serde_json::from_value::<Recap>(v) {
                     if self.known(&r.host) {
                         seen.insert(r.host.clone(), true);
-                        self.reporter
-                            .finish_host(&r.host, r.unreachable, r.msg, r.stopped_at);
+                        rep.finish_host(&r.host, r.unreachable, r.msg, r.stopped_at);
                     }
                 }
             }

@@ -347,13 +347,18 @@ pub mod api {
 }
 
 /// Repeats `cmd` until it succeeds or `o.timeout` passes.
-fn wait(h: &crate::context::HostCtx, cmd: &str, o: &WaitOpts) -> Result<rhai::Map, String> {
+fn wait(
+    h: &crate::context::HostCtx,
+    cmd: &str,
+    o: &WaitOpts,
+) -> Result<rhai::Map, crate::primitives::StepError> {
+    use crate::primitives::StepError;
     let deadline =
         std::time::Instant::now() + std::time::Duration::from_secs(o.timeout.unwrap_or(60));
     let target = o.on.clone().unwrap_or_else(|| h.name.clone());
     loop {
         if h.run.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(crate::run::signals::reason());
+            return Err(StepError::Interrupted(crate::run::signals::reason()));
         }
         let limit = std::time::Duration::from_secs(o.interval.unwrap_or(2).max(1) * 5 + 10);
         let out = match h.exec_on(&target, &crate::primitives::in_c_locale(cmd), Some(limit)) {
@@ -364,7 +369,7 @@ fn wait(h: &crate::context::HostCtx, cmd: &str, o: &WaitOpts) -> Result<rhai::Ma
                 stdout: Vec::new(),
                 stderr: e.to_string().into_bytes(),
             },
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         };
         if out.status == 0 {
             let mut m = rhai::Map::new();
@@ -372,11 +377,10 @@ fn wait(h: &crate::context::HostCtx, cmd: &str, o: &WaitOpts) -> Result<rhai::Ma
             return Ok(m);
         }
         if std::time::Instant::now() >= deadline {
-            return Err(format!(
-                "still failing after {}s on {target}; last {}",
-                o.timeout.unwrap_or(60),
-                crate::primitives::failure_text(&out)
-            ));
+            return Err(StepError::command(&out).doing(format!(
+                "still failing after {}s on {target} (the last try)",
+                o.timeout.unwrap_or(60)
+            )));
         }
         std::thread::sleep(std::time::Duration::from_secs(
             o.interval.unwrap_or(2).max(1),

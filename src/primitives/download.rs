@@ -3,10 +3,10 @@
 //! sha256 are checked before it replaces the destination.
 
 use super::files::write_script_checked;
-use super::{in_c_locale, Attrs, StepPlan};
+use super::{in_c_locale, Attrs, StepError, StepPlan};
 use crate::context::HostCtx;
 use crate::planned::{PlannedContent, PlannedFile};
-use crate::transport::{local::LocalSpawner, quote, Connection, Stats};
+use crate::transport::{local::LocalSpawner, quote, Connection, Stats, TransportError};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
@@ -16,13 +16,13 @@ use std::time::Duration;
 
 /// The host's own fetcher, asked only when a download is due (one round trip): `true` when
 /// curl or wget is on its PATH.
-pub fn host_can_fetch(h: &HostCtx) -> Result<bool, String> {
+pub fn host_can_fetch(h: &HostCtx) -> Result<bool, super::StepError> {
     let out = super::check(
         h,
         "command -v curl >/dev/null 2>&1 || command -v wget >/dev/null 2>&1 || echo none",
     )?;
     if out.status != 0 {
-        return Err(super::failure_text(&out));
+        return Err(super::StepError::command(&out));
     }
     Ok(out.stdout_str().trim() != "none")
 }
@@ -211,7 +211,8 @@ pub fn via_controller<'a>(
                     "checksum mismatch: {url} (fetched on the controller) has sha256 {}, expected {w}{}",
                     f.sha256,
                     pin_hint(pin.as_deref())
-                ));
+                )
+                .into());
             }
         }
         let size = usize::try_from(f.size).map_err(|_| "file too big".to_string())?;
@@ -235,16 +236,17 @@ pub fn via_controller<'a>(
             .rt
             .block_on(async { tokio::time::timeout(limit, fut).await })
             .map_err(|_| {
-                format!(
-                    "sending {url} to the host: no answer within {}s",
+                StepError::from(TransportError::Timeout(format!(
+                    "no answer within {}s",
                     limit.as_secs()
-                )
+                )))
+                .doing(format!("sending {url} to the host"))
             })?;
-        let b = b.map_err(|e| format!("sending {url} to the host: {e}"))?;
+        let b = b.map_err(|e| StepError::from(e).doing(format!("sending {url} to the host")))?;
         if b.status != 0 {
-            return Err(super::failure_text(&b));
+            return Err(StepError::command(&b));
         }
-        a.map_err(|e| format!("reading the controller's copy of {url}: {e}"))?;
+        a.map_err(|e| StepError::from(e).doing(format!("reading the controller's copy of {url}")))?;
         Ok(rhai::Map::new())
     });
     plan.changes = vec![change_line(url, host)];

@@ -31,6 +31,31 @@ fn get(f: &mut Fields, key: &str) -> Result<Dynamic, Box<EvalAltResult>> {
     })
 }
 
+/// The fields every step's result has.
+const STEP: &[&str] = &["changed", "skipped", "status"];
+
+/// The fields the result of `call` can have, sorted, for the primitives that return a
+/// [`Fields`] (`None` for any other function). `recipe check` holds `r.field` against it;
+/// a field listed may still be missing at run time (a dry run skips `wait_for`'s command,
+/// so it has no `stdout`): the run says so.
+pub fn result_fields(call: &str) -> Option<Vec<&'static str>> {
+    let extra: &[&str] = match call {
+        "probe" => return Some(vec!["ok", "rc", "stderr", "stdout", "timed_out"]),
+        "sh" => &["rc", "stdout", "stderr", "timed_out"],
+        "wait_for" => &["stdout"],
+        "file" | "template" | "download" => &["path", "sha256"],
+        "directory" | "unpack" => &["path"],
+        "service" => &["active", "enabled"],
+        "group" => &["gid"],
+        "packages" => &["packages"],
+        "user" | "daemon_reload" => &[],
+        _ => return None,
+    };
+    let mut v: Vec<&str> = STEP.iter().chain(extra).copied().collect();
+    v.sort();
+    Some(v)
+}
+
 /// Registers the type: fields by `.name` or `["name"]`, and the map functions recipes use.
 pub fn register(e: &mut Engine) {
     e.register_type_with_name::<Fields>("Result")

@@ -6,8 +6,8 @@ use rhai::plugin::*;
 use std::path::PathBuf;
 
 use super::{
-    attr_fixes, check, in_c_locale, parse_stat, Attrs, FileKind, Plan, StatInfo, StepPlan,
-    StepResult, STAT_FMT,
+    attr_fixes, check, in_c_locale, parse_stat, Attrs, FileKind, Plan, StatInfo, StepError,
+    StepPlan, StepResult, STAT_FMT,
 };
 use crate::context::HostCtx;
 use crate::planned::{PlannedContent, PlannedFile};
@@ -60,7 +60,7 @@ pub(crate) const STREAM_OVER: u64 = 1024 * 1024;
 /// step of this run plans the path with a known result (content, directory, removal), that
 /// result: the real run would find it there. A plan whose content is not known yet (a
 /// command makes the file) leaves the host's state and the callers' own "depends on" notes.
-pub(crate) fn probe_file(h: &HostCtx, path: &str) -> Result<Option<(StatInfo, String)>, String> {
+pub(crate) fn probe_file(h: &HostCtx, path: &str) -> Result<Option<(StatInfo, String)>, StepError> {
     let cur = probe_host_file(h, path)?;
     if !h.run.dry_run {
         return Ok(cur);
@@ -100,14 +100,14 @@ pub(crate) fn planned_bytes(h: &HostCtx, path: &str) -> Option<(Arc<Vec<u8>>, bo
 pub(crate) fn probe_host_file(
     h: &HostCtx,
     path: &str,
-) -> Result<Option<(StatInfo, String)>, String> {
+) -> Result<Option<(StatInfo, String)>, StepError> {
     let q = quote(path);
     let cmd = format!(
         "if [ -e {q} ] || [ -L {q} ]; then stat -c '{STAT_FMT}' -- {q} && if [ -f {q} ]; then sha256sum < {q}; else echo -; fi; else echo absent; fi"
     );
     let out = check(h, &cmd)?;
     if out.status != 0 {
-        return Err(super::failure_text(&out));
+        return Err(StepError::command(&out));
     }
     let text = out.stdout_str();
     let mut lines = text.lines();
@@ -454,7 +454,7 @@ pub(crate) fn stream_from_host<'a>(
     src: &'a str,
     path: &'a str,
     attrs: &'a Attrs,
-) -> Result<Option<StepPlan<'a>>, String> {
+) -> Result<Option<StepPlan<'a>>, StepError> {
     super::no_nul("path", src)?;
     super::no_nul("path", path)?;
     let qs = quote(src);
@@ -464,12 +464,9 @@ pub(crate) fn stream_from_host<'a>(
             &in_c_locale(&format!("stat -L -c %s -- {qs} && sha256sum < {qs}")),
             None,
         )
-        .map_err(|e| format!("{host}: {e}"))?;
+        .map_err(|e| StepError::from(e).doing(host))?;
     if out.status != 0 {
-        return Err(format!(
-            "cannot read {src} on {host}: {}",
-            super::failure_text(&out)
-        ));
+        return Err(StepError::command(&out).doing(format!("cannot read {src} on {host}")));
     }
     let text = out.stdout_str();
     let mut words = text.split_whitespace();
@@ -540,15 +537,12 @@ pub fn stream_step<'a>(
                 &in_c_locale(&format!("cat -- {}", quote(src))),
                 &in_c_locale(&script),
             )
-            .map_err(|e| format!("copying {src} from {host}: {e}"))?;
+            .map_err(|e| StepError::from(e).doing(format!("copying {src} from {host}")))?;
         if dst_out.status != 0 {
-            return Err(super::failure_text(&dst_out));
+            return Err(StepError::command(&dst_out));
         }
         if src_out.status != 0 {
-            return Err(format!(
-                "cannot read {src} on {host}: {}",
-                super::failure_text(&src_out)
-            ));
+            return Err(StepError::command(&src_out).doing(format!("cannot read {src} on {host}")));
         }
         Ok(rhai::Map::new())
     });
@@ -574,7 +568,8 @@ pub fn pending_step<'a>(
         return Err(format!(
             "{path} exists and is a {}, not a file: remove it first or choose another path",
             st.kind_name()
-        ));
+        )
+        .into());
     }
     let dep = pf.depends(from.0, from.1);
     let what = if cur.is_some() { "write" } else { "create" };
@@ -668,7 +663,8 @@ pub(crate) fn do_file(
                     }
                     return Err(format!(
                         "{path} does not exist: give `content` or `src` to create it"
-                    ));
+                    )
+                    .into());
                 };
                 let mut p = StepPlan::from(attr_plan(path, &st.0, &o.attrs))
                     .same_as(format!("{:?}", o.attrs));
@@ -1257,7 +1253,9 @@ mod decisions {
                 pin: Some("slurm_sha256".into()),
                 ..Default::default()
             };
-            let e = download_step(url, "/x", None, &none).unwrap_err();
+            let e = download_step(url, "/x", None, &none)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("refused") && e.contains("slurm_sha256"), "{e}");
         }
         // Explicitly unverified (verify: false, or "unverified"): any file there is the
@@ -1296,7 +1294,9 @@ mod decisions {
             sha256: Some("abc".into()),
             ..Default::default()
         };
-        let e = download_step(url, "/x", None, &bad).unwrap_err();
+        let e = download_step(url, "/x", None, &bad)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("is not 64 hex digits"), "{e}");
     }
 
@@ -1330,7 +1330,9 @@ mod decisions {
         );
         assert_eq!(p.writes[0].0, "/src/t/configure");
         // No archive: an error, unless a step of this run makes it (then it says so).
-        let e = unpack_step("/a.tgz", "/src/t", &f(false, false, None), &o).unwrap_err();
+        let e = unpack_step("/a.tgz", "/src/t", &f(false, false, None), &o)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "archive /a.tgz does not exist");
         let p = unpack_step(
             "/a.tgz",

@@ -44,10 +44,12 @@ pub mod attrs;
 pub mod command;
 pub mod download;
 pub mod facts;
+pub mod failure;
 pub mod fields;
 pub mod files;
 pub mod options;
 pub mod packages;
+pub mod prefetch;
 pub mod read;
 pub mod remote;
 pub mod services;
@@ -59,6 +61,7 @@ pub mod users;
 mod write_tests;
 
 pub use attrs::*;
+pub use failure::StepError;
 pub use options::{bad_choice, opt_value, opts, Presence};
 pub use step::*;
 

@@ -1,6 +1,7 @@
 //! Reading without changing: `read_file`, `stat`, `exists` and `require`, on this host or
 //! another, seeing what earlier steps of a dry run plan.
 
+use super::StepError;
 use rhai::plugin::*;
 
 use super::*;
@@ -18,36 +19,33 @@ pub enum Remote {
 }
 
 /// Reads a whole file of another (or this) host, or what this run plans for it.
-pub fn read_remote(h: &HostCtx, host: &str, path: &str) -> Result<Remote, String> {
+pub fn read_remote(h: &HostCtx, host: &str, path: &str) -> Result<Remote, StepError> {
     super::no_nul("path", path)?;
     if let Some(pf) = super::planned_file(h, host, path) {
         return match pf.content {
             PlannedContent::Bytes { ref bytes, .. } => Ok(Remote::Bytes(bytes.to_vec())),
             PlannedContent::Unknown => Ok(Remote::Pending(pf)),
-            PlannedContent::Directory => Err(format!(
+            PlannedContent::Directory => Err(StepError::Refused(format!(
                 "cannot read {path} on {host}: a directory is planned there (at {})",
                 pf.at
-            )),
-            PlannedContent::Absent => Err(format!(
+            ))),
+            PlannedContent::Absent => Err(StepError::Refused(format!(
                 "cannot read {path} on {host}: it is planned to be removed (at {})",
                 pf.at
-            )),
+            ))),
         };
     }
     remote_read(h, host, path).map(Remote::Bytes)
 }
 
 /// Reads a whole file of another (or this) host through its connection.
-pub fn remote_read(h: &HostCtx, host: &str, path: &str) -> Result<Vec<u8>, String> {
+pub fn remote_read(h: &HostCtx, host: &str, path: &str) -> Result<Vec<u8>, StepError> {
     super::no_nul("path", path)?;
     let out = h
         .exec_on(host, &in_c_locale(&format!("cat -- {}", quote(path))), None)
-        .map_err(|e| format!("{host}: {e}"))?;
+        .map_err(|e| StepError::from(e).doing(host))?;
     if out.status != 0 {
-        return Err(format!(
-            "cannot read {path} on {host}: {}",
-            super::failure_text(&out)
-        ));
+        return Err(StepError::command(&out).doing(format!("cannot read {path} on {host}")));
     }
     Ok(out.stdout)
 }
@@ -84,7 +82,7 @@ pub fn read_value(
             );
             Vec::new()
         }
-        Err(e) => return Err(super::err_at(e, ctx.call_position())),
+        Err(e) => return Err(super::err_at(e.to_string(), ctx.call_position())),
     };
     if o.secret {
         h.run.reporter.redactor().add(&bytes);
@@ -153,7 +151,9 @@ pub fn stat_value(
         .map_err(|e| super::err_at(format!("stat {path}: {e}"), ctx.call_position()))?;
     if out.status != 0 {
         return Err(super::err_at(
-            format!("stat {path} on {who}: {}", super::failure_text(&out)),
+            StepError::command(&out)
+                .doing(format!("stat {path} on {who}"))
+                .to_string(),
             ctx.call_position(),
         ));
     }

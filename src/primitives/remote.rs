@@ -118,7 +118,7 @@ pub mod api {
         ctx: NativeCallContext,
         group: &str,
     ) -> Result<rhai::Array, Box<EvalAltResult>> {
-        let me = crate::primitives::host_ctx(&ctx)?;
+        let me = crate::primitives::host_info(&ctx)?;
         Ok(crate::primitives::group_array(
             &me.run.hosts.inventory,
             group,
@@ -128,13 +128,13 @@ pub mod api {
     /// The inventory name of the host this recipe runs for.
     #[rhai_fn(name = "host_name", return_raw)]
     pub fn host_name(ctx: NativeCallContext) -> Result<String, Box<EvalAltResult>> {
-        Ok(crate::primitives::host_ctx(&ctx)?.name.clone())
+        Ok(crate::primitives::host_info(&ctx)?.name.clone())
     }
 
     /// Whether this is a dry run (nothing is changed on any host).
     #[rhai_fn(name = "is_dry_run", return_raw)]
     pub fn is_dry_run(ctx: NativeCallContext) -> Result<bool, Box<EvalAltResult>> {
-        Ok(crate::primitives::host_ctx(&ctx)?.run.dry_run)
+        Ok(crate::primitives::host_info(&ctx)?.run.dry_run)
     }
 
     /// Prints a note in the run's output (secrets redacted).
@@ -169,7 +169,7 @@ pub mod api {
         ctx: NativeCallContext,
         value: &str,
     ) -> Result<crate::secrets::Secret, Box<EvalAltResult>> {
-        if let Ok(me) = crate::primitives::host_ctx(&ctx) {
+        if let Ok(me) = crate::primitives::host_info(&ctx) {
             me.run.reporter.redactor().add(value.as_bytes());
         }
         Ok(crate::secrets::Secret(std::sync::Arc::new(
@@ -197,7 +197,11 @@ pub mod api {
 
     /// Pauses this host's recipe for some seconds.
     #[rhai_fn(name = "sleep")]
-    pub fn sleep(secs: i64) {
+    pub fn sleep(ctx: NativeCallContext, secs: i64) {
+        // The collecting pass of the probes asked ahead changes nothing by waiting.
+        if crate::primitives::host_info(&ctx).is_ok_and(|h| h.prefetch.collecting()) {
+            return;
+        }
         std::thread::sleep(std::time::Duration::from_secs(secs.clamp(0, 3600) as u64));
     }
 }

@@ -35,7 +35,7 @@ pub struct UnitFacts {
 fn unit_query(q: &str) -> String {
     format!(
         "systemctl show -p LoadState -p ActiveState -p UnitFileState -- {q} || exit $?\n\
-         printf 'IsEnabled=%s\\n' \"$(systemctl is-enabled -- {q} 2>/dev/null)\""
+         printf 'IsEnabled='; systemctl is-enabled -- {q} 2>/dev/null; echo"
     )
 }
 
@@ -154,10 +154,9 @@ fn do_service(
         let q = quote(name);
         let st = check(h, &unit_query(&q))?;
         if st.status != 0 {
-            return Err(format!(
-                "cannot read the state of {name} with systemctl (is this host running systemd?): {}",
-                super::failure_text(&st)
-            ));
+            return Err(super::StepError::command(&st).doing(format!(
+                "cannot read the state of {name} with systemctl (is this host running systemd?)"
+            )));
         }
         Ok(service_plan(name, &parse_unit(&st.stdout_str()), &o))
     })

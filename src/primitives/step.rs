@@ -1,6 +1,7 @@
 //! The step: a primitive's plan (changes, diff, one action) reported and, unless this is a
 //! dry run, carried out; the commands it runs in the C locale, and the failures it reports.
 
+use super::failure::StepError;
 use rhai::{Dynamic, EvalAltResult, Map, NativeCallContext, Position};
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,7 +23,7 @@ pub struct Outcome {
 }
 
 /// Work a real run does for a step; what it returns joins the step's result.
-pub type Work<'a> = Box<dyn FnOnce(&HostCtx) -> Result<Map, String> + 'a>;
+pub type Work<'a> = Box<dyn FnOnce(&HostCtx) -> Result<Map, StepError> + 'a>;
 
 /// How a step's plan is carried out. Only [`step`] runs it, and never in a dry run.
 pub enum Action<'a> {
@@ -118,7 +119,7 @@ impl<'a> StepPlan<'a> {
     /// Work that only a real run does (see [`Action::Work`]).
     pub fn work(
         skip_in_dry_run: bool,
-        run: impl FnOnce(&HostCtx) -> Result<Map, String> + 'a,
+        run: impl FnOnce(&HostCtx) -> Result<Map, StepError> + 'a,
     ) -> StepPlan<'a> {
         StepPlan {
             action: Action::Work {
@@ -184,10 +185,20 @@ impl From<Plan> for StepPlan<'_> {
     }
 }
 
-pub type StepResult<'a> = Result<StepPlan<'a>, String>;
+pub type StepResult<'a> = Result<StepPlan<'a>, StepError>;
 
 /// The host this script runs for (set as the engine's tag).
+/// Ends the collecting pass of [`super::prefetch`] for anything but a state step.
 pub fn host_ctx(ctx: &NativeCallContext) -> Result<Arc<HostCtx>, Box<EvalAltResult>> {
+    let h = host_info(ctx)?;
+    if h.prefetch.collecting() {
+        return Err(err_at(super::prefetch::STOP, ctx.call_position()));
+    }
+    Ok(h)
+}
+
+/// The host's context, also in the collecting pass (for what only looks at the run).
+pub fn host_info(ctx: &NativeCallContext) -> Result<Arc<HostCtx>, Box<EvalAltResult>> {
     ctx.tag()
         .and_then(|t| t.clone().try_cast::<Arc<HostCtx>>())
         .ok_or_else(|| {
@@ -207,7 +218,11 @@ pub(crate) fn failed_options_step(ctx: &NativeCallContext, op: &str, msg: &str) 
     let Some(h) = ctx.tag().and_then(|t| t.clone().try_cast::<Arc<HostCtx>>()) else {
         return;
     };
+    if h.prefetch.collecting() {
+        return;
+    }
     let source = call_file(ctx, &h);
+    let msg = StepError::Options(msg.to_string()).to_string();
     h.run.reporter.step(StepEvent {
         event: "step",
         host: h.name.clone(),
@@ -219,7 +234,7 @@ pub(crate) fn failed_options_step(ctx: &NativeCallContext, op: &str, msg: &str) 
         status: Status::Failed,
         dry_run: h.run.dry_run,
         ms: 0,
-        msg: Some(h.run.reporter.redactor().redact(msg)),
+        msg: Some(h.run.reporter.redactor().redact(&msg)),
         changes: Vec::new(),
         diff: None,
     });
@@ -246,8 +261,11 @@ pub fn step_after<'a>(
     before: Option<&str>,
     body: impl FnOnce(&HostCtx) -> StepResult<'a>,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
-    let h = host_ctx(ctx)?;
+    let h = host_info(ctx)?;
     let pos = ctx.call_position();
+    if h.prefetch.collecting() {
+        return collect(&h, op, before, body, pos);
+    }
     let line = pos.line().unwrap_or(0);
     let source = call_file(ctx, &h);
     let at = format!("{}:{line}", source.as_deref().unwrap_or(&h.recipe.name));
@@ -316,8 +334,8 @@ pub fn step_after<'a>(
             );
             Ok(super::fields::Fields::dynamic(m))
         }
-        Err(msg) => {
-            let msg = h.run.reporter.redactor().redact(&msg);
+        Err(e) => {
+            let msg = h.run.reporter.redactor().redact(&e.to_string());
             ev.status = Status::Failed;
             ev.msg = Some(msg.clone());
             h.run.reporter.step(ev);
@@ -326,6 +344,31 @@ pub fn step_after<'a>(
                 pos,
             )))
         }
+    }
+}
+
+/// A step in the collecting pass of [`super::prefetch`]: its body runs up to its first probe,
+/// which is recorded, and the step answers "ok, unchanged". Anything else ends the pass.
+fn collect<'a>(
+    h: &HostCtx,
+    op: &str,
+    before: Option<&str>,
+    body: impl FnOnce(&HostCtx) -> StepResult<'a>,
+    pos: Position,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    let stop = || Err(err_at(super::prefetch::STOP, pos));
+    if !super::prefetch::STEPS.contains(&op) || (before.is_some() && !h.run.dry_run) {
+        return stop();
+    }
+    match body(h) {
+        Err(StepError::Refused(m)) if m == super::prefetch::COLLECTED => {
+            let mut m = Map::new();
+            m.insert("changed".into(), false.into());
+            m.insert("skipped".into(), false.into());
+            m.insert("status".into(), Dynamic::from("ok".to_string()));
+            Ok(super::fields::Fields::dynamic(m))
+        }
+        _ => stop(),
     }
 }
 
@@ -338,7 +381,7 @@ fn carry_out(
     target: &str,
     at: &str,
     plan: StepPlan,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, StepError> {
     no_placeholder(&plan)?;
     let StepPlan {
         changes,
@@ -401,7 +444,10 @@ fn carry_out(
                 timeout,
             )?;
         }
-        Action::Work { run, .. } => result.extend(run(h)?),
+        Action::Work { run, .. } => {
+            h.prefetch.forget();
+            result.extend(run(h)?)
+        }
     }
     out.result = result;
     Ok(out)
@@ -465,7 +511,7 @@ fn planned_once(
 
 /// Runs a guarded command: in a dry run the guard alone, in a real run guard and command
 /// as one script. Fills `out`; true when the command runs (or would run).
-fn run_guarded(h: &HostCtx, g: &Guarded, out: &mut Outcome) -> Result<bool, String> {
+fn run_guarded(h: &HostCtx, g: &Guarded, out: &mut Outcome) -> Result<bool, StepError> {
     let dry = h.run.dry_run;
     let script = if dry {
         format!("{}exit 0\n", g.guard)
@@ -499,7 +545,7 @@ fn run_guarded(h: &HostCtx, g: &Guarded, out: &mut Outcome) -> Result<bool, Stri
             out.result.insert("timed_out".into(), true.into());
             return Ok(true);
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
     let stdout = r.stdout_str();
     if stdout.starts_with(GUARD_SKIP) {
@@ -513,7 +559,7 @@ fn run_guarded(h: &HostCtx, g: &Guarded, out: &mut Outcome) -> Result<bool, Stri
         return Ok(true);
     }
     if r.status != 0 && !g.ignore_errors {
-        return Err(failure_text(&r));
+        return Err(StepError::command(&r));
     }
     out.result = res(r.status as i64, stdout, r.stderr_str());
     Ok(true)
@@ -584,9 +630,12 @@ pub fn in_c_locale(cmd: &str) -> String {
 }
 
 /// Runs a read-only check command in the C locale; any transport error is a step failure.
-pub fn check(h: &HostCtx, cmd: &str) -> Result<crate::transport::ExecOutput, String> {
-    h.exec_bounded(&in_c_locale(cmd), std::time::Duration::from_secs(120))
-        .map_err(|e| e.to_string())
+/// Its answer may come from the probes asked ahead ([`super::prefetch`]).
+pub fn check(h: &HostCtx, cmd: &str) -> Result<crate::transport::ExecOutput, StepError> {
+    if let Some(answer) = h.prefetch.answer(cmd) {
+        return answer.map_err(StepError::from);
+    }
+    Ok(h.exec_bounded(&in_c_locale(cmd), std::time::Duration::from_secs(120))?)
 }
 
 /// Runs a changing command in the C locale; non-zero status is an error with stderr. Only
@@ -596,17 +645,15 @@ fn apply(
     cmd: &str,
     stdin: Option<&[u8]>,
     timeout: Option<std::time::Duration>,
-) -> Result<crate::transport::ExecOutput, String> {
+) -> Result<crate::transport::ExecOutput, StepError> {
     if h.run.dry_run {
-        return Err(format!(
+        return Err(StepError::Refused(format!(
             "internal error: a change was about to be made in a dry run: {cmd}"
-        ));
+        )));
     }
-    let out = h
-        .exec(&in_c_locale(cmd), stdin, timeout)
-        .map_err(|e| e.to_string())?;
+    let out = h.exec(&in_c_locale(cmd), stdin, timeout)?;
     if out.status != 0 {
-        return Err(failure_text(&out));
+        return Err(StepError::command(&out));
     }
     Ok(out)
 }
@@ -632,24 +679,6 @@ impl Plan {
         self.changes.push(what.into());
         self.cmds.push(cmd.into());
     }
-}
-
-/// "exit status 2: <last lines of stderr or stdout>".
-pub fn failure_text(out: &crate::transport::ExecOutput) -> String {
-    let err = out.stderr_str();
-    let text = if err.trim().is_empty() {
-        out.stdout_str()
-    } else {
-        err
-    };
-    let lines: Vec<&str> = text.trim_end().lines().collect();
-    let tail = lines[lines.len().saturating_sub(15)..].join("\n");
-    format!(
-        "exit status {}{}{}",
-        out.status,
-        if tail.is_empty() { "" } else { ":\n" },
-        tail
-    )
 }
 
 /// Rejects a NUL byte, which no path or argument can carry.

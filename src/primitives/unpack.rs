@@ -43,7 +43,7 @@ pub fn unpack_step<'a>(
     if !f.archive {
         match &f.planned_archive {
             Some(dep) => change.push_str(&format!(" ({dep})")),
-            None => return Err(format!("archive {archive} does not exist")),
+            None => return Err(format!("archive {archive} does not exist").into()),
         }
     }
     let (a, d) = (quote(archive), quote(dest));

@@ -65,14 +65,15 @@ fn getent_absent_or_fail(db: &str) -> String {
 }
 
 /// One round trip: the passwd entry, the primary group's name and all groups, as
-/// `key value` lines (or `absent`).
+/// `key value` lines (or `absent`). The fields are cut by the shell, not by `cut`: three
+/// processes (two `getent`, `id`) and two substitutions in all.
 fn user_query(q: &str) -> String {
     format!(
         "pw=$(getent passwd {q}) || {{ {} ; }}\n\
          printf 'passwd %s\\n' \"$pw\"\n\
-         gid=$(printf '%s\\n' \"$pw\" | cut -d: -f4)\n\
-         printf 'primary %s\\n' \"$(getent group \"$gid\" | cut -d: -f1)\"\n\
-         printf 'groups %s\\n' \"$(id -Gn {q} 2>/dev/null)\"",
+         r=${{pw#*:*:*:}}; g=$(getent group \"${{r%%:*}}\")\n\
+         printf 'primary %s\\n' \"${{g%%:*}}\"\n\
+         printf 'groups '; id -Gn {q} 2>/dev/null; echo",
         getent_absent_or_fail("passwd")
     )
 }
@@ -287,7 +288,7 @@ fn do_group(
         valid_name(name)?;
         let out = check(h, &group_query(&quote(name)))?;
         if out.status != 0 {
-            return Err(super::failure_text(&out));
+            return Err(super::StepError::command(&out));
         }
         let cur = parse_group(&out.stdout_str())?;
         Ok(group_step(name, cur.as_ref(), &o))
@@ -306,7 +307,7 @@ fn do_user(
         }
         let out = check(h, &user_query(&quote(name)))?;
         if out.status != 0 {
-            return Err(super::failure_text(&out));
+            return Err(super::StepError::command(&out));
         }
         let cur = parse_user(&out.stdout_str())?;
         Ok(StepPlan::from(plan_user(name, cur.as_ref(), &o)).same_as(format!("{o:?}")))
@@ -561,6 +562,23 @@ mod tests {
         assert_eq!(rc, Some(0), "{text}");
         let f = parse_user(&text).unwrap().unwrap();
         assert_eq!((f.uid, f.primary.as_str()), (0, "root"));
+        assert_eq!(f.groups, ["root"]);
+        // The same facts as the query that cut its fields with `cut` (before 2026-12).
+        let with_cut = |q: &str| {
+            format!(
+                "pw=$(getent passwd {q}) || {{ {} ; }}\n\
+                 printf 'passwd %s\\n' \"$pw\"\n\
+                 gid=$(printf '%s\\n' \"$pw\" | cut -d: -f4)\n\
+                 printf 'primary %s\\n' \"$(getent group \"$gid\" | cut -d: -f1)\"\n\
+                 printf 'groups %s\\n' \"$(id -Gn {q} 2>/dev/null)\"",
+                getent_absent_or_fail("passwd")
+            )
+        };
+        for name in ["root", "nobody", "daemon", "no-such-user-h4q"] {
+            let (a, b) = (run(user_query(name)), run(with_cut(name)));
+            assert_eq!(a.0, b.0, "{name}");
+            assert_eq!(parse_user(&a.1), parse_user(&b.1), "{name}");
+        }
         let (rc, text) = run(user_query("no-such-user-h4q"));
         assert_eq!((rc, text.as_str()), (Some(0), "absent\n"));
         let (rc, text) = run(group_query("root"));

@@ -1,5 +1,6 @@
 //! Static checks of a recipe, done before any host is touched: unknown functions, wrong
-//! argument counts, unknown option keys, undeclared `vars.x`, and template errors.
+//! argument counts, unknown option keys, undeclared `vars.x`, fields a primitive's result
+//! never has (`let r = sh(..); r.chagned`), and template errors.
 //!
 //! It walks Rhai's AST (the `internals` feature) of the recipe and of every module it
 //! imports. It only reports what is certain to fail when reached, so a recipe that passes
@@ -327,6 +328,13 @@ struct Seen {
     /// Strings handed to the shell as written (`sh`'s command and guards): their escapes
     /// are the shell's.
     shell: HashSet<Position>,
+    /// How often each name is bound or assigned (`let`, `for`, parameters, `x = ..`,
+    /// `x.f = ..`): only a name bound once holds one known result.
+    bindings: HashMap<String, usize>,
+    /// `let r = prim(..)`: r -> prim.
+    results: HashMap<String, String>,
+    /// `r.field` (read): r, field, where.
+    field_uses: Vec<(String, String, Position)>,
 }
 
 /// Where `sh`/`probe`/`wait_for` take a command: its argument and the guards of its options.
@@ -348,6 +356,9 @@ fn scan(ast: &AST) -> Seen {
     let mut s = Seen::default();
     for f in ast.iter_functions() {
         s.locals.extend(f.params.iter().map(|p| p.to_string()));
+        for p in &f.params {
+            *s.bindings.entry(p.to_string()).or_default() += 1;
+        }
     }
     ast.walk(&mut |path: &[ASTNode]| {
         match path.last() {
@@ -366,12 +377,41 @@ fn scan(ast: &AST) -> Seen {
                 }
             }
             Some(ASTNode::Stmt(Stmt::Var(x, ..))) => {
-                s.locals.insert(x.0.name.to_string());
+                let name = x.0.name.to_string();
+                s.locals.insert(name.clone());
+                *s.bindings.entry(name.clone()).or_default() += 1;
+                if let Expr::FnCall(f, _) = &x.1 {
+                    if f.namespace.is_empty() {
+                        s.results.insert(name, f.name.to_string());
+                    }
+                }
             }
             Some(ASTNode::Stmt(Stmt::For(x, _))) => {
                 s.locals.insert(x.0.name.to_string());
+                *s.bindings.entry(x.0.name.to_string()).or_default() += 1;
                 if let Some(i) = &x.1 {
                     s.locals.insert(i.name.to_string());
+                    *s.bindings.entry(i.name.to_string()).or_default() += 1;
+                }
+            }
+            Some(ASTNode::Stmt(Stmt::Assignment(x))) => {
+                // `r = ..` and `r.f = ..` (a result takes new fields): r is no longer known.
+                if let Some((name, _)) = dotted_var(&x.1.lhs) {
+                    *s.bindings.entry(name).or_default() += 2;
+                }
+            }
+            Some(ASTNode::Expr(Expr::Dot(x, ..))) => {
+                if let (Some((name, _)), Expr::Property(..) | Expr::Dot(..)) =
+                    (dotted_var(&x.lhs), &x.rhs)
+                {
+                    // `r.a.b` nests as Dot(r, Dot(a, b)): the field is the leftmost part.
+                    let mut rhs = &x.rhs;
+                    while let Expr::Dot(y, ..) = rhs {
+                        rhs = &y.lhs;
+                    }
+                    if let Expr::Property(p, pos) = rhs {
+                        s.field_uses.push((name, p.2.to_string(), *pos));
+                    }
                 }
             }
             Some(ASTNode::Expr(e @ (Expr::Map(..) | Expr::DynamicConstant(..)))) => {
@@ -395,6 +435,15 @@ fn scan(ast: &AST) -> Seen {
         path.clear();
     }
     s
+}
+
+/// The variable `r` of `r` or `r.f...` (not a module's), with its position.
+fn dotted_var(e: &Expr) -> Option<(String, Position)> {
+    match e {
+        Expr::Variable(v, _, pos) if v.2.is_empty() => Some((v.1.to_string(), *pos)),
+        Expr::Dot(x, ..) | Expr::Index(x, ..) => dotted_var(&x.lhs),
+        _ => None,
+    }
 }
 
 fn is_vars(e: &Expr) -> bool {
@@ -573,6 +622,7 @@ impl Checker {
                 }
             }
         }
+        self.result_fields(file, &own, &seen);
         if is_recipe {
             for (name, pos) in &seen.var_uses {
                 if self.declared.contains(name) || seen.var_tests.contains(name) {
@@ -590,6 +640,40 @@ impl Checker {
                     *pos,
                 ));
             }
+        }
+    }
+
+    /// `let r = sh(..); if r.chagned`: a field the primitive's result never has, where the
+    /// variable is bound once to that call (anything else is left to the run, which refuses
+    /// a missing field too).
+    fn result_fields(&mut self, file: &Path, own: &FileFns, seen: &Seen) {
+        for (var, field, pos) in &seen.field_uses {
+            if seen.bindings.get(var) != Some(&1) {
+                continue;
+            }
+            let Some(call) = seen.results.get(var) else {
+                continue;
+            };
+            if own.all.contains_key(call) {
+                continue;
+            }
+            let Some(fields) = crate::primitives::fields::result_fields(call) else {
+                continue;
+            };
+            if fields.contains(&field.as_str()) {
+                continue;
+            }
+            let hint = did_you_mean(field, fields.iter().copied())
+                .map(|n| format!(" (did you mean `{n}`?)"))
+                .unwrap_or_default();
+            self.out.push(located(
+                format!(
+                    "`{var}` holds the result of `{call}`, which has no field `{field}`{hint}; it has: {}",
+                    fields.join(", ")
+                ),
+                file,
+                *pos,
+            ));
         }
     }
 

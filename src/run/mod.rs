@@ -2,6 +2,7 @@
 //! its hosts. Host mode and controller mode (`play()`) both drive recipes through it.
 
 pub mod prepare;
+pub mod rolling;
 pub mod signals;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +26,9 @@ pub struct Run {
     pub keep_connections: bool,
 }
 
+/// A host's part of a rolling run: the roll's settings, its batch and how many there are.
+type HostRoll = (Arc<rolling::Roll>, (usize, usize));
+
 /// The async runtime of a command that connects.
 pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_multi_thread()
@@ -41,6 +45,12 @@ impl Run {
     pub async fn execute(&self, p: Prepared) -> Vec<String> {
         // Each play() of a controller recipe counts its own hosts done on the status line.
         self.ctx.reporter.start(p.per_host.len());
+        self.execute_batch(p, None).await
+    }
+
+    /// [`Run::execute`] for one batch of a rolling run (`roll`: its settings, this batch
+    /// and how many), or for all hosts (None).
+    async fn execute_batch(&self, p: Prepared, roll: Option<HostRoll>) -> Vec<String> {
         let recipe = Arc::new(RecipeInfo {
             name: p.name.clone(),
             source: p.source.clone(),
@@ -72,10 +82,11 @@ impl Run {
             }
             let (run, recipe, ast) = (self.ctx.clone(), recipe.clone(), p.ast.clone());
             let keep = self.keep_connections;
+            let roll = roll.clone();
             tasks.spawn(Box::pin(async move {
                 let _permit = permit;
                 let name = t.name.clone();
-                let failed = run_one(&run, &t, vars, ast, recipe).await;
+                let failed = run_one(&run, &t, vars, ast, recipe, roll).await;
                 if !keep {
                     run.hosts.release(&name).await;
                 }
@@ -98,9 +109,11 @@ impl Run {
         if std::env::var_os("RECIPE_STATS").is_some() {
             // For the benchmark: channels opened and commands sent over the whole run.
             eprintln!(
-                "{{\"event\":\"stats\",\"channels\":{},\"round_trips\":{},\"connections\":{}}}",
+                "{{\"event\":\"stats\",\"channels\":{},\"round_trips\":{},\"remote_pids\":{},\"probes_ahead\":{},\"connections\":{}}}",
                 hosts.stats.channels.load(Ordering::Relaxed),
                 hosts.stats.round_trips.load(Ordering::Relaxed),
+                hosts.stats.remote_pids.load(Ordering::Relaxed),
+                hosts.stats.probes_ahead.load(Ordering::Relaxed),
                 hosts.connection_count()
             );
         }
@@ -119,6 +132,7 @@ async fn run_one(
     vars: rhai::Map,
     ast: Arc<rhai::AST>,
     recipe: Arc<RecipeInfo>,
+    roll: Option<HostRoll>,
 ) -> bool {
     let rep = run.reporter.clone();
     let name = t.name.clone();
@@ -156,8 +170,10 @@ async fn run_one(
         run: run.clone(),
         recipe,
         vars: vars.clone(),
+        prefetch: Default::default(),
     });
-    let res = tokio::task::spawn_blocking(move || run_host(ctx, &ast, vars)).await;
+    let t = t.clone();
+    let res = tokio::task::spawn_blocking(move || run_host(ctx, &ast, vars, roll, &t)).await;
     match res {
         Ok(Ok(())) => {
             rep.finish_host(&name, false, None, None);
@@ -176,10 +192,17 @@ async fn run_one(
 
 /// Runs the script for one host on the current (blocking) thread. An error comes with the
 /// place where the host stopped (`file:line:col`).
-fn run_host(ctx: Arc<HostCtx>, ast: &rhai::AST, vars: rhai::Map) -> Result<(), (String, String)> {
+fn run_host(
+    ctx: Arc<HostCtx>,
+    ast: &rhai::AST,
+    vars: rhai::Map,
+    roll: Option<HostRoll>,
+    t: &crate::inventory::Target,
+) -> Result<(), (String, String)> {
     let dir = ctx.recipe.dir.clone();
     let mut e = engine::build(&dir, Some(ctx.run.interrupted.clone()));
     e.set_default_tag(rhai::Dynamic::from(ctx.clone()));
+    crate::primitives::prefetch::ask_ahead(&mut e, ast, vars.clone(), &ctx);
     let (rep, name) = (ctx.run.reporter.clone(), ctx.name.clone());
     e.on_print(move |s| rep.note(&name, s));
     let (rep, name) = (ctx.run.reporter.clone(), ctx.name.clone());
@@ -190,19 +213,23 @@ fn run_host(ctx: Arc<HostCtx>, ast: &rhai::AST, vars: rhai::Map) -> Result<(), (
     });
     let mut scope = rhai::Scope::new();
     scope.push_constant("vars", Vars(vars));
-    match e.run_ast_with_scope(&mut scope, ast) {
-        Ok(()) => Ok(()),
-        Err(err) => {
-            let mut loc = crate::errors::locate_eval(&err, &ctx.recipe.source);
-            loc.source = loc.source.map(|s| module_file(&s, &dir));
-            let place = loc.place();
-            let mut msg = format!("{place}: {}", loc.message);
-            for n in &loc.notes {
-                msg.push_str(&format!("\n  ({n})"));
-            }
-            Err((msg, place))
+    let describe = |err: &rhai::EvalAltResult| {
+        let mut loc = crate::errors::locate_eval(err, &ctx.recipe.source);
+        loc.source = loc.source.map(|s| module_file(&s, &dir));
+        let place = loc.place();
+        let mut msg = format!("{place}: {}", loc.message);
+        for n in &loc.notes {
+            msg.push_str(&format!("\n  ({n})"));
         }
-    }
+        (msg, place)
+    };
+    let res = match roll {
+        None => e.run_ast_with_scope(&mut scope, ast),
+        Some((roll, batch)) => {
+            rolling::around(&mut e, &mut scope, ast, &ctx, t, &roll, batch, &describe)
+        }
+    };
+    res.map_err(|err| describe(&err))
 }
 
 /// Errors inside `import "m"` modules name the module; show its file instead.

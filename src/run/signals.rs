@@ -30,6 +30,11 @@ pub async fn reached(at: Stop) {
     let _ = rx.wait_for(|s| *s >= at).await;
 }
 
+/// How far the run has been asked to stop, now.
+pub fn stop() -> Stop {
+    *state().borrow()
+}
+
 /// Why a host stopped, for its recap: `interrupted (SIGTERM)`.
 pub fn reason() -> String {
     format!("interrupted ({})", SIGNAL.get().map_or("Ctrl-C", |s| s.0))

@@ -34,7 +34,7 @@ impl ExecOutput {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TransportError {
     #[error("unreachable: {0}")]
     Unreachable(String),
@@ -48,6 +48,9 @@ pub enum TransportError {
     Timeout(String),
     #[error("{0}")]
     Shell(String),
+    /// Refused before it left: a secret's placeholder text in a command or its input.
+    #[error("{0}")]
+    Refused(String),
     /// A second Ctrl-C or SIGTERM abandoned the command.
     #[error("{0}")]
     Interrupted(String),
@@ -58,6 +61,12 @@ pub enum TransportError {
 pub struct Stats {
     pub channels: AtomicU64,
     pub round_trips: AtomicU64,
+    /// Processes (and threads) the targets started for our commands: how far each target's
+    /// last pid (the last field of `/proc/loadavg`, per pid namespace) moved during the
+    /// command, so exact on a quiet host or container and an upper bound where other work runs.
+    pub remote_pids: AtomicU64,
+    /// Probes answered from one script asked ahead of their steps (`primitives::prefetch`).
+    pub probes_ahead: AtomicU64,
 }
 
 /// What the step under way has moved and printed, for the live status line and
@@ -263,6 +272,9 @@ impl Connection {
         }
         match worker.run(cmd, stdin, timeout).await {
             Ok(out) => {
+                self.stats
+                    .remote_pids
+                    .fetch_add(worker.pids, Ordering::Relaxed);
                 if let Ok(mut idle) = self.idle.lock() {
                     idle.push(worker);
                 }

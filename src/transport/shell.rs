@@ -4,8 +4,10 @@
 //! started once and fed one frame per command costs one round trip and no new
 //! channel per step. A frame is `__rcp TIMEOUT 'quoted command' STDIN-BASE64|- .`;
 //! the trailing `.` proves the frame arrived whole. The command's stdout streams
-//! back as is, then `\n<marker> <status>\n`, its stderr, and `\n<marker>\n`, where
-//! the marker is random per worker, so any bytes survive.
+//! back as is, then `\n<marker> <status> <pids>\n`, its stderr, and `\n<marker>\n`, where
+//! the marker is random per worker, so any bytes survive. `<pids>` is how far the host's last
+//! pid moved during the command (read by builtins: no process of its own), which
+//! `RECIPE_STATS` sums as the processes our commands cost the host.
 
 use base64::Engine as _;
 use std::time::Duration;
@@ -32,6 +34,7 @@ pub const PRELUDE: &str = r#"set +e
 umask 077
 exec 4<&0
 __m=@MARKER@
+__lp=/proc/loadavg
 __x() {
   if [ "$1" -gt 0 ] && command -v timeout >/dev/null 2>&1; then
     exec 5<&0
@@ -51,6 +54,7 @@ __x() {
 __rcp() {
   # A line cut short by a lost connection lacks the end marker: never run part of a frame.
   [ "$4" = . ] || { printf '\n%s 98\n\n%s\n' "$__m" "$__m"; return; }
+  __n0=0; [ -r "$__lp" ] && read -r __z __z __z __z __n0 <"$__lp"
   # The trailing x keeps the trailing newlines of stderr, which $(...) would strip.
   { __e=$(
       if [ "$3" = - ]; then
@@ -62,7 +66,8 @@ __rcp() {
       printf x
       exit $__s
     ); __s=$?; } 3>&1
-  printf '\n%s %s\n%s\n%s\n' "$__m" "$__s" "${__e%x}" "$__m"
+  __n1=0; [ -r "$__lp" ] && read -r __z __z __z __z __n1 <"$__lp"
+  printf '\n%s %s %s\n%s\n%s\n' "$__m" "$__s" "$((__n1 - __n0))" "${__e%x}" "$__m"
   __e=
 }
 printf '__RCP_READY %s\n' "$(id -u)"
@@ -161,9 +166,11 @@ pub struct Worker {
     pub uid: u32,
     /// Sent (unanswered) just before the next frame.
     before_next: Option<String>,
+    /// Pids the target allocated during the last command (see the module's note).
+    pub pids: u64,
 }
 
-fn rand_u128() -> u128 {
+pub(crate) fn rand_u128() -> u128 {
     use std::hash::{BuildHasher, Hasher};
     // RandomState is seeded from the OS per process; mix in time and a counter.
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -211,6 +218,7 @@ impl Worker {
             marker: marker.into_bytes(),
             uid: u32::MAX,
             before_next: None,
+            pids: 0,
         };
         let mut before = String::new();
         let ready = async {
@@ -304,12 +312,17 @@ impl Worker {
             .await
             .map_err(lost)?;
         let status_line = self.read_until(b"\n").await.map_err(lost)?;
-        let status: i32 = String::from_utf8_lossy(&status_line)
-            .trim()
-            .parse()
-            .map_err(|_| {
-                TransportError::Lost(format!("bad reply from the remote shell: {status_line:?}"))
-            })?;
+        let text = String::from_utf8_lossy(&status_line);
+        let mut words = text.split_whitespace();
+        let status: i32 = words.next().and_then(|w| w.parse().ok()).ok_or_else(|| {
+            TransportError::Lost(format!("bad reply from the remote shell: {status_line:?}"))
+        })?;
+        // A wrapped pid counter (or none) counts nothing.
+        self.pids = words
+            .next()
+            .and_then(|w| w.parse::<i64>().ok())
+            .filter(|p| *p > 0)
+            .unwrap_or(0) as u64;
         let mut tail = Vec::with_capacity(self.marker.len() + 2);
         tail.push(b'\n');
         tail.extend_from_slice(&self.marker);

@@ -35,6 +35,9 @@ struct Client {
     port: u16,
     opts: SshOptions,
     verdict: Arc<Mutex<Option<String>>>,
+    /// Dropped with the handler, which the session's task drops last, once its socket is
+    /// shut: [`SshSpawner::disconnect`] waits for that.
+    _alive: tokio::sync::watch::Sender<()>,
 }
 
 impl client::Handler for Client {
@@ -109,6 +112,8 @@ impl Client {
 /// An open, authenticated SSH connection; keeps the jump host's connection alive.
 pub struct SshSpawner {
     handle: Arc<Handle<Client>>,
+    /// Sees the session's end (its sender is dropped then).
+    ended: tokio::sync::watch::Receiver<()>,
     _jump: Option<Arc<SshSpawner>>,
     become_: bool,
     user: String,
@@ -182,7 +187,7 @@ pub fn connect<'a>(
             }
         };
         let mut tries = Tries::default();
-        let mut handle = loop {
+        let (mut handle, ended) = loop {
             tries.attempts += 1;
             match handshake(target, opts, jump.as_deref()).await {
                 Ok(h) => break h,
@@ -211,6 +216,7 @@ pub fn connect<'a>(
         Ok(Connected {
             spawner: SshSpawner {
                 handle: Arc::new(handle),
+                ended,
                 _jump: jump,
                 become_: target.become_ && target.user != "root",
                 user: target.user.clone(),
@@ -255,13 +261,15 @@ async fn handshake(
     target: &Target,
     opts: &SshOptions,
     jump: Option<&SshSpawner>,
-) -> Result<Handle<Client>, Fail> {
+) -> Result<(Handle<Client>, tokio::sync::watch::Receiver<()>), Fail> {
     let verdict = Arc::new(Mutex::new(None));
+    let (alive, ended) = tokio::sync::watch::channel(());
     let handler = Client {
         host: target.address.clone(),
         port: target.port,
         opts: opts.clone(),
         verdict: verdict.clone(),
+        _alive: alive,
     };
     let where_ = match (jump, &target.jump) {
         (Some(_), Some(j)) => format!("{}:{} (through {})", target.address, target.port, j.name),
@@ -340,7 +348,7 @@ async fn handshake(
                 )))),
             }
         }
-        Ok(Ok(h)) => Ok(h),
+        Ok(Ok(h)) => Ok((h, ended)),
     }
 }
 
@@ -711,12 +719,21 @@ impl SshSpawner {
         }
     }
 
-    /// Disconnects politely.
+    /// Disconnects politely, and returns once the socket is shut: `disconnect` only
+    /// queues the message, and the session's task shuts the socket after sending it, then
+    /// drops its handler (`Client::_alive`). A released host must hold no connection when
+    /// its fork goes to the next one (README); a session that does not end within a few
+    /// seconds is left to end on its own.
     pub async fn disconnect(&self) {
         let _ = self
             .handle
             .disconnect(Disconnect::ByApplication, "", "en")
             .await;
+        let mut ended = self.ended.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while ended.changed().await.is_ok() {}
+        })
+        .await;
     }
 }
 

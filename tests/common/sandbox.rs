@@ -196,6 +196,40 @@ impl Sandbox {
             .unwrap_or_else(|| panic!("not a 10.231.N.x address: {a}"))
     }
 
+    /// An inventory at `path` of this sandbox's hosts under names of the test's own, each
+    /// `(name, sandbox host, login user, vars)`, with the sandbox's known_hosts, key and
+    /// `[vars]`.
+    pub fn inventory_with(
+        &self,
+        path: &Path,
+        hosts: &[(&str, &str, &str, toml::Table)],
+    ) -> PathBuf {
+        let base: toml::Table =
+            toml::from_str(&std::fs::read_to_string(self.inventory()).expect("read"))
+                .expect("toml");
+        let mut inv = toml::Table::new();
+        for k in ["known_hosts", "vars"] {
+            if let Some(v) = base.get(k) {
+                inv.insert(k.into(), v.clone());
+            }
+        }
+        let theirs = base.get("hosts").and_then(|h| h.as_table()).expect("hosts");
+        let mut mine = toml::Table::new();
+        for (name, host, user, vars) in hosts {
+            let mut t = theirs
+                .get(*host)
+                .and_then(|t| t.as_table())
+                .cloned()
+                .unwrap_or_else(|| panic!("no sandbox host {host}"));
+            t.insert("user".into(), (*user).into());
+            t.insert("vars".into(), toml::Value::Table(vars.clone()));
+            mine.insert(name.to_string(), toml::Value::Table(t));
+        }
+        inv.insert("hosts".into(), toml::Value::Table(mine));
+        std::fs::write(path, toml::to_string(&inv).expect("toml")).expect("write inventory");
+        path.to_path_buf()
+    }
+
     /// Writes the test inventory [`Sandbox::inv`]: the sandbox's hosts, group `workers` as
     /// given, and `vars` added to its variables.
     pub fn write_inventory(&self, workers: &[&str], vars: &[(&str, toml::Value)]) {

@@ -6,7 +6,7 @@ use warnings;
 use IO::Socket::INET;
 
 my $S = $ENV{STANDIN_STATE} || '/var/lib/kube-standin/apiserver';
-mkdir $S; mkdir "$S/nodes"; mkdir "$S/pods"; mkdir "$S/logs";
+mkdir $S; mkdir "$S/nodes"; mkdir "$S/pods"; mkdir "$S/logs"; mkdir "$S/cordoned";
 my $srv = IO::Socket::INET->new(LocalPort => 6443, Listen => 16, ReuseAddr => 1, Proto => 'tcp')
     or die "kube-apiserver stand-in: cannot listen on :6443: $!\n";
 $SIG{PIPE} = 'IGNORE';
@@ -32,6 +32,7 @@ sub nodes {
     for my $n (sort grep { !/^\./ } readdir $d) {
         my ($ready, $version, $seen) = split / /, slurp("$S/nodes/$n");
         my $st = ($ready eq '1' && time - $seen < 30) ? 'Ready' : 'NotReady';
+        $st .= ',SchedulingDisabled' if -e "$S/cordoned/$n";
         push @out, [$n, $st, $n eq master() ? 'control-plane' : '<none>', $version];
     }
     return @out;
@@ -155,7 +156,42 @@ sub handle {
         spit("$S/pods/$f{ns}.$f{name}", "node=$f{node}\nphase=$f{phase}\nimage=\ncmd=\n");
         return (200, "ok\n");
     }
-    return (200, join('', map { join(' ', @$_) . "\n" } nodes())) if $p eq '/nodes';
+    if ($p eq '/nodes') {
+        my @n = grep { !defined $q{name} || $q{name} eq '' || $_->[0] eq $q{name} } nodes();
+        return (404, "Error from server (NotFound): nodes \"$q{name}\" not found\n") if !@n && ($q{name} // '') ne '';
+        return (200, join('', map { join(' ', @$_) . "\n" } @n));
+    }
+    # Cordon, uncordon and drain (kubectl's drain.go: cordon, then evict every pod on the node
+    # but mirror pods; DaemonSet pods need --ignore-daemonsets, pods without a controller need
+    # --force). Each call is appended to $S/calls, in order, for the test.
+    if ($p =~ m{^/(cordon|uncordon|drain)$} && $method eq 'POST') {
+        my ($verb, $n) = ($1, $q{node} // '');
+        return (404, "Error from server (NotFound): nodes \"$n\" not found\n") unless -e "$S/nodes/$n";
+        open(my $h, '>>', "$S/calls"); print $h "$verb $n\n"; close $h;
+        if ($verb eq 'cordon') {
+            my $had = -e "$S/cordoned/$n";
+            spit("$S/cordoned/$n", time);
+            return (200, $had ? "node/$n already cordoned\n" : "node/$n cordoned\n");
+        }
+        if ($verb eq 'uncordon') {
+            my $had = -e "$S/cordoned/$n";
+            unlink "$S/cordoned/$n";
+            return (200, $had ? "node/$n uncordoned\n" : "node/$n already uncordoned\n");
+        }
+        my @on = grep { $_->[3] eq $n } pods('');
+        my @ds = grep { $_->[1] =~ /^kube-(proxy|flannel-ds)-/ } @on;
+        my @bare = grep { $_->[1] !~ /^kube-(proxy|flannel-ds)-/ && $_->[2] ne 'Completed' } @on;
+        # The messages of drain/filters.go (v1.25): "cannot delete " + each fatal filter's text.
+        my @err;
+        push @err, "cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore): " . join(', ', map { "$_->[0]/$_->[1]" } @ds) if @ds && !$q{ignore_daemonsets};
+        push @err, "cannot delete cannot delete Pods that declare no controller (use --force to override): " . join(', ', map { "$_->[0]/$_->[1]" } @bare) if @bare && !$q{force};
+        my $errs = @err > 1 ? '[' . join(', ', @err) . ']' : ($err[0] // '');
+        return (400, "error: unable to drain node \"$n\" due to error: $errs, continuing command...\nThere are pending nodes to be drained:\n $n\n" . join("\n", @err) . "\n") if @err;
+        my $r = "";
+        $r .= "Warning: ignoring DaemonSet-managed Pods: " . join(', ', map { "$_->[0]/$_->[1]" } @ds) . "\n" if @ds;
+        for my $b (@bare) { unlink "$S/pods/$b->[0].$b->[1]"; $r .= "pod/$b->[1] evicted\n"; }
+        return (200, $r . "node/$n drained\n");
+    }
     return (200, join('', map { join(' ', @$_) . "\n" } pods($q{ns} // ''))) if $p eq '/pods';
     if ($p eq '/pod') {
         return (404, "Error from server (NotFound): pods \"$q{name}\" not found\n") unless -e "$S/pods/$q{ns}.$q{name}";
