@@ -252,6 +252,15 @@ fn apt_repo(dir: &Path) {
     ]);
     let key = gpg(&["--armor", "--export"]);
     std::fs::write(repo.join("Release.key"), key).expect("Release.key");
+    // The recipe takes a repository key only by its pinned fingerprint: the test pins its own.
+    let colons = String::from_utf8_lossy(&gpg(&["--with-colons", "--fingerprint"])).into_owned();
+    let fpr = colons
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:"))
+        .and_then(|l| l.split(':').find(|f| f.len() == 40))
+        .expect("the repository key's fingerprint")
+        .to_string();
+    std::fs::write(dir.join("k8s-apt/fingerprint"), fpr).expect("fingerprint");
     gpg(&["--clearsign", "-o", "InRelease", "Release"]);
     // gpg started an agent for that folder: it ends with it.
     let _ = Command::new("gpgconf")
@@ -910,6 +919,12 @@ fn cluster_with_standins() {
             format!("{url}/k8s-apt/{{minor}}/deb/").into(),
         ),
         (
+            "k8s_repo_key_fingerprint",
+            std::fs::read_to_string(served.path().join("k8s-apt/fingerprint"))
+                .expect("fingerprint")
+                .into(),
+        ),
+        (
             "sycri_url",
             format!("{url}/singularity-cri-{{version}}.tar.gz").into(),
         ),
@@ -927,6 +942,10 @@ fn cluster_with_standins() {
             toml::Value::Array(vec!["make".into()]),
         ),
         ("sycri_go_packages", toml::Value::Array(vec![])),
+        // sycri's sample pod runs the Slurm sample's SIF with the host's real Apptainer: that
+        // runs in slurm_e2e's Debian 13 lane (containers_on_debian13), where Apptainer and the
+        // image exist. These Debian 12 hosts have neither (a --version stand-in only).
+        ("k8s_sample", false.into()),
     ];
     if sb
         .ssh("s1", "test -e /sys/fs/cgroup/cgroup.controllers")
