@@ -105,6 +105,26 @@ fn fetch_source(release: &str) -> PathBuf {
     PathBuf::from(text(&out.stdout).trim())
 }
 
+/// The tarball's file name and the Slurm version in it (`slurm-wlm_24.11.5.orig.tar.gz`).
+fn tarball_version(tarball: &std::path::Path) -> (String, String) {
+    let file = tarball
+        .file_name()
+        .and_then(|f| f.to_str())
+        .expect("tarball name")
+        .to_string();
+    assert!(
+        file.starts_with("slurm-wlm_") && file.contains(".orig.tar."),
+        "unexpected tarball {file}"
+    );
+    let version = file
+        .trim_start_matches("slurm-wlm_")
+        .split(".orig.tar.")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    (file, version)
+}
+
 /// Variables every run in a container needs (cgroup plugins do not work in nspawn hosts).
 fn container_vars() -> Vec<(&'static str, toml::Value)> {
     vec![
@@ -127,21 +147,7 @@ fn source_mode(release: &str, name: &str, full: bool) {
     require_root();
     let t0 = Instant::now();
     let tarball = fetch_source(release);
-    let file = tarball
-        .file_name()
-        .and_then(|f| f.to_str())
-        .expect("tarball name")
-        .to_string();
-    assert!(
-        file.starts_with("slurm-wlm_") && file.contains(".orig.tar."),
-        "unexpected tarball {file}"
-    );
-    let version = file
-        .trim_start_matches("slurm-wlm_")
-        .split(".orig.tar.")
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let (file, version) = tarball_version(&tarball);
     let templ = file.replace(&version, "{version}");
     let sha = sha256_of(&tarball);
     log(
@@ -1127,17 +1133,7 @@ fn site_on_minimal_debian13() {
     let t0 = Instant::now();
     let tarball = fetch_source("trixie");
     let deb = fetch_apptainer();
-    let file = tarball
-        .file_name()
-        .and_then(|f| f.to_str())
-        .expect("tarball name")
-        .to_string();
-    let version = file
-        .trim_start_matches("slurm-wlm_")
-        .split(".orig.tar.")
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let (file, version) = tarball_version(&tarball);
     let deb_name = deb
         .file_name()
         .and_then(|f| f.to_str())
