@@ -168,6 +168,13 @@ enum SandboxCmd {
         dir: PathBuf,
         addr: std::net::SocketAddr,
     },
+    /// Runs one host's systemd-nspawn, booting it again after a reboot (exit status 133).
+    #[command(hide = true)]
+    HostSupervisor {
+        program: PathBuf,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 /// Parses arguments and runs; returns the exit status.
@@ -224,7 +231,7 @@ pub fn command() -> clap::Command {
 }
 
 /// `cmd` without its hidden arguments and subcommands (internal ones: `run --slurm-node`,
-/// `sandbox serve-files`), which the completion generators would offer.
+/// `sandbox serve-files`, `sandbox host-supervisor`), which the completion generators would offer.
 fn visible(cmd: clap::Command) -> clap::Command {
     let mut out = clap::Command::new(cmd.get_name().to_string())
         .about(cmd.get_about().cloned().unwrap_or_default())
@@ -291,6 +298,10 @@ fn sandbox(action: SandboxCmd) -> Result<(), Error> {
             crate::sandbox::status(name.as_deref()).map(|s| print!("{s}"))
         }
         SandboxCmd::ServeFiles { dir, addr } => crate::sandbox::serve_files(&dir, addr),
+        // Ends with systemd-nspawn's own exit status, as its unit would show it.
+        SandboxCmd::HostSupervisor { program, args } => {
+            crate::sandbox::supervise(&program, &args).map(|code| std::process::exit(code))
+        }
     };
     res.map_err(|e| failed(format!("{e:#}")))
 }

@@ -193,6 +193,18 @@ impl Hosts {
         }
     }
 
+    /// Drops `name`'s connection whoever still holds it (a host that rebooted: its
+    /// connection went down with the old boot), so that the next `connection` opens a new
+    /// one. Closing it is bounded: a dead link must not hold the run.
+    pub async fn forget(&self, name: &str) {
+        let slot = self.conns.lock().ok().and_then(|mut c| c.remove(name));
+        if let Some(conn) = slot.and_then(|s| s.get().and_then(|r| r.as_ref().ok().cloned())) {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn.close()).await;
+            self.released
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// What opening `name`'s connection took when worth saying: its tries and notes (retries,
     /// the jump host's own tries). Given once.
     pub fn take_connect_notes(&self, name: &str) -> Option<(u32, Vec<String>)> {

@@ -1,6 +1,7 @@
 //! Integration test of `recipe sandbox`: two real systemd hosts (systemd-nspawn), the example
-//! recipe run on both through the generated inventory, name resolution between them, and a
-//! `down` that leaves nothing behind. Needs root (it fails otherwise); the first run on
+//! recipe run on both through the generated inventory, name resolution between them, a
+//! host that reboots and comes back, and a `down` (in the middle of a second reboot) that
+//! leaves nothing behind. Needs root (it fails otherwise); the first run on
 //! a machine builds the base image with debootstrap (a couple of minutes).
 
 mod common;
@@ -54,7 +55,7 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
             .map(|b| text(&b).replace('\0', " "))
             .unwrap_or_default();
         let cwd = std::fs::read_link(e.path().join("cwd")).unwrap_or_default();
-        let ours = ["systemd-nspawn", "tinyproxy", "serve-files"]
+        let ours = ["systemd-nspawn", "tinyproxy", "serve-files", "host-supervisor"]
             .iter()
             .any(|p| cmd.contains(p));
         if ours && (cmd.contains(needle) || cwd.to_string_lossy().contains(needle)) {
@@ -171,6 +172,65 @@ fn sandbox_up_run_reach_down() {
         &format!("curl -sf {files_url}/probe.txt"),
     );
     assert_eq!(text(&o.stdout), "served\n", "{}", text(&o.stderr));
+
+    // A reboot inside a host: its supervisor boots it again, as a machine comes back. In
+    // the container the kernel's boot id stays; PID 1 is a new process (what a rolling run's
+    // `--reboot` watches for, src/run/rolling.rs BootMark).
+    let mark = || {
+        let o = ssh(
+            &key,
+            &known_hosts,
+            &w1,
+            "cat /proc/sys/kernel/random/boot_id; cut -d' ' -f22 /proc/1/stat",
+        );
+        o.status.success().then(|| text(&o.stdout))
+    };
+    let console = dir.join("hosts/w1/console.log");
+    let rebooted = || {
+        std::fs::read_to_string(&console)
+            .unwrap_or_default()
+            .matches("the host rebooted")
+            .count()
+    };
+    let first = mark().expect("w1's boot");
+    let _ = ssh(&key, &known_hosts, &w1, "systemctl reboot");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let second = loop {
+        if let Some(m) = mark().filter(|m| *m != first) {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "w1 did not come back from its reboot; console:\n{}",
+            std::fs::read_to_string(&console).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let (id1, id2) = (first.lines().next(), second.lines().next());
+    assert_eq!(id1, id2, "the container shares the kernel's boot id");
+    assert_eq!(rebooted(), 1, "the supervisor saw one reboot");
+    let o = ssh(&key, &known_hosts, &w1, "systemctl is-system-running --wait; hostname");
+    let up = text(&o.stdout);
+    assert!(
+        up == "running\nw1\n" || up == "degraded\nw1\n",
+        "w1 after its reboot: {up}{}",
+        text(&o.stderr)
+    );
+    let st = Test::new()
+        .args(["sandbox", "status", "--name", NAME])
+        .run()
+        .stdout;
+    assert!(st.matches("running").count() >= 2, "{st}");
+    eprintln!("w1 rebooted and came back");
+
+    // Down in the middle of a reboot (nspawn gone, its supervisor about to start it again):
+    // everything still goes (checked below).
+    let _ = ssh(&key, &known_hosts, &w1, "systemctl reboot");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while rebooted() < 2 {
+        assert!(Instant::now() < deadline, "w1's second reboot never came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // Down, and nothing is left.
     Test::new()

@@ -21,12 +21,17 @@
 //!   w1 stays drained with a reason saying so and the roll stops before w2. The Kubernetes
 //!   side runs against the stand-ins of tests/standins (not Kubernetes): the API server
 //!   stand-in records kubectl's cordon, drain and uncordon calls and the test checks their order.
+//!   Then `--serial 1 --reboot`: w1 and w2 really reboot (the container's, through
+//!   `systemctl reboot`: the sandbox's slurm.conf has no RebootProgram), slurmd registers
+//!   again, both resumed in order; last, a node that does not come back (powered off) fails
+//!   after `--reboot-timeout` and stays drained.
 //! - `site_on_minimal_debian13`: hosts unlike the default image, as a site has them:
 //!   Debian 13 minbase (no curl or wget), each in a non-English locale (ja_JP, de_DE,
 //!   zh_CN), a login node in the inventory outside the cluster, Slurm built once into
 //!   /opt/hpc/slurm with a partition `batch`, Apptainer (its .deb streamed to the workers by
 //!   the controller) and the sample container jobs as `jobuser` with the image under
-//!   /data/images → the login node gets no step → a second run reports 0 changed.
+//!   /data/images → the login node gets no step → a second run reports 0 changed → a short
+//!   rolling change (`--serial 1`, slurmd restarted) over the workers.
 //!
 //! Needs root and the sandbox tools (debootstrap, systemd-container, tinyproxy) plus access
 //! to Debian's archive (packages, and the Slurm source package for the tarball, since
@@ -373,6 +378,7 @@ fn packages_mode_after_pure_dry_run() {
     // 3b. Rolling changes (--serial 1) on this live cluster: a job is not killed, nodes
     //     go one at a time, others' drains are kept, a failed health gate stops the roll.
     rolling(&sb, via, t0);
+    rolling_reboot(&sb, via, t0);
 
     // 4. Configless: slurmd fetches slurm.conf from slurmctld (--conf-server), through a
     //    drop-in that also clears Debian's ConditionPathExists.
@@ -413,6 +419,9 @@ fn packages_mode_after_pure_dry_run() {
         assert_eq!(r.recap(w)["unreachable"], true, "{}", r.show());
     }
     log(t0, "packages mode done (through the master as jump host)");
+
+    // Last, as it leaves w2 powered off: a node that does not come back from its reboot.
+    reboot_without_return(&sb, via, t0);
 }
 
 const STANDIN_STATE: &str = "/var/lib/kube-standin/apiserver";
@@ -485,16 +494,204 @@ fn kubernetes_standins(sb: &Sandbox, workers: &[&str]) {
 
 /// `key=value` fields of `scontrol show node -o NODE` on the master: (state, reason).
 fn node_state(sb: &Sandbox, node: &str) -> (String, String) {
-    let line = sb.ssh_ok("master", &format!("scontrol show node -o {node}"));
-    let field = |k: &str| {
-        line.split_once(&format!(" {k}="))
-            .map(|(_, v)| v.to_string())
-            .unwrap_or_default()
-    };
-    let state = field("State").split(' ').next().unwrap_or("").to_string();
-    let reason = field("Reason");
+    node_state_at(sb, "", node)
+}
+
+/// [`node_state`] with Slurm's commands in `bin` ("" for the PATH, else ending in /).
+fn node_state_at(sb: &Sandbox, bin: &str, node: &str) -> (String, String) {
+    let line = sb.ssh_ok("master", &format!("{bin}scontrol show node -o {node}"));
+    let state = node_field(&line, "State");
+    let reason = line
+        .split_once(" Reason=")
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default();
     let reason = reason.split(" [").next().unwrap_or("").trim().to_string();
     (state, reason)
+}
+
+/// The value of ` KEY=value` in a one-line `scontrol show` answer.
+fn node_field(line: &str, key: &str) -> String {
+    line.split_once(&format!(" {key}="))
+        .map(|(_, v)| v.split(' ').next().unwrap_or("").trim().to_string())
+        .unwrap_or_default()
+}
+
+/// `starttime` of PID 1 on `host` (field 22 of /proc/1/stat): a new value is a new boot of
+/// the container (its kernel's boot id is the machine's and stays).
+fn init_start(sb: &Sandbox, host: &str) -> String {
+    sb.ssh_ok(host, "cut -d' ' -f22 /proc/1/stat")
+        .trim()
+        .to_string()
+}
+
+/// `--serial 1 --reboot` over w1 and w2 with a change that restarts slurmd: each node really
+/// reboots (its container's PID 1 is new), slurmd is back and registered from the new boot,
+/// the node is resumed; w2 is drained only once w1 is back; both end idle and `sinfo -R` is
+/// empty. The sandbox's slurm.conf has no RebootProgram, so this is stdlib/rolling.rhai's
+/// `systemctl reboot` path. Its `scontrol reboot` path is NOT run here: slurmctld tells that a
+/// node rebooted by its uptime, which in a container is the machine's, so Slurm would wait
+/// for that reboot until ResumeTimeout.
+fn rolling_reboot(sb: &Sandbox, via: Option<&str>, t0: Instant) {
+    let recipe = fixture("recipes/rolling_slurmd.rhai");
+    let recipe = recipe.to_str().expect("utf-8 path");
+    assert_eq!(
+        sb.ssh_ok("master", "scontrol show config | grep -c '^RebootProgram *= *(null)'"),
+        "1\n",
+        "the sandbox's slurm.conf has a RebootProgram: this case expects the systemctl path"
+    );
+    let workers = ["w1", "w2"];
+    let boots: Vec<String> = workers.iter().map(|w| init_start(sb, w)).collect();
+    let slurmd_started: Vec<String> = workers
+        .iter()
+        .map(|w| {
+            node_field(
+                &sb.ssh_ok("master", &format!("scontrol show node -o {w}")),
+                "SlurmdStartTime",
+            )
+        })
+        .collect();
+    let r = sb.run_ok_in(
+        via,
+        recipe,
+        &[
+            "--group", "workers", "--serial", "1", "--reboot", "--var", "marker=5",
+        ],
+    );
+    assert_eq!(batch_events(&r), W1_THEN_W2, "{}", r.show());
+    assert_eq!(
+        r.stderr.matches("rebooted: a new boot answered after").count(),
+        2,
+        "{}",
+        r.show()
+    );
+    for (i, w) in workers.iter().enumerate() {
+        assert_ne!(init_start(sb, w), boots[i], "{w} did not reboot");
+        // Each host's steps in order: drain, the change, the reboot, the resume after it.
+        let targets: Vec<String> = r
+            .steps()
+            .iter()
+            .filter(|e| e["host"] == *w)
+            .filter_map(|e| e["target"].as_str().map(str::to_string))
+            .collect();
+        let at = |t: &str| {
+            targets
+                .iter()
+                .position(|x| x == t)
+                .unwrap_or_else(|| panic!("no step `{t}` on {w}:\n{}", r.show()))
+        };
+        assert!(
+            at(&format!("slurm: drain {w}")) < at(&format!("reboot {w}"))
+                && at(&format!("reboot {w}")) < at(&format!("slurm: resume {w}")),
+            "{w}'s steps out of order: {targets:?}"
+        );
+        assert!(
+            r.steps().iter().any(|e| e["host"] == *w
+                && e["target"] == format!("reboot {w}").as_str()
+                && e["status"] == "changed"),
+            "{}",
+            r.show()
+        );
+        assert_eq!(r.recap(w)["failed"], 0, "{}", r.show());
+        // slurmd registered again from the new boot, and the node is back in service.
+        let line = sb.ssh_ok("master", &format!("scontrol show node -o {w}"));
+        assert_ne!(
+            node_field(&line, "SlurmdStartTime"),
+            slurmd_started[i],
+            "{w}: no new slurmd registered: {line}"
+        );
+        assert_eq!(node_state(sb, w).0, "IDLE", "{w} after the roll: {line}");
+        assert!(sb
+            .ssh_ok(w, "systemctl show slurmd -p Environment")
+            .contains("ROLLING_TEST=5"));
+    }
+    // The order: w1 drained while w2 was idle, w2 drained only once w1 was back (idle).
+    let (s1, s2) = (
+        sb.ssh_ok("w1", "cat /var/tmp/rolling-seen"),
+        sb.ssh_ok("w2", "cat /var/tmp/rolling-seen"),
+    );
+    assert!(
+        s1.contains("w1 drain") && s1.contains("w2 idle"),
+        "during w1's change:\n{s1}"
+    );
+    assert!(
+        s2.contains("w1 idle") && s2.contains("w2 drain"),
+        "during w2's change:\n{s2}"
+    );
+    assert_eq!(
+        sb.ssh_ok("master", "sinfo -R -h"),
+        "",
+        "reasons left after the roll"
+    );
+    check_cluster(sb, "", &workers, t0);
+    log(
+        t0,
+        "rolling reboot: w1 then w2 rebooted (new PID 1), slurmd registered again, both idle",
+    );
+}
+
+/// A node that does not come back from its reboot, bounded by `--reboot-timeout`: a site's
+/// rolling.rhai beside the recipe (stdlib's, with `systemctl poweroff` for the reboot) stands
+/// in for a machine that stays down. The host fails saying so, the node stays drained with
+/// the roll's reason, and the container is really off (its supervisor did not boot it again).
+fn reboot_without_return(sb: &Sandbox, via: Option<&str>, t0: Instant) {
+    let site = sb.dir.join("site-roll");
+    std::fs::create_dir_all(&site).expect("mkdir");
+    std::fs::copy(
+        fixture("recipes/rolling_slurmd.rhai"),
+        site.join("rolling_slurmd.rhai"),
+    )
+    .expect("copy recipe");
+    let stdlib = std::fs::read_to_string(project().join("stdlib/rolling.rhai")).expect("stdlib");
+    let reboot = "systemctl reboot' >/dev/null";
+    assert!(stdlib.contains(reboot), "stdlib/rolling.rhai reboots otherwise now");
+    std::fs::write(
+        site.join("rolling.rhai"),
+        stdlib.replace(reboot, "systemctl poweroff' >/dev/null"),
+    )
+    .expect("write rolling.rhai");
+    let recipe = site.join("rolling_slurmd.rhai");
+    let r = sb.run_in(
+        via,
+        recipe.to_str().expect("utf-8"),
+        &[
+            "--host",
+            "w2",
+            "--serial",
+            "1",
+            "--reboot",
+            "--reboot-timeout",
+            "30",
+            "--var",
+            "marker=6",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.show());
+    assert_eq!(batch_events(&r), ["batch 1 w2", "end 1 failed=[w2]"], "{}", r.show());
+    assert!(
+        format!("{}{}", r.stdout, r.stderr)
+            .contains("w2: no new boot answered within 30 s of the reboot"),
+        "{}",
+        r.show()
+    );
+    let (st, why) = node_state(sb, "w2");
+    assert!(
+        st.contains("DRAIN") && why.starts_with("recipe: rolling_slurmd.rhai "),
+        "w2 after it did not come back: {st} {why}"
+    );
+    let status = Test::new()
+        .args(["sandbox", "status", "--name", &sb.name])
+        .run()
+        .stdout;
+    let w2_line = status
+        .lines()
+        .find(|l| l.trim_start().starts_with("w2 "))
+        .unwrap_or_default()
+        .to_string();
+    assert!(w2_line.ends_with("stopped"), "{status}");
+    log(
+        t0,
+        &format!("a node that did not come back: failed after --reboot-timeout, stays drained ({why})"),
+    );
 }
 
 /// The batch events of a roll over w1 then w2 (`--serial 1`) where both succeed.
@@ -1320,6 +1517,59 @@ fn site_on_minimal_debian13() {
         t0,
         "--via slurm:batch from master with slurm_prefix: done, then 0 changed",
     );
+
+    site_roll(&sb, t0);
+}
+
+/// A short rolling change on the Debian 13 site (Slurm under /opt/hpc/slurm, not on PATH;
+/// hosts in other locales): `--serial 1` over the workers with a change that restarts
+/// slurmd; w1 then w2, w2 drained only once w1 was back, both resumed, `sinfo -R` empty.
+fn site_roll(sb: &Sandbox, t0: Instant) {
+    let bin = "/opt/hpc/slurm/bin/";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recipe = dir.path().join("site_roll.rhai");
+    std::fs::write(
+        &recipe,
+        format!(
+            "// A slurmd restart on the site: a drop-in, what Slurm shows of the nodes, the restart.\n\
+             directory(\"/etc/systemd/system/slurmd.service.d\", #{{mode: \"0755\"}});\n\
+             file(\"/etc/systemd/system/slurmd.service.d/site-roll.conf\",\n\
+                  #{{content: \"[Service]\\nEnvironment=SITE_ROLL=1\\n\", mode: \"0644\"}});\n\
+             sh(\"{bin}sinfo -h -N -o '%N %t' > /var/tmp/site-roll-seen\", #{{name: \"note what Slurm shows\"}});\n\
+             daemon_reload();\n\
+             service(\"slurmd\", #{{state: \"restarted\"}});\n"
+        ),
+    )
+    .expect("write recipe");
+    let r = sb.run_ok(
+        recipe.to_str().expect("utf-8"),
+        &["--group", "workers", "--serial", "1"],
+    );
+    assert_eq!(batch_events(&r), W1_THEN_W2, "{}", r.show());
+    let seen = |w: &str| sb.ssh_ok(w, "cat /var/tmp/site-roll-seen");
+    let (s1, s2) = (seen("w1"), seen("w2"));
+    assert!(
+        s1.contains("w1 drain") && s1.contains("w2 idle"),
+        "during w1's change:\n{s1}"
+    );
+    assert!(
+        s2.contains("w1 idle") && s2.contains("w2 drain"),
+        "during w2's change:\n{s2}"
+    );
+    for w in ["w1", "w2"] {
+        assert_eq!(node_state_at(sb, bin, w).0, "IDLE", "{w} after the roll");
+        assert!(
+            sb.ssh_ok(w, "systemctl show slurmd -p Environment")
+                .contains("SITE_ROLL=1"),
+            "slurmd on {w} was not restarted with the change"
+        );
+    }
+    assert_eq!(
+        sb.ssh_ok("master", &format!("{bin}sinfo -R -h")),
+        "",
+        "reasons left after the roll"
+    );
+    log(t0, "site roll (--serial 1, slurmd restarted): w1 then w2, both idle");
 }
 
 /// Inventory variables of the accounting lanes: slurmdbd on MariaDB (a small buffer pool:

@@ -77,6 +77,10 @@ pub struct RunConfig {
     /// (slurmd answers and registers, the Kubernetes node is Ready), in seconds
     #[arg(long, default_value_t = 120, value_name = "SECS", requires = "serial")]
     pub health_timeout: u64,
+    /// With --reboot: longest wait for a rebooted node's sshd to answer from its new boot,
+    /// in seconds
+    #[arg(long, default_value_t = 900, value_name = "SECS", requires = "reboot")]
+    pub reboot_timeout: u64,
     /// How to reach the hosts (set from the connection flags).
     #[arg(skip)]
     pub conn: ConnConfig,
@@ -175,6 +179,7 @@ impl Mode {
                             reboot: cfg.reboot,
                             drain_timeout: cfg.drain_timeout.max(1),
                             health_timeout: cfg.health_timeout.max(1),
+                            reboot_timeout: cfg.reboot_timeout.max(1),
                             when: run::rolling::utc_now(),
                         };
                         Ok(Work::Rolling(p, Arc::new(roll)))

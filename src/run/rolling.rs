@@ -14,9 +14,6 @@ use crate::context::HostCtx;
 use crate::inventory::Target;
 use crate::report::BatchEvent;
 
-/// The longest wait for a rebooted node's sshd to answer with a new boot.
-const REBOOT_WAIT: Duration = Duration::from_secs(900);
-
 /// `--serial`: hosts per batch, as a count or a share of the hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Serial {
@@ -109,6 +106,8 @@ pub struct Roll {
     pub drain_timeout: u64,
     /// `--health-timeout`: longest wait for a node to pass its health gate after the change.
     pub health_timeout: u64,
+    /// `--reboot-timeout`: longest wait for a rebooted node's sshd to answer from a new boot.
+    pub reboot_timeout: u64,
     /// When the roll started (UTC, for the drain reason).
     pub when: String,
 }
@@ -123,6 +122,7 @@ impl Roll {
         m.insert("reboot".into(), self.reboot.into());
         m.insert("drain_timeout".into(), (self.drain_timeout as i64).into());
         m.insert("health_timeout".into(), (self.health_timeout as i64).into());
+        m.insert("reboot_timeout".into(), (self.reboot_timeout as i64).into());
         m.insert("batch".into(), (batch as i64).into());
         m.insert("batches".into(), (batches as i64).into());
         m
@@ -239,7 +239,8 @@ pub(super) fn around(
         roll.map(&ctx.recipe.name, &ctx.name, batch, of),
     );
     let st: Dynamic = e.eval_with_scope(scope, "rolling::before(rolling_args)")?;
-    scope.push_constant("rolling_state", st);
+    // Not a constant: reboot() may return it updated (what it saw just before the reboot).
+    scope.push("rolling_state", st);
     if let Err(err) = e.run_ast_with_scope(scope, ast) {
         scope.push_constant("rolling_what", describe(&err).0);
         // The node stays drained; a failure of that call is shown beside the recipe's.
@@ -251,63 +252,124 @@ pub(super) fn around(
         return Err(err);
     }
     if roll.reboot {
-        let boot = boot_id(ctx)?;
-        e.run_with_scope(scope, "rolling::reboot(rolling_args, rolling_state);")?;
-        if !ctx.run.dry_run {
-            reconnect(e, ctx, t, &boot)?;
+        let before = match ctx.run.dry_run {
+            true => None,
+            false => Some(boot_mark(ctx).map_err(|e| {
+                format!("{}: cannot read its boot before the reboot: {e}", ctx.name)
+            })?),
+        };
+        e.run_with_scope(
+            scope,
+            "let st = rolling::reboot(rolling_args, rolling_state); \
+             if type_of(st) == \"map\" { rolling_state = st; }",
+        )?;
+        if let Some(before) = before {
+            reconnect(e, ctx, t, &before, Duration::from_secs(roll.reboot_timeout))?;
         }
     }
     e.run_with_scope(scope, "rolling::after(rolling_args, rolling_state);")?;
     Ok(())
 }
 
-fn boot_id(ctx: &HostCtx) -> Result<String, Box<EvalAltResult>> {
-    let out = ctx
-        .exec_bounded(
-            "cat /proc/sys/kernel/random/boot_id",
-            Duration::from_secs(30),
-        )
-        .map_err(|e| {
-            format!(
-                "{}: cannot read the boot id before the reboot: {e}",
-                ctx.name
-            )
-        })?;
-    Ok(out.stdout_str().trim().to_string())
+/// Which boot of a host answers: the kernel's boot id and the start time of PID 1. The boot
+/// id alone tells a machine's reboot; in a container (systemd-nspawn, LXC) it is the host
+/// kernel's and stays, while PID 1 (the container's init) starts again. Where /proc/1/stat
+/// cannot be read (hidepid), only the boot id counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootMark {
+    pub boot_id: String,
+    /// PID 1's `starttime` (field 22 of /proc/1/stat, clock ticks after the kernel booted).
+    pub init_start: Option<u64>,
 }
 
-/// After a reboot: a new connection once sshd answers from a new boot (a different boot
-/// id), and the engine's steps use it from then on.
+/// One command, one round trip: the boot id, then PID 1's stat line (if readable).
+const BOOT_MARK: &str = "cat /proc/sys/kernel/random/boot_id && { cat /proc/1/stat 2>/dev/null || true; }";
+
+impl BootMark {
+    /// Reads what [`BOOT_MARK`] printed; None when there is no boot id.
+    pub fn parse(out: &str) -> Option<BootMark> {
+        let mut lines = out.lines();
+        let boot_id = lines.next()?.trim().to_string();
+        if boot_id.is_empty() {
+            return None;
+        }
+        // "1 (systemd) S 0 1 ...": the name may hold spaces and parentheses; the fields
+        // after the last ')' start with the state (field 3), so starttime is the 20th.
+        let init_start = lines.next().and_then(|stat| {
+            let rest = &stat[stat.rfind(')')? + 1..];
+            rest.split_whitespace().nth(19)?.parse::<u64>().ok()
+        });
+        Some(BootMark {
+            boot_id,
+            init_start,
+        })
+    }
+
+    /// Whether `self` is a later boot than `before`: another boot id, or the same kernel
+    /// with another PID 1 (a container's reboot).
+    pub fn is_new_boot(&self, before: &BootMark) -> bool {
+        if self.boot_id != before.boot_id {
+            return true;
+        }
+        matches!((self.init_start, before.init_start), (Some(a), Some(b)) if a != b)
+    }
+}
+
+fn boot_mark(ctx: &HostCtx) -> Result<BootMark, String> {
+    let out = ctx
+        .exec_bounded(BOOT_MARK, Duration::from_secs(30))
+        .map_err(|e| e.to_string())?;
+    BootMark::parse(&out.stdout_str())
+        .ok_or_else(|| format!("no boot id in /proc/sys/kernel/random/boot_id ({})", out.stdout_str().trim()))
+}
+
+/// After a reboot: a new connection once sshd answers from a new boot (see [`BootMark`]),
+/// and the engine's steps use it from then on. The old connection is dropped first: it
+/// went down with the old boot.
 fn reconnect(
     e: &mut Engine,
     ctx: &Arc<HostCtx>,
     t: &Target,
-    old_boot: &str,
+    before: &BootMark,
+    wait: Duration,
 ) -> Result<(), Box<EvalAltResult>> {
     let run = &ctx.run;
-    let deadline = Instant::now() + REBOOT_WAIT;
+    let started = Instant::now();
+    let deadline = started + wait;
+    let mut last = String::from("no answer yet");
     loop {
-        run.rt.block_on(run.hosts.release(&ctx.name));
+        run.rt.block_on(run.hosts.forget(&ctx.name));
         std::thread::sleep(Duration::from_secs(5));
-        if let Ok(conn) = run.rt.block_on(run.hosts.connection(t)) {
-            let new = Arc::new(HostCtx {
-                name: ctx.name.clone(),
-                conn,
-                run: run.clone(),
-                recipe: ctx.recipe.clone(),
-                vars: ctx.vars.clone(),
-                prefetch: Default::default(),
-            });
-            if boot_id(&new).is_ok_and(|b| !b.is_empty() && b != old_boot) {
-                e.set_default_tag(Dynamic::from(new));
-                return Ok(());
+        match run.rt.block_on(run.hosts.connection(t)) {
+            Ok(conn) => {
+                let new = Arc::new(HostCtx {
+                    name: ctx.name.clone(),
+                    conn,
+                    run: run.clone(),
+                    recipe: ctx.recipe.clone(),
+                    vars: ctx.vars.clone(),
+                    prefetch: Default::default(),
+                });
+                match boot_mark(&new) {
+                    Ok(now) if now.is_new_boot(before) => {
+                        e.set_default_tag(Dynamic::from(new));
+                        let secs = started.elapsed().as_secs();
+                        run.reporter
+                            .note(&ctx.name, &format!("rebooted: a new boot answered after {secs} s"));
+                        return Ok(());
+                    }
+                    Ok(_) => last = "sshd still answered from the boot before the reboot".into(),
+                    Err(err) => last = err,
+                }
             }
+            Err(err) => last = err.to_string(),
         }
         if Instant::now() > deadline || run.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(format!(
-                "{}: no new boot answered within {} s of the reboot",
+                "{}: no new boot answered within {} s of the reboot (last: {last}); \
+                 it stays drained",
                 ctx.name,
-                REBOOT_WAIT.as_secs()
+                wait.as_secs()
             )
             .into());
         }
@@ -416,6 +478,50 @@ mod tests {
             after_batch(&f(0), 5, true),
             Next::Stop("the run was interrupted".into())
         );
+    }
+
+    fn mark(id: &str, start: Option<u64>) -> BootMark {
+        BootMark {
+            boot_id: id.into(),
+            init_start: start,
+        }
+    }
+
+    #[test]
+    fn boot_marks_read_the_boot_id_and_pid_1s_start() {
+        let id = "3f0e0c1e-6f5a-4b7e-9d2a-1c2b3d4e5f60";
+        // A container's PID 1 (started 4 h after the kernel: 1440000 ticks).
+        let stat = "1 (systemd) S 0 1 1 0 -1 4194560 9611 190254 106 1086 21 12 314 273 20 0 1 0 1440000 23068672 2935 18446744073709551615 1 1 0 0 0 0 671173123 4096 1260 0 0 0 17 1 0 0 0 0 0 0 0 0 0 0 0 0 0";
+        assert_eq!(
+            BootMark::parse(&format!("{id}\n{stat}\n")),
+            Some(mark(id, Some(1_440_000)))
+        );
+        // A process name with spaces and parentheses does not shift the fields.
+        let odd = "1 (my (init) x) S 0 1 1 0 -1 4194560 1 1 1 1 1 1 1 1 20 0 1 0 77 1 1";
+        assert_eq!(
+            BootMark::parse(&format!("{id}\n{odd}\n")).and_then(|m| m.init_start),
+            Some(77)
+        );
+        // /proc/1/stat hidden (hidepid): the boot id only.
+        assert_eq!(BootMark::parse(&format!("{id}\n")), Some(mark(id, None)));
+        assert_eq!(BootMark::parse(&format!("{id}\ngarbage\n")), Some(mark(id, None)));
+        assert_eq!(BootMark::parse(""), None);
+        assert_eq!(BootMark::parse("\n1 (systemd) S"), None);
+    }
+
+    #[test]
+    fn a_new_boot_is_a_new_kernel_or_a_new_pid_1() {
+        let before = mark("a", Some(100));
+        // A machine's reboot: a new boot id (PID 1 may start at the same tick as before).
+        assert!(mark("b", Some(100)).is_new_boot(&before));
+        // A container's reboot: the host kernel's boot id stays, PID 1 is another.
+        assert!(mark("a", Some(5000)).is_new_boot(&before));
+        // sshd still answering from the old boot.
+        assert!(!mark("a", Some(100)).is_new_boot(&before));
+        // Without PID 1's start time only the boot id can tell.
+        assert!(!mark("a", None).is_new_boot(&before));
+        assert!(!mark("a", Some(5000)).is_new_boot(&mark("a", None)));
+        assert!(mark("b", None).is_new_boot(&mark("a", None)));
     }
 
     #[test]

@@ -210,7 +210,7 @@ fn html_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// The `recipe` binary to run the file server with: `$RECIPE_BIN`, this program if it is
+/// The `recipe` binary to run the file server and the hosts' supervisors with: `$RECIPE_BIN`, this program if it is
 /// `recipe`, or a `recipe` next to it (or one folder up, as cargo lays out tests).
 pub fn recipe_binary() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os(BIN_ENV).filter(|p| !p.is_empty()) {
@@ -226,7 +226,7 @@ pub fn recipe_binary() -> Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    bail!("cannot find the `recipe` program to run the file server: set {BIN_ENV}=/path/to/recipe")
+    bail!("cannot find the `recipe` program to run the file server and the hosts' supervisors: set {BIN_ENV}=/path/to/recipe")
 }
 
 /// Starts `recipe sandbox serve-files DIR ADDR` detached; waits until it answers.

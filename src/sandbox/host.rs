@@ -282,12 +282,18 @@ pub fn nspawn_runtime_dirs(machine: &str) -> Vec<PathBuf> {
     ]
 }
 
-/// Boots the host detached: systemd as PID 1 in its own network namespace, console to its log.
+/// Boots the host detached: systemd as PID 1 in its own network namespace, console to its
+/// log, under a `recipe sandbox host-supervisor` that boots it again when it reboots. Returns
+/// the supervisor's pid.
 pub fn boot(layout: &HostLayout, netns: &str, sandbox_dir: &Path) -> Result<u32> {
-    let program = tools::require(NSPAWN)?;
+    let nspawn = tools::require(NSPAWN)?;
+    let program = super::fileserver::recipe_binary()?;
     let mut root_arg = OsString::from("--directory=");
     root_arg.push(layout.root());
     let args: Vec<OsString> = vec![
+        "sandbox".into(),
+        super::supervisor::SUBCOMMAND.into(),
+        nspawn.into_os_string(),
         root_arg,
         "--boot".into(),
         "--register=no".into(),

@@ -21,12 +21,14 @@ mod process;
 mod proxy;
 mod state;
 mod status;
+mod supervisor;
 mod teardown;
 mod tools;
 
 pub use fileserver::serve_files;
 pub use host::ssh_command;
 pub use image::Release;
+pub use supervisor::supervise;
 
 use anyhow::{bail, Context, Result};
 use paths::Layout;

@@ -101,8 +101,9 @@ impl HostLayout {
     pub fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
     }
+    /// The pid of the host's supervisor (which runs its systemd-nspawn).
     pub fn pid(&self) -> PathBuf {
-        self.dir.join("nspawn.pid")
+        self.dir.join("host.pid")
     }
     pub fn host_key(&self) -> PathBuf {
         self.dir.join("ssh_host_ed25519_key")

@@ -109,8 +109,9 @@ fn self_and_ancestors() -> Vec<u32> {
     v
 }
 
-/// Live processes the sandbox in `dir` started: systemd-nspawn and tinyproxy whose arguments
-/// name a path inside `dir`, and the file server (`serve-files`) running in `dir`.
+/// Live processes the sandbox in `dir` started: systemd-nspawn, the hosts' supervisors
+/// (`host-supervisor`) and tinyproxy whose arguments name a path inside `dir`, and the file
+/// server (`serve-files`) running in `dir`.
 pub fn find_by_dir(dir: &Path) -> Vec<u32> {
     let inside = format!("{}/", dir.to_string_lossy());
     let spared = self_and_ancestors();
@@ -132,6 +133,9 @@ pub fn find_by_dir(dir: &Path) -> Vec<u32> {
                         .is_some_and(|(_, v)| v.starts_with(&inside))
             });
             if (program == "systemd-nspawn" || program == "tinyproxy") && names_dir {
+                return true;
+            }
+            if names_dir && args.iter().any(|a| a == super::supervisor::SUBCOMMAND) {
                 return true;
             }
             let cwd: Option<PathBuf> = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();

@@ -58,9 +58,17 @@ pub fn teardown(name: &str) -> Result<()> {
 
     // 1. Power the hosts off (SIGTERM makes nspawn shut the container down cleanly) and stop
     //    the proxy and the file server; kill what does not go.
-    // Found by their arguments, not by pid files: a pid may have been reused.
-    let pids = process::find_by_dir(&layout.dir);
-    let stuck = process::terminate(&pids, POWEROFF_GRACE);
+    // Found by their arguments, not by pid files: a pid may have been reused. Looked for
+    // again until none is left: a host caught in a reboot may have had its nspawn started
+    // again by its supervisor between the look and the signal.
+    let mut stuck = Vec::new();
+    for _ in 0..3 {
+        let pids = process::find_by_dir(&layout.dir);
+        if pids.is_empty() {
+            break;
+        }
+        stuck = process::terminate(&pids, POWEROFF_GRACE);
+    }
 
     // 2. Containers whose nspawn was killed keep running: kill whatever lives in our namespaces.
     if owns_network {
