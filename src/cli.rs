@@ -300,7 +300,10 @@ fn sandbox(action: SandboxCmd) -> Result<(), Error> {
         SandboxCmd::ServeFiles { dir, addr } => crate::sandbox::serve_files(&dir, addr),
         // Ends with systemd-nspawn's own exit status, as its unit would show it.
         SandboxCmd::HostSupervisor { program, args } => {
-            crate::sandbox::supervise(&program, &args).map(|code| std::process::exit(code))
+            match crate::sandbox::supervise(&program, &args) {
+                Ok(code) => std::process::exit(code),
+                Err(e) => Err(e),
+            }
         }
     };
     res.map_err(|e| failed(format!("{e:#}")))

@@ -55,9 +55,14 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
             .map(|b| text(&b).replace('\0', " "))
             .unwrap_or_default();
         let cwd = std::fs::read_link(e.path().join("cwd")).unwrap_or_default();
-        let ours = ["systemd-nspawn", "tinyproxy", "serve-files", "host-supervisor"]
-            .iter()
-            .any(|p| cmd.contains(p));
+        let ours = [
+            "systemd-nspawn",
+            "tinyproxy",
+            "serve-files",
+            "host-supervisor",
+        ]
+        .iter()
+        .any(|p| cmd.contains(p));
         if ours && (cmd.contains(needle) || cwd.to_string_lossy().contains(needle)) {
             found.push(format!("{name}: {cmd}"));
         }
@@ -209,7 +214,12 @@ fn sandbox_up_run_reach_down() {
     let (id1, id2) = (first.lines().next(), second.lines().next());
     assert_eq!(id1, id2, "the container shares the kernel's boot id");
     assert_eq!(rebooted(), 1, "the supervisor saw one reboot");
-    let o = ssh(&key, &known_hosts, &w1, "systemctl is-system-running --wait; hostname");
+    let o = ssh(
+        &key,
+        &known_hosts,
+        &w1,
+        "systemctl is-system-running --wait; hostname",
+    );
     let up = text(&o.stdout);
     assert!(
         up == "running\nw1\n" || up == "degraded\nw1\n",

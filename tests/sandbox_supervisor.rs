@@ -9,7 +9,10 @@ use common::*;
 use std::time::{Duration, Instant};
 
 fn lines(p: &std::path::Path) -> usize {
-    std::fs::read_to_string(p).unwrap_or_default().lines().count()
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .count()
 }
 
 #[test]
@@ -26,7 +29,12 @@ fn a_reboot_starts_it_again_anything_else_ends_it() {
         .timeout(Duration::from_secs(60))
         .run();
     assert_eq!(lines(&log), 3, "booted again after each reboot only");
-    assert_eq!(out.code, 7, "nspawn's own status is the supervisor's\n{}", out.show());
+    assert_eq!(
+        out.code,
+        7,
+        "nspawn's own status is the supervisor's\n{}",
+        out.show()
+    );
     assert_eq!(
         out.stderr.matches("the host rebooted").count(),
         2,

@@ -535,7 +535,10 @@ fn rolling_reboot(sb: &Sandbox, via: Option<&str>, t0: Instant) {
     let recipe = fixture("recipes/rolling_slurmd.rhai");
     let recipe = recipe.to_str().expect("utf-8 path");
     assert_eq!(
-        sb.ssh_ok("master", "scontrol show config | grep -c '^RebootProgram *= *(null)'"),
+        sb.ssh_ok(
+            "master",
+            "scontrol show config | grep -c '^RebootProgram *= *(null)'"
+        ),
         "1\n",
         "the sandbox's slurm.conf has a RebootProgram: this case expects the systemctl path"
     );
@@ -559,7 +562,9 @@ fn rolling_reboot(sb: &Sandbox, via: Option<&str>, t0: Instant) {
     );
     assert_eq!(batch_events(&r), W1_THEN_W2, "{}", r.show());
     assert_eq!(
-        r.stderr.matches("rebooted: a new boot answered after").count(),
+        r.stderr
+            .matches("rebooted: a new boot answered after")
+            .count(),
         2,
         "{}",
         r.show()
@@ -643,7 +648,10 @@ fn reboot_without_return(sb: &Sandbox, via: Option<&str>, t0: Instant) {
     .expect("copy recipe");
     let stdlib = std::fs::read_to_string(project().join("stdlib/rolling.rhai")).expect("stdlib");
     let reboot = "systemctl reboot' >/dev/null";
-    assert!(stdlib.contains(reboot), "stdlib/rolling.rhai reboots otherwise now");
+    assert!(
+        stdlib.contains(reboot),
+        "stdlib/rolling.rhai reboots otherwise now"
+    );
     std::fs::write(
         site.join("rolling.rhai"),
         stdlib.replace(reboot, "systemctl poweroff' >/dev/null"),
@@ -666,7 +674,12 @@ fn reboot_without_return(sb: &Sandbox, via: Option<&str>, t0: Instant) {
         ],
     );
     assert_eq!(r.code, 1, "{}", r.show());
-    assert_eq!(batch_events(&r), ["batch 1 w2", "end 1 failed=[w2]"], "{}", r.show());
+    assert_eq!(
+        batch_events(&r),
+        ["batch 1 w2", "end 1 failed=[w2]"],
+        "{}",
+        r.show()
+    );
     assert!(
         format!("{}{}", r.stdout, r.stderr)
             .contains("w2: no new boot answered within 30 s of the reboot"),
@@ -690,7 +703,9 @@ fn reboot_without_return(sb: &Sandbox, via: Option<&str>, t0: Instant) {
     assert!(w2_line.ends_with("stopped"), "{status}");
     log(
         t0,
-        &format!("a node that did not come back: failed after --reboot-timeout, stays drained ({why})"),
+        &format!(
+            "a node that did not come back: failed after --reboot-timeout, stays drained ({why})"
+        ),
     );
 }
 
@@ -1569,7 +1584,10 @@ fn site_roll(sb: &Sandbox, t0: Instant) {
         "",
         "reasons left after the roll"
     );
-    log(t0, "site roll (--serial 1, slurmd restarted): w1 then w2, both idle");
+    log(
+        t0,
+        "site roll (--serial 1, slurmd restarted): w1 then w2, both idle",
+    );
 }
 
 /// Inventory variables of the accounting lanes: slurmdbd on MariaDB (a small buffer pool:

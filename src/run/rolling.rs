@@ -283,7 +283,8 @@ pub struct BootMark {
 }
 
 /// One command, one round trip: the boot id, then PID 1's stat line (if readable).
-const BOOT_MARK: &str = "cat /proc/sys/kernel/random/boot_id && { cat /proc/1/stat 2>/dev/null || true; }";
+const BOOT_MARK: &str =
+    "cat /proc/sys/kernel/random/boot_id && { cat /proc/1/stat 2>/dev/null || true; }";
 
 impl BootMark {
     /// Reads what [`BOOT_MARK`] printed; None when there is no boot id.
@@ -319,8 +320,12 @@ fn boot_mark(ctx: &HostCtx) -> Result<BootMark, String> {
     let out = ctx
         .exec_bounded(BOOT_MARK, Duration::from_secs(30))
         .map_err(|e| e.to_string())?;
-    BootMark::parse(&out.stdout_str())
-        .ok_or_else(|| format!("no boot id in /proc/sys/kernel/random/boot_id ({})", out.stdout_str().trim()))
+    BootMark::parse(&out.stdout_str()).ok_or_else(|| {
+        format!(
+            "no boot id in /proc/sys/kernel/random/boot_id ({})",
+            out.stdout_str().trim()
+        )
+    })
 }
 
 /// After a reboot: a new connection once sshd answers from a new boot (see [`BootMark`]),
@@ -336,11 +341,10 @@ fn reconnect(
     let run = &ctx.run;
     let started = Instant::now();
     let deadline = started + wait;
-    let mut last = String::from("no answer yet");
     loop {
         run.rt.block_on(run.hosts.forget(&ctx.name));
         std::thread::sleep(Duration::from_secs(5));
-        match run.rt.block_on(run.hosts.connection(t)) {
+        let last = match run.rt.block_on(run.hosts.connection(t)) {
             Ok(conn) => {
                 let new = Arc::new(HostCtx {
                     name: ctx.name.clone(),
@@ -354,16 +358,18 @@ fn reconnect(
                     Ok(now) if now.is_new_boot(before) => {
                         e.set_default_tag(Dynamic::from(new));
                         let secs = started.elapsed().as_secs();
-                        run.reporter
-                            .note(&ctx.name, &format!("rebooted: a new boot answered after {secs} s"));
+                        run.reporter.note(
+                            &ctx.name,
+                            &format!("rebooted: a new boot answered after {secs} s"),
+                        );
                         return Ok(());
                     }
-                    Ok(_) => last = "sshd still answered from the boot before the reboot".into(),
-                    Err(err) => last = err,
+                    Ok(_) => "sshd still answered from the boot before the reboot".to_string(),
+                    Err(err) => err,
                 }
             }
-            Err(err) => last = err.to_string(),
-        }
+            Err(err) => err.to_string(),
+        };
         if Instant::now() > deadline || run.interrupted.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(format!(
                 "{}: no new boot answered within {} s of the reboot (last: {last}); \
@@ -504,7 +510,10 @@ mod tests {
         );
         // /proc/1/stat hidden (hidepid): the boot id only.
         assert_eq!(BootMark::parse(&format!("{id}\n")), Some(mark(id, None)));
-        assert_eq!(BootMark::parse(&format!("{id}\ngarbage\n")), Some(mark(id, None)));
+        assert_eq!(
+            BootMark::parse(&format!("{id}\ngarbage\n")),
+            Some(mark(id, None))
+        );
         assert_eq!(BootMark::parse(""), None);
         assert_eq!(BootMark::parse("\n1 (systemd) S"), None);
     }
