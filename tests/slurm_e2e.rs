@@ -516,16 +516,19 @@ fn node_field(line: &str, key: &str) -> String {
         .unwrap_or_default()
 }
 
-/// `starttime` of PID 1 on `host` (field 22 of /proc/1/stat): a new value is a new boot of
-/// the container (its kernel's boot id is the machine's and stays).
+/// `host`'s boot id and the `starttime` of its PID 1 (field 22 of /proc/1/stat): both are
+/// new after a reboot of the container (nspawn gives each start its own boot id).
 fn init_start(sb: &Sandbox, host: &str) -> String {
-    sb.ssh_ok(host, "cut -d' ' -f22 /proc/1/stat")
-        .trim()
-        .to_string()
+    sb.ssh_ok(
+        host,
+        "echo $(cat /proc/sys/kernel/random/boot_id) $(cut -d' ' -f22 /proc/1/stat)",
+    )
+    .trim()
+    .to_string()
 }
 
 /// `--serial 1 --reboot` over w1 and w2 with a change that restarts slurmd: each node really
-/// reboots (its container's PID 1 is new), slurmd is back and registered from the new boot,
+/// reboots (a new boot id and PID 1), slurmd is back and registered from the new boot,
 /// the node is resumed; w2 is drained only once w1 is back; both end idle and `sinfo -R` is
 /// empty. The sandbox's slurm.conf has no RebootProgram, so this is stdlib/rolling.rhai's
 /// `systemctl reboot` path. Its `scontrol reboot` path is NOT run here: slurmctld tells that a
@@ -570,7 +573,13 @@ fn rolling_reboot(sb: &Sandbox, via: Option<&str>, t0: Instant) {
         r.show()
     );
     for (i, w) in workers.iter().enumerate() {
-        assert_ne!(init_start(sb, w), boots[i], "{w} did not reboot");
+        let now = init_start(sb, w);
+        let (old, new): (Vec<&str>, Vec<&str>) =
+            (boots[i].split(' ').collect(), now.split(' ').collect());
+        assert!(
+            old.len() == 2 && new.len() == 2 && old[0] != new[0] && old[1] != new[1],
+            "{w} did not reboot: {old:?} then {new:?}"
+        );
         // Each host's steps in order: drain, the change, the reboot, the resume after it.
         let targets: Vec<String> = r
             .steps()
@@ -630,7 +639,7 @@ fn rolling_reboot(sb: &Sandbox, via: Option<&str>, t0: Instant) {
     check_cluster(sb, "", &workers, t0);
     log(
         t0,
-        "rolling reboot: w1 then w2 rebooted (new PID 1), slurmd registered again, both idle",
+        "rolling reboot: w1 then w2 rebooted (new boot id, new PID 1), slurmd registered again, both idle",
     );
 }
 

@@ -271,10 +271,11 @@ pub(super) fn around(
     Ok(())
 }
 
-/// Which boot of a host answers: the kernel's boot id and the start time of PID 1. The boot
-/// id alone tells a machine's reboot; in a container (systemd-nspawn, LXC) it is the host
-/// kernel's and stays, while PID 1 (the container's init) starts again. Where /proc/1/stat
-/// cannot be read (hidepid), only the boot id counts.
+/// Which boot of a host answers: the boot id and the start time of PID 1. The boot id alone
+/// tells a machine's reboot (and a systemd-nspawn container's: nspawn mounts a random one
+/// over it at each start); in other containers (LXC, Docker) it is the host kernel's and
+/// stays, while PID 1 (the container's init) starts again. Where /proc/1/stat cannot be read
+/// (hidepid), only the boot id counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootMark {
     pub boot_id: String,
