@@ -70,19 +70,38 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
-#[test]
-fn a_tampered_or_unpinned_download_is_refused_before_anything_is_unpacked() {
+/// The host (a real sshd on loopback) with its inventory, the file server's folder
+/// (empty) and the archive to serve.
+fn loopback() -> (
+    tempfile::TempDir,
+    Sshd,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    Vec<u8>,
+) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let sshd = Sshd::start();
     let inv = sshd.inventory("h1", "");
     let files = tmp.path().join("files");
     std::fs::create_dir_all(&files).expect("mkdir");
     let good = archive(tmp.path());
-    let pin = hex_sha(&good);
-    // The file server's copy, one byte changed.
-    let mut bad = good.clone();
+    (tmp, sshd, inv, files, good)
+}
+
+/// `b` with one byte changed.
+fn tampered(b: &[u8]) -> Vec<u8> {
+    let mut bad = b.to_vec();
     let at = bad.len() / 2;
     bad[at] ^= 0x01;
+    bad
+}
+
+#[test]
+fn a_tampered_or_unpinned_download_is_refused_before_anything_is_unpacked() {
+    let (tmp, _sshd, inv, files, good) = loopback();
+    let pin = hex_sha(&good);
+    // The file server's copy, one byte changed.
+    let bad = tampered(&good);
     let bad_sha = hex_sha(&bad);
     std::fs::write(files.join("app.tar.gz"), &bad).expect("serve");
     let served = ServedFiles::start(&files);
@@ -239,31 +258,41 @@ download(vars.url, "/h", #{sha512: "unverified"});
     }
 }
 
+/// `recipe run RECIPE --local --dry-run` with `--var` for each of `vars`: validate() runs
+/// first, and a refusal there touches no host.
+fn dry_run_local(recipe: &str, vars: &[&str]) -> Output {
+    let mut t = Test::new().args(["run", recipe, "--local", "--dry-run"]);
+    for v in vars {
+        t = t.args(["--var", v]);
+    }
+    t.run()
+}
+
+/// Refused by validate() (exit 2) with each of `wants` in the output.
+fn expect_refused(r: &Output, wants: &[&str]) {
+    assert_eq!(r.code, 2, "{}", r.show());
+    for want in wants {
+        assert!(r.all().contains(want), "no {want:?}\n{}", r.show());
+    }
+}
+
 #[test]
 fn a_slurm_version_outside_the_table_is_refused_before_any_host() {
     // slurm_build.rhai's validate(): exit 2, the file and the variable to set, no host.
-    let r = Test::new()
-        .args(["run", "slurm_build.rhai", "--local", "--dry-run"])
-        .args(["--var", "slurm_version=23.11.1"])
-        .run();
-    assert_eq!(r.code, 2, "{}", r.show());
-    for want in [
-        "slurm-wlm_23.11.1.orig.tar.gz",
-        "set slurm_sha256",
-        "no host was touched",
-    ] {
-        assert!(r.all().contains(want), "no {want:?}\n{}", r.show());
-    }
+    let r = dry_run_local("slurm_build.rhai", &["slurm_version=23.11.1"]);
+    expect_refused(
+        &r,
+        &[
+            "slurm-wlm_23.11.1.orig.tar.gz",
+            "set slurm_sha256",
+            "no host was touched",
+        ],
+    );
     // The default version is in the table: the same dry run passes validate().
-    let r = Test::new()
-        .args(["run", "slurm_build.rhai", "--local", "--dry-run"])
-        .args([
-            "--var",
-            "slurm_version=24.11.5",
-            "--var",
-            "slurm_build_packages=[]",
-        ])
-        .run();
+    let r = dry_run_local(
+        "slurm_build.rhai",
+        &["slurm_version=24.11.5", "slurm_build_packages=[]"],
+    );
     assert!(!r.all().contains("refuses to run"), "{}", r.show());
 }
 
@@ -332,16 +361,9 @@ unpack("/DEST/app.tar.gz", "/DEST/tree", #{creates: "/DEST/tree/app.txt"});
 
 #[test]
 fn a_download_pinned_by_sha512_is_checked_with_it() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let sshd = Sshd::start();
-    let inv = sshd.inventory("h1", "");
-    let files = tmp.path().join("files");
-    std::fs::create_dir_all(&files).expect("mkdir");
-    let good = archive(tmp.path());
+    let (tmp, _sshd, inv, files, good) = loopback();
     let pin = hex_sha512(&good);
-    let mut bad = good.clone();
-    let at = bad.len() / 3;
-    bad[at] ^= 0x01;
+    let bad = tampered(&good);
     std::fs::write(files.join("app.tar.gz"), &bad).expect("serve");
     let served = ServedFiles::start(&files);
     let dest = tmp.path().join("dest");
@@ -509,35 +531,28 @@ log(`cni: [${pins::sha256("", vars.cni_url)}]`);
 fn an_unpinned_kubernetes_binaries_install_is_refused_before_any_host() {
     // k8s_node.rhai's validate(): exit 2, the file, where upstream lists its checksum and the
     // variables to set (the node tarball's and crictl's), no host.
-    let r = Test::new()
-        .args(["run", "k8s_node.rhai", "--local", "--dry-run"])
-        .args([
-            "--var",
-            "k8s_install=binaries",
-            "--var",
-            "k8s_version=1.28.15",
-        ])
-        .run();
-    assert_eq!(r.code, 2, "{}", r.show());
-    for want in [
-        "of Kubernetes 1.28.15 has no sha512",
-        "set k8s_node_sha512 to its sha512",
-        "CHANGELOG/CHANGELOG-1.28.md",
-        "set k8s_crictl_sha256",
-        "no host was touched",
-    ] {
-        assert!(r.all().contains(want), "no {want:?}\n{}", r.show());
-    }
+    let r = dry_run_local(
+        "k8s_node.rhai",
+        &["k8s_install=binaries", "k8s_version=1.28.15"],
+    );
+    expect_refused(
+        &r,
+        &[
+            "of Kubernetes 1.28.15 has no sha512",
+            "set k8s_node_sha512 to its sha512",
+            "CHANGELOG/CHANGELOG-1.28.md",
+            "set k8s_crictl_sha256",
+            "no host was touched",
+        ],
+    );
     // A version the table pins, without crictl: the same dry run passes validate().
-    let r = Test::new()
-        .args(["run", "k8s_node.rhai", "--local", "--dry-run"])
-        .args([
-            "--var",
+    let r = dry_run_local(
+        "k8s_node.rhai",
+        &[
             "k8s_install=binaries",
-            "--var",
             "k8s_version=1.25.16",
-        ])
-        .args(["--var", "k8s_crictl_url="])
-        .run();
+            "k8s_crictl_url=",
+        ],
+    );
     assert!(!r.all().contains("refuses to run"), "{}", r.show());
 }
