@@ -623,14 +623,7 @@ fn rolling_reboot(sb: &Sandbox, via: Option<&str>, t0: Instant) {
         sb.ssh_ok("w1", "cat /var/tmp/rolling-seen"),
         sb.ssh_ok("w2", "cat /var/tmp/rolling-seen"),
     );
-    assert!(
-        s1.contains("w1 drain") && s1.contains("w2 idle"),
-        "during w1's change:\n{s1}"
-    );
-    assert!(
-        s2.contains("w1 idle") && s2.contains("w2 drain"),
-        "during w2's change:\n{s2}"
-    );
+    one_at_a_time(&s1, &s2);
     assert_eq!(
         sb.ssh_ok("master", "sinfo -R -h"),
         "",
@@ -725,6 +718,19 @@ const W1_THEN_W2: [&str; 4] = [
     "batch 2 w2",
     "end 2 failed=[]",
 ];
+
+/// What Slurm showed during each worker's change (`sinfo -N -o '%N %t'`, noted by the
+/// recipe): w1 drained while w2 was idle, w2 drained only once w1 was back (idle).
+fn one_at_a_time(during_w1: &str, during_w2: &str) {
+    assert!(
+        during_w1.contains("w1 drain") && during_w1.contains("w2 idle"),
+        "during w1's change:\n{during_w1}"
+    );
+    assert!(
+        during_w2.contains("w1 idle") && during_w2.contains("w2 drain"),
+        "during w2's change:\n{during_w2}"
+    );
+}
 
 /// The batch events of a rolling run, as `batch N HOSTS` / `end N FAILED STOP`.
 fn batch_events(r: &Output) -> Vec<String> {
@@ -842,14 +848,7 @@ fn rolling(sb: &Sandbox, via: Option<&str>, t0: Instant) {
         changed_at >= job_end,
         "w1 was changed at {changed_at}, before its job ended at {job_end}"
     );
-    assert!(
-        s1.contains("w1 drain") && s1.contains("w2 idle"),
-        "during w1's change:\n{s1}"
-    );
-    assert!(
-        s2.contains("w1 idle") && s2.contains("w2 drain"),
-        "during w2's change:\n{s2}"
-    );
+    one_at_a_time(&s1, &s2);
     for w in ["w1", "w2"] {
         assert_eq!(node_state(sb, w).0, "IDLE", "{w} after the roll");
         let env = sb.ssh_ok(w, "systemctl show slurmd -p Environment");
@@ -1578,14 +1577,7 @@ fn site_roll(sb: &Sandbox, t0: Instant) {
     assert_eq!(batch_events(&r), W1_THEN_W2, "{}", r.show());
     let seen = |w: &str| sb.ssh_ok(w, "cat /var/tmp/site-roll-seen");
     let (s1, s2) = (seen("w1"), seen("w2"));
-    assert!(
-        s1.contains("w1 drain") && s1.contains("w2 idle"),
-        "during w1's change:\n{s1}"
-    );
-    assert!(
-        s2.contains("w1 idle") && s2.contains("w2 drain"),
-        "during w2's change:\n{s2}"
-    );
+    one_at_a_time(&s1, &s2);
     for w in ["w1", "w2"] {
         assert_eq!(node_state_at(sb, bin, w).0, "IDLE", "{w} after the roll");
         assert!(
