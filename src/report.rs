@@ -267,6 +267,13 @@ fn bytes_text((done, total): (u64, Option<u64>), elapsed: Duration) -> Option<St
     Some(t)
 }
 
+/// A command's output line for the status line: runs of blanks made one, ends trimmed
+/// (`  CC       log.lo` reads `CC log.lo`), so that more of it fits the terminal's width.
+/// Applied after redaction: a secret with blanks in it is replaced before they change.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// One running step: host, place, elapsed, bytes, what it is, and its command's last line.
 fn live_line(v: &LiveView) -> String {
     let mut l = format!(
@@ -374,7 +381,8 @@ impl Reporter {
         let tty = std::io::stdout().is_terminal();
         let plain = std::env::var_os("NO_COLOR").is_some();
         let color = tty && !plain && mode == Mode::Human;
-        let live_tty = mode == Mode::Human
+        // With --json too: the events stay alone on stdout, the status lines go to stderr.
+        let live_tty = mode != Mode::Node
             && !quiet
             && !plain
             && std::io::stderr().is_terminal()
@@ -595,7 +603,7 @@ impl Reporter {
                 what: self.safe(&format!("{} {}", s.op, s.target)),
                 elapsed: now.duration_since(s.started),
                 bytes: s.meter.bytes(),
-                last: s.meter.last_line().map(|l| self.safe(&l)),
+                last: s.meter.last_line().map(|l| one_line(&self.safe(&l))),
             })
             .collect();
         let (hosts, done) = (i.hosts, i.done);
@@ -664,15 +672,18 @@ impl Reporter {
             let _ = writeln!(so, "{line}");
             let _ = so.flush();
         };
-        let multi = self
-            .inner
-            .lock()
-            .ok()
-            .and_then(|i| i.display.as_ref().map(|d| d.multi.clone()));
-        match multi {
+        match self.multi() {
             Some(m) => m.suspend(write),
             None => write(),
         }
+    }
+
+    /// The status lines' drawer, while they are shown.
+    fn multi(&self) -> Option<indicatif::MultiProgress> {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|i| i.display.as_ref().map(|d| d.multi.clone()))
     }
 
     /// Text from a target or a recipe, ready for a terminal: secrets replaced first (a
@@ -785,8 +796,13 @@ impl Reporter {
         if self.mode == Mode::Human {
             self.out(&lines.join("\n"));
         } else {
-            // stdout is JSON events only: notes go to stderr, as for humans watching.
-            eprintln!("{}", lines.join("\n"));
+            // stdout is JSON events only: notes go to stderr, as for humans watching (with
+            // the status lines there taken off while they are written).
+            let write = || eprintln!("{}", lines.join("\n"));
+            match self.multi() {
+                Some(m) => m.suspend(write),
+                None => write(),
+            }
         }
     }
 
@@ -1099,6 +1115,23 @@ mod tests {
         });
         r.finish_host("n2", false, None, None);
         assert!(r.inner.lock().expect("lock").remote.is_empty());
+    }
+
+    /// A running step's last line is redacted first, then its blanks squeezed: a secret with
+    /// blanks in it is still found.
+    #[test]
+    fn a_last_line_is_redacted_then_made_one_line() {
+        use super::*;
+        let red = Redactor::default();
+        red.add(b"tok  en-1234");
+        let r = Reporter::new(Mode::Human, 0, false, false, red);
+        let shown = one_line(&r.safe("  key tok  en-1234\t ok  "));
+        assert!(
+            shown.starts_with("key ") && shown.ends_with(" ok"),
+            "{shown}"
+        );
+        assert!(!shown.contains("tok") && !shown.contains("  "), "{shown}");
+        assert_eq!(one_line("  CC       log.lo"), "CC log.lo");
     }
 
     #[test]
