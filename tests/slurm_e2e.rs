@@ -42,8 +42,8 @@
 //! also when the test fails.
 //!
 //! Timing on the 2-core test machine (shared with other work): the source test took 8.5 to
-//! 10.5 minutes (the Slurm build most of it), the packages test 1 to 1.5 (2 with the rolling
-//! cases); they run in parallel.
+//! 10.5 minutes (the Slurm build most of it), the packages test 1 to 1.5 (about 4 with the
+//! rolling and reboot cases); they run in parallel.
 
 mod common;
 use common::netns;
