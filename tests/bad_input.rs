@@ -308,9 +308,9 @@ fn version_settings_are_refused_before_any_host() {
         ),
         (
             "samples/same_image.rhai",
-            &["k8s_runtime=containerd"],
-            "k8s_runtime=sycri",
-            "needs k8s_runtime=\"sycri\"",
+            &["k8s_sample_image_containerd=docker.io/library/busybox:1.36"],
+            "k8s_sample_image_containerd=",
+            "the pods run another image",
         ),
     ];
     for (recipe, vars, good, want) in cases {
