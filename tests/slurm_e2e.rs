@@ -1121,7 +1121,10 @@ fn containerd_pods_run_the_slurm_image(sb: &Sandbox, img: &str, t0: Instant) {
     for (k, v) in [
         ("k8s_runtime", "containerd"),
         ("k8s_sample_prefix", "recipe-oci"),
-        ("k8s_sample_manifest", "/etc/kubernetes/recipe-samples/oci.yaml"),
+        (
+            "k8s_sample_manifest",
+            "/etc/kubernetes/recipe-samples/oci.yaml",
+        ),
     ] {
         vars.insert(k.into(), toml::Value::String(v.into()));
     }
@@ -1164,7 +1167,10 @@ fn containerd_pods_run_the_slurm_image(sb: &Sandbox, img: &str, t0: Instant) {
     let r = sb.run_ok("k8s.rhai", &[]);
     log(
         t0,
-        &format!("k8s.rhai with containerd: {} steps changed", r.changed().len()),
+        &format!(
+            "k8s.rhai with containerd: {} steps changed",
+            r.changed().len()
+        ),
     );
     let order = r.play_order();
     let at = |name: &str| order.iter().position(|p| p.ends_with(name));
@@ -1182,13 +1188,12 @@ fn containerd_pods_run_the_slurm_image(sb: &Sandbox, img: &str, t0: Instant) {
     for w in ["w1", "w2"] {
         let hn = sb.ssh_ok(w, "hostname").trim().to_string();
         // Imported into containerd, and the pod's container run by containerd from it.
-        sb.ssh_ok(
-            w,
-            &format!("ctr -n k8s.io images ls -q | grep -qxF {name}"),
-        );
+        sb.ssh_ok(w, &format!("ctr -n k8s.io images ls -q | grep -qxF {name}"));
         let journal = sb.ssh_ok(w, "journalctl -u kubelet --no-pager -o cat");
         assert!(
-            journal.contains(&format!("pod default/{prefix}-{hn} Succeeded (stand-in: image {name} run by containerd")),
+            journal.contains(&format!(
+                "pod default/{prefix}-{hn} Succeeded (stand-in: image {name} run by containerd"
+            )),
             "{w}: the kubelet stand-in did not run {name} in containerd:\n{journal}"
         );
         let direct = sb.ssh_ok(
