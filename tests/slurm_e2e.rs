@@ -1063,6 +1063,20 @@ fn pods_run_the_slurm_image(sb: &Sandbox, served: &std::path::Path, img: &str, t
                 && journal.contains(img),
             "{w}: the sycri stand-in did not run `singularity exec` of {img}:\n{journal}"
         );
+    }
+    same_image_compares(sb, img, "recipe-hello", "w1");
+    log(
+        t0,
+        "the sample pods (sycri) ran the Slurm sample's SIF: same os-release and marker; a different marker fails",
+    );
+}
+
+/// Each worker's sample pod (name prefix `prefix`) printed the SIF's build marker and OS, as
+/// a job of the user does with Apptainer; samples/same_image.rhai finds the pods and the
+/// Slurm jobs alike, and fails once `tamper`'s pod log names another build.
+fn same_image_compares(sb: &Sandbox, img: &str, prefix: &str, tamper: &str) {
+    for w in ["w1", "w2"] {
+        let hn = sb.ssh_ok(w, "hostname").trim().to_string();
         // (As the jobs' user: root in these container hosts lacks capabilities Apptainer asks for.)
         let direct = sb.ssh_ok(
             w,
@@ -1070,19 +1084,18 @@ fn pods_run_the_slurm_image(sb: &Sandbox, served: &std::path::Path, img: &str, t
         );
         let logs = sb.ssh_ok(
             "master",
-            &format!("kubectl --kubeconfig /etc/kubernetes/admin.conf logs recipe-hello-{hn}"),
+            &format!("kubectl --kubeconfig /etc/kubernetes/admin.conf logs {prefix}-{hn}"),
         );
         assert!(
             logs.contains(direct.trim()) && logs.contains("VERSION_CODENAME=bookworm"),
             "{w}: the pod's log lacks the image's marker {direct:?} or its OS:\n{logs}"
         );
     }
-    // The recipe's own comparison: equal here, and it fails when a pod printed otherwise.
     let cmp = ["--host", "master"];
     let r = sb.run_ok("samples/same_image.rhai", &cmp);
     assert!(r.stderr.contains("ran the same image"), "{}", r.show());
-    let hn = sb.ssh_ok("w1", "hostname").trim().to_string();
-    let state = format!("/var/lib/kube-standin/apiserver/logs/default.recipe-hello-{hn}");
+    let hn = sb.ssh_ok(tamper, "hostname").trim().to_string();
+    let state = format!("/var/lib/kube-standin/apiserver/logs/default.{prefix}-{hn}");
     sb.ssh_ok(
         "master",
         &format!("cp {state} /root/pod.log && sed -i 's/^recipe-sample-image .*/recipe-sample-image another build/' {state}"),
@@ -1091,12 +1104,8 @@ fn pods_run_the_slurm_image(sb: &Sandbox, served: &std::path::Path, img: &str, t
     sb.ssh_ok("master", &format!("mv /root/pod.log {state}"));
     assert!(
         r.code != 0 && r.all().contains("did not run the same image"),
-        "a pod that printed another image's marker passed the comparison\n{}",
+        "a pod ({prefix}) that printed another image's marker passed the comparison\n{}",
         r.show()
-    );
-    log(
-        t0,
-        "the sample pods (sycri) ran the Slurm sample's SIF: same os-release and marker; a different marker fails",
     );
 }
 
@@ -1196,39 +1205,11 @@ fn containerd_pods_run_the_slurm_image(sb: &Sandbox, img: &str, t0: Instant) {
             )),
             "{w}: the kubelet stand-in did not run {name} in containerd:\n{journal}"
         );
-        let direct = sb.ssh_ok(
-            w,
-            &format!("cd /tmp && runuser -u hpcuser -- apptainer exec {img} cat /etc/recipe-sample-image"),
-        );
-        let logs = sb.ssh_ok(
-            "master",
-            &format!("kubectl --kubeconfig /etc/kubernetes/admin.conf logs {prefix}-{hn}"),
-        );
-        assert!(
-            logs.contains(direct.trim()) && logs.contains("VERSION_CODENAME=bookworm"),
-            "{w}: the containerd pod's log lacks the SIF's marker {direct:?} or its OS:\n{logs}"
-        );
     }
     // Nothing packed or imported again for an unchanged SIF.
     let r = sb.run_ok("samples/oci_image.rhai", &["--group", "all"]);
     assert_unchanged(&r, "samples/oci_image.rhai, second run");
-    // The recipe's comparison, and its failure when a pod printed another image's marker.
-    let cmp = ["--host", "master"];
-    let r = sb.run_ok("samples/same_image.rhai", &cmp);
-    assert!(r.stderr.contains("ran the same image"), "{}", r.show());
-    let hn = sb.ssh_ok("w2", "hostname").trim().to_string();
-    let state = format!("/var/lib/kube-standin/apiserver/logs/default.{prefix}-{hn}");
-    sb.ssh_ok(
-        "master",
-        &format!("cp {state} /root/pod.log && sed -i 's/^recipe-sample-image .*/recipe-sample-image another build/' {state}"),
-    );
-    let r = sb.run("samples/same_image.rhai", &cmp);
-    sb.ssh_ok("master", &format!("mv /root/pod.log {state}"));
-    assert!(
-        r.code != 0 && r.all().contains("did not run the same image"),
-        "a containerd pod that printed another image's marker passed the comparison\n{}",
-        r.show()
-    );
+    same_image_compares(sb, img, prefix, "w2");
     log(
         t0,
         "the sample pods (containerd) ran the Slurm sample's SIF packed as an OCI image: same os-release and marker; a different marker fails",
