@@ -1210,6 +1210,25 @@ fn containerd_pods_run_the_slurm_image(sb: &Sandbox, img: &str, t0: Instant) {
     let r = sb.run_ok("samples/oci_image.rhai", &["--group", "all"]);
     assert_unchanged(&r, "samples/oci_image.rhai, second run");
     same_image_compares(sb, img, prefix, "w2");
+    // An image containerd lacks is not run from anywhere else: with pull policy Never the pod
+    // waits as the real kubelet's does (ErrImageNeverPull).
+    let hn = sb.ssh_ok("w1", "hostname").trim().to_string();
+    sb.ssh_ok(
+        "master",
+        &format!(
+            "printf '%s\\n' 'apiVersion: v1' 'kind: Pod' 'metadata:' '  name: recipe-absent' 'spec:' '  nodeName: {hn}' \
+             '  restartPolicy: Never' '  containers:' '  - name: c' '    image: localhost/recipe/absent:1' \
+             '    imagePullPolicy: Never' '    command: [\"/bin/sh\", \"-c\", \"echo ran\"]' > /root/absent.yaml && \
+             kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f /root/absent.yaml"
+        ),
+    );
+    ssh_until(
+        sb,
+        "master",
+        "kubectl --kubeconfig /etc/kubernetes/admin.conf get pods --no-headers | grep '^recipe-absent '",
+        &["ErrImageNeverPull"],
+        60,
+    );
     log(
         t0,
         "the sample pods (containerd) ran the Slurm sample's SIF packed as an OCI image: same os-release and marker; a different marker fails",
