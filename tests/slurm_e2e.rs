@@ -1150,9 +1150,13 @@ fn containerd_pods_run_the_slurm_image(sb: &Sandbox, img: &str, t0: Instant) {
     // (3) the hosts lack CAP_NET_ADMIN, so a new network namespace's loopback cannot be
     // brought up ("ioctl(SIOCSIFFLAGS): Operation not permitted"): the pods use the host's
     // network, like hostNetwork pods.
-    let wrapper = "#!/bin/sh\n# crun for containerd's runc shim on these test hosts: no cgroup, no new keyring (tests/slurm_e2e.rs)\n\
+    let wrapper = "#!/bin/sh\n# crun for the runc shim of containerd on these test hosts: no cgroup, no new keyring (tests/slurm_e2e.rs)\n\
                    n=$#; i=0\nwhile [ $i -lt $n ]; do a=$1; shift; set -- \"$@\" \"$a\"; case \"$a\" in create|run) set -- \"$@\" --no-new-keyring ;; esac; i=$((i+1)); done\n\
                    exec crun --cgroup-manager=disabled \"$@\"\n";
+    assert!(
+        !wrapper.contains('\''),
+        "the wrapper is written in single quotes"
+    );
     for h in nodes {
         sb.ssh_ok(
             h,
