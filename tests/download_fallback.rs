@@ -8,6 +8,7 @@
 //! - a dry run says the download goes through the controller, and changes nothing;
 //! - the run makes the file with the right content, owner and mode; the next run is ok;
 //! - a wrong `sha256` fails on the controller's check, and leaves no file behind;
+//! - the same with a `sha512` (the controller checks that, the host the transfer);
 //! - a controller without curl or wget either: an error naming both, in a dry run too;
 //! - two destinations of the same URL in one run: the controller fetches it once.
 
@@ -37,12 +38,22 @@ fn path_without_fetchers(dir: &Path) {
 const RECIPE: &str = r#"
 fn defaults() { #{ url: "", sha: "" } }
 directory("/DEST");
-download(`${vars.url}/payload.bin`, "/DEST/a.bin", #{sha256: vars.sha, pin: "sha", mode: "0640"});
-download(`${vars.url}/payload.bin`, "/DEST/b.bin", #{sha256: vars.sha, pin: "sha"});
+download(`${vars.url}/payload.bin`, "/DEST/a.bin", #{ALGO: vars.sha, pin: "sha", mode: "0640"});
+download(`${vars.url}/payload.bin`, "/DEST/b.bin", #{ALGO: vars.sha, pin: "sha"});
 "#;
 
 #[test]
 fn a_host_without_curl_or_wget_gets_the_file_through_the_controller() {
+    through_the_controller("sha256");
+}
+
+#[test]
+fn a_download_pinned_by_sha512_goes_through_the_controller_too() {
+    through_the_controller("sha512");
+}
+
+/// The test above, the download pinned by `algo` ("sha256" or "sha512").
+fn through_the_controller(algo: &str) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let bin = tmp.path().join("bin");
     path_without_fetchers(&bin);
@@ -52,12 +63,19 @@ fn a_host_without_curl_or_wget_gets_the_file_through_the_controller() {
     std::fs::create_dir_all(&files).expect("mkdir");
     let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(files.join("payload.bin"), &payload).expect("payload");
-    let sha = hex_sha(&payload);
+    let sha = hex_sum(algo, &payload);
+    let zero = "0".repeat(sha.len());
     let served = ServedFiles::start(&files);
     let url = served.1.clone();
     let dest = tmp.path().join("dest");
     let recipe = tmp.path().join("dl.rhai");
-    std::fs::write(&recipe, RECIPE.replace("/DEST", &dest.to_string_lossy())).expect("recipe");
+    std::fs::write(
+        &recipe,
+        RECIPE
+            .replace("/DEST", &dest.to_string_lossy())
+            .replace("ALGO", algo),
+    )
+    .expect("recipe");
 
     // The host really has no fetcher: the same session's PATH has neither.
     let probe = Test::new()
@@ -107,13 +125,13 @@ fn a_host_without_curl_or_wget_gets_the_file_through_the_controller() {
     assert!(!dest.join("a.bin").exists());
 
     // A wrong checksum: refused, nothing left.
-    let bad = run(&[], &"0".repeat(64));
+    let bad = run(&[], &zero);
     assert!(!bad.success(), "{}", bad.show());
     for want in [
         "checksum mismatch",
-        &format!("has sha256 {sha}"),
-        &format!("expected {}", "0".repeat(64)),
-        "set sha to its sha256",
+        &format!("(fetched on the controller) has {algo} {sha}"),
+        &format!("expected {zero}"),
+        &format!("set sha to its {algo}"),
     ] {
         assert!(bad.all().contains(want), "no {want:?}\n{}", bad.show());
     }
@@ -154,9 +172,12 @@ fn a_host_without_curl_or_wget_gets_the_file_through_the_controller() {
     assert_eq!(changed, 0, "{}", r2.show());
 }
 
-fn hex_sha(b: &[u8]) -> String {
+fn hex_sum(algo: &str, b: &[u8]) -> String {
     use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(b))
+    match algo {
+        "sha512" => hex::encode(sha2::Sha512::digest(b)),
+        _ => hex::encode(sha2::Sha256::digest(b)),
+    }
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {

@@ -6,7 +6,7 @@
 //! host sysctls and swap are skipped with a note); containerd from Debian's package with
 //! `SystemdCgroup = true`, started and answering `ctr version`; the CNI plugins from
 //! Debian linked into /opt/cni/bin (`bridge` answers CNI_COMMAND=VERSION); the downloads
-//! with their sha256 checks; the kubelet unit and kubeadm drop-in under systemd; openssl
+//! with their checksum checks (the node tarball's sha512, the others' sha256); the kubelet unit and kubeadm drop-in under systemd; openssl
 //! making the cluster CA and the recipe computing its hash; the token and the hash going
 //! from the master to the workers through the engine; `make`/`make install` of a source
 //! tarball, a systemd unit and an HTTP/2 check for sycri.
@@ -22,7 +22,10 @@
 //!   3.10 is refused by k8s.rhai before any host is contacted (no sandbox needed).
 //! - `cluster_with_standins`: a dry run on fresh hosts changes nothing; k8s.rhai with
 //!   containerd: the plays in order, every node Ready (no sample pods: see above), the
-//!   token and the CA hash in no output; a second run changes nothing; w3 added joins;
+//!   token and the CA hash in no output; a second run changes nothing; on w3, the
+//!   default sycri version's node tarball (1.21.14) with no site pin is held against the
+//!   pin the recipes ship (the real release's sha512): the stand-in served there is refused
+//!   before anything is unpacked or installed; w3 added joins;
 //!   sycri.rhai on its own host (refusals, cgroup v2 refused, build, unit, socket,
 //!   restart on change); the stand-ins refuse as the real programs: failed preflight by
 //!   kubeadm's check names, a wrong CA hash, a missing token, unknown and removed flags,
@@ -271,9 +274,24 @@ fn apt_repo(dir: &Path) {
         .status();
 }
 
-/// The served folder, laid out like the release downloads, with the stand-ins.
+/// The sycri default (k8s_common.rhai), whose node tarball the recipes ship a pin for.
+const PINNED: &str = "1.21.14";
+
+/// sha512 of Kubernetes 1.21.14's kubernetes-node-linux-<arch>.tar.gz, as
+/// kubernetes/kubernetes CHANGELOG/CHANGELOG-1.21.md lists it (copied here by hand, apart
+/// from stdlib/pins.rhai, so that a changed pin is noticed).
+fn pinned_sha512() -> &'static str {
+    match k8s_arch() {
+        "amd64" => "35a28acfdbf15265b4d463ecf86cb7bd9c1261fbb2a273d83971e5080050048a4c970dd1daa341c9682d667040ff32be27ec9c6c2e36f51b3d32e673007255d1",
+        _ => "25bd250a333058dd544ae55e80716ee30dd4fa5159a56b5675c9be86df2eb87697c768adfd14ad558a7a0dc73238bc4a5978afb2e83f3574a83eef4f8dff7431",
+    }
+}
+
+/// The served folder, laid out like the release downloads, with the stand-ins (also a
+/// stand-in node tarball where the pinned 1.21.14's would be).
 fn served_files(dir: &Path) {
     common::k8s_standins::serve(dir, VERSION, CRICTL, SYCRI);
+    common::k8s_standins::write_node_tarball(dir, PINNED);
     apt_repo(dir);
 }
 
@@ -378,12 +396,15 @@ fn cluster_with_standins() {
     log(t0, "sandbox k8s up: master, w1, w2, w3, s1, s2");
     let url = sb.files_url.clone();
     // Every file served is pinned, as a site pins its mirror's (the recipes refuse the rest).
+    // The served files are stand-ins, not the release files: pinned with their own checksums
+    // here (the recipes' shipped pins would refuse them, as step 3b shows).
     let sum = |rel: String| toml::Value::from(sha256_file(&served.path().join(rel)));
-    let bin = format!("v{VERSION}/bin/linux/{}", k8s_arch());
+    let node = common::k8s_standins::node_tarball(VERSION);
     let vars: Vec<(&str, toml::Value)> = vec![
-        ("kubeadm_sha256", sum(format!("{bin}/kubeadm"))),
-        ("kubelet_sha256", sum(format!("{bin}/kubelet"))),
-        ("kubectl_sha256", sum(format!("{bin}/kubectl"))),
+        (
+            "k8s_node_sha512",
+            sha512_file(&served.path().join(&node)).into(),
+        ),
         (
             "k8s_crictl_sha256",
             sum(format!("crictl-v{CRICTL}-linux-{}.tar.gz", k8s_arch())),
@@ -392,8 +413,8 @@ fn cluster_with_standins() {
         ("k8s_install", "binaries".into()),
         ("k8s_version", VERSION.into()),
         (
-            "k8s_release_url",
-            format!("{url}/v{{version}}/bin/linux/{{arch}}").into(),
+            "k8s_node_url",
+            format!("{url}/v{{version}}/kubernetes-node-linux-{{arch}}.tar.gz").into(),
         ),
         ("k8s_crictl_version", CRICTL.into()),
         (
@@ -632,6 +653,53 @@ fn cluster_with_standins() {
         "cluster.rhai --var kubernetes=true: its Kubernetes half changes nothing",
     );
 
+    // 3b. The shipped pin, on w3 (not in the cluster yet): Kubernetes 1.21.14 (the sycri
+    // default) as binaries with no site pin (k8s_node_sha512 ""), from the file server, which
+    // serves a stand-in at that path. The recipes' pin is the real release's sha512: the
+    // stand-in is refused with both checksums and the variable, before anything is unpacked
+    // or installed (no tarball, no kubeadm, kubelet or kubectl, no temporary file left).
+    let stand_in = sha512_file(
+        &served
+            .path()
+            .join(common::k8s_standins::node_tarball(PINNED)),
+    );
+    let r = sb.run(
+        "k8s_node.rhai",
+        &[
+            "--host",
+            "w3",
+            "--var",
+            &format!("k8s_version={PINNED}"),
+            "--var",
+            "k8s_node_sha512=",
+        ],
+    );
+    let all = r.all();
+    for want in [
+        "checksum mismatch",
+        &format!("has sha512 {stand_in}"),
+        &format!("expected {}", pinned_sha512()),
+        "set k8s_node_sha512 to its sha512",
+    ] {
+        assert!(
+            r.code != 0 && all.contains(want),
+            "no {want:?} in\n{}",
+            r.show()
+        );
+    }
+    let left = sb.ssh_ok(
+        "w3",
+        "ls -A /usr/local/src; for b in kubeadm kubelet kubectl; do ls /usr/local/bin/$b 2>/dev/null; done; true",
+    );
+    assert!(
+        left.trim().is_empty(),
+        "left on w3 after the refusal: {left}"
+    );
+    log(
+        t0,
+        "w3: 1.21.14's stand-in node tarball refused by the shipped sha512, nothing unpacked",
+    );
+
     // 4. w3 joins when added to the inventory.
     sb.write_inventory(&["w1", "w2", "w3"], &vars);
     let r = sb.run_ok("k8s.rhai", &["-vv"]);
@@ -780,11 +848,8 @@ fn cluster_with_standins() {
     );
 
     // 6. The stand-ins are strict: from s1 (its CRI socket is sycri's) against the master.
-    let bin = served
-        .path()
-        .join(format!("v{VERSION}/bin/linux/{}", k8s_arch()));
     for name in ["kubeadm", "kubelet"] {
-        let body = std::fs::read_to_string(bin.join(name)).expect("read");
+        let body = String::from_utf8(standin(name, VERSION)).expect("text");
         sb.ssh_ok(
             "s1",
             &format!(
@@ -962,7 +1027,7 @@ fn cluster_with_standins() {
         if ![
             "k8s_install",
             "k8s_version",
-            "k8s_release_url",
+            "k8s_node_url",
             "k8s_crictl_version",
             "k8s_crictl_url",
             "k8s_sample",

@@ -978,14 +978,15 @@ fn pods_run_the_slurm_image(sb: &Sandbox, served: &std::path::Path, img: &str, t
     let tarball = served.join(format!("singularity-cri-{SYCRI}.tar.gz"));
     let s = |v: &str| toml::Value::String(v.to_string());
     let sum = |rel: &str| toml::Value::String(sha256_file(&served.join(rel)));
-    let bin = format!("v{K8S_SYCRI}/bin/linux/{}", k8s_standins::arch());
     let mut k8s: Vec<(&str, toml::Value)> = vec![
         ("k8s_runtime", s("sycri")),
         ("k8s_version", s(K8S_SYCRI)),
         ("k8s_install", s("binaries")),
         (
-            "k8s_release_url",
-            s(&format!("{url}/v{{version}}/bin/linux/{{arch}}")),
+            "k8s_node_url",
+            s(&format!(
+                "{url}/v{{version}}/kubernetes-node-linux-{{arch}}.tar.gz"
+            )),
         ),
         ("k8s_crictl_version", s(CRICTL)),
         (
@@ -1010,9 +1011,14 @@ fn pods_run_the_slurm_image(sb: &Sandbox, served: &std::path::Path, img: &str, t
         ),
         ("sycri_sha256", s(&sha256_file(&tarball))),
         // Every file served is pinned, as a site pins its mirror's (the recipes refuse the rest).
-        ("kubeadm_sha256", sum(&format!("{bin}/kubeadm"))),
-        ("kubelet_sha256", sum(&format!("{bin}/kubelet"))),
-        ("kubectl_sha256", sum(&format!("{bin}/kubectl"))),
+        // The node tarball is a stand-in, not 1.25.16's release file: pinned with its own
+        // sha512 (the pin the recipes ship for 1.25.16 is the real file's, and refuses it).
+        (
+            "k8s_node_sha512",
+            s(&sha512_file(
+                &served.join(k8s_standins::node_tarball(K8S_SYCRI)),
+            )),
+        ),
         (
             "k8s_crictl_sha256",
             sum(&format!(

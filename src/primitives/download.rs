@@ -7,7 +7,7 @@ use super::{in_c_locale, Attrs, StepError, StepPlan};
 use crate::context::HostCtx;
 use crate::planned::{PlannedContent, PlannedFile};
 use crate::transport::{local::LocalSpawner, quote, Connection, Stats, TransportError};
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
@@ -27,12 +27,23 @@ pub fn host_can_fetch(h: &HostCtx) -> Result<bool, super::StepError> {
     Ok(out.stdout_str().trim() != "none")
 }
 
-/// A URL fetched on the controller: where it is, its size and sha256.
+/// A URL fetched on the controller: where it is, its size, sha256 and sha512.
 #[derive(Debug, Clone)]
 struct Fetched {
     path: PathBuf,
     size: u64,
     sha256: String,
+    sha512: String,
+}
+
+impl Fetched {
+    /// Its checksum in the algorithm `a`.
+    fn sum(&self, a: Algo) -> &str {
+        match a {
+            Algo::Sha256 => &self.sha256,
+            Algo::Sha512 => &self.sha512,
+        }
+    }
 }
 
 /// One URL's fetch: empty until the first host that needs it has fetched it.
@@ -141,17 +152,19 @@ fn fetch_here(url: &str, dest: &std::path::Path, timeout: Duration) -> Result<Fe
              of them on either (packages([\"curl\"]) before this step) to download {url}"
         ));
     }
-    let (size, sha256) = sum_file(dest)?;
+    let (size, sha256, sha512) = sum_file(dest)?;
     Ok(Fetched {
         path: dest.to_path_buf(),
         size,
         sha256,
+        sha512,
     })
 }
 
-fn sum_file(p: &std::path::Path) -> Result<(u64, String), String> {
+/// Size, sha256 and sha512 of a file, read once.
+fn sum_file(p: &std::path::Path) -> Result<(u64, String, String), String> {
     let mut f = std::fs::File::open(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-    let mut h = Sha256::new();
+    let (mut h, mut h512) = (Sha256::new(), Sha512::new());
     let mut buf = vec![0u8; 1 << 16];
     let mut size = 0u64;
     loop {
@@ -163,8 +176,13 @@ fn sum_file(p: &std::path::Path) -> Result<(u64, String), String> {
         }
         size += n as u64;
         h.update(&buf[..n]);
+        h512.update(&buf[..n]);
     }
-    Ok((size, hex::encode(h.finalize())))
+    Ok((
+        size,
+        hex::encode(h.finalize()),
+        hex::encode(h512.finalize()),
+    ))
 }
 
 /// Whether `tool` is a file on this machine's PATH.
@@ -197,7 +215,7 @@ pub fn change_line(url: &str, host: &str) -> String {
 pub fn via_controller<'a>(
     url: &'a str,
     dest: &'a str,
-    want: Option<String>,
+    want: Option<Want>,
     pin: Option<String>,
     attrs: &'a Attrs,
     timeout: Duration,
@@ -206,11 +224,13 @@ pub fn via_controller<'a>(
     let mut plan = StepPlan::work(false, move |h| {
         let f = h.run.downloads.get(url, timeout)?;
         if let Some(w) = &want {
-            if &f.sha256 != w {
+            if f.sum(w.algo) != w.hex {
                 return Err(format!(
-                    "checksum mismatch: {url} (fetched on the controller) has sha256 {}, expected {w}{}",
-                    f.sha256,
-                    pin_hint(pin.as_deref())
+                    "checksum mismatch: {url} (fetched on the controller) has {a} {}, expected {}{}",
+                    f.sum(w.algo),
+                    w.hex,
+                    pin_hint(pin.as_deref(), w.algo),
+                    a = w.algo.name()
                 )
                 .into());
             }
@@ -261,10 +281,11 @@ mod tests {
     fn sums_a_file_in_chunks() {
         let d = std::env::temp_dir().join(format!("recipe-sum-test-{}", std::process::id()));
         std::fs::write(&d, vec![7u8; 200_000]).unwrap();
-        let (n, s) = sum_file(&d).unwrap();
+        let (n, s, s512) = sum_file(&d).unwrap();
         let _ = std::fs::remove_file(&d);
         assert_eq!(n, 200_000);
         assert_eq!(s, hex::encode(Sha256::digest(vec![7u8; 200_000])));
+        assert_eq!(s512, hex::encode(Sha512::digest(vec![7u8; 200_000])));
     }
 
     #[test]
@@ -287,6 +308,7 @@ crate::primitives::options::options! {
     /// Options of `download`.
     pub struct DownloadOpts for "download" {
         sha256: Option<String>,
+        sha512: Option<String>,
         verify: Option<bool>,
         pin: Option<String>,
         timeout: Option<u64>,
@@ -297,15 +319,60 @@ crate::primitives::options::options! {
 /// The `sha256` value a site writes to take a file unchecked (the same as `verify: false`).
 pub const UNVERIFIED: &str = "unverified";
 
-/// What a download is checked against: `Ok(Some(sha))`, `Ok(None)` when the recipe or the
-/// site said so explicitly (`verify: false`, or `sha256: "unverified"`), else the refusal,
-/// made before anything is fetched.
-pub fn expected(url: &str, o: &DownloadOpts) -> Result<Option<String>, String> {
-    let given = o
-        .sha256
-        .as_deref()
-        .map(|s| s.trim().to_ascii_lowercase())
-        .unwrap_or_default();
+/// A checksum algorithm `download` checks with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algo {
+    Sha256,
+    Sha512,
+}
+
+impl Algo {
+    /// Its option name (and the word messages use).
+    pub fn name(self) -> &'static str {
+        match self {
+            Algo::Sha256 => "sha256",
+            Algo::Sha512 => "sha512",
+        }
+    }
+    /// Hex digits of one checksum.
+    fn len(self) -> usize {
+        match self {
+            Algo::Sha256 => 64,
+            Algo::Sha512 => 128,
+        }
+    }
+}
+
+/// The checksum a download must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    pub algo: Algo,
+    /// Lower-case hex.
+    pub hex: String,
+}
+
+/// What a download is checked against: `Ok(Some(want))`, `Ok(None)` when the recipe or the
+/// site said so explicitly (`verify: false`, or `"unverified"`), else the refusal, made
+/// before anything is fetched. `sha512` (some publishers sign only that) replaces `sha256`.
+pub fn expected(url: &str, o: &DownloadOpts) -> Result<Option<Want>, String> {
+    let norm = |v: &Option<String>| {
+        v.as_deref()
+            .map(|s| s.trim().to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    let (s256, s512) = (norm(&o.sha256), norm(&o.sha512));
+    let set = |s: &str| !s.is_empty() && s != UNVERIFIED;
+    if set(&s256) && set(&s512) {
+        return Err(format!(
+            "{url}: give download() a sha256 or a sha512, not both"
+        ));
+    }
+    let (algo, given) = if o.sha512.is_some() && !set(&s256) {
+        (Algo::Sha512, s512)
+    } else {
+        (Algo::Sha256, s256)
+    };
+    let a = algo.name();
     let opted_out = o.verify == Some(false) || given == UNVERIFIED;
     if given.is_empty() || given == UNVERIFIED {
         if opted_out {
@@ -313,45 +380,51 @@ pub fn expected(url: &str, o: &DownloadOpts) -> Result<Option<String>, String> {
         }
         return Err(match &o.pin {
             Some(v) => format!(
-                "refused: {url} has no sha256 to check it against, and it would be installed as root. \
-                 Set the variable {v} to its sha256 (sha256sum of a copy you trust, or the \
+                "refused: {url} has no {a} to check it against, and it would be installed as root. \
+                 Set the variable {v} to its {a} ({a}sum of a copy you trust, or the \
                  checksum its publisher signs), or to \"{UNVERIFIED}\" to take it unchecked"
             ),
             None => format!(
-                "refused: {url} has no sha256 to check it against. Give download() \
-                 #{{sha256: \"<64 hex digits>\"}}, or #{{verify: false}} to take it unchecked"
+                "refused: {url} has no {a} to check it against. Give download() \
+                 #{{{a}: \"<{} hex digits>\"}}, or #{{verify: false}} to take it unchecked",
+                algo.len()
             ),
         });
     }
-    if given.len() != 64 || !given.chars().all(|c| c.is_ascii_hexdigit()) {
+    if given.len() != algo.len() || !given.chars().all(|c| c.is_ascii_hexdigit()) {
         let var = o
             .pin
             .as_deref()
             .map(|v| format!(" (variable {v})"))
             .unwrap_or_default();
         return Err(format!(
-            "sha256 {given:?}{var} is not 64 hex digits (nor \"{UNVERIFIED}\")"
+            "{a} {given:?}{var} is not {} hex digits (nor \"{UNVERIFIED}\")",
+            algo.len()
         ));
     }
-    Ok(Some(given))
+    Ok(Some(Want { algo, hex: given }))
 }
 
 /// The one warning line of an unverified download.
 pub fn unverified_line(url: &str, dest: &str, pin: Option<&str>) -> String {
     let how = match pin {
-        Some(v) => format!("set {v} to its sha256 to pin it"),
+        Some(v) => format!("set {v} to its checksum to pin it"),
         None => "give download() a sha256 to pin it".to_string(),
     };
-    format!("warning: {dest} from {url} is not verified (no sha256): {how}")
+    format!("warning: {dest} from {url} is not verified (no checksum): {how}")
 }
 
 /// What a mismatch says: both checksums and what to change.
-fn pin_hint(pin: Option<&str>) -> String {
+fn pin_hint(pin: Option<&str>, algo: Algo) -> String {
     match pin {
         Some(v) => format!(
-            "; the file served is not the one pinned: if you trust the new file, set {v} to its sha256"
+            "; the file served is not the one pinned: if you trust the new file, set {v} to its {}",
+            algo.name()
         ),
-        None => "; the file served is not the one pinned by download()'s sha256".to_string(),
+        None => format!(
+            "; the file served is not the one pinned by download()'s {}",
+            algo.name()
+        ),
     }
 }
 
@@ -359,7 +432,7 @@ fn pin_hint(pin: Option<&str>) -> String {
 pub fn download_script(
     url: &str,
     dest: &str,
-    want: Option<&str>,
+    want: Option<&Want>,
     pin: Option<&str>,
     attrs: &Attrs,
 ) -> String {
@@ -378,9 +451,10 @@ pub fn download_script(
         bytes = crate::transport::BYTES_LINE
     );
     if let Some(w) = want {
-        let hint = quote(&pin_hint(pin));
+        let hint = quote(&pin_hint(pin, w.algo));
+        let (a, h) = (w.algo.name(), &w.hex);
         s.push_str(&format!(
-            "got=$(sha256sum < \"$t\" | cut -d' ' -f1)\n[ \"$got\" = {w} ] || {{ printf 'checksum mismatch: %s has sha256 %s, expected {w}%s\\n' {u} \"$got\" {hint} >&2; exit 1; }}\n"
+            "got=$({a}sum < \"$t\" | cut -d' ' -f1)\n[ \"$got\" = {h} ] || {{ printf 'checksum mismatch: %s has {a} %s, expected {h}%s\\n' {u} \"$got\" {hint} >&2; exit 1; }}\n"
         ));
     }
     s.push_str("chmod 0644 \"$t\"\n");
@@ -404,8 +478,9 @@ pub fn download_script(
 }
 
 /// The decision of `download`: from what is at `dest` to nothing, attribute fixes, or the
-/// download (with a sha256, a file with another checksum is downloaded again; without one,
-/// any regular file at `dest` is the download).
+/// download (with a checksum, a file with another one is downloaded again; without one,
+/// any regular file at `dest` is the download). `cur`'s checksum is in the algorithm the
+/// download is checked with (sha256 unless it gives a sha512).
 pub fn download_step<'a>(
     url: &str,
     dest: &str,
@@ -417,15 +492,16 @@ pub fn download_step<'a>(
     let want = expected(url, o)?;
     let keep_sum = match (cur, &want) {
         (Some((_, sum)), None) => sum.clone(),
-        (_, Some(w)) => w.clone(),
+        (_, Some(w)) => w.hex.clone(),
         (None, None) => String::new(),
     };
+    let field = want.as_ref().map_or(Algo::Sha256, |w| w.algo).name();
     let identity = format!("{url} {want:?} {:?}", o.attrs);
     let plan = match plan_content(dest, cur, &keep_sum, &o.attrs)? {
-        ContentPlan::Keep(fix) => StepPlan::from(fix).with("sha256", keep_sum),
+        ContentPlan::Keep(fix) => StepPlan::from(fix).with(field, keep_sum),
         ContentPlan::Write { .. } => StepPlan::script(
             vec![format!("download {url}")],
-            download_script(url, dest, want.as_deref(), o.pin.as_deref(), &o.attrs),
+            download_script(url, dest, want.as_ref(), o.pin.as_deref(), &o.attrs),
             None,
             Some(std::time::Duration::from_secs(o.timeout.unwrap_or(1800))),
         ),
@@ -450,7 +526,25 @@ pub(crate) fn do_download(
             let line = unverified_line(url, dest, o.pin.as_deref());
             h.run.reporter.warning(&h.name, &line);
         }
-        let cur = probe_file(h, dest)?;
+        let mut cur = probe_file(h, dest)?;
+        // Pinned by sha512: the file there is held against its own sha512 (one more check,
+        // only when there is a file).
+        if let (
+            Some(Want {
+                algo: Algo::Sha512, ..
+            }),
+            Some((st, sum)),
+        ) = (&want, cur.as_mut())
+        {
+            if st.kind == FileKind::Regular {
+                let out = super::check(h, &format!("sha512sum < {} | cut -d' ' -f1", quote(dest)))?;
+                *sum = if out.status == 0 {
+                    out.stdout_str().trim().to_string()
+                } else {
+                    String::new()
+                };
+            }
+        }
         let plan = download_step(url, dest, cur.as_ref(), &o)?;
         // Due, on a host without curl or wget: the controller fetches and streams it.
         if matches!(plan.action, super::Action::Script { .. })

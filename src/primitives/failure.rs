@@ -28,6 +28,9 @@ pub enum StepError {
     Refused(String),
     /// Ctrl-C or SIGTERM stopped it.
     Interrupted(String),
+    /// Not a failure: the collecting pass of the probes asked ahead stopped the step's body
+    /// at its probe ([`super::prefetch`]); never shown.
+    Ahead(super::prefetch::Ahead),
 }
 
 impl StepError {
@@ -79,6 +82,7 @@ impl std::fmt::Display for StepError {
             StepError::Options(m) | StepError::Refused(m) | StepError::Interrupted(m) => {
                 f.write_str(m)
             }
+            StepError::Ahead(a) => write!(f, "probe asked ahead ({a:?})"),
         }
     }
 }

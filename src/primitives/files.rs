@@ -796,8 +796,9 @@ pub mod api {
     /// unless the recipe says `verify: false` or the sha256 is `"unverified"` (a site's
     /// explicit choice); such a download prints one warning line per run, naming the file
     /// and `pin`, the variable that would pin it. A file that does not match is refused
-    /// before it replaces `dest`, with both checksums and `pin` in the message.
-    /// Options: `sha256`, `verify`, `pin`, `owner`, `group`, `mode`, `timeout`.
+    /// before it replaces `dest`, with both checksums and `pin` in the message. `sha512`
+    /// instead of `sha256` checks with sha512 (for files whose publisher lists only that).
+    /// Options: `sha256`, `sha512`, `verify`, `pin`, `owner`, `group`, `mode`, `timeout`.
     /// A host with neither curl nor wget gets the file from the controller, which fetches
     /// the URL once per run with its own curl or wget (the URL must be reachable from the
     /// controller then) and streams it; size and sha256 are checked on the host before
@@ -1298,6 +1299,66 @@ mod decisions {
             .unwrap_err()
             .to_string();
         assert!(e.contains("is not 64 hex digits"), "{e}");
+    }
+
+    #[test]
+    fn download_by_sha512() {
+        let url = "http://mirror/node.tar.gz";
+        let sha = "b".repeat(128);
+        let o = DownloadOpts {
+            sha512: Some(sha.to_uppercase()),
+            pin: Some("k8s_node_sha512".into()),
+            ..Default::default()
+        };
+        // Checked with sha512sum, the message naming sha512 and the variable.
+        let p = download_step(url, "/x", None, &o).unwrap();
+        let s = script_of(&p);
+        assert!(s.contains("got=$(sha512sum <"), "{s}");
+        assert!(s.contains(&format!("[ \"$got\" = {sha} ]")), "{s}");
+        assert!(
+            s.contains("has sha512 %s") && s.contains("set k8s_node_sha512 to its sha512"),
+            "{s}"
+        );
+        // The file there, held against its sha512: kept, or downloaded again.
+        let there = (st(FileKind::Regular, "root", 0o644, 9), sha.clone());
+        let p = download_step(url, "/x", Some(&there), &o).unwrap();
+        assert!(p.changes.is_empty());
+        assert_eq!(
+            p.result.get("sha512").map(|v| v.to_string()),
+            Some(sha.clone())
+        );
+        let stale = (st(FileKind::Regular, "root", 0o644, 9), "c".repeat(128));
+        assert_eq!(
+            download_step(url, "/x", Some(&stale), &o)
+                .unwrap()
+                .changes
+                .len(),
+            1
+        );
+        // "" is refused naming sha512; 64 digits are not a sha512; both at once are refused.
+        let a64 = "a".repeat(64);
+        for (sha512, sha256, want) in [
+            ("", None, "has no sha512"),
+            ("abc", None, "is not 128 hex digits"),
+            (a64.as_str(), None, "is not 128 hex digits"),
+            (sha.as_str(), Some(a64.clone()), "not both"),
+        ] {
+            let o = DownloadOpts {
+                sha512: Some(sha512.to_string()),
+                sha256,
+                pin: Some("k8s_node_sha512".into()),
+                ..Default::default()
+            };
+            let e = download_step(url, "/x", None, &o).unwrap_err().to_string();
+            assert!(e.contains(want), "{sha512}: {e}");
+        }
+        // "unverified" as the sha512: taken unchecked.
+        let o = DownloadOpts {
+            sha512: Some("unverified".into()),
+            ..Default::default()
+        };
+        let p = download_step(url, "/x", None, &o).unwrap();
+        assert!(!script_of(&p).contains("sha512sum"), "{}", script_of(&p));
     }
 
     #[test]

@@ -14,12 +14,22 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::transport::ExecOutput;
+use super::failure::StepError;
+use crate::transport::{ExecOutput, TransportError};
 
-/// What a probe answers in the collecting pass: recorded, not sent.
-pub const COLLECTED: &str = "\u{0}prefetch: collected";
-/// What ends the collecting pass (a command, a read, a step that changes before it probes).
+/// What ends the collecting pass as a script error (a command, a read, a step that changes
+/// before it probes). The pass's error is never shown.
 pub const STOP: &str = "\u{0}prefetch: stop";
+
+/// Why a probe got no answer in the collecting pass (not a failure: the pass turns it into
+/// an "ok" or its end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ahead {
+    /// Recorded, to be asked with the others: the step answers "ok, unchanged".
+    Recorded,
+    /// The batch is full: the pass ends here.
+    Full,
+}
 
 /// The steps whose first probe the collecting pass records: each probes before it changes
 /// anything and reads nothing from other hosts first (`file` with `from_host` does, and stops
@@ -44,7 +54,7 @@ struct State {
     answers: HashMap<String, ExecOutput>,
     /// The batch timed out: the next probe fails with that at once instead of waiting as
     /// long again (the host did not answer; the same step would have waited for it).
-    timed_out: Option<String>,
+    timed_out: Option<TransportError>,
 }
 
 /// One host's probes asked ahead (see the module's note).
@@ -63,22 +73,22 @@ impl Prefetch {
         self.with(|s| s.collecting).unwrap_or(false)
     }
 
-    /// In the collecting pass: records `cmd` and returns the error that ends the step's body
-    /// ([`COLLECTED`], or [`STOP`] when the batch is full). Otherwise the answer asked ahead,
-    /// if any.
-    pub fn answer(&self, cmd: &str) -> Option<Result<ExecOutput, String>> {
+    /// In the collecting pass: records `cmd` and returns what ends the step's body
+    /// ([`Ahead::Recorded`], or [`Ahead::Full`] when the batch is full). Otherwise the answer
+    /// asked ahead, if any, or the batch's timeout once.
+    pub fn answer(&self, cmd: &str) -> Option<Result<ExecOutput, StepError>> {
         self.with(|s| {
             if s.collecting {
                 if s.recorded.len() >= MAX_PROBES {
-                    return Some(Err(STOP.to_string()));
+                    return Some(Err(StepError::Ahead(Ahead::Full)));
                 }
                 if !s.recorded.iter().any(|r| r == cmd) {
                     s.recorded.push(cmd.to_string());
                 }
-                return Some(Err(COLLECTED.to_string()));
+                return Some(Err(StepError::Ahead(Ahead::Recorded)));
             }
             if let Some(e) = s.timed_out.take() {
-                return Some(Err(e));
+                return Some(Err(StepError::from(e)));
             }
             s.answers.get(cmd).cloned().map(Ok)
         })
@@ -194,8 +204,8 @@ pub fn ask_ahead(
     let limit = std::time::Duration::from_secs(120);
     let out = match h.exec_bounded(&batch_script(&probes, &m), limit) {
         Ok(out) => out,
-        Err(e @ crate::transport::TransportError::Timeout(_)) => {
-            h.prefetch.with(|s| s.timed_out = Some(e.to_string()));
+        Err(e @ TransportError::Timeout(_)) => {
+            h.prefetch.with(|s| s.timed_out = Some(e));
             return;
         }
         // Anything else happens again, as fast, to the step that probes first.
@@ -293,7 +303,10 @@ mod tests {
         let p = Prefetch::default();
         p.start();
         assert!(p.collecting());
-        assert_eq!(p.answer("a").map(|r| r.err()), Some(Some(COLLECTED.into())));
+        assert!(matches!(
+            p.answer("a"),
+            Some(Err(StepError::Ahead(Ahead::Recorded)))
+        ));
         let _ = p.answer("b");
         let _ = p.answer("a");
         assert_eq!(p.stop(), ["a", "b"]);
@@ -303,9 +316,9 @@ mod tests {
         assert!(matches!(p.answer("a"), Some(Ok(_))));
         p.forget();
         assert!(p.answer("a").is_none());
-        p.with(|s| s.timed_out = Some("no answer within 120s".into()));
-        let once = p.answer("b").map(|r| r.err());
-        assert_eq!(once, Some(Some("no answer within 120s".into())));
+        p.with(|s| s.timed_out = Some(TransportError::Timeout("no answer within 120s".into())));
+        let once = p.answer("b").and_then(|r| r.err()).map(|e| e.to_string());
+        assert_eq!(once.as_deref(), Some("timed out: no answer within 120s"));
         assert!(p.answer("b").is_none(), "once");
     }
 }

@@ -361,7 +361,7 @@ fn collect<'a>(
         return stop();
     }
     match body(h) {
-        Err(StepError::Refused(m)) if m == super::prefetch::COLLECTED => {
+        Err(StepError::Ahead(super::prefetch::Ahead::Recorded)) => {
             let mut m = Map::new();
             m.insert("changed".into(), false.into());
             m.insert("skipped".into(), false.into());
@@ -633,7 +633,7 @@ pub fn in_c_locale(cmd: &str) -> String {
 /// Its answer may come from the probes asked ahead ([`super::prefetch`]).
 pub fn check(h: &HostCtx, cmd: &str) -> Result<crate::transport::ExecOutput, StepError> {
     if let Some(answer) = h.prefetch.answer(cmd) {
-        return answer.map_err(StepError::from);
+        return answer;
     }
     Ok(h.exec_bounded(&in_c_locale(cmd), std::time::Duration::from_secs(120))?)
 }

@@ -265,8 +265,8 @@ fn vars_name(e: &Expr) -> Option<String> {
     }
 }
 
-/// Where a `download(..)` call's sha256 comes from, as far as its arguments show (a literal,
-/// a variable, the pins table); what is computed at run time is said to be unseen.
+/// Where a `download(..)` call's checksum comes from, as far as its arguments show (a
+/// literal, a variable, the pins table); what is computed at run time is said to be unseen.
 const UNPINNED_NONE: &str = "UNPINNED: no sha256";
 
 fn download_pin(x: &rhai::FnCallExpr) -> String {
@@ -283,29 +283,34 @@ fn download_pin(x: &rhai::FnCallExpr) -> String {
     } else {
         NONE
     };
-    match map_entry(o, "sha256") {
+    // `sha512` in place of `sha256` (download() takes one of them).
+    let (a, entry) = match map_entry(o, "sha512") {
+        Some(e) if map_entry(o, "sha256").is_none() => ("sha512", Some(e)),
+        _ => ("sha256", map_entry(o, "sha256")),
+    };
+    match entry {
         None => unset.into(),
         Some(Expr::StringConstant(v, _)) if v.trim().is_empty() => unset.into(),
         Some(Expr::StringConstant(v, _)) if v.trim().eq_ignore_ascii_case("unverified") => {
-            "UNPINNED: sha256 \"unverified\" (one warning line at every run)".into()
+            format!("UNPINNED: {a} \"unverified\" (one warning line at every run)")
         }
-        Some(Expr::StringConstant(..)) => "pinned (a literal sha256)".into(),
+        Some(Expr::StringConstant(..)) => format!("pinned (a literal {a})"),
         Some(v) => match vars_name(v) {
             Some(n) => format!(
-                "sha256 from vars.{n} (the site's value or the recipe's default: \"\" is refused at run time, \"unverified\" warned)"
+                "{a} from vars.{n} (the site's value or the recipe's default: \"\" is refused at run time, \"unverified\" warned)"
             ),
             None => match v {
                 Expr::FnCall(f, _)
-                    if f.name == "sha256"
+                    if f.name == a
                         && f.namespace.root() == "pins"
                         && f.args.first().and_then(vars_name).is_some() =>
                 {
                     format!(
-                        "sha256 from vars.{}, else from stdlib/pins.rhai's table by file name (refused at run time when neither has one)",
+                        "{a} from vars.{}, else from stdlib/pins.rhai's table (refused at run time when neither has one)",
                         f.args.first().and_then(vars_name).unwrap_or_default()
                     )
                 }
-                _ => "cannot see: its sha256 is computed at run time (refused then if empty)".into(),
+                _ => format!("cannot see: its {a} is computed at run time (refused then if empty)"),
             },
         },
     }

@@ -195,7 +195,7 @@ fn validate(
                 String::new()
             };
             return Err(usage(format!(
-                "{} refuses to run{whose}: {}\n  change these variables; no host was touched",
+                "{} refuses to run{whose}: {}\n  change these variables; it touched no host",
                 rec.name,
                 msgs.join("; ")
             )));

@@ -70,7 +70,7 @@ __rcp() {
   printf '\n%s %s %s\n%s\n%s\n' "$__m" "$__s" "$((__n1 - __n0))" "${__e%x}" "$__m"
   __e=
 }
-printf '__RCP_READY %s\n' "$(id -u)"
+printf '__RCP_READY\n'
 "#;
 
 /// Removes the private folders (`.recipe.XXXXXXXX` holding a command's stdin `i` and stderr
@@ -162,8 +162,9 @@ pub struct Worker {
     buf: Vec<u8>,
     writer: Box<dyn AsyncWrite + Send + Unpin>,
     marker: Vec<u8>,
-    /// The uid the worker runs as (0 after sudo).
-    pub uid: u32,
+    /// The prelude's ready line is still to be read (within this long): the first command
+    /// is sent right behind the prelude, without a round trip of its own.
+    ready: Option<Duration>,
     /// Sent (unanswered) just before the next frame.
     before_next: Option<String>,
     /// Pids the target allocated during the last command (see the module's note).
@@ -195,8 +196,9 @@ pub const TIMEOUT_STATUS: i32 = 124;
 pub const TIMEOUT_KILLED_STATUS: i32 = 137;
 
 impl Worker {
-    /// Sends the prelude and waits for the ready line; whatever the shell
-    /// printed before it (a sudo refusal, a login banner error) becomes the error.
+    /// Sends the prelude. Its ready line is read with the first command's answer (one
+    /// round trip for both); whatever the shell printed before it (a sudo refusal, a login
+    /// banner error) becomes that command's error.
     pub async fn start(
         reader: Box<dyn AsyncRead + Send + Unpin>,
         mut writer: Box<dyn AsyncWrite + Send + Unpin>,
@@ -211,31 +213,33 @@ impl Worker {
             .flush()
             .await
             .map_err(|e| TransportError::Lost(format!("cannot start the remote shell: {e}")))?;
-        let mut w = Worker {
+        Ok(Worker {
             reader,
             buf: Vec::new(),
             writer,
             marker: marker.into_bytes(),
-            uid: u32::MAX,
+            ready: Some(wait),
             before_next: None,
             pids: 0,
-        };
+        })
+    }
+
+    /// Reads up to the prelude's ready line (once, before the first answer).
+    async fn await_ready(&mut self, wait: Duration) -> Result<(), TransportError> {
         let mut before = String::new();
         let ready = async {
             loop {
-                let line = match w.read_until(b"\n").await {
+                let line = match self.read_until(b"\n").await {
                     Ok(l) => String::from_utf8_lossy(&l).into_owned(),
-                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
                     Err(e) => return Err(e),
                 };
-                if let Some(rest) = line.strip_prefix("__RCP_READY ") {
-                    return Ok::<Option<u32>, std::io::Error>(Some(
-                        rest.trim().parse().unwrap_or(u32::MAX),
-                    ));
+                if line.starts_with("__RCP_READY") {
+                    return Ok::<bool, std::io::Error>(true);
                 }
                 if let Some(rest) = line.strip_prefix("__RCP_FAIL ") {
                     before.push_str(rest);
-                    return Ok(None);
+                    return Ok(false);
                 }
                 if before.len() < 4096 {
                     before.push_str(&line);
@@ -244,11 +248,8 @@ impl Worker {
             }
         };
         match tokio::time::timeout(wait, ready).await {
-            Ok(Ok(Some(uid))) => {
-                w.uid = uid;
-                Ok(w)
-            }
-            Ok(Ok(None)) => Err(TransportError::Shell(if before.trim().is_empty() {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(TransportError::Shell(if before.trim().is_empty() {
                 "the remote shell exited before it was ready".to_string()
             } else {
                 before.trim().to_string()
@@ -295,8 +296,15 @@ impl Worker {
         line.push_str(" .\n");
         let started = std::time::Instant::now();
         let lost = |e: std::io::Error| TransportError::Lost(e.to_string());
-        self.writer.write_all(line.as_bytes()).await.map_err(lost)?;
-        self.writer.flush().await.map_err(lost)?;
+        let sent = match self.writer.write_all(line.as_bytes()).await {
+            Ok(()) => self.writer.flush().await,
+            Err(e) => Err(e),
+        };
+        // A shell that never got ready (sudo refused) says why, rather than a broken pipe.
+        if let Some(wait) = self.ready.take() {
+            self.await_ready(wait).await?;
+        }
+        sent.map_err(lost)?;
         // stdout, then "\n<marker> <status>\n", stderr, "\n<marker>\n".
         let mut head = Vec::with_capacity(self.marker.len() + 2);
         head.push(b'\n');

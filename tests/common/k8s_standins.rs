@@ -1,7 +1,9 @@
 //! The Kubernetes stand-ins (tests/standins/) laid out as the release downloads a site
-//! would serve, for the sandbox file server: kubeadm, kubelet, kubectl (each rewritten to
-//! model the version it is served as) with their .sha256 files, a crictl tarball, the
-//! Singularity-CRI source tarball and a flannel-like manifest.
+//! would serve, for the sandbox file server: the release's node tarball holding kubeadm,
+//! kubelet, kubectl (each rewritten to model the version it is served as) where upstream's
+//! holds them (kubernetes/node/bin/), a crictl tarball, the Singularity-CRI source tarball
+//! and a flannel-like manifest. These are not the release files: the tests pin them with
+//! their own checksums (the recipes' shipped pins are the real files', and refuse these).
 
 use super::{project, sha256_file};
 use std::path::Path;
@@ -36,18 +38,47 @@ pub fn standin(name: &str, version: &str) -> Vec<u8> {
     body
 }
 
-/// Writes the layout into `dir`: v<version>/bin/linux/<arch>/..., crictl-v<crictl>-...,
-/// singularity-cri-<sycri>.tar.gz, kube-flannel.yml (its network NOT the pod CIDR).
-pub fn serve(dir: &Path, version: &str, crictl: &str, sycri: &str) {
-    let s = project().join("tests/standins");
-    let bin = dir.join(format!("v{version}/bin/linux/{}", arch()));
+/// Where the node tarball of `version` is served, under the file server's root (as
+/// dl.k8s.io lays it out: v<version>/kubernetes-node-linux-<arch>.tar.gz).
+pub fn node_tarball(version: &str) -> String {
+    format!("v{version}/kubernetes-node-linux-{}.tar.gz", arch())
+}
+
+/// Writes the node tarball of `version` into `dir` (see node_tarball()): kubernetes/node/bin/
+/// with the stand-ins of kubeadm, kubelet and kubectl, owned by root as upstream packs it
+/// (build/lib/release.sh: `tar czf ... kubernetes --owner=0 --group=0`).
+pub fn write_node_tarball(dir: &Path, version: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().expect("tempdir");
+    let bin = t.path().join("kubernetes/node/bin");
     std::fs::create_dir_all(&bin).expect("mkdir");
     for name in ["kubeadm", "kubelet", "kubectl"] {
-        let body = standin(name, version);
         let p = bin.join(name);
-        std::fs::write(&p, body).expect("write");
-        std::fs::write(bin.join(format!("{name}.sha256")), sha256_file(&p)).expect("write");
+        std::fs::write(&p, standin(name, version)).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
+    let out = dir.join(node_tarball(version));
+    std::fs::create_dir_all(out.parent().expect("parent")).expect("mkdir");
+    tar(
+        &[
+            "-czf",
+            &out.to_string_lossy(),
+            "-C",
+            &t.path().to_string_lossy(),
+            "--owner=0",
+            "--group=0",
+            "kubernetes",
+        ],
+        "the node tarball",
+    );
+}
+
+/// Writes the layout into `dir`: the node tarball of `version` (node_tarball()),
+/// crictl-v<crictl>-..., singularity-cri-<sycri>.tar.gz, kube-flannel.yml (its network NOT
+/// the pod CIDR).
+pub fn serve(dir: &Path, version: &str, crictl: &str, sycri: &str) {
+    let s = project().join("tests/standins");
+    write_node_tarball(dir, version);
     let crictl_tgz = dir.join(format!("crictl-v{crictl}-linux-{}.tar.gz", arch()));
     tar(
         &[

@@ -147,6 +147,13 @@ pub fn sha256_file(p: &Path) -> String {
     sha256_hex(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
 }
 
+/// The sha512 of the file at `p`, in hex.
+pub fn sha512_file(p: &Path) -> String {
+    use sha2::Digest;
+    let b = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    hex::encode(sha2::Sha512::digest(b))
+}
+
 /// A progress line on stderr for long tests: `[TEST-BINARY SECONDS] what`.
 pub fn log(t0: Instant, what: &str) {
     let exe = std::env::current_exe().unwrap_or_default();
