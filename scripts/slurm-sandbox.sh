@@ -69,6 +69,6 @@ site=/var/lib/recipe/sandbox/$name/site.toml
 } > "$site"
 echo "site inventory: $site" >&2
 if [ "$mode" = source ]; then
-    echo "building Slurm $version from source on the master (about 5 minutes on 2 cores); each step prints a line when it ends" >&2
+    echo "building Slurm $version from source on the master (about 5 minutes on 2 cores); each step prints a line when it ends, and on a terminal the bottom lines show the steps under way (make: the file it compiles)" >&2
 fi
 exec "$RECIPE" run cluster.rhai -i "$site" "$@"

@@ -267,6 +267,13 @@ fn bytes_text((done, total): (u64, Option<u64>), elapsed: Duration) -> Option<St
     Some(t)
 }
 
+/// A command's output line for the status line: runs of blanks made one, ends trimmed
+/// (`  CC       log.lo` reads `CC log.lo`), so that more of it fits the terminal's width.
+/// Applied after redaction: a secret with blanks in it is replaced before they change.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// One running step: host, place, elapsed, bytes, what it is, and its command's last line.
 fn live_line(v: &LiveView) -> String {
     let mut l = format!(
@@ -317,6 +324,48 @@ pub fn status_lines(hosts: usize, done: usize, mut views: Vec<LiveView>, tick: u
 }
 
 /// The terminal's status lines (stderr), drawn by indicatif one bar per line.
+/// The status lines on screen, if any: log lines (tracing) are written with them taken off
+/// the screen, as the reporter's own lines are, instead of through them.
+static LIVE_DISPLAY: std::sync::Mutex<Option<indicatif::MultiProgress>> =
+    std::sync::Mutex::new(None);
+
+/// stderr for log lines: one event's text, written when the event is done, with the status
+/// lines (if any) taken off the screen meanwhile.
+pub struct LogWriter(Vec<u8>);
+
+impl LogWriter {
+    pub fn make() -> LogWriter {
+        LogWriter(Vec::new())
+    }
+}
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let write = || {
+            let _ = std::io::stderr().lock().write_all(&self.0);
+        };
+        let multi = LIVE_DISPLAY.lock().ok().and_then(|d| d.clone());
+        match multi {
+            Some(m) => m.suspend(write),
+            None => write(),
+        }
+    }
+}
+
 struct Display {
     multi: indicatif::MultiProgress,
     bars: Vec<indicatif::ProgressBar>,
@@ -374,7 +423,8 @@ impl Reporter {
         let tty = std::io::stdout().is_terminal();
         let plain = std::env::var_os("NO_COLOR").is_some();
         let color = tty && !plain && mode == Mode::Human;
-        let live_tty = mode == Mode::Human
+        // With --json too: the events stay alone on stdout, the status lines go to stderr.
+        let live_tty = mode != Mode::Node
             && !quiet
             && !plain
             && std::io::stderr().is_terminal()
@@ -512,10 +562,13 @@ impl Reporter {
             return;
         }
         if self.live_tty {
+            let multi =
+                indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
+            if let Ok(mut d) = LIVE_DISPLAY.lock() {
+                *d = Some(multi.clone());
+            }
             i.display = Some(Display {
-                multi: indicatif::MultiProgress::with_draw_target(
-                    indicatif::ProgressDrawTarget::stderr(),
-                ),
+                multi,
                 bars: Vec::new(),
                 tick: 0,
             });
@@ -595,7 +648,7 @@ impl Reporter {
                 what: self.safe(&format!("{} {}", s.op, s.target)),
                 elapsed: now.duration_since(s.started),
                 bytes: s.meter.bytes(),
-                last: s.meter.last_line().map(|l| self.safe(&l)),
+                last: s.meter.last_line().map(|l| one_line(&self.safe(&l))),
             })
             .collect();
         let (hosts, done) = (i.hosts, i.done);
@@ -635,6 +688,9 @@ impl Reporter {
             let _ = t.join();
         }
         if let Some(d) = display {
+            if let Ok(mut live) = LIVE_DISPLAY.lock() {
+                *live = None;
+            }
             for b in &d.bars {
                 b.finish_and_clear();
                 d.multi.remove(b);
@@ -664,15 +720,18 @@ impl Reporter {
             let _ = writeln!(so, "{line}");
             let _ = so.flush();
         };
-        let multi = self
-            .inner
-            .lock()
-            .ok()
-            .and_then(|i| i.display.as_ref().map(|d| d.multi.clone()));
-        match multi {
+        match self.multi() {
             Some(m) => m.suspend(write),
             None => write(),
         }
+    }
+
+    /// The status lines' drawer, while they are shown.
+    fn multi(&self) -> Option<indicatif::MultiProgress> {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|i| i.display.as_ref().map(|d| d.multi.clone()))
     }
 
     /// Text from a target or a recipe, ready for a terminal: secrets replaced first (a
@@ -785,8 +844,13 @@ impl Reporter {
         if self.mode == Mode::Human {
             self.out(&lines.join("\n"));
         } else {
-            // stdout is JSON events only: notes go to stderr, as for humans watching.
-            eprintln!("{}", lines.join("\n"));
+            // stdout is JSON events only: notes go to stderr, as for humans watching (with
+            // the status lines there taken off while they are written).
+            let write = || eprintln!("{}", lines.join("\n"));
+            match self.multi() {
+                Some(m) => m.suspend(write),
+                None => write(),
+            }
         }
     }
 
@@ -1099,6 +1163,23 @@ mod tests {
         });
         r.finish_host("n2", false, None, None);
         assert!(r.inner.lock().expect("lock").remote.is_empty());
+    }
+
+    /// A running step's last line is redacted first, then its blanks squeezed: a secret with
+    /// blanks in it is still found.
+    #[test]
+    fn a_last_line_is_redacted_then_made_one_line() {
+        use super::*;
+        let red = Redactor::default();
+        red.add(b"tok  en-1234");
+        let r = Reporter::new(Mode::Human, 0, false, false, red);
+        let shown = one_line(&r.safe("  key tok  en-1234\t ok  "));
+        assert!(
+            shown.starts_with("key ") && shown.ends_with(" ok"),
+            "{shown}"
+        );
+        assert!(!shown.contains("tok") && !shown.contains("  "), "{shown}");
+        assert_eq!(one_line("  CC       log.lo"), "CC log.lo");
     }
 
     #[test]

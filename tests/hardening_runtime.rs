@@ -5,10 +5,9 @@
 
 mod common;
 use common::loopback::*;
+use common::pty::{self, Terminal};
 use common::*;
 
-use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -33,39 +32,13 @@ fn step_lines_and_recap_go_to_stdout_when_stderr_is_a_terminal() {
         "out.rhai",
         "// Output test.\nsh(\"sleep 0.5; echo hi\");\nlog(\"note from the recipe\");\n",
     );
-    let (mut master, mut slave) = (0, 0);
-    // SAFETY: openpty fills two fds; both are owned right after.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    assert_eq!(rc, 0, "openpty");
-    // SAFETY: fresh fds from openpty, owned once each.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut term = Terminal::open(pty::ROWS, pty::COLS);
     let child = run_all(&recipe, &inv)
         .env("TERM", "xterm")
-        .stderr_to(slave)
+        .stderr_to(term.stderr())
         .spawn();
-    // The terminal side must be read, or the progress line would block on a full pty.
-    let reader = std::thread::spawn(move || {
-        let mut f = std::fs::File::from(master);
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match f.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-            }
-        }
-        seen
-    });
     let out = child.finish();
-    let term = text(&reader.join().expect("reader"));
+    let term = text(&term.settled());
     assert_eq!(out.code, 0, "{}\n--- terminal\n{term}", out.show());
     for h in ["h1", "h2", "h3"] {
         assert!(

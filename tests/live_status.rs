@@ -8,6 +8,7 @@
 
 mod common;
 use common::loopback::{inventory_of, write};
+use common::pty::{final_screen, parser, Terminal, COLS, ROWS};
 use common::*;
 
 use std::io::{Read, Write};
@@ -16,15 +17,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const ROWS: u16 = 40;
-const COLS: u16 = 200;
-
-/// A terminal of ROWS x COLS, without scrollback.
-fn parser() -> vt100::Parser {
-    let n = |v: u16| std::num::NonZeroU16::new(v).expect("not zero");
-    vt100::Parser::new(n(ROWS), n(COLS), 0)
-}
 
 /// `recipe ARGS` on a pseudo-terminal of ROWS x COLS; stdout to `stdout_to` when given
 /// (a file), else to the terminal too. Killed on drop.
@@ -140,18 +132,6 @@ impl Drop for Pty {
 /// A command that runs until the test creates `go`.
 fn wait_on(go: &Path) -> String {
     format!("while [ ! -e {} ]; do sleep 0.1; done", go.display())
-}
-
-/// Rendered lines of a whole transcript, trailing blanks dropped.
-fn final_screen(bytes: &[u8]) -> Vec<String> {
-    let mut p = parser();
-    p.process(bytes);
-    p.screen()
-        .contents()
-        .lines()
-        .map(|l| l.trim_end().to_string())
-        .filter(|l| !l.is_empty())
-        .collect()
 }
 
 #[test]
@@ -480,6 +460,93 @@ fn a_progress_step_shows_its_last_line_with_secrets_redacted() {
     let file = std::fs::read(&out).expect("stdout");
     leaks::assert_clean("the terminal", &seen, &[("the secret", PW.as_bytes())]);
     leaks::assert_clean("stdout", &file, &[("the secret", PW.as_bytes())]);
+}
+
+/// What a real `make` prints, on a 120-column terminal and with `--json` (the events on
+/// stdout, the status lines on stderr, as tests/slurm_e2e.rs watches the Slurm build): a
+/// libtool command longer than the terminal is cut to its width (one line, nothing wrapped
+/// or left behind), a compiler's colours are spelt out, a secret is redacted before blanks
+/// are squeezed (`  CC       log.lo` reads `CC log.lo`), and stdout stays JSON.
+#[test]
+fn make_output_on_a_narrow_terminal_with_json() {
+    const PW: &str = "pw  with  blanks-9c1e";
+    const LIBTOOL: &str = "/bin/bash ../../libtool  --tag=CC   --mode=compile gcc -DHAVE_CONFIG_H \
+        -I. -I../.. -I../../slurm  -I../.. -DNUMA_VERSION1_COMPATIBILITY -g -O2 -fno-omit-frame-pointer \
+        -pthread -ggdb3 -Wall -g -O1 -fno-strict-aliasing -MT slurm_protocol_pack.lo -MD -MP -MF \
+        .deps/slurm_protocol_pack.Tpo -c -o slurm_protocol_pack.lo slurm_protocol_pack.c";
+    let (rows, cols) = (24, 120);
+    let dir = tempfile::tempdir().expect("tmp");
+    let go: Vec<_> = (0..4).map(|i| dir.path().join(format!("go{i}"))).collect();
+    let script = format!(
+        "printf '%s\\n' '{LIBTOOL}'; {}; \
+         printf '\\033[01;35mwarning:\\033[m unused\\n'; {}; \
+         printf 'key %s ok\\n' \"$(cat)\"; {}; \
+         printf 'Making all in common\\n  CC       log.lo\\n'; {}",
+        wait_on(&go[0]),
+        wait_on(&go[1]),
+        wait_on(&go[2]),
+        wait_on(&go[3])
+    );
+    let recipe = write(
+        dir.path(),
+        "make.rhai",
+        &format!(
+            "let s = secret(\"{PW}\");\nsh({script:?}, #{{stdin: s, progress: true, name: \"make -j2\"}});\n"
+        ),
+    );
+    let mut term = Terminal::open(rows, cols);
+    let run = Test::new()
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm")
+        .stderr_to(term.stderr())
+        .arg("run")
+        .arg(&recipe)
+        .args(["--local", "--json"])
+        .spawn();
+    let status = ["local", "make.rhai:2", "sh make -j2"];
+    let with = |last: &'static str| [&status[..], &[last]].concat();
+    // Cut to the width: the status line is the only line on the screen, no wrapped rest.
+    let line = term.wait_for_line(&with(
+        "| /bin/bash ../../libtool --tag=CC --mode=compile gcc",
+    ));
+    assert!(!line.contains(".deps/"), "not cut: {line}");
+    assert_eq!(term.screen(), vec![line.clone()], "a wrapped status line");
+    std::fs::write(&go[0], "").expect("go");
+    term.wait_for_line(&with("| \\x1b[01;35mwarning:\\x1b[m unused"));
+    std::fs::write(&go[1], "").expect("go");
+    let line = term.wait_for_line(&with("| key "));
+    assert!(line.ends_with(" ok") && !line.contains("blanks"), "{line}");
+    std::fs::write(&go[2], "").expect("go");
+    term.wait_for_line(&with("| CC log.lo"));
+    std::fs::write(&go[3], "").expect("go");
+    let out = run.finish();
+    assert_eq!(out.code, 0, "{}", out.show());
+    let seen = term.settled();
+    assert!(
+        term.screen().is_empty(),
+        "left on the terminal: {:?}",
+        term.screen()
+    );
+    leaks::assert_clean(
+        "the terminal",
+        &seen,
+        &[
+            ("the secret", PW.as_bytes()),
+            (
+                "the secret with its blanks squeezed",
+                b"pw with blanks-9c1e",
+            ),
+        ],
+    );
+    // stdout: the events only (each line JSON), nothing of the status lines.
+    let ev = out.steps();
+    assert_eq!(ev.len(), 1, "{}", out.show());
+    assert_eq!(ev[0]["target"], "make -j2");
+    assert!(
+        !out.stdout.contains("libtool") && !out.stdout.contains('\x1b'),
+        "{}",
+        out.stdout
+    );
 }
 
 /// A plain terminal (`NO_COLOR`, or `TERM=dumb`) gets the step lines and no status lines.

@@ -3,7 +3,9 @@
 //! real Slurm daemons.
 //!
 //! - `source_mode_build_once_idempotent_and_grow`: fresh master,w1,w2 (+ w3 held back) →
-//!   cluster.rhai in source mode (built once on the master, copied to the workers) →
+//!   cluster.rhai in source mode (built once on the master, copied to the workers; its
+//!   stderr a pseudo-terminal, on which `make` shows its status line with the file it
+//!   compiles, gone before the next step's, never on stdout) →
 //!   sinfo shows the partition up and the workers idle, srun -N2 hostname answers from
 //!   both → a second run of cluster.rhai and of every recipe on its own reports 0
 //!   changed → w3 added to the inventory's workers → cluster.rhai again → sinfo shows w3
@@ -40,6 +42,7 @@
 
 mod common;
 use common::netns;
+use common::pty::{self, Terminal};
 use common::sandbox::{self, assert_same_hosts, assert_unchanged, Sandbox};
 use common::*;
 
@@ -136,6 +139,125 @@ fn container_vars() -> Vec<(&'static str, toml::Value)> {
     ]
 }
 
+/// `7s`, `3m04s`, `1h02m`: an elapsed time as the status lines write it.
+fn is_elapsed(w: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let two = |s: &str, unit: char| {
+        s.strip_suffix(unit)
+            .is_some_and(|m| m.len() == 2 && digits(m))
+    };
+    w.strip_suffix('s').is_some_and(digits)
+        || w.split_once('m')
+            .is_some_and(|(m, s)| digits(m) && two(s, 's'))
+        || w.split_once('h')
+            .is_some_and(|(h, m)| digits(h) && two(m, 'm'))
+}
+
+/// A status line: `HOST RECIPE:LINE ELAPSED ...`.
+fn is_status(l: &str) -> bool {
+    let w: Vec<&str> = l.split_whitespace().collect();
+    w.len() > 3 && w[1].contains(".rhai:") && is_elapsed(w[2])
+}
+
+/// Issue 25 on the real build (the terminal that was the run's stderr, screen by screen):
+/// while `make` ran on the master, its status line showed the host, `slurm_build.rhai:LINE`,
+/// the step, the elapsed time and a line make printed, a compile (`CC x.lo`) among them,
+/// each one a line of the build's own log; once make ended its line was gone (the next
+/// step's shown alone); nothing is left on the final screen and stdout is the events only.
+fn make_showed_its_progress(
+    sb: &Sandbox,
+    r: &common::Output,
+    term: &Terminal,
+    version: &str,
+    t0: Instant,
+) {
+    let make = r
+        .steps()
+        .into_iter()
+        .find(|s| {
+            s["host"] == "master"
+                && s["op"] == "sh"
+                && s["target"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("make -j"))
+        })
+        .unwrap_or_else(|| panic!("no make step on the master:\n{}", r.show()));
+    let file = make["source"].as_str().or(make["recipe"].as_str());
+    let place = format!("{}:{} ", file.unwrap_or("?"), make["line"]);
+    assert!(place.starts_with("slurm_build.rhai:"), "{make}");
+    let what = format!("sh {}  | ", make["target"].as_str().unwrap_or("?"));
+    let is_make = |l: &str| l.starts_with("master ") && l.contains(&place) && l.contains(&what);
+    let screens = term.screens();
+    let all = || text(&term.settled());
+    let shown: Vec<&String> = screens.iter().flatten().filter(|l| is_make(l)).collect();
+    assert!(
+        !shown.is_empty(),
+        "no status line of make ({place}{what}...) on the terminal:\n{}",
+        all()
+    );
+    let printed = sb.ssh_ok(
+        "master",
+        &format!("cat /usr/local/src/slurm-{version}/.recipe-make.log"),
+    );
+    let printed: std::collections::BTreeSet<String> = printed
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let mut lasts = std::collections::BTreeSet::new();
+    for l in &shown {
+        assert!(is_status(l), "no elapsed time: {l}");
+        let last = l.split_once(" | ").map(|(_, t)| t).unwrap_or_default();
+        // (A line wider than the terminal is cut: a beginning of one.)
+        let made = printed
+            .range(last.to_string()..)
+            .next()
+            .is_some_and(|p| p.starts_with(last));
+        assert!(made, "not a line make printed: {last:?} in {l}");
+        lasts.insert(last);
+    }
+    assert!(
+        lasts
+            .iter()
+            .any(|l| l.starts_with("CC ") && l.ends_with(".lo")),
+        "no compile among make's lines shown: {lasts:#?}"
+    );
+    assert!(lasts.len() > 1, "make's last line never moved: {lasts:?}");
+    log(
+        t0,
+        &format!(
+            "make's status line: {} lines of make shown, e.g. {:?}",
+            lasts.len(),
+            shown[shown.len() / 2]
+        ),
+    );
+    // Gone once make ended: the screens after its last one that show the next step.
+    let end = screens
+        .iter()
+        .rposition(|s| s.iter().any(|l| is_make(l)))
+        .unwrap_or(0);
+    assert!(
+        screens[end + 1..]
+            .iter()
+            .any(|s| s.iter().any(|l| l.contains("make install DESTDIR"))),
+        "no status line of the step after make:\n{}",
+        all()
+    );
+    let left = term.screen();
+    assert!(
+        !left
+            .iter()
+            .any(|l| is_status(l) || l.contains("hosts done")),
+        "status lines left on the terminal: {left:#?}"
+    );
+    assert!(
+        !r.stdout.contains('\x1b')
+            && !r.stdout.contains("hosts done")
+            && !shown.iter().any(|l| r.stdout.contains(l.as_str())),
+        "status line text on stdout:\n{}",
+        r.stdout
+    );
+}
+
 #[test]
 fn source_mode_build_once_idempotent_and_grow() {
     source_mode("bookworm", "e2e-src", true);
@@ -179,8 +301,10 @@ fn source_mode(release: &str, name: &str, full: bool) {
     sb.write_inventory(&["w1", "w2"], &vars);
 
     // 1. Fresh hosts → the whole of Part 1, source mode, built once on the master (with
-    //    diffs and verbose output, where the munge key must still not appear).
-    let r = sb.run_ok("cluster.rhai", &["--diff", "-vv"]);
+    //    diffs and verbose output, where the munge key must still not appear), stderr on a
+    //    terminal: the build shows its status lines there.
+    let mut term = Terminal::open(pty::ROWS, pty::COLS);
+    let r = sb.run_ok_on(&mut term, "cluster.rhai", &["--diff", "-vv"]);
     log(
         t0,
         &format!(
@@ -227,6 +351,12 @@ fn source_mode(release: &str, name: &str, full: bool) {
         &r.all_bytes(),
         &[("munge key", &key_raw)],
     );
+    common::leaks::assert_clean(
+        "the terminal of cluster.rhai --diff -vv",
+        &term.settled(),
+        &[("munge key", &key_raw)],
+    );
+    make_showed_its_progress(&sb, &r, &term, &version, t0);
 
     // 2. Second run: nothing changes, through cluster.rhai and every recipe on its own.
     let r = sb.run_ok("cluster.rhai", &[]);

@@ -137,8 +137,10 @@ impl Meter {
                     }
                 }
                 // The worker's own markers (a guard's skip) are not the command's output.
+                // Kept untrimmed: the reporter redacts before it trims (a secret may end in
+                // blanks).
                 if !long && !text.trim().is_empty() && !text.starts_with("__RCP_") {
-                    t.last = Some(text.trim_end().to_string());
+                    t.last = Some(text.into_owned());
                 }
             } else if t.partial.len() < LINE_MAX {
                 t.partial.push(b);

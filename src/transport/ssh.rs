@@ -35,9 +35,49 @@ struct Client {
     port: u16,
     opts: SshOptions,
     verdict: Arc<Mutex<Option<String>>>,
-    /// Dropped with the handler, which the session's task drops last, once its socket is
-    /// shut: [`SshSpawner::disconnect`] waits for that.
+}
+
+/// The session's byte stream (a socket, or a channel through a jump host), telling when it
+/// is dropped: the socket is closed then. [`SshSpawner::disconnect`] waits for that (the
+/// handler may be dropped before the stream, and a loaded machine then shows the socket
+/// still open when the next host connects).
+struct Watched<S> {
+    inner: S,
     _alive: tokio::sync::watch::Sender<()>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 impl client::Handler for Client {
@@ -269,7 +309,6 @@ async fn handshake(
         port: target.port,
         opts: opts.clone(),
         verdict: verdict.clone(),
-        _alive: alive,
     };
     let where_ = match (jump, &target.jump) {
         (Some(_), Some(j)) => format!("{}:{} (through {})", target.address, target.port, j.name),
@@ -299,7 +338,14 @@ async fn handshake(
             let _ = tcp.set_nodelay(true);
             tokio::time::timeout(
                 opts.connect_timeout,
-                client::connect_stream(config(), tcp, handler),
+                client::connect_stream(
+                    config(),
+                    Watched {
+                        inner: tcp,
+                        _alive: alive,
+                    },
+                    handler,
+                ),
             )
             .await
         }
@@ -322,7 +368,14 @@ async fn handshake(
                 })?;
             tokio::time::timeout(
                 opts.connect_timeout,
-                client::connect_stream(config(), Forwarded::new(ch), handler),
+                client::connect_stream(
+                    config(),
+                    Watched {
+                        inner: Forwarded::new(ch),
+                        _alive: alive,
+                    },
+                    handler,
+                ),
             )
             .await
         }
@@ -720,8 +773,8 @@ impl SshSpawner {
     }
 
     /// Disconnects politely, and returns once the socket is shut: `disconnect` only
-    /// queues the message, and the session's task shuts the socket after sending it, then
-    /// drops its handler (`Client::_alive`). A released host must hold no connection when
+    /// queues the message, and the session's task closes the socket after sending it (the
+    /// stream's `Watched::_alive` goes with it). A released host must hold no connection when
     /// its fork goes to the next one (README); a session that does not end within a few
     /// seconds is left to end on its own.
     pub async fn disconnect(&self) {

@@ -1,8 +1,8 @@
 //! Test support: [`Test`], the one way the integration tests drive the `recipe` binary (in
 //! the manner of just's `Test`: build the command line, run it, look at the [`Output`]);
 //! a real OpenSSH server on loopback with its own host key and client key ([`Sshd`]) and an
-//! inventory pointing at it; the loopback fault helpers ([`loopback`]) and the sandbox
-//! end-to-end harness ([`sandbox`]).
+//! inventory pointing at it; the loopback fault helpers ([`loopback`]), a terminal to watch
+//! status lines on ([`pty`]) and the sandbox end-to-end harness ([`sandbox`]).
 #![allow(dead_code)]
 
 pub mod k8s_standins;
@@ -11,6 +11,7 @@ pub mod loopback;
 pub mod netns;
 #[path = "../../src/test_precondition.rs"]
 pub mod precondition;
+pub mod pty;
 pub mod sandbox;
 #[allow(unused_imports)]
 pub use precondition::{is_root, require, require_root};

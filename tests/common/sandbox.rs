@@ -4,6 +4,7 @@
 //! and fingerprints of the hosts (to prove a dry run changed nothing).
 #![allow(dead_code)]
 
+use super::pty::Terminal;
 use super::{text, Output, Test};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
@@ -297,6 +298,30 @@ impl Sandbox {
     /// [`Sandbox::run_ok`] from inside network namespace `netns`.
     pub fn run_ok_in(&self, netns: Option<&str>, recipe: &str, args: &[&str]) -> Output {
         let r = self.run_in(netns, recipe, args);
+        self.expect_ok(r, recipe, args, "")
+    }
+
+    /// [`Sandbox::run_ok`] with stderr on `term`, as on a person's terminal (colour allowed,
+    /// so its status lines are drawn there); stdout is the `--json` events as ever.
+    pub fn run_ok_on(&self, term: &mut Terminal, recipe: &str, args: &[&str]) -> Output {
+        let r = Test::new()
+            .env_remove("NO_COLOR")
+            .env("TERM", "xterm")
+            .stderr_to(term.stderr())
+            .arg("run")
+            .arg(recipe)
+            .arg("-i")
+            .arg(&self.inv)
+            .arg("--json")
+            .args(args)
+            .timeout(RUN_TIMEOUT)
+            .run();
+        let shown = text(&term.settled());
+        self.expect_ok(r, recipe, args, &format!("--- terminal ---\n{shown}"))
+    }
+
+    /// `r`, which must have succeeded; else a panic with what CI logs keep (and `more`).
+    fn expect_ok(&self, r: Output, recipe: &str, args: &[&str], more: &str) -> Output {
         if !r.success() {
             let failed: Vec<String> = r
                 .events()
@@ -305,7 +330,7 @@ impl Sandbox {
                 .map(|v| v.to_string())
                 .collect();
             panic!(
-                "recipe run {recipe} {args:?} failed (exit {})\n--- failed ---\n{}\n--- hosts ---\n{}\n{}",
+                "recipe run {recipe} {args:?} failed (exit {})\n--- failed ---\n{}\n--- hosts ---\n{}\n{}\n{more}",
                 r.code,
                 failed.join("\n"),
                 self.failed_units(),
