@@ -322,6 +322,6 @@ fn init_tracing(cmd: &Cmd) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::report::LogWriter::make)
         .try_init();
 }

@@ -324,6 +324,48 @@ pub fn status_lines(hosts: usize, done: usize, mut views: Vec<LiveView>, tick: u
 }
 
 /// The terminal's status lines (stderr), drawn by indicatif one bar per line.
+/// The status lines on screen, if any: log lines (tracing) are written with them taken off
+/// the screen, as the reporter's own lines are, instead of through them.
+static LIVE_DISPLAY: std::sync::Mutex<Option<indicatif::MultiProgress>> =
+    std::sync::Mutex::new(None);
+
+/// stderr for log lines: one event's text, written when the event is done, with the status
+/// lines (if any) taken off the screen meanwhile.
+pub struct LogWriter(Vec<u8>);
+
+impl LogWriter {
+    pub fn make() -> LogWriter {
+        LogWriter(Vec::new())
+    }
+}
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let write = || {
+            let _ = std::io::stderr().lock().write_all(&self.0);
+        };
+        let multi = LIVE_DISPLAY.lock().ok().and_then(|d| d.clone());
+        match multi {
+            Some(m) => m.suspend(write),
+            None => write(),
+        }
+    }
+}
+
 struct Display {
     multi: indicatif::MultiProgress,
     bars: Vec<indicatif::ProgressBar>,
@@ -520,10 +562,13 @@ impl Reporter {
             return;
         }
         if self.live_tty {
+            let multi =
+                indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
+            if let Ok(mut d) = LIVE_DISPLAY.lock() {
+                *d = Some(multi.clone());
+            }
             i.display = Some(Display {
-                multi: indicatif::MultiProgress::with_draw_target(
-                    indicatif::ProgressDrawTarget::stderr(),
-                ),
+                multi,
                 bars: Vec::new(),
                 tick: 0,
             });
@@ -643,6 +688,9 @@ impl Reporter {
             let _ = t.join();
         }
         if let Some(d) = display {
+            if let Ok(mut live) = LIVE_DISPLAY.lock() {
+                *live = None;
+            }
             for b in &d.bars {
                 b.finish_and_clear();
                 d.multi.remove(b);

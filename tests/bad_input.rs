@@ -277,7 +277,7 @@ fn a_recipes_validate_refuses_before_any_host_with_exit_2() {
 fn version_settings_are_refused_before_any_host() {
     let recipes = project().join("recipes");
     let rec = |n: &str| recipes.join(n).to_string_lossy().into_owned();
-    let cases: [(&str, &[&str], &str, &str); 4] = [
+    let cases: [(&str, &[&str], &str, &str); 5] = [
         (
             "slurm_build.rhai",
             &[
@@ -308,9 +308,15 @@ fn version_settings_are_refused_before_any_host() {
         ),
         (
             "samples/same_image.rhai",
-            &["k8s_runtime=containerd"],
-            "k8s_runtime=sycri",
-            "needs k8s_runtime=\"sycri\"",
+            &["k8s_sample_image_containerd=docker.io/library/busybox:1.36"],
+            "k8s_sample_image_containerd=",
+            "the pods run another image",
+        ),
+        (
+            "cluster.rhai",
+            &["kubernetes=true"],
+            "k8s_sample=false",
+            "needs singularity = true and container_sample = true",
         ),
     ];
     for (recipe, vars, good, want) in cases {

@@ -1307,6 +1307,7 @@ fn containers_on_debian13() {
     log(t0, "second run: 0 changed; containers on Debian 13 done");
 
     pods_run_the_slurm_image(&sb, served.path(), img, t0);
+    containerd_pods_run_the_slurm_image(&sb, img, t0);
 }
 
 /// Kubernetes on the stand-ins at the newest version Singularity-CRI serves.
@@ -1418,6 +1419,20 @@ fn pods_run_the_slurm_image(sb: &Sandbox, served: &std::path::Path, img: &str, t
                 && journal.contains(img),
             "{w}: the sycri stand-in did not run `singularity exec` of {img}:\n{journal}"
         );
+    }
+    same_image_compares(sb, img, "recipe-hello", "w1");
+    log(
+        t0,
+        "the sample pods (sycri) ran the Slurm sample's SIF: same os-release and marker; a different marker fails",
+    );
+}
+
+/// Each worker's sample pod (name prefix `prefix`) printed the SIF's build marker and OS, as
+/// a job of the user does with Apptainer; samples/same_image.rhai finds the pods and the
+/// Slurm jobs alike, and fails once `tamper`'s pod log names another build.
+fn same_image_compares(sb: &Sandbox, img: &str, prefix: &str, tamper: &str) {
+    for w in ["w1", "w2"] {
+        let hn = sb.ssh_ok(w, "hostname").trim().to_string();
         // (As the jobs' user: root in these container hosts lacks capabilities Apptainer asks for.)
         let direct = sb.ssh_ok(
             w,
@@ -1425,19 +1440,18 @@ fn pods_run_the_slurm_image(sb: &Sandbox, served: &std::path::Path, img: &str, t
         );
         let logs = sb.ssh_ok(
             "master",
-            &format!("kubectl --kubeconfig /etc/kubernetes/admin.conf logs recipe-hello-{hn}"),
+            &format!("kubectl --kubeconfig /etc/kubernetes/admin.conf logs {prefix}-{hn}"),
         );
         assert!(
             logs.contains(direct.trim()) && logs.contains("VERSION_CODENAME=bookworm"),
             "{w}: the pod's log lacks the image's marker {direct:?} or its OS:\n{logs}"
         );
     }
-    // The recipe's own comparison: equal here, and it fails when a pod printed otherwise.
     let cmp = ["--host", "master"];
     let r = sb.run_ok("samples/same_image.rhai", &cmp);
     assert!(r.stderr.contains("ran the same image"), "{}", r.show());
-    let hn = sb.ssh_ok("w1", "hostname").trim().to_string();
-    let state = format!("/var/lib/kube-standin/apiserver/logs/default.recipe-hello-{hn}");
+    let hn = sb.ssh_ok(tamper, "hostname").trim().to_string();
+    let state = format!("/var/lib/kube-standin/apiserver/logs/default.{prefix}-{hn}");
     sb.ssh_ok(
         "master",
         &format!("cp {state} /root/pod.log && sed -i 's/^recipe-sample-image .*/recipe-sample-image another build/' {state}"),
@@ -1446,12 +1460,138 @@ fn pods_run_the_slurm_image(sb: &Sandbox, served: &std::path::Path, img: &str, t
     sb.ssh_ok("master", &format!("mv /root/pod.log {state}"));
     assert!(
         r.code != 0 && r.all().contains("did not run the same image"),
-        "a pod that printed another image's marker passed the comparison\n{}",
+        "a pod ({prefix}) that printed another image's marker passed the comparison\n{}",
         r.show()
+    );
+}
+
+/// The same on the default runtime, on the hosts of the lane above: each node switched to
+/// containerd (Debian's package: k8s_node.rhai), then k8s.rhai with containerd, which packs
+/// the Slurm sample's SIF as an OCI image on the master (samples/oci_image.rhai: `apptainer
+/// build --sandbox`, umoci), copies it to every node and imports it into containerd; the
+/// sample pods (another prefix) run it with imagePullPolicy: Never. Real here: containerd,
+/// umoci, the import, and each pod's container: `ctr run` of the imported image by containerd
+/// and runc (the kubelet stand-in's containerd path; no pod sandbox or pod network).
+/// samples/same_image.rhai then compares each pod's output with a Slurm job's and fails when
+/// they differ; an unchanged SIF is neither packed nor imported again.
+fn containerd_pods_run_the_slurm_image(sb: &Sandbox, img: &str, t0: Instant) {
+    let nodes = ["master", "w1", "w2"];
+    // The runtime and another sample (prefix, manifest) beside sycri's, for every recipe.
+    let mut inv: toml::Table =
+        toml::from_str(&std::fs::read_to_string(&sb.inv).expect("read")).expect("toml");
+    let vars = inv
+        .get_mut("vars")
+        .and_then(|v| v.as_table_mut())
+        .expect("[vars] is a table");
+    for (k, v) in [
+        ("k8s_runtime", "containerd"),
+        ("k8s_sample_prefix", "recipe-oci"),
+        (
+            "k8s_sample_manifest",
+            "/etc/kubernetes/recipe-samples/oci.yaml",
+        ),
+    ] {
+        vars.insert(k.into(), toml::Value::String(v.into()));
+    }
+    std::fs::write(&sb.inv, toml::to_string(&inv).expect("toml")).expect("write inventory");
+    // What these systemd-nspawn hosts cannot give containerd as a real host would (each seen
+    // here, with the error of the default way): (1) their root is an overlay, on which the
+    // overlayfs snapshotter cannot make its upper dirs ("overlay: filesystem on ... not
+    // supported as upperdir"): /var/lib/containerd gets a tmpfs, as a site gives it a disk;
+    // (2) runc cannot make the container's cgroup (the v1 controllers are mounted read-only:
+    // "mkdir /sys/fs/cgroup/cpuset/k8s.io: read-only file system"; in a cgroup2 view its device
+    // filter needs bpf(), which nspawn's seccomp filter refuses: "bpf_prog_query(BPF_CGROUP_DEVICE)
+    // failed: operation not permitted"), nor a session keyring (keyctl refused): the kubelet
+    // stand-in's `ctr run` uses Debian's crun with cgroups disabled and no new keyring;
+    // (3) the hosts lack CAP_NET_ADMIN, so a new network namespace's loopback cannot be
+    // brought up ("ioctl(SIOCSIFFLAGS): Operation not permitted"): the pods use the host's
+    // network, like hostNetwork pods.
+    let wrapper = "#!/bin/sh\n# crun for the runc shim of containerd on these test hosts: no cgroup, no new keyring (tests/slurm_e2e.rs)\n\
+                   n=$#; i=0\nwhile [ $i -lt $n ]; do a=$1; shift; set -- \"$@\" \"$a\"; case \"$a\" in create|run) set -- \"$@\" --no-new-keyring ;; esac; i=$((i+1)); done\n\
+                   exec crun --cgroup-manager=disabled \"$@\"\n";
+    assert!(
+        !wrapper.contains('\''),
+        "the wrapper is written in single quotes"
+    );
+    for h in nodes {
+        sb.ssh_ok(
+            h,
+            &format!(
+                "mkdir -p /var/lib/containerd && mount -t tmpfs -o mode=0711 tmpfs /var/lib/containerd && \
+                 DEBIAN_FRONTEND=noninteractive apt-get install -y -q crun >/dev/null && \
+                 printf '%s' '{wrapper}' > /usr/local/sbin/crun-test-host && chmod 0755 /usr/local/sbin/crun-test-host && \
+                 mkdir -p /var/lib/kube-standin && \
+                 printf '# see tests/slurm_e2e.rs\\n--runc-binary\\n/usr/local/sbin/crun-test-host\\n--net-host\\n' > /var/lib/kube-standin/ctr-run-flags"
+            ),
+        );
+    }
+    // Changing a joined node's runtime: containerd and kubelet's flags (k8s_node.rhai), and
+    // the cgroup driver of the KubeletConfiguration kubeadm wrote at init/join time (sycri's
+    // cgroupfs; containerd is configured with systemd), which no recipe rewrites after a join.
+    sb.run_ok("k8s_node.rhai", &["--group", "all"]);
+    for h in nodes {
+        sb.ssh_ok(h, "sed -i 's/^cgroupDriver: .*/cgroupDriver: systemd/' /var/lib/kubelet/config.yaml && systemctl restart kubelet && systemctl is-active containerd");
+    }
+    let prefix = "recipe-oci";
+    let r = sb.run_ok("k8s.rhai", &[]);
+    log(
+        t0,
+        &format!(
+            "k8s.rhai with containerd: {} steps changed",
+            r.changed().len()
+        ),
+    );
+    let order = r.play_order();
+    let at = |name: &str| order.iter().position(|p| p.ends_with(name));
+    assert!(
+        matches!((at("oci_image.rhai"), at("k8s_sample.rhai")), (Some(i), Some(j)) if i < j),
+        "k8s.rhai with containerd did not pack and import the image before the sample pods: {order:?}\n{}",
+        r.show()
+    );
+    let name = sb
+        .ssh_ok("master", "cat /srv/containers/sample.oci.tar.image")
+        .trim()
+        .to_string();
+    let sif = sb.ssh_ok("master", &format!("sha256sum < {img} | cut -c1-12"));
+    assert_eq!(name, format!("localhost/recipe/sample:sif-{}", sif.trim()));
+    for w in ["w1", "w2"] {
+        let hn = sb.ssh_ok(w, "hostname").trim().to_string();
+        // Imported into containerd, and the pod's container run by containerd from it.
+        sb.ssh_ok(w, &format!("ctr -n k8s.io images ls -q | grep -qxF {name}"));
+        let journal = sb.ssh_ok(w, "journalctl -u kubelet --no-pager -o cat");
+        assert!(
+            journal.contains(&format!(
+                "pod default/{prefix}-{hn} Succeeded (stand-in: image {name} run by containerd"
+            )),
+            "{w}: the kubelet stand-in did not run {name} in containerd:\n{journal}"
+        );
+    }
+    // Nothing packed or imported again for an unchanged SIF.
+    let r = sb.run_ok("samples/oci_image.rhai", &["--group", "all"]);
+    assert_unchanged(&r, "samples/oci_image.rhai, second run");
+    same_image_compares(sb, img, prefix, "w2");
+    // An image containerd lacks is not run from anywhere else: with pull policy Never the pod
+    // waits as the real kubelet's does (ErrImageNeverPull).
+    let hn = sb.ssh_ok("w1", "hostname").trim().to_string();
+    sb.ssh_ok(
+        "master",
+        &format!(
+            "printf '%s\\n' 'apiVersion: v1' 'kind: Pod' 'metadata:' '  name: recipe-absent' 'spec:' '  nodeName: {hn}' \
+             '  restartPolicy: Never' '  containers:' '  - name: c' '    image: localhost/recipe/absent:1' \
+             '    imagePullPolicy: Never' '    command: [\"/bin/sh\", \"-c\", \"echo ran\"]' > /root/absent.yaml && \
+             kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f /root/absent.yaml"
+        ),
+    );
+    ssh_until(
+        sb,
+        "master",
+        "kubectl --kubeconfig /etc/kubernetes/admin.conf get pods --no-headers | grep '^recipe-absent '",
+        &["ErrImageNeverPull"],
+        60,
     );
     log(
         t0,
-        "the sample pods (sycri) ran the Slurm sample's SIF: same os-release and marker; a different marker fails",
+        "the sample pods (containerd) ran the Slurm sample's SIF packed as an OCI image: same os-release and marker; a different marker fails",
     );
 }
 

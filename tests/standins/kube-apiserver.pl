@@ -38,7 +38,7 @@ sub nodes {
     return @out;
 }
 
-# Documents of a manifest: [kind, namespace, name, nodeName, command, network, image].
+# Documents of a manifest: [kind, namespace, name, nodeName, command, network, image, pull policy].
 sub docs {
     my @out;
     for my $d (split /^---.*$/m, $_[0]) {
@@ -54,7 +54,14 @@ sub docs {
         my ($cmd) = $d =~ /^\s+command:\s*\[.*"([^"]*)"\s*\]/m;
         my ($net) = $d =~ /"Network":\s*"([^"]+)"/;
         my ($image) = $d =~ /^\s+image:\s*(\S+)/m;
-        push @out, [$kind, $ns, $name, $node // '', $cmd // '', $net // '', $image // ''];
+        # The API server's defaulting (pkg/apis/core/v1/defaults.go): Always for an image
+        # without a tag or tagged :latest, IfNotPresent otherwise.
+        my ($pull) = $d =~ /^\s+imagePullPolicy:\s*(\S+)/m;
+        if (!defined $pull && defined $image) {
+            my $last = (split m{/}, $image)[-1];
+            $pull = ($image =~ /@/ || ($last =~ /:(.+)$/ && $1 ne 'latest')) ? 'IfNotPresent' : 'Always';
+        }
+        push @out, [$kind, $ns, $name, $node // '', $cmd // '', $net // '', $image // '', $pull // ''];
     }
     return @out;
 }
@@ -65,8 +72,14 @@ sub apply {
     my ($body) = @_;
     my @have = objects();
     my $resp = '';
+    # Validation first (pkg/apis/core/validation): nothing is applied from an invalid manifest.
     for my $d (docs($body)) {
-        my ($kind, $ns, $name, $node, $cmd, $net, $image) = @$d;
+        my ($kind, $name, $pull) = @$d[0, 2, 7];
+        return (422, "The Pod \"$name\" is invalid: spec.containers[0].imagePullPolicy: Unsupported value: \"$pull\": supported values: \"Always\", \"IfNotPresent\", \"Never\"\n")
+            if $kind eq 'Pod' && $pull !~ /^(Always|IfNotPresent|Never)$/;
+    }
+    for my $d (docs($body)) {
+        my ($kind, $ns, $name, $node, $cmd, $net, $image, $pull) = @$d;
         my $key = "$kind $ns $name";
         my $known = grep { join(' ', @$_) eq $key } @have;
         if (!$known) {
@@ -75,11 +88,11 @@ sub apply {
         }
         spit("$S/cni", "$net\n") if $net ne '';
         if ($kind eq 'Pod' && !-e "$S/pods/$ns.$name") {
-            spit("$S/pods/$ns.$name", "node=$node\nphase=Pending\nimage=$image\ncmd=$cmd\n");
+            spit("$S/pods/$ns.$name", "node=$node\nphase=Pending\nimage=$image\npull=$pull\ncmd=$cmd\n");
         }
         $resp .= lc($kind) . "/$name " . ($known ? 'unchanged' : 'created') . "\n";
     }
-    return $resp;
+    return (200, $resp);
 }
 
 sub pod {
@@ -108,7 +121,9 @@ sub pods {
         my ($ns, $name) = split /\./, $f, 2;
         next if $want ne '' && $want ne $ns;
         my %p = pod($ns, $name);
-        push @out, [$ns, $name, $p{phase} eq 'Succeeded' ? 'Completed' : $p{phase}, $p{node}];
+        # kubectl's STATUS column: a waiting container's reason (ErrImageNeverPull, ...) if any.
+        my $st = $p{phase} eq 'Succeeded' ? 'Completed' : ($p{reason} || $p{phase});
+        push @out, [$ns, $name, $st, $p{node}];
     }
     return @out;
 }
@@ -146,14 +161,20 @@ sub handle {
         for my $pf (sort grep { !/^\./ } readdir $d) {
             my ($ns, $name) = split /\./, $pf, 2;
             my %pp = pod($ns, $name);
-            $r .= "pod $ns $name $pp{image} $pp{cmd}\n" if $pp{node} eq $n && $pp{phase} eq 'Pending' && $f{ready};
+            $r .= "pod $ns $name $pp{image} $pp{pull} $pp{cmd}\n" if $pp{node} eq $n && $pp{phase} eq 'Pending' && $f{ready};
         }
         return (200, $r);
     }
     if ($p eq '/podstatus' && $method eq 'POST') {
+        # A pod still Pending (its image cannot be had) keeps its spec and gets the reason.
+        my %pp = pod($f{ns}, $f{name});
+        if ($f{phase} eq 'Pending') {
+            spit("$S/pods/$f{ns}.$f{name}", join('', map { "$_=" . ($pp{$_} // '') . "\n" } qw(node phase image pull cmd)) . "reason=" . ($f{reason} // '') . "\n");
+            return (200, "ok\n");
+        }
         # The log in a file of its own: it has many lines (and '=' in them).
         spit("$S/logs/$f{ns}.$f{name}", $f{log});
-        spit("$S/pods/$f{ns}.$f{name}", "node=$f{node}\nphase=$f{phase}\nimage=\ncmd=\n");
+        spit("$S/pods/$f{ns}.$f{name}", "node=$f{node}\nphase=$f{phase}\nimage=\npull=\ncmd=\n");
         return (200, "ok\n");
     }
     if ($p eq '/nodes') {
@@ -200,7 +221,7 @@ sub handle {
         $log .= "\n" if $log ne '' && $log !~ /\n\z/;
         return (200, "$pp{phase}\n$log");
     }
-    return (200, apply($body)) if $p eq '/apply' && $method eq 'POST';
+    return apply($body) if $p eq '/apply' && $method eq 'POST';
     if ($p eq '/get' && $method eq 'POST') {
         my @have = map { join(' ', @$_) } objects();
         for my $d (docs($body)) {
