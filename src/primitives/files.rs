@@ -96,16 +96,22 @@ pub(crate) fn planned_bytes(h: &HostCtx, path: &str) -> Option<(Arc<Vec<u8>>, bo
     }
 }
 
+/// The command that prints the stat line and checksum of `path` (`<hash>  -`, or `-` for
+/// what is not a regular file), or `absent`.
+pub(crate) fn file_probe(path: &str) -> String {
+    let q = quote(path);
+    format!(
+        "if [ -e {q} ] || [ -L {q} ]; then stat -c '{STAT_FMT}' -- {q} && if [ -f {q} ]; then sha256sum < {q}; else echo -; fi; else echo absent; fi"
+    )
+}
+
 /// One round trip: stat and checksum of `path` on the host, or `absent`.
 pub(crate) fn probe_host_file(
     h: &HostCtx,
     path: &str,
 ) -> Result<Option<(StatInfo, String)>, StepError> {
-    let q = quote(path);
-    let cmd = format!(
-        "if [ -e {q} ] || [ -L {q} ]; then stat -c '{STAT_FMT}' -- {q} && if [ -f {q} ]; then sha256sum < {q}; else echo -; fi; else echo absent; fi"
-    );
-    let out = check(h, &cmd)?;
+    let cmd = file_probe(path);
+    let out = super::step::check_as(h, &cmd, super::prefetch::Kind::file(path))?;
     if out.status != 0 {
         return Err(StepError::command(&out));
     }

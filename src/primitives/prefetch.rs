@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::attrs::STAT_FMT;
 use super::failure::StepError;
 use crate::transport::{ExecOutput, TransportError};
 
@@ -47,10 +48,20 @@ pub const STEPS: &[&str] = &[
 /// At most this many probes in one batch: a long recipe gets its first ones.
 const MAX_PROBES: usize = 64;
 
+/// What a recorded probe asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// Any read-only command: it runs in a subshell of its own.
+    Shell,
+    /// The stat and checksum of a file ([`super::files::probe_host_file`]'s command): the
+    /// batch answers every such probe with one `stat` and one `sha256sum` in all.
+    File(String),
+}
+
 #[derive(Default)]
 struct State {
     collecting: bool,
-    recorded: Vec<String>,
+    recorded: Vec<(String, Kind)>,
     answers: HashMap<String, ExecOutput>,
     /// The batch timed out: the next probe fails with that at once instead of waiting as
     /// long again (the host did not answer; the same step would have waited for it).
@@ -75,15 +86,16 @@ impl Prefetch {
 
     /// In the collecting pass: records `cmd` and returns what ends the step's body
     /// ([`Ahead::Recorded`], or [`Ahead::Full`] when the batch is full). Otherwise the answer
-    /// asked ahead, if any, or the batch's timeout once.
-    pub fn answer(&self, cmd: &str) -> Option<Result<ExecOutput, StepError>> {
+    /// asked ahead, if any, or the batch's timeout once. `kind` says whether the batch may ask
+    /// it together with others of its kind.
+    pub fn answer_as(&self, cmd: &str, kind: Kind) -> Option<Result<ExecOutput, StepError>> {
         self.with(|s| {
             if s.collecting {
                 if s.recorded.len() >= MAX_PROBES {
                     return Some(Err(StepError::Ahead(Ahead::Full)));
                 }
-                if !s.recorded.iter().any(|r| r == cmd) {
-                    s.recorded.push(cmd.to_string());
+                if !s.recorded.iter().any(|(r, _)| r == cmd) {
+                    s.recorded.push((cmd.to_string(), kind));
                 }
                 return Some(Err(StepError::Ahead(Ahead::Recorded)));
             }
@@ -112,7 +124,7 @@ impl Prefetch {
     }
 
     /// Ends the collecting pass; the probes it recorded, in order.
-    pub(crate) fn stop(&self) -> Vec<String> {
+    pub(crate) fn stop(&self) -> Vec<(String, Kind)> {
         self.with(|s| {
             s.collecting = false;
             std::mem::take(&mut s.recorded)
@@ -125,20 +137,176 @@ impl Prefetch {
     }
 }
 
-/// One script asking every probe: each runs in one subshell (a command substitution that
-/// collects its stderr while its stdout goes straight out), in the C locale like any check,
-/// and ends with `\n<marker> <status>\n<stderr>\n<marker>\n`, the worker's own framing. The
-/// `x` printed on exit keeps stderr's trailing newlines, which `$(...)` would strip.
-pub fn batch_script(probes: &[String], marker: &str) -> String {
+impl Kind {
+    /// The kind of [`super::files::probe_host_file`]'s probe of `path`: a path whose name
+    /// `sha256sum` would escape, or that it reads as stdin (`-`), is asked alone.
+    pub fn file(path: &str) -> Kind {
+        if path.starts_with('/') && !path.contains(['\n', '\\']) {
+            Kind::File(path.to_string())
+        } else {
+            Kind::Shell
+        }
+    }
+}
+
+/// One script asking every probe: each command probe runs in one subshell (a command
+/// substitution that collects its stderr while its stdout goes straight out), in the C locale
+/// like any check, and ends with `\n<marker> <status>\n<stderr>\n<marker>\n`, the worker's own
+/// framing. The `x` printed on exit keeps stderr's trailing newlines, which `$(...)` would
+/// strip. The file probes come last, all in one such subshell ([`files_script`]).
+pub fn batch_script(probes: &[(String, Kind)], marker: &str) -> String {
     let mut s = format!(
         "__pm={marker}\n__pb() {{\n  {{ __pe=$(trap 'printf x' EXIT; eval \"$1\" 2>&1 >&3 3>&-); __ps=$?; }} 3>&1\n  printf '\\n%s %s\\n%s\\n%s\\n' \"$__pm\" \"$__ps\" \"${{__pe%x}}\" \"$__pm\"\n}}\n"
     );
-    for p in probes {
+    let mut call = |cmd: &str| {
         s.push_str("__pb ");
-        s.push_str(&crate::transport::quote(&super::in_c_locale(p)));
+        s.push_str(&crate::transport::quote(&super::in_c_locale(cmd)));
         s.push('\n');
+    };
+    for (p, _) in probes.iter().filter(|(_, k)| *k == Kind::Shell) {
+        call(p);
+    }
+    let files = file_paths(probes);
+    if !files.is_empty() {
+        call(&files_script(&files));
     }
     s
+}
+
+fn file_paths(probes: &[(String, Kind)]) -> Vec<&str> {
+    probes
+        .iter()
+        .filter_map(|(_, k)| match k {
+            Kind::File(p) => Some(p.as_str()),
+            Kind::Shell => None,
+        })
+        .collect()
+}
+
+/// Answers every file probe with builtins and two processes: which paths exist (`[ -e ] ||
+/// [ -L ]`, as the probe asks), one `stat` of those (its format plus `|%n`, so each line
+/// names its path), which are regular files (`[ -f ]`), one `sha256sum` of those.
+fn files_script(paths: &[&str]) -> String {
+    use crate::transport::quote;
+    let mut s = String::from("__e=; set --\n");
+    for p in paths {
+        let q = quote(p);
+        s.push_str(&format!(
+            "if [ -e {q} ] || [ -L {q} ]; then __e=${{__e}}1; set -- \"$@\" {q}; else __e=${{__e}}0; fi\n"
+        ));
+    }
+    s.push_str(&format!(
+        "printf '%s\\n' \"$__e\"\nif [ $# -gt 0 ]; then stat -c '{STAT_FMT}|%n' -- \"$@\" || exit; fi\n__f=; set --\n"
+    ));
+    for p in paths {
+        let q = quote(p);
+        s.push_str(&format!(
+            "if [ -f {q} ]; then __f=${{__f}}1; set -- \"$@\" {q}; else __f=${{__f}}0; fi\n"
+        ));
+    }
+    s.push_str("printf '%s\\n' \"$__f\"\nif [ $# -gt 0 ]; then sha256sum -- \"$@\" || exit; fi\n");
+    s
+}
+
+/// Each file probe's answer as its own command prints it (see
+/// [`super::files::probe_host_file`]): `absent`, or the stat line and then the checksum
+/// line (`<hash>  -`, as `sha256sum < file` prints it) or `-`. `None` unless the output is
+/// exactly what [`files_script`] prints when all went well: then every step probes alone.
+fn split_files(out: &ExecOutput, paths: &[&str]) -> Option<Vec<ExecOutput>> {
+    if out.status != 0 || !out.stderr.is_empty() {
+        return None;
+    }
+    let mut rest = out.stdout.as_slice();
+    let flags = |rest: &mut &[u8]| -> Option<Vec<bool>> {
+        let nl = memchr::memchr(b'\n', rest)?;
+        let f = &rest[..nl];
+        *rest = &rest[nl + 1..];
+        (f.len() == paths.len() && f.iter().all(|b| matches!(b, b'0' | b'1')))
+            .then(|| f.iter().map(|b| *b == b'1').collect())
+    };
+    let exists = flags(&mut rest)?;
+    let mut stats = Vec::with_capacity(paths.len());
+    for (p, e) in paths.iter().zip(&exists) {
+        if !e {
+            stats.push(None);
+            continue;
+        }
+        // The format's four fields hold no `|` (parse_stat needs that too), then `|<path>\n`.
+        let bars: Vec<usize> = memchr::memchr_iter(b'|', rest).take(4).collect();
+        let end = *bars.get(3)?;
+        let line = std::str::from_utf8(&rest[..end]).ok()?;
+        if line.contains('\n') || super::attrs::parse_stat(line).is_none() {
+            return None;
+        }
+        rest = rest[end + 1..]
+            .strip_prefix(p.as_bytes())?
+            .strip_prefix(b"\n")?;
+        stats.push(Some(line.to_string()));
+    }
+    let regular = flags(&mut rest)?;
+    let mut res = Vec::with_capacity(paths.len());
+    for ((p, st), f) in paths.iter().zip(stats).zip(regular) {
+        let stdout = match (st, f) {
+            (None, false) => b"absent\n".to_vec(),
+            (None, true) => return None,
+            (Some(line), false) => format!("{line}\n-\n").into_bytes(),
+            (Some(line), true) => {
+                let hash = rest.get(..64)?;
+                if !hash.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                    return None;
+                }
+                let hash = std::str::from_utf8(hash).ok()?.to_string();
+                rest = rest[64..]
+                    .strip_prefix(b"  ")?
+                    .strip_prefix(p.as_bytes())?
+                    .strip_prefix(b"\n")?;
+                format!("{line}\n{hash}  -\n").into_bytes()
+            }
+        };
+        res.push(ExecOutput {
+            status: 0,
+            stdout,
+            stderr: Vec::new(),
+        });
+    }
+    rest.is_empty().then_some(res)
+}
+
+/// Every probe's answer from the batch's calls (see [`batch_script`]); `None` unless all
+/// came whole.
+fn answers(
+    probes: Vec<(String, Kind)>,
+    calls: Vec<ExecOutput>,
+) -> Option<HashMap<String, ExecOutput>> {
+    let files = file_paths(&probes);
+    let mut calls = calls.into_iter();
+    let mut shell = Vec::new();
+    for _ in probes.iter().filter(|(_, k)| *k == Kind::Shell) {
+        shell.push(calls.next()?);
+    }
+    let file_answers = if files.is_empty() {
+        Vec::new()
+    } else {
+        split_files(&calls.next()?, &files)?
+    };
+    let mut shell = shell.into_iter();
+    let mut file_answers = file_answers.into_iter();
+    probes
+        .into_iter()
+        .map(|(cmd, k)| {
+            let a = match k {
+                Kind::Shell => shell.next()?,
+                Kind::File(_) => file_answers.next()?,
+            };
+            Some((cmd, a))
+        })
+        .collect()
+}
+
+/// How many subshell calls [`batch_script`] makes for `probes`.
+fn calls_of(probes: &[(String, Kind)]) -> usize {
+    let shell = probes.iter().filter(|(_, k)| *k == Kind::Shell).count();
+    shell + usize::from(shell < probes.len())
 }
 
 /// Splits the output of [`batch_script`] into one result per probe; `None` when it is not
@@ -211,30 +379,52 @@ pub fn ask_ahead(
         // Anything else happens again, as fast, to the step that probes first.
         Err(_) => return,
     };
-    let Some(results) = parse_batch(&out.stdout, &m, probes.len()).filter(|_| out.status == 0)
+    let n = probes.len();
+    let Some(answers) = parse_batch(&out.stdout, &m, calls_of(&probes))
+        .filter(|_| out.status == 0)
+        .and_then(|calls| answers(probes, calls))
     else {
         return;
     };
     h.conn
         .stats
         .probes_ahead
-        .fetch_add(probes.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    h.prefetch.keep(probes.into_iter().zip(results).collect());
+        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    h.prefetch.keep(answers);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn run_batch(probes: &[String]) -> Vec<ExecOutput> {
+    fn shell(probes: &[&str]) -> Vec<(String, Kind)> {
+        probes
+            .iter()
+            .map(|p| (p.to_string(), Kind::Shell))
+            .collect()
+    }
+
+    /// Runs the batch of `probes` with `path` as PATH (or this process's); each probe's answer.
+    fn run_batch_with(probes: &[(String, Kind)], path: Option<&str>) -> Vec<ExecOutput> {
         let m = marker();
-        let out = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(batch_script(probes, &m))
-            .output()
-            .expect("sh runs");
+        let mut c = std::process::Command::new("/bin/sh");
+        c.arg("-c").arg(batch_script(probes, &m));
+        if let Some(p) = path {
+            c.env("PATH", p);
+        }
+        let out = c.output().expect("sh runs");
         assert!(out.status.success());
-        parse_batch(&out.stdout, &m, probes.len()).expect("whole")
+        let calls = parse_batch(&out.stdout, &m, calls_of(probes)).expect("whole");
+        let mut a = answers(probes.to_vec(), calls).expect("answers");
+        probes
+            .iter()
+            .map(|(p, _)| a.remove(p).expect("an answer"))
+            .collect()
+    }
+
+    fn run_batch(probes: &[String]) -> Vec<ExecOutput> {
+        let p: Vec<(String, Kind)> = probes.iter().map(|p| (p.clone(), Kind::Shell)).collect();
+        run_batch_with(&p, None)
     }
 
     fn alone(p: &str) -> ExecOutput {
@@ -283,7 +473,7 @@ mod tests {
 
     #[test]
     fn a_batch_cut_short_is_not_used() {
-        let probes = vec!["echo a".to_string(), "echo b".to_string()];
+        let probes = shell(&["echo a", "echo b"]);
         let m = marker();
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
@@ -298,27 +488,169 @@ mod tests {
         assert!(parse_batch(&whole, &m, 3).is_none());
     }
 
+    /// A folder of every kind of path a file probe meets.
+    fn paths_of_every_kind(d: &std::path::Path) -> Vec<String> {
+        use std::os::unix::fs::symlink;
+        std::fs::write(d.join("file"), b"abc").expect("write");
+        std::fs::write(d.join("empty"), b"").expect("write");
+        std::fs::write(d.join("it's a | file -- x"), b"quoted\n").expect("write");
+        std::fs::create_dir(d.join("dir")).expect("mkdir");
+        symlink("file", d.join("link")).expect("symlink");
+        symlink("dir", d.join("dirlink")).expect("symlink");
+        symlink("nowhere", d.join("dangling")).expect("symlink");
+        let fifo = d.join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        [
+            "file",
+            "empty",
+            "it's a | file -- x",
+            "dir",
+            "link",
+            "dirlink",
+            "dangling",
+            "fifo",
+            "absent",
+            "absent/below",
+            "file/below",
+        ]
+        .iter()
+        .map(|n| d.join(n).to_string_lossy().into_owned())
+        .collect()
+    }
+
+    /// File probes asked together answer exactly what each probe's own command answers alone,
+    /// beside command probes, whatever the path is.
+    #[test]
+    fn file_probes_asked_together_answer_as_each_alone() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let mut probes: Vec<(String, Kind)> = paths_of_every_kind(d.path())
+            .iter()
+            .map(|p| (super::super::files::file_probe(p), Kind::file(p)))
+            .collect();
+        assert!(probes.iter().all(|(_, k)| *k != Kind::Shell));
+        probes.insert(3, ("echo between; exit 3".to_string(), Kind::Shell));
+        let got = run_batch_with(&probes, None);
+        for ((p, _), g) in probes.iter().zip(&got) {
+            let a = alone(p);
+            assert_eq!(
+                (g.status, g.stdout_str(), g.stderr_str()),
+                (a.status, a.stdout_str(), a.stderr_str()),
+                "{p}"
+            );
+        }
+        assert!(got[0]
+            .stdout_str()
+            .ends_with("\nba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  -\n"));
+        assert_eq!(got[9].stdout_str(), "absent\n");
+    }
+
+    /// However many files: one `stat` and one `sha256sum` in all (stand-ins first on PATH
+    /// count them, then run the real ones).
+    #[test]
+    fn file_probes_cost_one_stat_and_one_checksum_in_all() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let paths = paths_of_every_kind(d.path());
+        let bin = tempfile::tempdir().expect("tempdir");
+        let log = bin.path().join("log");
+        for tool in ["stat", "sha256sum"] {
+            let real = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {tool}"))
+                .output()
+                .expect("sh");
+            let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+            let f = bin.path().join(tool);
+            std::fs::write(
+                &f,
+                format!(
+                    "#!/bin/sh\necho {tool} >> '{}'\nexec {real} \"$@\"\n",
+                    log.display()
+                ),
+            )
+            .expect("write");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        let path = format!(
+            "{}:{}",
+            bin.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let probes: Vec<(String, Kind)> = paths
+            .iter()
+            .map(|p| (super::super::files::file_probe(p), Kind::file(p)))
+            .collect();
+        let got = run_batch_with(&probes, Some(&path));
+        assert_eq!(got.len(), paths.len());
+        let calls = std::fs::read_to_string(&log).expect("log");
+        assert_eq!(calls, "stat\nsha256sum\n");
+    }
+
+    /// Anything but the output of a batch that went well answers no file probe: the steps
+    /// then probe alone.
+    #[test]
+    fn file_answers_only_from_a_batch_that_went_well() {
+        let ok = |stdout: &str| ExecOutput {
+            status: 0,
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: Vec::new(),
+        };
+        let paths = ["/a", "/b"];
+        let sum = "0".repeat(64);
+        let good = format!("10\n81a4|root|root|3|/a\n10\n{sum}  /a\n");
+        let a = split_files(&ok(&good), &paths).expect("good");
+        assert_eq!(a[0].stdout_str(), format!("81a4|root|root|3\n{sum}  -\n"));
+        assert_eq!(a[1].stdout_str(), "absent\n");
+        let bad = [
+            format!("10\n81a4|root|root|3|/b\n10\n{sum}  /a\n"), // another path
+            format!("11\n81a4|root|root|3|/a\n10\n{sum}  /a\n"), // a stat line missing
+            format!("10\n81a4|root|root|3|/a\n11\n{sum}  /a\n"), // a checksum missing
+            format!("10\n81a4|root|root|3|/a\n01\n"),            // regular but absent
+            format!("10\n81a4|root|root|3|/a\n10\n{sum}  /a\nmore"),
+            format!("1\n81a4|root|root|3|/a\n10\n{sum}  /a\n"),
+            "10\n81a4|root|root|3|/a\n10\nnot-a-sum  /a\n".to_string(),
+        ];
+        for b in &bad {
+            assert!(split_files(&ok(b), &paths).is_none(), "{b}");
+        }
+        let mut failed = ok(&good);
+        failed.status = 1;
+        assert!(split_files(&failed, &paths).is_none());
+        let mut noisy = ok(&good);
+        noisy.stderr = b"sha256sum: /b: Permission denied\n".to_vec();
+        assert!(split_files(&noisy, &paths).is_none());
+        // Names sha256sum would escape, or read as stdin, are asked alone.
+        assert_eq!(Kind::file("/a\nb"), Kind::Shell);
+        assert_eq!(Kind::file("/a\\b"), Kind::Shell);
+        assert_eq!(Kind::file("-"), Kind::Shell);
+        assert_eq!(Kind::file("rel"), Kind::Shell);
+    }
+
     #[test]
     fn collecting_records_each_probe_once_and_answers_nothing() {
         let p = Prefetch::default();
         p.start();
         assert!(p.collecting());
         assert!(matches!(
-            p.answer("a"),
+            p.answer_as("a", Kind::Shell),
             Some(Err(StepError::Ahead(Ahead::Recorded)))
         ));
-        let _ = p.answer("b");
-        let _ = p.answer("a");
-        assert_eq!(p.stop(), ["a", "b"]);
+        let _ = p.answer_as("b", Kind::Shell);
+        let _ = p.answer_as("a", Kind::Shell);
+        assert_eq!(p.stop(), shell(&["a", "b"]));
         assert!(!p.collecting());
-        assert!(p.answer("a").is_none());
+        assert!(p.answer_as("a", Kind::Shell).is_none());
         p.keep([("a".to_string(), ExecOutput::default())].into());
-        assert!(matches!(p.answer("a"), Some(Ok(_))));
+        assert!(matches!(p.answer_as("a", Kind::Shell), Some(Ok(_))));
         p.forget();
-        assert!(p.answer("a").is_none());
+        assert!(p.answer_as("a", Kind::Shell).is_none());
         p.with(|s| s.timed_out = Some(TransportError::Timeout("no answer within 120s".into())));
-        let once = p.answer("b").and_then(|r| r.err()).map(|e| e.to_string());
+        let once = p
+            .answer_as("b", Kind::Shell)
+            .and_then(|r| r.err())
+            .map(|e| e.to_string());
         assert_eq!(once.as_deref(), Some("timed out: no answer within 120s"));
-        assert!(p.answer("b").is_none(), "once");
+        assert!(p.answer_as("b", Kind::Shell).is_none(), "once");
     }
 }

@@ -632,7 +632,17 @@ pub fn in_c_locale(cmd: &str) -> String {
 /// Runs a read-only check command in the C locale; any transport error is a step failure.
 /// Its answer may come from the probes asked ahead ([`super::prefetch`]).
 pub fn check(h: &HostCtx, cmd: &str) -> Result<crate::transport::ExecOutput, StepError> {
-    if let Some(answer) = h.prefetch.answer(cmd) {
+    check_as(h, cmd, super::prefetch::Kind::Shell)
+}
+
+/// [`check`] of a probe that the probes asked ahead may answer together with others of its
+/// kind; alone, `cmd` runs as it is.
+pub fn check_as(
+    h: &HostCtx,
+    cmd: &str,
+    kind: super::prefetch::Kind,
+) -> Result<crate::transport::ExecOutput, StepError> {
+    if let Some(answer) = h.prefetch.answer_as(cmd, kind) {
         return answer;
     }
     Ok(h.exec_bounded(&in_c_locale(cmd), std::time::Duration::from_secs(120))?)

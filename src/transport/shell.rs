@@ -93,6 +93,15 @@ done
 exit 0
 "#;
 
+/// The worker line that starts [`SWEEP`] in the background when a folder it may remove
+/// exists (builtins only until then: no process on a host without one).
+pub fn sweep_line() -> String {
+    format!(
+        "for __sd in \"${{TMPDIR:-/tmp}}\"/.recipe.????????; do [ -d \"$__sd\" ] || continue\n{{ __sw={}\nif command -v timeout >/dev/null 2>&1; then timeout -k 5 60 /bin/sh -c \"$__sw\"; else (eval \"$__sw\"); fi; }} </dev/null >/dev/null 2>&1 &\nbreak; done; __sd=\n",
+        super::quote(SWEEP)
+    )
+}
+
 /// How a command on a channel of its own (streamed stdin, host-to-host copies, srun) runs:
 /// `/bin/sh -c STREAM sh SESSION SECS CMD`. Its stdin is the data, so the worker's watcher
 /// cannot tell the end of the data from the end of the session; instead a watcher checks
@@ -265,12 +274,11 @@ impl Worker {
     /// Runs one command; `timeout` is enforced on the target by `timeout(1)`. The caller
     /// bounds the wait; a worker whose command was abandoned must be dropped.
     /// Starts [`SWEEP`] in the background just before the next command, from a line of its
-    /// own whose output goes nowhere: no reply, no round trip, no wait.
+    /// own whose output goes nowhere: no reply, no round trip, no wait. Only where the shell's
+    /// own glob finds a candidate folder: almost every host has none, and the sweep's
+    /// `timeout` and shell were most of what a re-run with nothing to change cost the host.
     pub fn sweep_before_next(&mut self) {
-        self.before_next = Some(format!(
-            "{{ __sw={}\nif command -v timeout >/dev/null 2>&1; then timeout -k 5 60 /bin/sh -c \"$__sw\"; else (eval \"$__sw\"); fi; }} </dev/null >/dev/null 2>&1 &\n",
-            super::quote(SWEEP)
-        ));
+        self.before_next = Some(sweep_line());
     }
 
     pub async fn run(
@@ -450,6 +458,53 @@ mod tests {
             let none = w.run("wc -c", Some(b""), None).await.expect("run");
             assert_eq!((none.status, none.stdout_str().trim()), (0, "0"));
         });
+    }
+
+    /// The sweep starts a process only where its glob finds a folder: a stand-in `timeout`
+    /// first on PATH says whether it was started.
+    #[test]
+    fn the_sweep_starts_nothing_without_a_candidate_folder() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let bin = d.path().join("bin");
+        let tmp = d.path().join("tmp");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        std::fs::create_dir_all(&tmp).expect("mkdir");
+        let seen = d.path().join("started");
+        let fake = bin.join("timeout");
+        std::fs::write(
+            &fake,
+            format!("#!/bin/sh\necho \"$@\" >> '{}'\n", seen.display()),
+        )
+        .expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let run = || {
+            let st = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(format!("{}wait", super::sweep_line()))
+                .env("TMPDIR", &tmp)
+                .env("PATH", &path)
+                .status()
+                .expect("sh");
+            assert!(st.success());
+            std::fs::read_to_string(&seen).unwrap_or_default()
+        };
+        assert_eq!(run(), "", "empty folder");
+        // A file with a matching name is no candidate (the sweep removes folders only).
+        std::fs::write(tmp.join(".recipe.FiLeFiLe"), b"").expect("write");
+        assert_eq!(run(), "", "a file only");
+        std::fs::create_dir(tmp.join(".recipe.DeAdRuN1")).expect("mkdir");
+        let started = run();
+        assert!(
+            started.starts_with("-k 5 60 /bin/sh -c [ -d /proc/self/fd ]"),
+            "{started}"
+        );
+        assert_eq!(started.matches("-k 5 60").count(), 1, "{started}");
     }
 
     /// Processes of this machine whose argv is exactly `argv`.
