@@ -606,7 +606,7 @@ mod tests {
             format!("10\n81a4|root|root|3|/b\n10\n{sum}  /a\n"), // another path
             format!("11\n81a4|root|root|3|/a\n10\n{sum}  /a\n"), // a stat line missing
             format!("10\n81a4|root|root|3|/a\n11\n{sum}  /a\n"), // a checksum missing
-            format!("10\n81a4|root|root|3|/a\n01\n"),            // regular but absent
+            "10\n81a4|root|root|3|/a\n01\n".to_string(),         // regular but absent
             format!("10\n81a4|root|root|3|/a\n10\n{sum}  /a\nmore"),
             format!("1\n81a4|root|root|3|/a\n10\n{sum}  /a\n"),
             "10\n81a4|root|root|3|/a\n10\nnot-a-sum  /a\n".to_string(),
