@@ -395,12 +395,14 @@ class Tool:
         self.kind = name.split("@")[0]
         self.bin = RECIPE_BINS.get(name) or recipe_bin()
 
-    def command(self, inv, nhosts, dry):
+    def command(self, inv, nhosts, dry, forks=None):
         if self.kind == "recipe":
             # 1,000 handshakes at once on 2 shared cores can take longer than the default 15 s
             # connect timeout; the floor's OpenSSH clients wait without limit, so recipe may too.
             c = [self.bin, "run", RECIPE_FILE, "-i", inv["recipe"], "--group", "all",
-                 "--forks", str(max(nhosts, 1)), "--json", "--connect-timeout", "300"]
+                 "--json", "--connect-timeout", "300"]
+            if self.name != DEFAULT_FORKS:   # that one: recipe's own default
+                c += ["--forks", str(forks or max(nhosts, 1))]
             return c + (["--dry-run"] if dry else [])
         if self.kind == "ansible":
             c = [os.path.join(BENCH, ".venv-ansible", "bin", "ansible-playbook"), "-i", inv["ansible"],
@@ -737,7 +739,7 @@ class Bench:
         self.notes = []
         self.n = 0
 
-    def run(self, case, tool, inv, nhosts, dry=False, sshd=None, extra=None, expect=None):
+    def run(self, case, tool, inv, nhosts, dry=False, sshd=None, extra=None, expect=None, forks=None):
         """One timed run of `tool`; records it and checks what the tool reported."""
         self.n += 1
         run_dir = os.path.join(WORK, "runs", f"{self.n:04d}-{case}-{tool.name}-{nhosts}")
@@ -746,7 +748,7 @@ class Bench:
         off = sshd.log_offset() if sshd else None
         cpu0 = sshd.cpu() if sshd else None
         t_start = time.time()
-        r = measure(tool.command(inv, nhosts, dry), env=tool.env(run_dir), out_path=out_path,
+        r = measure(tool.command(inv, nhosts, dry, forks), env=tool.env(run_dir), out_path=out_path,
                     cleanup=tool.cleanup(run_dir))
         r["t_start"], r["t_end"] = t_start, time.time()
         text = open(out_path, errors="replace").read()
@@ -782,6 +784,30 @@ class Bench:
             f"rss {r['peak_rss_mb']:6.1f} MB  changed {changed}" + load_note(r)
             + (f"  PROBLEM: {problem} ({out_path})" if problem else ""))
         return r
+
+    def count_script(self, addrs, sshd, scripts):
+        """The processes the one-script floor's reads start on each host, counted as recipe
+        counts its own (how far the host's last pid moves while they run, read by builtins),
+        one host at a time; not timed."""
+        self.n += 1
+        total = 0
+        for a in addrs:
+            bracket = ("read -r _ _ _ _ p0 </proc/loadavg; { " + scripts[a] + " } >/dev/null 2>&1; "
+                       "read -r _ _ _ _ p1 </proc/loadavg; echo pids=$((p1 - p0))")
+            out = sh(["ssh", "-F", "/dev/null", "-i", sshd.key, "-o", f"UserKnownHostsFile={sshd.known_hosts}",
+                      "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "LogLevel=ERROR",
+                      "-p", str(sshd.port), f"root@{a}", bracket]).stdout
+            m = re.search(r"pids=(-?\d+)", out)
+            if not m:
+                raise SystemExit(f"bench: the one-script floor's count on {a} printed {out!r}")
+            d = int(m.group(1))
+            if d < 0:   # the pid counter wrapped: past pid_max the kernel starts again at 300
+                d += int(open("/proc/sys/kernel/pid_max").read()) - 300
+            total += d
+        self.runs.append({"case": "count", "tool": "floor-script", "hosts": len(addrs), "dry": False,
+                          "per_host": {}, "problem": None, "remote_pids": total, "wall": 0.0, "cpu": 0.0,
+                          "peak_rss_mb": 0.0, "tree_rss_mb": 0.0})
+        log(f"count        floor-script {len(addrs):>3} hosts  {total / len(addrs):.1f} processes per host")
 
     def floor(self, addrs, sshd, key, label, case="floor", kind="floor", extra=None, scripts=None):
         self.n += 1
@@ -897,7 +923,7 @@ def count_sandbox_sessions(hosts, kh, runs):
 # Case 2: scale against one local sshd
 
 
-def case_scale(b, sizes, reps, tools, shell_hosts):
+def case_scale(b, sizes, reps, tools, shell_hosts, default_forks=True):
     nmax = max(sizes)
     sshd = LocalSshd(nmax, shell_hosts)
     try:
@@ -930,9 +956,16 @@ def case_scale(b, sizes, reps, tools, shell_hosts):
         reads_of = "recipe" if "recipe" in tools else tools[0]
         scripts = {scale_addr(i): reads_script(f"{SCALE_BASE}/{reads_of}/h{i}") for i in range(1, nmax + 1)}
         b.floor(addrs[min(sizes)], sshd, sshd.key, "warmup", case="warmup")
+        timed = list(tools)
+        if "recipe" in tools and default_forks:
+            # What a user gets without --forks: the same check on recipe's hosts, at most
+            # 32 of them at once, beside the every-host-at-once run that compares with the floors.
+            timed.append(DEFAULT_FORKS)
+            for n in sizes:
+                per_tool_inv[(DEFAULT_FORKS, n)] = per_tool_inv[("recipe", n)]
         for n in sizes:
             floors = [f for f in FLOORS if f != "floor" or n <= max(sizes[0], DEFAULT_KEX_FLOOR_MAX)]
-            order = floors + [t for t in tools if n in sizes_of(t)]
+            order = floors + [t for t in timed if n in sizes_of(t)]
             for rep in range(reps):
                 for t in order:
                     if t in FLOORS:
@@ -940,6 +973,16 @@ def case_scale(b, sizes, reps, tools, shell_hosts):
                     else:
                         b.run("scale", Tool(t), per_tool_inv[(t, n)], n, sshd=sshd, expect="none")
                 order = order[1:] + order[:1]
+        # Processes per host, counted apart from the timed runs: the pid counter that counts
+        # them is the machine's, so with every host at once each host's count would hold the
+        # others' processes. One host at a time (recipe --forks 1, the floor's sessions one by one).
+        n0 = min(min(sizes), COUNT_HOSTS)
+        for t in tools:
+            if Tool(t).kind == "recipe":
+                hosts = sshd.hosts(n0, base_root=f"{SCALE_BASE}/{t}")
+                inv = write_inventories(os.path.join(WORK, f"count-{t}-{n0}"), hosts, common)
+                b.run("count", Tool(t), inv, n0, sshd=sshd, expect="none", forks=1)
+        b.count_script([scale_addr(i) for i in range(1, n0 + 1)], sshd, scripts)
         if shell_hosts:
             # The same idempotent check with root's real login shell (~/.bashrc runs pyenv init).
             common_shell = dict(common)
@@ -963,6 +1006,12 @@ def case_scale(b, sizes, reps, tools, shell_hosts):
 # ---------------------------------------------------------------------------------------------
 # Case 4: a slow link
 
+
+# recipe with its default --forks in case 2 (the row is timed on recipe's own hosts).
+DEFAULT_FORKS = "recipe@default-forks"
+
+# Hosts whose processes are counted one at a time after the timed scale runs (not timed).
+COUNT_HOSTS = 10
 
 LATENCY_NET = "127.4"   # forwarders that add the delay, one per host, in front of SCALE_NET's sshd
 
@@ -1055,6 +1104,8 @@ def summarize(runs):
             e["connections_per_host"] = med([r.get("connections", 0) for r in rs]) / n
         if all("server_cpu" in r for r in rs):
             e["server_cpu_med"] = med([r["server_cpu"] for r in rs])
+        if all("remote_pids" in r for r in rs):
+            e["remote_pids_per_host"] = med([r["remote_pids"] for r in rs]) / n
         st = [r["stats"] for r in rs if r.get("stats")]
         if st:
             e["channels_per_host"] = med([x["channels"] for x in st]) / n
@@ -1091,6 +1142,8 @@ TOOL_NAMES = {"recipe": "recipe", "ansible": "Ansible", "pyinfra": "pyinfra",
 
 
 def tool_label(t):
+    if t == DEFAULT_FORKS:
+        return "recipe, default `--forks` (32 at once)"
     if "@" in t:
         return f"recipe ({t.split('@', 1)[1]})"
     return TOOL_NAMES.get(t, t)
@@ -1135,7 +1188,7 @@ def render(res):
     if res.get("reconstructed"):
         L.append("")
         L.append(res["reconstructed"])
-    busy_runs = [r for r in res["runs"] if busy(r)]
+    busy_runs = [r for r in res["runs"] if busy(r) and r["case"] != "count"]
     if busy_runs:
         L.append("")
         worst = max(load_of(r) for r in busy_runs)
@@ -1251,6 +1304,21 @@ def render(res):
                  "(the package query, `stat` of the folders and files, `sha256sum` of the files): the "
                  "physical limit of an agentless tool that really checks state.")
         L.append("")
+        def counted_pids(t):
+            t = "recipe" if t == DEFAULT_FORKS else t
+            c = next((e for k, e in s.items() if k.startswith(f"count|{t}|")), None)
+            if c is None or "remote_pids_per_host" not in c:
+                return "–"
+            return f"{c['remote_pids_per_host']:.1f}"
+
+        if any(k.startswith("count|") for k in s):
+            n0 = min(int(k.split("|")[2]) for k in s if k.startswith("count|"))
+            L.append(f"Remote processes per host: what the tool's commands start on a host (its login "
+                     f"shell not included), counted in a separate run at {n0} hosts, one host at a time, "
+                     "from how far the host's last pid moved while they ran: with every host at once that "
+                     "counter, which is the machine's, would count the other hosts' processes too. Recipe "
+                     "counts its own (`RECIPE_STATS`); the one-script floor's reads are bracketed the same way.")
+            L.append("")
         hdr = ["hosts", "tool", "wall min / median", "× floor (curve25519)", "× one-script floor",
                "× floor (default)", "sessions / host", "round trips / host", "remote processes / host",
                "controller CPU", "peak RSS", "RSS / host", "sshd CPU", "load"]
@@ -1265,7 +1333,7 @@ def render(res):
                 ses = "–" if ses is None else f"{ses:.0f}"
                 rt = (f"{e['round_trips_per_host']:.0f} ({e['steps_per_host']:.0f} steps)"
                       if "round_trips_per_host" in e else "–")
-                pids = f"{e['remote_pids_per_host']:.0f}" if "remote_pids_per_host" in e else "–"
+                pids = counted_pids(t)
                 rss = fmt_mb(e["rss_med"])
                 per = "–"
                 if t == "ansible" or t.startswith("floor"):
@@ -1532,6 +1600,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 repetition, 10 scale hosts")
     ap.add_argument("--no-sandbox", action="store_true", help="skip case 1 (the sandbox hosts)")
     ap.add_argument("--no-scale", action="store_true", help="skip case 2 (the local sshd)")
+    ap.add_argument("--no-default-forks", action="store_true",
+                    help="case 2 without the row of recipe at its default --forks")
     ap.add_argument("--scale", default=None, help="host counts of case 2 (default 10,50,100)")
     ap.add_argument("--tools", default=",".join(TOOLS), help="tools to run (default: all three)")
     ap.add_argument("--recipe-bin", action="append", default=[], metavar="LABEL=PATH",
@@ -1603,7 +1673,8 @@ def main():
                 tools_scale = [t for t in tools if t != "ansible"]
             else:
                 tools_scale = tools
-            case_scale(b, sizes, cfg["scale_reps"], tools_scale, cfg["shell_hosts"])
+            case_scale(b, sizes, cfg["scale_reps"], tools_scale, cfg["shell_hosts"],
+                       default_forks=not args.no_default_forks)
             if args.latency_ms > 0:
                 case_latency(b, args.latency_ms, args.latency_hosts, cfg["scale_reps"], tools_scale)
         if not args.no_sandbox:

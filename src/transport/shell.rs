@@ -35,6 +35,7 @@ umask 077
 exec 4<&0
 __m=@MARKER@
 __lp=/proc/loadavg
+__px=0; [ -r /proc/sys/kernel/pid_max ] && read -r __px </proc/sys/kernel/pid_max
 __x() {
   if [ "$1" -gt 0 ] && command -v timeout >/dev/null 2>&1; then
     exec 5<&0
@@ -67,7 +68,9 @@ __rcp() {
       exit $__s
     ); __s=$?; } 3>&1
   __n1=0; [ -r "$__lp" ] && read -r __z __z __z __z __n1 <"$__lp"
-  printf '\n%s %s %s\n%s\n%s\n' "$__m" "$__s" "$((__n1 - __n0))" "${__e%x}" "$__m"
+  # Past pid_max the kernel starts again at 300.
+  __n1=$((__n1 - __n0)); [ "$__n1" -ge 0 ] || __n1=$((__n1 + __px - 300))
+  printf '\n%s %s %s\n%s\n%s\n' "$__m" "$__s" "$__n1" "${__e%x}" "$__m"
   __e=
 }
 printf '__RCP_READY\n'
@@ -333,7 +336,7 @@ impl Worker {
         let status: i32 = words.next().and_then(|w| w.parse().ok()).ok_or_else(|| {
             TransportError::Lost(format!("bad reply from the remote shell: {status_line:?}"))
         })?;
-        // A wrapped pid counter (or none) counts nothing.
+        // No pid counter (or one that wrapped where pid_max cannot be read) counts nothing.
         self.pids = words
             .next()
             .and_then(|w| w.parse::<i64>().ok())
