@@ -32,4 +32,6 @@ mod vars;
 #[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
+mod test_bin;
+#[cfg(test)]
 mod test_precondition;

@@ -560,23 +560,13 @@ mod tests {
                 .output()
                 .expect("sh");
             let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
-            let f = bin.path().join(tool);
-            std::fs::write(
-                &f,
-                format!(
-                    "#!/bin/sh\necho {tool} >> '{}'\nexec {real} \"$@\"\n",
-                    log.display()
-                ),
-            )
-            .expect("write");
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+            let script = format!(
+                "#!/bin/sh\necho {tool} >> '{}'\nexec {real} \"$@\"\n",
+                log.display()
+            );
+            crate::test_bin::stand_in(bin.path(), tool, &script);
         }
-        let path = format!(
-            "{}:{}",
-            bin.path().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
+        let path = crate::test_bin::path_first(bin.path());
         let probes: Vec<(String, Kind)> = paths
             .iter()
             .map(|p| (super::super::files::file_probe(p), Kind::file(p)))

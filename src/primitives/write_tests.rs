@@ -33,10 +33,7 @@ fn the_temporary_file_is_never_wider_than_requested() {
             d = target_dir.display(),
             log = log.display(),
         );
-        let p = bin.join(cmd);
-        std::fs::write(&p, w).expect("wrapper");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        crate::test_bin::stand_in(&bin, cmd, &w);
     }
     let target = target_dir.join("key file");
     let cases: Vec<(&str, Attrs, Option<&[u8]>)> = vec![

@@ -274,8 +274,6 @@ impl Worker {
         }
     }
 
-    /// Runs one command; `timeout` is enforced on the target by `timeout(1)`. The caller
-    /// bounds the wait; a worker whose command was abandoned must be dropped.
     /// Starts [`SWEEP`] in the background just before the next command, from a line of its
     /// own whose output goes nowhere: no reply, no round trip, no wait. Only where the shell's
     /// own glob finds a candidate folder: almost every host has none, and the sweep's
@@ -284,6 +282,8 @@ impl Worker {
         self.before_next = Some(sweep_line());
     }
 
+    /// Runs one command; `timeout` is enforced on the target by `timeout(1)`. The caller
+    /// bounds the wait; a worker whose command was abandoned must be dropped.
     pub async fn run(
         &mut self,
         cmd: &str,
@@ -473,19 +473,9 @@ mod tests {
         std::fs::create_dir_all(&bin).expect("mkdir");
         std::fs::create_dir_all(&tmp).expect("mkdir");
         let seen = d.path().join("started");
-        let fake = bin.join("timeout");
-        std::fs::write(
-            &fake,
-            format!("#!/bin/sh\necho \"$@\" >> '{}'\n", seen.display()),
-        )
-        .expect("write");
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let path = format!(
-            "{}:{}",
-            bin.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
+        let script = format!("#!/bin/sh\necho \"$@\" >> '{}'\n", seen.display());
+        crate::test_bin::stand_in(&bin, "timeout", &script);
+        let path = crate::test_bin::path_first(&bin);
         let run = || {
             let st = std::process::Command::new("/bin/sh")
                 .arg("-c")
